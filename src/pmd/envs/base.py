@@ -1,0 +1,56 @@
+"""The Environment protocol: where problems come from and how a response is judged.
+
+Every environment yields `Problem`s for a split and turns a response into a `Verdict`: a scalar reward for the
+optimiser plus textual feedback a model can learn from (the self-teacher and the memory both read it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One task instance. `uid` is stable across runs (family + split + seed + index) and keys the memory."""
+
+    uid: str
+    family: str
+    question: str
+    answer: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a response fared: `reward` in [0, 1], `feedback` for the model, and structured details for logs/memory.
+
+    `passed` is the strict success bit (format followed and answer correct). `extracted` is what the verifier read
+    as the answer (None when nothing could be extracted). `format_ok` says whether the strict answer format was used.
+    """
+
+    reward: float
+    passed: bool
+    feedback: str
+    extracted: str | None = None
+    format_ok: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """Problems by split and a verifier. Implementations must be deterministic given their config."""
+
+    name: str
+
+    def problems(self, split: str) -> list[Problem]:
+        """Problems of `split` ("train" or "eval"); train and eval never share a question."""
+        ...
+
+    def verify(self, problem: Problem, response: str) -> Verdict:
+        """Judge `response` to `problem`. Must never raise on arbitrary model text."""
+        ...
+
+    def format_prompt(self, problem: Problem) -> str:
+        """The user message the student sees (no memory, no feedback)."""
+        ...

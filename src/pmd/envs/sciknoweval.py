@@ -1,0 +1,389 @@
+"""SciKnowEval multiple-choice and true/false questions, loaded from the released JSON/JSONL files.
+
+Strict extraction is the project's shared one (`envs.answer`: the last "Answer: X" line, else the last \\boxed{X}),
+and X must name an option. A lenient reading (e.g. "the answer is (B)" in prose) is recorded separately in
+`Verdict.details` and earns only `lenient_credit` (default 0): the policy should learn the format. Feedback says
+what was read, whether the format was followed and the verdict; it never states the gold answer unless
+`reveal_answer_in_feedback=True` (and then only after a wrong answer). Per-domain evaluation groups by
+`Problem.metadata["domain"]`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConfigError, DatasetError
+from .answer import extract_answer
+from .base import Problem, Verdict
+
+__all__ = ["SciKnowEvalEnvironment", "extract_choice"]
+
+_SPLITS = ("train", "eval")
+_LABELS = "ABCDEFGHIJ"
+_TRUE = {"true", "yes", "correct"}
+_FALSE = {"false", "no", "incorrect"}
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Option labels and texts of one question; `boolean` marks true/false questions answered by word."""
+
+    labels: tuple[str, ...]
+    texts: tuple[str, ...]
+    boolean: bool = False
+
+    def resolve(self, value: str) -> str | None:
+        """Map an answer string ("B", "(b)", "B. text", "Yes", the option text) to a label, or None."""
+        value = _strip_markup(value)
+        if not value:
+            return None
+        upper = {label.upper(): label for label in self.labels}
+        if value.upper() in upper:
+            return upper[value.upper()]
+        letter = re.match(r"^\(?([A-Z])\)?(?:[.):\]]|\s|$)", value)  # uppercase only: "a protein" is not "A"
+        if letter and letter.group(1) in upper:
+            return upper[letter.group(1)]
+        norm = _norm(value)
+        for label, text in zip(self.labels, self.texts):
+            if norm == _norm(text):
+                return label
+        polarity = _polarity(norm)
+        if polarity is not None:
+            for label, text in zip(self.labels, self.texts):
+                if _polarity(_norm(text)) == polarity:
+                    return label
+        return None
+
+
+class SciKnowEvalEnvironment:
+    """SciKnowEval MCQ and true/false questions from a local file or directory of released JSON/JSONL files.
+
+    Rows of other types (open-ended, filling, relation extraction, ...) are skipped and counted in
+    `skipped_types`; malformed rows of supported types raise DatasetError naming file, row and problem.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | Path,
+        name: str = "sciknoweval",
+        eval_fraction: float = 0.2,
+        seed: int = 0,
+        max_problems: int | None = None,
+        domains: list[str] | None = None,
+        reveal_answer_in_feedback: bool = False,
+        lenient_credit: float = 0.0,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"sciknoweval: name must be a non-empty string, got {name!r}")
+        if not isinstance(lenient_credit, (int, float)) or isinstance(lenient_credit, bool) \
+                or not 0 <= lenient_credit <= 1:
+            raise ConfigError(f"sciknoweval: lenient_credit must be in [0, 1], got {lenient_credit!r}")
+        if not isinstance(eval_fraction, (int, float)) or isinstance(eval_fraction, bool) or not 0 < eval_fraction < 1:
+            raise ConfigError(f"sciknoweval: eval_fraction must be strictly between 0 and 1, got {eval_fraction!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"sciknoweval: seed must be an integer, got {seed!r}")
+        if max_problems is not None and (not isinstance(max_problems, int) or isinstance(max_problems, bool)
+                                         or max_problems <= 0):
+            raise ConfigError(f"sciknoweval: max_problems must be a positive integer or None, got {max_problems!r}")
+        if domains is not None and (isinstance(domains, str) or not all(isinstance(d, str) for d in domains)):
+            raise ConfigError(f"sciknoweval: domains must be a list of domain names, got {domains!r}")
+        self.name = name
+        self.lenient_credit = float(lenient_credit)
+        self.path = Path(path)
+        self.eval_fraction = float(eval_fraction)
+        self.seed = seed
+        self.max_problems = max_problems
+        self.reveal_answer_in_feedback = bool(reveal_answer_in_feedback)
+        self.skipped_types: dict[str, int] = {}
+        records = self._load()
+        if domains is not None:
+            wanted = {d.lower() for d in domains}
+            records = [r for r in records if r["metadata"]["domain"].lower() in wanted]
+            if not records:
+                raise ConfigError(f"sciknoweval: no questions in domains {domains} under {self.path}")
+        records, self.duplicates_dropped = _dedupe(records)
+        self._splits = _split(records, self.eval_fraction, seed)
+
+    def problems(self, split: str) -> list[Problem]:
+        if split not in _SPLITS:
+            raise ConfigError(f"sciknoweval: split must be 'train' or 'eval', got {split!r}")
+        return [
+            Problem(uid=f"{self.name}/{split}/{self.seed}/{i}", family=self.name, question=r["question"],
+                    answer=r["answer"], metadata=dict(r["metadata"]))
+            for i, r in enumerate(self._splits[split][: self.max_problems])
+        ]
+
+    def format_prompt(self, problem: Problem) -> str:
+        options = _options(problem)
+        if options.labels == options.texts:  # true/false without listed options: answer by word
+            how = f"Finish with a final line of the form 'Answer: X' where X is {' or '.join(options.labels)}."
+            return f"{problem.question}\n\n{how}"
+        listed = "\n".join(f"{label}. {text}" for label, text in zip(options.labels, options.texts))
+        how = "Finish with a final line of the form 'Answer: X' where X is the letter of the correct option."
+        return f"{problem.question}\n\nOptions:\n{listed}\n\n{how}"
+
+    def verify(self, problem: Problem, response: str) -> Verdict:
+        options = _options(problem)
+        gold = problem.answer
+        strict, lenient, strict_raw, where = _extract(response if isinstance(response, str) else "", options)
+        chosen = strict if strict is not None else lenient
+        correct = strict is not None and strict == gold
+        lenient_correct = chosen is not None and chosen == gold
+        reward = 1.0 if correct else self.lenient_credit if strict is None and lenient_correct else 0.0
+        details = {
+            "strict": strict,
+            "lenient": lenient,
+            "strict_correct": correct,
+            "lenient_correct": lenient_correct,
+            "domain": problem.metadata.get("domain"),
+            "level": problem.metadata.get("level"),
+            "type": problem.metadata.get("type"),
+        }
+        if strict is not None:
+            feedback = (f"Your final answer was read as {strict} (from {where}). Format: followed. "
+                        f"Verdict: {'correct' if correct else 'incorrect'}.")
+        elif strict_raw is not None:
+            feedback = (f"Your final answer ({where}) says {_clip(strict_raw)!r}, which is not one of the offered "
+                        "options. Format: not followed (give just the option label, e.g. 'Answer: X'). "
+                        "Verdict: not graded.")
+        elif lenient is not None:
+            feedback = (f"No final 'Answer: X' line or \\boxed{{X}} was found; the text seems to choose {lenient}. "
+                        "Format: not followed. Verdict: not graded.")
+        else:
+            feedback = ("No answer found: end your response with a final line 'Answer: X' where X is the label of your "
+                        "chosen option. Format: not followed. Verdict: not graded.")
+        if self.reveal_answer_in_feedback and not correct and gold is not None:
+            text = options.texts[options.labels.index(gold)]
+            feedback += f" The correct answer is {gold}" + (f": {text}." if text != gold else ".")
+        return Verdict(reward, correct, feedback, extracted=chosen, format_ok=strict is not None, details=details)
+
+    # ---- loading ----
+
+    def _load(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            raise DatasetError(f"sciknoweval: dataset path {self.path} does not exist")
+        if self.path.is_dir():
+            files = sorted(p for p in self.path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
+            if not files:
+                raise DatasetError(f"{self.path}: no .json or .jsonl files in this directory")
+        else:
+            files = [self.path]
+        records = []
+        for file in files:
+            for row, where in _read_rows(file):
+                kind = row.get("type")
+                if not isinstance(kind, str) or not kind:
+                    raise DatasetError(f"{where}: missing 'type' (e.g. mcq-4-choices, true_or_false)")
+                if not (kind.startswith("mcq") or kind == "true_or_false"):
+                    self.skipped_types[kind] = self.skipped_types.get(kind, 0) + 1
+                    continue
+                records.append(_record(row, kind, where))
+        if not records:
+            raise DatasetError(f"{self.path}: no multiple-choice or true/false questions found "
+                               f"(skipped types: {self.skipped_types or 'none'})")
+        return records
+
+
+def extract_choice(response: str, problem: Problem) -> tuple[str | None, str | None]:
+    """(strict label, lenient label) that `response` picks for `problem`; lenient is None when strict succeeded."""
+    strict, lenient, _, _ = _extract(response, _options(problem))
+    return strict, lenient
+
+
+def _extract(response: str, options: _Options) -> tuple[str | None, str | None, str | None, str | None]:
+    """(strict label, lenient label, raw strict value, where the strict value came from).
+
+    Strict: `envs.answer.extract_answer` (last "Answer: X" line, else last \\boxed{X}); X must resolve to an option.
+    Lenient (only when strict fails): "the answer is (X)" / "option X" phrases, a final bare label, "the answer is
+    yes" for true/false, or the one option text the response mentions.
+    """
+    lines = [line for line in response.strip().splitlines() if line.strip()]
+    found = extract_answer(response)
+    if found.strict is not None:
+        where = "your 'Answer:' line" if found.how == "answer_line" else "\\boxed{}"
+        label = options.resolve(found.strict)
+        if label is not None:
+            return label, None, found.strict, where
+        return None, _lenient(response, lines, options), found.strict, where
+    return None, _lenient(response, lines, options), None, None
+
+
+_BOOLEAN_PHRASE = re.compile(
+    r"(?i)\b(?:answer|statement|claim|it)\s*(?:is|would be|:)\s*:?[\s*_]*(yes|no|true|false)\b")
+_PHRASE = re.compile(r"(?i:answer|option|choice)\s*(?i:is|would be|should be|:)?\s*[:\-]?\s*[\(\[*\s]*([A-Z])\b")
+
+
+def _lenient(response: str, lines: list[str], options: _Options) -> str | None:
+    for match in reversed(list(_PHRASE.finditer(response))):
+        letter = match.group(1).upper()
+        if letter in options.labels:
+            return letter
+    if lines and options.resolve(lines[-1]) is not None and len(lines[-1].strip()) <= 40:
+        return options.resolve(lines[-1])
+    if options.boolean:
+        said = _BOOLEAN_PHRASE.findall(response)
+        if said:
+            return options.resolve(said[-1])
+    lowered = _norm(response)
+    mentioned = [label for label, text in zip(options.labels, options.texts) if len(_norm(text)) >= 3
+                 and re.search(r"\b" + re.escape(_norm(text)) + r"\b", lowered)]
+    return mentioned[0] if len(mentioned) == 1 else None
+
+
+def _strip_markup(value: str) -> str:
+    value = re.sub(r"\\text(?:bf)?\{([^{}]*)\}", r"\1", value.strip())
+    return value.strip().strip("*_`$ ").strip()
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def _polarity(word: str) -> bool | None:
+    return True if word in _TRUE else False if word in _FALSE else None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _options(problem: Problem) -> _Options:
+    meta = problem.metadata
+    return _Options(tuple(meta["labels"]), tuple(meta["choices"]), bool(meta.get("boolean")))
+
+
+def _record(row: dict[str, Any], kind: str, where: str) -> dict[str, Any]:
+    question = row.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise DatasetError(f"{where}: missing or empty 'question'")
+    domain = row.get("domain")
+    if not isinstance(domain, str) or not domain.strip():
+        raise DatasetError(f"{where}: missing 'domain' (Biology, Chemistry, Material or Physics)")
+    details = row.get("details") if isinstance(row.get("details"), dict) else {}
+    level = details.get("level", row.get("level"))
+    options = _parse_choices(row.get("choices"), kind, where)
+    gold = _gold(row, options, where)
+    return {
+        "question": question,
+        "answer": gold,
+        "metadata": {
+            "domain": domain.strip(),
+            "level": str(level) if level is not None else None,
+            "type": kind,
+            "task": details.get("task"),
+            "subtask": details.get("subtask"),
+            "labels": list(options.labels),
+            "choices": list(options.texts),
+            "boolean": options.boolean,
+            "origin": where,
+        },
+    }
+
+
+def _parse_choices(choices: Any, kind: str, where: str) -> _Options:
+    """{"text": [...], "label": [...]} or a plain list; true/false rows may come without choices (Yes/No)."""
+    if isinstance(choices, dict):
+        texts, labels = choices.get("text"), choices.get("label")
+        if not isinstance(texts, list) or (labels is not None and not isinstance(labels, list)):
+            raise DatasetError(f"{where}: 'choices' must have a 'text' list and a 'label' list")
+        labels = labels if labels else list(_LABELS[: len(texts)])
+    elif isinstance(choices, list):
+        texts, labels = choices, list(_LABELS[: len(choices)])
+    elif choices is None:
+        texts, labels = [], []
+    else:
+        raise DatasetError(f"{where}: 'choices' must be an object with text/label lists or a list, "
+                           f"got {type(choices).__name__}")
+    if not texts and kind == "true_or_false":
+        return _Options(("Yes", "No"), ("Yes", "No"), boolean=True)
+    if len(texts) < 2:
+        raise DatasetError(f"{where}: a {kind} question needs at least 2 choices, got {len(texts)}")
+    if len(texts) > len(_LABELS) and labels == list(_LABELS[: len(texts)]):
+        raise DatasetError(f"{where}: too many choices ({len(texts)})")
+    if len(labels) != len(texts):
+        raise DatasetError(f"{where}: 'choices' has {len(texts)} texts but {len(labels)} labels")
+    if not all(isinstance(t, str) and t.strip() for t in texts) or not all(isinstance(lb, str) and lb.strip()
+                                                                         for lb in labels):
+        raise DatasetError(f"{where}: every choice text and label must be a non-empty string")
+    labels = [lb.strip() for lb in labels]
+    if len(set(lb.upper() for lb in labels)) != len(labels):
+        raise DatasetError(f"{where}: duplicate choice labels {labels}")
+    boolean = kind == "true_or_false" and all(_polarity(_norm(t)) is not None for t in texts)
+    return _Options(tuple(labels), tuple(t.strip() for t in texts), boolean=boolean)
+
+
+def _gold(row: dict[str, Any], options: _Options, where: str) -> str:
+    """answerKey (a label) or answer (a label, an option text or, for true/false, yes/no/true/false)."""
+    for field in ("answerKey", "answer"):
+        value = row.get(field)
+        if isinstance(value, bool):
+            value = "Yes" if value else "No"
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if not isinstance(value, str):
+            raise DatasetError(f"{where}: '{field}' must be a string, got {type(value).__name__}")
+        label = options.resolve(value)
+        if label is None:
+            raise DatasetError(f"{where}: '{field}' {value!r} matches none of the choices {list(options.labels)}")
+        return label
+    raise DatasetError(f"{where}: missing 'answerKey' / 'answer'")
+
+
+def _read_rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """Rows of a JSON (list) or JSONL file, each with its "file: row N" location."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not valid UTF-8 (byte {e.start}: {e.reason}); re-save the file as UTF-8") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror})") from e
+    text = text.lstrip("\ufeff")
+    stripped = text.lstrip()
+    if path.suffix == ".json" and stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except ValueError as e:
+            raise DatasetError(f"{path}: invalid JSON ({e})") from e
+        numbered: Iterator[tuple[int, Any]] = enumerate(rows, 1)
+    else:
+        numbered = ((n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
+    for n, item in numbered:
+        where = f"{path}: row {n}"
+        if isinstance(item, str):
+            try:
+                item = json.loads(item)
+            except ValueError as e:
+                raise DatasetError(f"{where}: invalid JSON ({e})") from e
+        if not isinstance(item, dict):
+            raise DatasetError(f"{where}: a row must be a JSON object, got {type(item).__name__}")
+        yield item, where
+
+
+def _dedupe(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Drop repeated questions (same text and options) so one question can never sit in both splits."""
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    kept = []
+    for record in records:
+        key = (_norm(record["question"]), tuple(_norm(t) for t in record["metadata"]["choices"]))
+        if key not in seen:
+            seen.add(key)
+            kept.append(record)
+    return kept, len(records) - len(kept)
+
+
+def _split(records: list[Any], eval_fraction: float, seed: int) -> dict[str, list[Any]]:
+    """Seeded shuffle of indices, first share to eval; both sides keep file order. Disjoint by construction."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = round(len(records) * eval_fraction)
+    if len(records) >= 2:
+        n_eval = min(max(n_eval, 1), len(records) - 1)
+    return {"train": [records[i] for i in sorted(order[n_eval:])], "eval": [records[i] for i in sorted(order[:n_eval])]}

@@ -1,0 +1,150 @@
+"""Co-evolution: the policy's rollouts grow the memory; the memory shapes the teacher.
+
+`MemoryLoop` is the glue the trainer calls at three moments:
+1. while building teacher contexts: `memory_for(uid)` retrieves from memory as it was *before* this step;
+2. right after: `record(step, judged)` stores every rollout as experience and logs what each teacher saw;
+3. at step end: `maybe_reflect(step)` / `maybe_consolidate(step)` on their schedules.
+
+Freezing memory (`memory.mode: frozen`) stops 2 and 3 after `freeze_after_steps`; retrieval continues from the
+frozen store. Only the main process writes; other ranks read (SQLite WAL allows concurrent readers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..config import MemoryConfig
+from ..envs import EnvironmentSuite
+from ..rewards import Judged
+from .patterns import ConsolidationConfig, consolidate
+from .reflect import FeedbackStatsReflector, ModelReflector, ReflectionResult
+from .retrieve import RetrievalConfig, retrieve
+from .store import Experience, MemoryStore, RetrievalRecord
+
+logger = logging.getLogger(__name__)
+LAST_REFLECTED = "last_reflected_step"
+
+
+@dataclass
+class LoopStats:
+    """Cumulative counters the trainer logs each step."""
+
+    reflections: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    promoted: int = 0
+    retired: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+class MemoryLoop:
+    def __init__(
+        self,
+        store: MemoryStore,
+        cfg: MemoryConfig,
+        suite: EnvironmentSuite,
+        count_tokens: Callable[[str], int],
+        reflector: FeedbackStatsReflector | ModelReflector,
+        is_writer: bool = True,
+    ):
+        self.store = store
+        self.cfg = cfg
+        self.suite = suite
+        self.count_tokens = count_tokens
+        self.reflector = reflector
+        self.is_writer = is_writer
+        self.current_step = 0
+        self.retrieval_cfg = RetrievalConfig(token_budget=cfg.token_budget)
+        self.consolidation_cfg = ConsolidationConfig(
+            min_problems=cfg.min_problems_for_pattern, stale_after_steps=cfg.pattern_stale_after_steps
+        )
+        self.stats = LoopStats()
+
+    def growing(self, step: int) -> bool:
+        """Whether memory still learns at `step` (False once a frozen memory has been frozen)."""
+        return self.cfg.mode == "evolving" or step < self.cfg.freeze_after_steps
+
+    # ------------------------------------------------------------------------------------ teacher side
+
+    def memory_for(self, problem_uid: str) -> tuple[str, list[str], int]:
+        """Retrieved memory text for the teacher of `problem_uid` (this step's own rollouts excluded)."""
+        problem = self.suite.problem(problem_uid)
+        got = retrieve(self.store, problem, self.count_tokens, self.retrieval_cfg,
+                       exclude_experience_step=self.current_step)
+        return got.text, got.item_refs, got.n_tokens
+
+    def record(self, step: int, judged: list[Judged], retrievals: list[tuple[str, str, list[str], int]]) -> None:
+        """Store this step's rollouts as experience and log the teacher's retrievals (one transaction each)."""
+        if not self.is_writer:
+            return
+        if retrievals:
+            self.store.log_retrieval([
+                RetrievalRecord(step, uid, i, text, refs, n) for i, (uid, text, refs, n) in enumerate(retrievals)
+            ])
+        if not self.growing(step):
+            return
+        self.store.add_experiences([
+            Experience(
+                problem_uid=j.problem.uid, family=j.problem.family, prompt=self.suite.format_prompt(j.problem),
+                response=j.response, reward=j.verdict.reward, passed=j.verdict.passed,
+                feedback=j.verdict.feedback, step=step, policy_version=step, sample_index=i,
+            )
+            for i, j in enumerate(judged)
+        ])
+
+    # ------------------------------------------------------------------------------------ schedule
+
+    def maybe_reflect(self, step: int) -> ReflectionResult | None:
+        """Reflect on problems with attempts since the last reflection, every `reflect_every` steps."""
+        if not self.is_writer or not self.growing(step) or (step + 1) % self.cfg.reflect_every:
+            return None
+        last = self.store.meta_get(LAST_REFLECTED, -1)
+        uids = self.store.problems_with_experience_since(last + 1)
+        attempts = {uid: self.store.experiences(problem_uid=uid, since_step=last + 1) for uid in uids}
+        if isinstance(self.reflector, ModelReflector):
+            result = self.reflector.reflect(attempts, {uid: self.suite.problem(uid).question for uid in uids})
+        else:
+            result = self.reflector.reflect(attempts)
+        with self.store.transaction():
+            for uid, drafts in _by_problem(attempts, result).items():
+                for d in drafts:
+                    self.store.upsert_insight(uid, self.suite.problem(uid).family, d.kind, d.text,
+                                              self.reflector.name, list(d.experience_ids), step)
+            self.store.meta_set(LAST_REFLECTED, step, step=step)
+        s = self.stats
+        s.reflections += 1
+        s.proposed += result.proposed
+        s.accepted += result.accepted
+        for k, v in result.rejected_reasons.items():
+            s.rejected[k] = s.rejected.get(k, 0) + v
+        return result
+
+    def maybe_consolidate(self, step: int):
+        if not self.is_writer or not self.growing(step) or (step + 1) % self.cfg.consolidate_every:
+            return None
+        report = consolidate(self.store, step, self.consolidation_cfg)
+        self.stats.promoted += report.promoted
+        self.stats.retired += report.retired
+        return report
+
+    def metrics(self) -> dict[str, float]:
+        counts = self.store.counts()
+        s = self.stats
+        out = {f"memory/{k}": float(v) for k, v in counts.items()}
+        out["memory/reflection_acceptance_rate"] = s.accepted / s.proposed if s.proposed else 0.0
+        out["memory/patterns_promoted_total"] = float(s.promoted)
+        out["memory/patterns_retired_total"] = float(s.retired)
+        return out
+
+
+def _by_problem(attempts: dict[str, list[Experience]], result: ReflectionResult) -> dict[str, list]:
+    """Map drafts back to their problem through the experience ids they cite."""
+    owner = {e.id: uid for uid, exps in attempts.items() for e in exps}
+    out: dict[str, list] = {}
+    for d in result.insights:
+        uids = {owner[i] for i in d.experience_ids if i in owner}
+        if len(uids) == 1:
+            out.setdefault(uids.pop(), []).append(d)
+    return out

@@ -1,0 +1,885 @@
+"""SQLite store of the three memory levels (experience, insight, pattern) plus retrieval logs and run metadata.
+
+The store is the run's state: it is checkpointed next to the weights (`backup_to`), restored on resume (`restore`),
+and rolled back to a checkpoint's step (`truncate_after`). Design choices, and why:
+
+- One file, WAL mode, `synchronous=FULL`: readers never block the writer and a killed process never corrupts it.
+- Every public write is one transaction (`BEGIN IMMEDIATE ... COMMIT`), so a crash mid-write leaves no partial rows.
+  `transaction()` groups several writes into one when they must land together (e.g. insights + "last reflected").
+- A file that is not ours (not SQLite, foreign `application_id`, missing tables, corrupt, newer schema) is checked
+  through a read-only connection before anything is written, and rejected with `MemoryStoreError`, untouched.
+- Insight support and pattern state are event-sourced (`insight_events`, `pattern_versions`), so `truncate_after`
+  restores exactly what the memory looked like at a step, not an approximation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pmd.errors import MemoryStoreError
+from pmd.memory.text import normalize_text
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x504D4430  # "PMD0": marks a SQLite file as a pmd memory store (PRAGMA application_id).
+
+InsightKind = Literal["strategy", "lesson"]
+PatternStatus = Literal["active", "retired"]
+KINDS: tuple[str, ...] = ("strategy", "lesson")
+STATUSES: tuple[str, ...] = ("active", "retired")
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE experiences (
+    id INTEGER PRIMARY KEY,
+    problem_uid TEXT NOT NULL,
+    family TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    response TEXT NOT NULL,
+    reward REAL NOT NULL,
+    passed INTEGER NOT NULL CHECK (passed IN (0, 1)),
+    feedback TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    policy_version INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    UNIQUE (step, problem_uid, sample_index)
+);
+CREATE INDEX experiences_by_problem ON experiences (problem_uid, step);
+
+CREATE TABLE insights (
+    id INTEGER PRIMARY KEY,
+    problem_uid TEXT NOT NULL,
+    family TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('strategy', 'lesson')),
+    text TEXT NOT NULL,
+    norm_text TEXT NOT NULL,
+    source TEXT NOT NULL,
+    support INTEGER NOT NULL,
+    experience_ids TEXT NOT NULL,
+    created_step INTEGER NOT NULL,
+    updated_step INTEGER NOT NULL,
+    UNIQUE (problem_uid, kind, norm_text)
+);
+CREATE INDEX insights_by_family ON insights (family);
+
+CREATE TABLE insight_events (
+    id INTEGER PRIMARY KEY,
+    insight_id INTEGER NOT NULL REFERENCES insights (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    experience_ids TEXT NOT NULL
+);
+CREATE INDEX insight_events_by_insight ON insight_events (insight_id);
+CREATE INDEX insight_events_by_step ON insight_events (step);
+
+CREATE TABLE patterns (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('strategy', 'lesson')),
+    text TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
+    support_problems INTEGER NOT NULL,
+    insight_ids TEXT NOT NULL,
+    created_step INTEGER NOT NULL,
+    updated_step INTEGER NOT NULL
+);
+
+CREATE TABLE pattern_versions (
+    id INTEGER PRIMARY KEY,
+    pattern_id INTEGER NOT NULL REFERENCES patterns (id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    support_problems INTEGER NOT NULL,
+    insight_ids TEXT NOT NULL
+);
+CREATE INDEX pattern_versions_by_pattern ON pattern_versions (pattern_id);
+CREATE INDEX pattern_versions_by_step ON pattern_versions (step);
+
+CREATE TABLE retrievals (
+    id INTEGER PRIMARY KEY,
+    step INTEGER NOT NULL,
+    problem_uid TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    item_refs TEXT NOT NULL,
+    n_tokens INTEGER NOT NULL
+);
+CREATE INDEX retrievals_by_problem ON retrievals (problem_uid, step);
+CREATE INDEX retrievals_by_step ON retrievals (step);
+
+CREATE TABLE meta (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    step INTEGER
+);
+CREATE INDEX meta_by_key ON meta (key, id);
+"""
+
+_TABLES = frozenset(
+    {"experiences", "insights", "insight_events", "patterns", "pattern_versions", "retrievals", "meta"}
+)
+
+
+@dataclass
+class Experience:
+    """One rollout as the policy produced it and the environment judged it."""
+
+    problem_uid: str
+    family: str
+    prompt: str
+    response: str
+    reward: float
+    passed: bool
+    feedback: str
+    step: int
+    policy_version: int
+    sample_index: int
+    id: int | None = None
+
+
+@dataclass
+class Insight:
+    """A per-problem strategy (what passed) or lesson (a recurring mistake), with how often it was confirmed."""
+
+    problem_uid: str
+    family: str
+    kind: InsightKind
+    text: str
+    source: str
+    support: int
+    experience_ids: list[int]
+    created_step: int
+    updated_step: int
+    id: int | None = None
+
+
+@dataclass
+class Pattern:
+    """A behaviour recurring across problems, the insights it generalises, and whether it still holds."""
+
+    kind: InsightKind
+    text: str
+    status: PatternStatus
+    support_problems: int
+    insight_ids: list[int]
+    created_step: int
+    updated_step: int
+    id: int | None = None
+
+
+@dataclass
+class RetrievalRecord:
+    """What the teacher was shown for one sample, so a run can be inspected afterwards."""
+
+    step: int
+    problem_uid: str
+    sample_index: int
+    text: str
+    item_refs: list[str] = field(default_factory=list)
+    n_tokens: int = 0
+
+
+def _expected() -> str:
+    return f"expected a pmd memory store (SQLite, application_id {APPLICATION_ID:#x}, schema version {SCHEMA_VERSION})"
+
+
+def _validate(conn: sqlite3.Connection, path: Path, verify: bool) -> None:
+    """Raise MemoryStoreError unless `conn` is a healthy pmd store of this schema version. Reads only."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id != APPLICATION_ID:
+        raise MemoryStoreError(f"{path}: SQLite database with application_id {app_id:#x} is not ours; {_expected()}")
+    if version > SCHEMA_VERSION:
+        raise MemoryStoreError(
+            f"{path}: memory schema version {version} is newer than this pmd supports ({SCHEMA_VERSION}); "
+            "upgrade pmd to open it"
+        )
+    if version != SCHEMA_VERSION:
+        raise MemoryStoreError(f"{path}: memory schema version {version} is not supported; {_expected()}")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = sorted(_TABLES - tables)
+    if missing:
+        raise MemoryStoreError(f"{path}: missing tables {', '.join(missing)}; {_expected()}")
+    if verify:
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise MemoryStoreError(f"{path}: database is corrupt ({'; '.join(problems)}); {_expected()}")
+
+
+def _check_existing(path: Path, verify: bool = True) -> None:
+    """Validate an existing, non-empty file through a read-only connection, so a rejected file stays untouched."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as e:
+        raise MemoryStoreError(f"{path}: cannot read ({e}); {_expected()}") from e
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise MemoryStoreError(f"{path}: not a SQLite database; {_expected()}")
+    # With no -wal/-journal beside it the file alone is the database: read it as immutable, which creates no
+    # sidecar files next to a file we may be about to reject. Otherwise a plain read-only open reads the WAL too.
+    quiet = not any(p.exists() for p in _sidecars(path) if not p.name.endswith("-shm"))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True)
+        try:
+            _validate(conn, path, verify)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise MemoryStoreError(f"{path}: corrupt or unreadable SQLite database ({e}); {_expected()}") from e
+
+
+def _sidecars(path: Path) -> list[Path]:
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+
+
+def _remove_db_files(path: Path) -> None:
+    for p in [path, *_sidecars(path)]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform/filesystem can fsync a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_copy(src: sqlite3.Connection, dst: Path) -> None:
+    """Online-backup `src` into `dst + ".tmp"`, make it a self-contained rollback-journal file, fsync, rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    _remove_db_files(tmp)
+    target = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        src.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal next to the checkpoint
+    finally:
+        target.close()
+    _fsync_file(tmp)
+    for side in _sidecars(dst):  # a stale WAL next to `dst` would be replayed onto the new file: remove it first
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()
+    os.replace(tmp, dst)
+    _fsync_dir(dst.parent)
+
+
+def _column(conn: sqlite3.Connection, sql: str, *params: Any) -> list[Any]:
+    return [r[0] for r in conn.execute(sql, params)]
+
+
+def _ids(text: str) -> list[int]:
+    return [int(i) for i in json.loads(text)]
+
+
+def _experience(row: sqlite3.Row) -> Experience:
+    return Experience(
+        problem_uid=row["problem_uid"],
+        family=row["family"],
+        prompt=row["prompt"],
+        response=row["response"],
+        reward=float(row["reward"]),
+        passed=bool(row["passed"]),
+        feedback=row["feedback"],
+        step=row["step"],
+        policy_version=row["policy_version"],
+        sample_index=row["sample_index"],
+        id=row["id"],
+    )
+
+
+def _insight(row: sqlite3.Row) -> Insight:
+    return Insight(
+        problem_uid=row["problem_uid"],
+        family=row["family"],
+        kind=row["kind"],
+        text=row["text"],
+        source=row["source"],
+        support=row["support"],
+        experience_ids=_ids(row["experience_ids"]),
+        created_step=row["created_step"],
+        updated_step=row["updated_step"],
+        id=row["id"],
+    )
+
+
+def _pattern(row: sqlite3.Row) -> Pattern:
+    return Pattern(
+        kind=row["kind"],
+        text=row["text"],
+        status=row["status"],
+        support_problems=row["support_problems"],
+        insight_ids=_ids(row["insight_ids"]),
+        created_step=row["created_step"],
+        updated_step=row["updated_step"],
+        id=row["id"],
+    )
+
+
+def _retrieval(row: sqlite3.Row) -> RetrievalRecord:
+    return RetrievalRecord(
+        step=row["step"],
+        problem_uid=row["problem_uid"],
+        sample_index=row["sample_index"],
+        text=row["text"],
+        item_refs=list(json.loads(row["item_refs"])),
+        n_tokens=row["n_tokens"],
+    )
+
+
+_EXPERIENCE_COLUMNS = (
+    "problem_uid, family, prompt, response, reward, passed, feedback, step, policy_version, sample_index"
+)
+
+
+class MemoryStore:
+    """The memory of one run in one SQLite file. Not thread-safe: use it from the process's main thread only."""
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        """Open `path`, creating a fresh store if it is missing (or an empty file). `verify` runs PRAGMA quick_check
+        on an existing file before use (linear in its size; cheap for memory-sized databases)."""
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._depth = 0
+        self._revision = 0  # commits that changed experiences/insights/patterns (what retrieval indexes)
+        self._touched = False
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if fresh:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_existing(self.path, verify)
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        except sqlite3.Error as e:
+            raise MemoryStoreError(f"{self.path}: cannot open ({e}); {_expected()}") from e
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            if fresh:
+                self._init_schema(verify)
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise MemoryStoreError(f"{self.path}: cannot initialise ({e}); {_expected()}") from e
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open_existing(cls, path: str | Path, *, verify: bool = True) -> MemoryStore:
+        """Open a store that must already exist (e.g. for `pmd memory` inspection); never creates one."""
+        p = Path(path)
+        if not p.is_file() or p.stat().st_size == 0:
+            raise MemoryStoreError(f"{p}: no memory store there; {_expected()}")
+        return cls(p, verify=verify)
+
+    def _init_schema(self, verify: bool) -> None:
+        """Create the schema in one transaction; if another process got there first, validate theirs instead."""
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            n_tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            if app_id == 0 and version == 0 and n_tables == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        _validate(conn, self.path, verify)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise MemoryStoreError(f"{self.path}: memory store is closed")
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL into the main file). Idempotent."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({str(self.path)!r})"
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: everything inside commits together or not at all. A nested block is a savepoint:
+        if it raises, only its own writes are undone (and the outer block decides the rest)."""
+        conn = self._db
+        if self._depth:
+            name = f"pmd_{self._depth}"
+            conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                raise
+            finally:
+                self._depth -= 1
+                conn.execute(f"RELEASE {name}")
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        self._touched = False
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if self._touched:
+            self._revision += 1
+
+    def revision(self) -> tuple[int, int]:
+        """A cache key for retrieval indexes: changes when this store committed a change to experiences, insights
+        or patterns (not retrieval logs or meta), or when any other connection committed anything."""
+        return self._revision, self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read across several queries (one read transaction)."""
+        conn = self._db
+        if self._depth or conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    # -- experience ------------------------------------------------------------------------------------------
+
+    def add_experiences(self, rows: Sequence[Experience]) -> list[int]:
+        """Record rollouts; returns their ids in order. Idempotent on (step, problem_uid, sample_index): replaying
+        a step after a resume returns the existing rows' ids and writes nothing new for them."""
+        conn = self._db
+        ids: list[int] = []
+        with self.transaction():
+            self._touched = True
+            for r in rows:
+                cur = conn.execute(
+                    f"INSERT OR IGNORE INTO experiences ({_EXPERIENCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        r.problem_uid,
+                        r.family,
+                        r.prompt,
+                        r.response,
+                        float(r.reward),
+                        int(bool(r.passed)),
+                        r.feedback,
+                        int(r.step),
+                        int(r.policy_version),
+                        int(r.sample_index),
+                    ),
+                )
+                if cur.rowcount == 1:
+                    ids.append(int(cur.lastrowid))
+                else:
+                    row = conn.execute(
+                        "SELECT id FROM experiences WHERE step = ? AND problem_uid = ? AND sample_index = ?",
+                        (int(r.step), r.problem_uid, int(r.sample_index)),
+                    ).fetchone()
+                    ids.append(int(row[0]))
+        return ids
+
+    def experiences(
+        self, problem_uid: str | None = None, since_step: int | None = None, limit: int | None = None
+    ) -> list[Experience]:
+        """Rollouts in (step, id) order, optionally of one problem and/or with step >= `since_step` (inclusive).
+        With `limit`, the most recent `limit` rows (still returned oldest first)."""
+        rows = self._db.execute(
+            f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences "
+            "WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR step >= ?2) "
+            "ORDER BY step DESC, id DESC LIMIT ?3",
+            (problem_uid, since_step, -1 if limit is None else int(limit)),
+        ).fetchall()
+        return [_experience(r) for r in reversed(rows)]
+
+    def problems_with_experience_since(self, step: int) -> list[str]:
+        """Problem uids with at least one rollout at step >= `step` (inclusive), sorted."""
+        rows = self._db.execute(
+            "SELECT DISTINCT problem_uid FROM experiences WHERE step >= ? ORDER BY problem_uid", (int(step),)
+        )
+        return [r[0] for r in rows]
+
+    def best_passing_experience(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
+        """This problem's best passing rollout: highest reward, then most recent. None if it never passed."""
+        row = self._db.execute(
+            f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences WHERE problem_uid = ?1 AND passed = 1 "
+            "AND (?2 IS NULL OR step != ?2) ORDER BY reward DESC, step DESC, id DESC LIMIT 1",
+            (problem_uid, exclude_step),
+        ).fetchone()
+        return _experience(row) if row else None
+
+    def latest_failure_with_feedback(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
+        """This problem's most recent failed rollout whose feedback says something (the most useful failure)."""
+        row = self._db.execute(
+            f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences WHERE problem_uid = ?1 AND passed = 0 "
+            "AND TRIM(feedback) != '' AND (?2 IS NULL OR step != ?2) ORDER BY step DESC, id DESC LIMIT 1",
+            (problem_uid, exclude_step),
+        ).fetchone()
+        return _experience(row) if row else None
+
+    def latest_prompts(self) -> dict[str, tuple[str, str]]:
+        """problem_uid -> (family, prompt of its most recent rollout): the text similar-problem search ranks."""
+        rows = self._db.execute(
+            "SELECT problem_uid, family, prompt FROM experiences "
+            "WHERE id IN (SELECT MAX(id) FROM experiences GROUP BY problem_uid) ORDER BY problem_uid"
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    # -- insights --------------------------------------------------------------------------------------------
+
+    def upsert_insight(
+        self,
+        problem_uid: str,
+        family: str,
+        kind: InsightKind,
+        text: str,
+        source: str,
+        experience_ids: Sequence[int],
+        step: int,
+    ) -> int:
+        """Record a strategy/lesson for a problem. The same normalised text for the same problem+kind is a
+        re-confirmation: support += 1, experience ids merged, updated_step advanced. Returns the insight id."""
+        if kind not in KINDS:
+            raise ValueError(f"insight kind must be one of {KINDS}, got {kind!r}")
+        norm = normalize_text(text)
+        if not norm:
+            raise ValueError(f"insight text for {problem_uid!r} is empty after normalisation: {text!r}")
+        new_ids = sorted({int(i) for i in experience_ids})
+        conn = self._db
+        with self.transaction():
+            self._touched = True
+            row = conn.execute(
+                "SELECT id, experience_ids FROM insights WHERE problem_uid = ? AND kind = ? AND norm_text = ?",
+                (problem_uid, kind, norm),
+            ).fetchone()
+            if row is None:
+                insight_id = int(
+                    conn.execute(
+                        "INSERT INTO insights (problem_uid, family, kind, text, norm_text, source, support, "
+                        "experience_ids, created_step, updated_step) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+                        (problem_uid, family, kind, text.strip(), norm, source, json.dumps(new_ids), step, step),
+                    ).lastrowid
+                )
+            else:
+                insight_id = int(row["id"])
+                merged = sorted(set(_ids(row["experience_ids"])) | set(new_ids))
+                conn.execute(
+                    "UPDATE insights SET support = support + 1, experience_ids = ?, "
+                    "updated_step = MAX(updated_step, ?) WHERE id = ?",
+                    (json.dumps(merged), int(step), insight_id),
+                )
+            conn.execute(
+                "INSERT INTO insight_events (insight_id, step, source, experience_ids) VALUES (?, ?, ?, ?)",
+                (insight_id, int(step), source, json.dumps(new_ids)),
+            )
+        return insight_id
+
+    def insights(
+        self, problem_uid: str | None = None, family: str | None = None, kind: InsightKind | None = None
+    ) -> list[Insight]:
+        """Insights, most supported first, then most recently confirmed, then oldest id."""
+        rows = self._db.execute(
+            "SELECT * FROM insights WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR family = ?2) "
+            "AND (?3 IS NULL OR kind = ?3) ORDER BY support DESC, updated_step DESC, id ASC",
+            (problem_uid, family, kind),
+        )
+        return [_insight(r) for r in rows]
+
+    # -- patterns --------------------------------------------------------------------------------------------
+
+    def add_pattern(
+        self,
+        kind: InsightKind,
+        text: str,
+        insight_ids: Sequence[int],
+        support_problems: int,
+        step: int,
+        status: PatternStatus = "active",
+    ) -> int:
+        """Create a pattern (normally via `patterns.consolidate`). Returns its id."""
+        if kind not in KINDS:
+            raise ValueError(f"pattern kind must be one of {KINDS}, got {kind!r}")
+        if status not in STATUSES:
+            raise ValueError(f"pattern status must be one of {STATUSES}, got {status!r}")
+        ids = json.dumps(sorted({int(i) for i in insight_ids}))
+        conn = self._db
+        with self.transaction():
+            self._touched = True
+            pattern_id = int(
+                conn.execute(
+                    "INSERT INTO patterns (kind, text, status, support_problems, insight_ids, created_step, "
+                    "updated_step) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (kind, text.strip(), status, int(support_problems), ids, int(step), int(step)),
+                ).lastrowid
+            )
+            self._pattern_version(pattern_id, step)
+        return pattern_id
+
+    def update_pattern(
+        self,
+        pattern_id: int,
+        step: int,
+        *,
+        text: str | None = None,
+        status: PatternStatus | None = None,
+        support_problems: int | None = None,
+        insight_ids: Sequence[int] | None = None,
+    ) -> None:
+        """Change a pattern's fields (None = keep); updated_step becomes `step`."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"pattern status must be one of {STATUSES}, got {status!r}")
+        conn = self._db
+        with self.transaction():
+            self._touched = True
+            row = conn.execute("SELECT * FROM patterns WHERE id = ?", (int(pattern_id),)).fetchone()
+            if row is None:
+                raise KeyError(f"{self.path}: no pattern with id {pattern_id}")
+            conn.execute(
+                "UPDATE patterns SET text = ?, status = ?, support_problems = ?, insight_ids = ?, updated_step = ? "
+                "WHERE id = ?",
+                (
+                    row["text"] if text is None else text.strip(),
+                    row["status"] if status is None else status,
+                    row["support_problems"] if support_problems is None else int(support_problems),
+                    row["insight_ids"] if insight_ids is None else json.dumps(sorted({int(i) for i in insight_ids})),
+                    int(step),
+                    int(pattern_id),
+                ),
+            )
+            self._pattern_version(int(pattern_id), step)
+
+    def _pattern_version(self, pattern_id: int, step: int) -> None:
+        self._db.execute(
+            "INSERT INTO pattern_versions (pattern_id, step, text, status, support_problems, insight_ids) "
+            "SELECT id, ?, text, status, support_problems, insight_ids FROM patterns WHERE id = ?",
+            (int(step), pattern_id),
+        )
+
+    def patterns(self, status: str | None = "active") -> list[Pattern]:
+        """Patterns with `status` (None = all), most supported first, then most recently updated, then id."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"pattern status must be one of {STATUSES} or None, got {status!r}")
+        rows = self._db.execute(
+            "SELECT * FROM patterns WHERE (?1 IS NULL OR status = ?1) "
+            "ORDER BY support_problems DESC, updated_step DESC, id ASC",
+            (status,),
+        )
+        return [_pattern(r) for r in rows]
+
+    # -- retrieval log ---------------------------------------------------------------------------------------
+
+    def log_retrieval(self, records: Sequence[RetrievalRecord]) -> None:
+        """Record what the teacher was shown (one row per teacher call)."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO retrievals (step, problem_uid, sample_index, text, item_refs, n_tokens) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.step, r.problem_uid, r.sample_index, r.text, json.dumps(list(r.item_refs)), r.n_tokens)
+                    for r in records
+                ],
+            )
+
+    def retrievals(self, problem_uid: str | None = None, step: int | None = None) -> list[RetrievalRecord]:
+        """Logged retrievals in the order they were recorded."""
+        rows = self._db.execute(
+            "SELECT * FROM retrievals WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR step = ?2) "
+            "ORDER BY id",
+            (problem_uid, step),
+        )
+        return [_retrieval(r) for r in rows]
+
+    # -- metadata --------------------------------------------------------------------------------------------
+
+    def meta_get(self, key: str, default: Any = None) -> Any:
+        """The latest value set for `key` (JSON-decoded), or `default`."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ? ORDER BY id DESC LIMIT 1", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def meta_set(self, key: str, value: Any, step: int | None = None) -> None:
+        """Set `key` to a JSON-serialisable value. With `step`, the value is versioned: `truncate_after(s)` with
+        s < step brings back the previous value (e.g. "last_reflected_step"). Without, it replaces all history."""
+        encoded = json.dumps(value)
+        with self.transaction():
+            if step is None:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            self._db.execute(
+                "INSERT INTO meta (key, value, step) VALUES (?, ?, ?)",
+                (key, encoded, None if step is None else int(step)),
+            )
+
+    # -- whole-store operations ------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Sizes of every level (one consistent snapshot)."""
+        with self._snapshot() as conn:
+            row = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM experiences), (SELECT COUNT(*) FROM insights), "
+                "(SELECT COUNT(*) FROM insights WHERE kind = 'strategy'), "
+                "(SELECT COUNT(*) FROM insights WHERE kind = 'lesson'), "
+                "(SELECT COUNT(*) FROM patterns WHERE status = 'active'), "
+                "(SELECT COUNT(*) FROM patterns WHERE status = 'retired'), "
+                "(SELECT COUNT(*) FROM (SELECT problem_uid FROM experiences UNION SELECT problem_uid FROM insights))"
+            ).fetchone()
+        keys = ("experiences", "insights", "strategies", "lessons", "patterns_active", "patterns_retired", "problems")
+        return {k: int(v) for k, v in zip(keys, row)}
+
+    def truncate_after(self, step: int) -> None:
+        """Forget everything recorded after `step`, restoring insight support and pattern state as they were at
+        `step`: used on resume from a checkpoint taken at `step`, so memory and weights agree."""
+        s = int(step)
+        conn = self._db
+        with self.transaction():
+            self._touched = True
+            conn.execute("DELETE FROM experiences WHERE step > ?", (s,))
+            conn.execute("DELETE FROM retrievals WHERE step > ?", (s,))
+            conn.execute("DELETE FROM meta WHERE step IS NOT NULL AND step > ?", (s,))
+
+            touched = _column(conn, "SELECT DISTINCT insight_id FROM insight_events WHERE step > ?", s)
+            conn.execute("DELETE FROM insight_events WHERE step > ?", (s,))
+            for insight_id in touched:
+                events = conn.execute(
+                    "SELECT step, source, experience_ids FROM insight_events WHERE insight_id = ? ORDER BY id",
+                    (insight_id,),
+                ).fetchall()
+                if not events:
+                    conn.execute("DELETE FROM insights WHERE id = ?", (insight_id,))
+                    continue
+                merged = sorted({i for e in events for i in _ids(e["experience_ids"])})
+                conn.execute(
+                    "UPDATE insights SET support = ?, experience_ids = ?, source = ?, created_step = ?, "
+                    "updated_step = ? WHERE id = ?",
+                    (
+                        len(events),
+                        json.dumps(merged),
+                        events[0]["source"],
+                        min(e["step"] for e in events),
+                        max(e["step"] for e in events),
+                        insight_id,
+                    ),
+                )
+
+            touched = _column(conn, "SELECT DISTINCT pattern_id FROM pattern_versions WHERE step > ?", s)
+            conn.execute("DELETE FROM pattern_versions WHERE step > ?", (s,))
+            for pattern_id in touched:
+                v = conn.execute(
+                    "SELECT * FROM pattern_versions WHERE pattern_id = ? ORDER BY id DESC LIMIT 1", (pattern_id,)
+                ).fetchone()
+                if v is None:
+                    conn.execute("DELETE FROM patterns WHERE id = ?", (pattern_id,))
+                    continue
+                conn.execute(
+                    "UPDATE patterns SET text = ?, status = ?, support_problems = ?, insight_ids = ?, updated_step = ? "
+                    "WHERE id = ?",
+                    (v["text"], v["status"], v["support_problems"], v["insight_ids"], v["step"], pattern_id),
+                )
+
+    def backup_to(self, path: str | Path) -> None:
+        """Write a consistent single-file copy of the store to `path` (SQLite online backup into `path.tmp`,
+        fsync, atomic rename), safe while the store is open and in use: a checkpoint never holds half a copy."""
+        if self._depth:
+            raise MemoryStoreError(f"{self.path}: cannot back up inside an open transaction (it is not committed)")
+        dst = Path(path)
+        if dst.resolve() == self.path.resolve():
+            raise MemoryStoreError(f"{dst}: backup target is the live store itself")
+        _atomic_copy(self._db, dst)
+
+    @staticmethod
+    def restore(from_path: str | Path, to_path: str | Path) -> None:
+        """Replace the store at `to_path` with a validated copy of `from_path`, atomically. `to_path` must not be
+        open in any MemoryStore while this runs; its stale -wal/-shm files are removed."""
+        src, dst = Path(from_path), Path(to_path)
+        if not src.is_file():
+            raise MemoryStoreError(f"{src}: no memory snapshot there; {_expected()}")
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise MemoryStoreError(f"{dst}: restore source and target are the same file")
+        _check_existing(src, verify=True)
+        conn = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            _atomic_copy(conn, dst)
+        finally:
+            conn.close()
+
+    def export_jsonl(self, path_or_file: str | Path | IO[str]) -> int:
+        """Dump every level, one JSON object per line with a "level" field (experience, insight, pattern,
+        retrieval, meta), from one consistent snapshot. Returns the number of lines written."""
+        if isinstance(path_or_file, (str, Path)):
+            with open(path_or_file, "w", encoding="utf-8") as f:
+                return self.export_jsonl(f)
+        out = path_or_file
+        n = 0
+
+        def emit(level: str, obj: dict[str, Any]) -> None:
+            nonlocal n
+            out.write(json.dumps({"level": level, **obj}, ensure_ascii=False) + "\n")
+            n += 1
+
+        with self._snapshot() as conn:
+            for r in conn.execute(f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences ORDER BY id"):
+                emit("experience", asdict(_experience(r)))
+            for r in conn.execute("SELECT * FROM insights ORDER BY id"):
+                emit("insight", asdict(_insight(r)))
+            for r in conn.execute("SELECT * FROM patterns ORDER BY id"):
+                emit("pattern", asdict(_pattern(r)))
+            for r in conn.execute("SELECT * FROM retrievals ORDER BY id"):
+                emit("retrieval", {"id": r["id"], **asdict(_retrieval(r))})
+            for r in conn.execute(
+                "SELECT key, value, step FROM meta WHERE id IN (SELECT MAX(id) FROM meta GROUP BY key) ORDER BY key"
+            ):
+                emit("meta", {"key": r["key"], "value": json.loads(r["value"]), "step": r["step"]})
+        return n
+
+
+def export_jsonl(store: MemoryStore | str | Path, path_or_file: str | Path | IO[str]) -> int:
+    """Module-level form of `MemoryStore.export_jsonl`; opens (and closes) the store when given a path."""
+    if isinstance(store, MemoryStore):
+        return store.export_jsonl(path_or_file)
+    with MemoryStore.open_existing(store) as s:
+        return s.export_jsonl(path_or_file)

@@ -1,0 +1,531 @@
+"""Run untrusted, model-written Python in a separate, resource-limited process.
+
+`run_python(code, stdin, limits)` never executes `code` in the caller's process. What protects the caller, and how
+strongly (Linux only):
+
+Kernel-enforced
+  * rlimits, set in the child before any user code runs: RLIMIT_CPU (SIGXCPU, then SIGKILL one second later),
+    RLIMIT_AS (allocations fail with MemoryError), RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE=0.
+  * When the caller is root: the child runs as a fresh, unprivileged uid/gid drawn at random for this run (no
+    supplementary groups). That makes RLIMIT_NPROC effective (the kernel never enforces it for root), stops the child
+    from signalling or ptracing the caller, from reading root-only files (including the caller's
+    /proc/<pid>/environ) and from writing anywhere that is not world-writable. After the run every process owned
+    by that uid is killed, so even a `setsid()` escapee dies.
+  * When unprivileged user namespaces are available (root or not): new user, network, PID and IPC namespaces. The
+    network namespace has only a loopback device, which is down, so no connection (not even to the host's 127.0.0.1)
+    can be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
+    kernel kills everything left inside. Capabilities the new user namespace grants are dropped; no_new_privs is set.
+  * The whole tree runs in its own session/process group; on the wall-clock timeout or when output exceeds
+    `max_output_bytes` the group is SIGKILLed.
+
+Hygiene, not a security boundary
+  * `python -I -S`: no PYTHON* variables, no user site, no site-packages (standard library only). `exit`/`quit`
+    are re-added because `-S` drops them and judge-style solutions use them.
+  * A clean environment: only PATH, LANG/LC_ALL, HOME/TMPDIR (pointing at the work directory); nothing inherited.
+  * A throwaway working directory, removed afterwards. World-writable places (/tmp, /dev/shm) stay writable.
+  * `socket.socket`, `_socket.socket`, `create_connection`, `getaddrinfo`, ... are replaced with versions that refuse
+    non-AF_UNIX sockets; code using ctypes can bypass this, which is why the namespace matters.
+
+Not root: the child keeps the caller's uid, so it can read and write whatever the caller can (no mount namespace
+is used); without user namespaces it could also signal the caller and use the network. As root the interpreter is
+the first of sys.executable and the system python3 that the dedicated uid can execute (a pyenv under /root is not).
+`SandboxResult.isolation` reports what a run actually got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .errors import ConfigError, PMDError
+
+__all__ = ["SandboxError", "SandboxIsolation", "SandboxLimits", "SandboxResult", "run_python"]
+
+# Dedicated uids are drawn from a range no distribution or subuid allocation uses, so a run never shares a uid with
+# a real account, another user's container, or a concurrent run (its processes are all killed by uid afterwards).
+_UID_BASE = 1_900_000_000
+_UID_SPAN = 1 << 24
+_SOLUTION = "main.py"
+_TRUNCATION_MARKER = "\n...[output truncated at {limit} bytes]\n"
+
+
+class SandboxError(PMDError):
+    """The sandbox itself cannot run (no usable interpreter, cannot create a work directory)."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Resource limits for one run. CPU (rounded up to whole seconds) and memory apply per process; wall time,
+    processes and output apply to the whole run; file size to each file written."""
+
+    cpu_seconds: float = 5.0
+    wall_seconds: float = 10.0
+    memory_mb: int = 512
+    max_processes: int = 32
+    max_file_mb: int = 16
+    max_output_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"SandboxLimits.{name} must be a positive number, got {value!r}")
+        if self.memory_mb < 64:
+            raise ConfigError(f"SandboxLimits.memory_mb must be >= 64 (the interpreter needs it), got {self.memory_mb}")
+
+
+@dataclass(frozen=True)
+class SandboxIsolation:
+    """Which kernel mechanisms a run actually got (see the module docstring for what each one buys)."""
+
+    dedicated_uid: int | None = None
+    network_namespace: bool = False
+    pid_namespace: bool = False
+    nproc_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """Outcome of one run. `returncode` follows subprocess: negative means killed by that signal."""
+
+    stdout: str
+    stderr: str
+    returncode: int
+    timed_out: bool = False
+    killed_by_signal: int | None = None
+    cpu_exceeded: bool = False
+    memory_exceeded: bool = False
+    output_truncated: bool = False
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    isolation: SandboxIsolation = field(default_factory=SandboxIsolation)
+
+    @property
+    def ok(self) -> bool:
+        """Exited normally with status 0 and produced no more output than allowed."""
+        return self.returncode == 0 and not (self.timed_out or self.output_truncated)
+
+
+# Runs inside the child as `python -I -S -c _RUNNER <config>`: limits and namespaces first, then the user code.
+# Standard library only; it must work on whichever interpreter the sandbox user can execute.
+_RUNNER = r'''
+import builtins, json, os, resource, sys
+
+CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def own_process_count():
+    uid, n = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                n += os.stat("/proc/" + name).st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
+def set_limit(name, soft, hard=None):
+    res = getattr(resource, name)
+    hard = soft if hard is None else hard
+    cur_hard = resource.getrlimit(res)[1]
+    if cur_hard != resource.RLIM_INFINITY:
+        hard = min(hard, cur_hard)
+    resource.setrlimit(res, (min(soft, hard), hard))
+
+
+def enter_namespaces():
+    """New user+net+pid(+ipc) namespaces, then drop every capability the new user namespace granted."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC) != 0:
+            return False
+    except Exception:
+        return False
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
+        os._exit(121)  # namespaces entered but capabilities kept: refuse to run user code
+    return True
+
+
+def guard_network():
+    """Best effort on top of the namespace: refuse to create non-AF_UNIX sockets through the socket module."""
+    import socket, _socket
+
+    real = socket.socket
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "network access is disabled in the sandbox")
+
+    class GuardedSocket(real):
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            if fileno is None and family != socket.AF_UNIX:
+                denied()
+            super().__init__(family, type, proto, fileno)
+
+    socket.socket = _socket.socket = GuardedSocket
+    for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
+                 "gethostbyaddr", "getnameinfo"):
+        setattr(socket, name, denied)
+    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
+        setattr(_socket, name, denied)
+
+
+def run_user_code(path):
+    import traceback, types
+
+    def quit_(code=None):
+        raise SystemExit(code)
+
+    builtins.exit = builtins.quit = quit_
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is not sys.stdin else "replace")
+        except Exception:
+            pass
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    sys.argv = [path]
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        exec(compile(source, path, "exec"), module.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # hide this runner's frame
+        traceback.print_exception(type(exc), exc, tb)
+        raise SystemExit(1)
+
+
+def reap_as_init(child, status_fd):
+    """PID-namespace init: reap everything until the user process exits, report its status, then exit (which makes
+    the kernel kill whatever is left in the namespace)."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            os.write(status_fd, (json.dumps({"returncode": code}) + "\n").encode())
+            os._exit(0)
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    status_fd = cfg["status_fd"]
+    mb = 1024 * 1024
+    set_limit("RLIMIT_CORE", 0)
+    set_limit("RLIMIT_FSIZE", int(cfg["max_file_mb"] * mb))
+    nproc = own_process_count() + 2 + int(cfg["max_processes"])  # +2: this runner and the namespace init
+    set_limit("RLIMIT_NPROC", nproc)
+    set_limit("RLIMIT_AS", int(cfg["memory_mb"] * mb))
+    cpu = max(1, -int(-cfg["cpu_seconds"] // 1))  # whole seconds (kernel granularity), rounded up
+    set_limit("RLIMIT_CPU", cpu, cpu + 1)
+    namespaces = enter_namespaces()
+    guard_network()
+    os.write(status_fd, (json.dumps({"namespaces": namespaces, "nproc": nproc, "uid": os.getuid()}) + "\n").encode())
+    if namespaces:  # the first fork after unshare(CLONE_NEWPID) becomes the namespace's init
+        init = os.fork()
+        if init:
+            os.close(status_fd)
+            os.waitpid(init, 0)
+            os._exit(0)
+        child = os.fork()
+        if child:
+            reap_as_init(child, status_fd)
+    os.close(status_fd)
+    run_user_code(cfg["path"])
+
+
+main()
+'''
+
+
+def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+    """Run `code` as a script in a fresh sandboxed interpreter, feeding it `stdin`; never raises for what the code
+    does (crashes, time-outs, output floods are reported in the result)."""
+    if not sys.platform.startswith("linux"):
+        raise SandboxError(f"pmd.sandbox relies on Linux rlimits, /proc and namespaces; this is {sys.platform}")
+    uid = _dedicated_uid() if os.geteuid() == 0 else None
+    python = _interpreter(uid is not None)
+    workdir = _make_workdir(uid)
+    status_r, status_w = os.pipe()
+    try:
+        script = os.path.join(workdir, _SOLUTION)
+        with open(script, "w", encoding="utf-8", errors="replace") as f:
+            f.write(code)
+        os.chmod(script, 0o644)  # readable by the dedicated uid whatever our umask
+        config = {
+            "status_fd": status_w,
+            "path": _SOLUTION,
+            "cpu_seconds": limits.cpu_seconds,
+            "memory_mb": limits.memory_mb,
+            "max_processes": limits.max_processes,
+            "max_file_mb": limits.max_file_mb,
+        }
+        with tempfile.TemporaryFile() as stdin_file:
+            stdin_file.write(stdin.encode("utf-8", errors="replace"))
+            stdin_file.seek(0)
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    [python, "-I", "-S", "-c", _RUNNER, json.dumps(config)],
+                    stdin=stdin_file,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    cwd=workdir,
+                    env=_clean_env(workdir),
+                    pass_fds=(status_w,),
+                    start_new_session=True,
+                    umask=0o077,
+                    **({"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}),
+                )
+            except OSError as e:
+                raise SandboxError(f"cannot start the sandbox interpreter {python}: {e}") from e
+        os.close(status_w)
+        status_w = -1
+        try:
+            deadline = start + limits.wall_seconds
+            stdout, stderr, timed_out, truncated = _pump(proc, deadline, limits.max_output_bytes, uid)
+        finally:
+            _kill_all(proc.pid, uid)
+            _, wait_status, rusage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(wait_status)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        wall = time.monotonic() - start
+        status = _read_status(status_r)
+    finally:
+        for fd in (status_r, status_w):
+            if fd >= 0:
+                os.close(fd)
+        _kill_all(None, uid)
+        _remove_tree(workdir)
+
+    returncode = status.get("returncode", proc.returncode)
+    if timed_out or truncated:
+        returncode = proc.returncode if proc.returncode < 0 else -signal.SIGKILL
+    signum = -returncode if returncode < 0 else None
+    cpu_used = rusage.ru_utime + rusage.ru_stime
+    err_text = _decode(stderr, len(stderr) > limits.max_output_bytes, limits.max_output_bytes)
+    return SandboxResult(
+        stdout=_decode(stdout, len(stdout) > limits.max_output_bytes, limits.max_output_bytes),
+        stderr=err_text,
+        returncode=returncode,
+        timed_out=timed_out,
+        killed_by_signal=signum,
+        cpu_exceeded=signum == signal.SIGXCPU
+        or (signum == signal.SIGKILL and not (timed_out or truncated) and cpu_used >= limits.cpu_seconds),
+        memory_exceeded=returncode != 0 and "MemoryError" in err_text[-2000:],
+        output_truncated=truncated,
+        wall_seconds=wall,
+        cpu_seconds=cpu_used,
+        isolation=SandboxIsolation(
+            dedicated_uid=uid,
+            network_namespace=bool(status.get("namespaces")),
+            pid_namespace=bool(status.get("namespaces")),
+            nproc_limit=status.get("nproc"),
+        ),
+    )
+
+
+def _pump(proc: subprocess.Popen, deadline: float, limit: int, uid: int | None) -> tuple[bytes, bytes, bool, bool]:
+    """Read stdout/stderr in chunks until both close, keeping at most `limit`+1 bytes of each.
+
+    Returns (stdout, stderr, timed_out, truncated). Stops early (caller kills) on the deadline or when a stream
+    exceeds `limit`. When the main process exits, leftovers holding the pipes open are killed so EOF arrives.
+    """
+    assert proc.stdout is not None and proc.stderr is not None
+    buffers = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray()}
+    with selectors.DefaultSelector() as selector:
+        for fd in buffers:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+        exited = False
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), True, False
+            for key, _ in selector.select(min(remaining, 0.05)):
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    selector.unregister(key.fd)
+                    continue
+                buf = buffers[key.fd]
+                buf.extend(chunk[: limit + 1 - len(buf)])
+                if len(buf) > limit:
+                    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), False, True
+            if not exited and _has_exited(proc.pid):
+                exited = True
+                _kill_all(proc.pid, uid)
+    return bytes(buffers[proc.stdout.fileno()]), bytes(buffers[proc.stderr.fileno()]), False, False
+
+
+def _has_exited(pid: int) -> bool:
+    """True once `pid` is a zombie; does not reap it, so its process-group id cannot be recycled under us."""
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    return info is not None
+
+
+def _kill_all(pid: int | None, uid: int | None) -> None:
+    """SIGKILL the run's process group, then (dedicated uid only) every process that uid still owns."""
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if uid is None:
+        return
+    for _ in range(200):  # bounded by RLIMIT_NPROC: each pass kills all that exist; killed processes cannot fork
+        alive = _live_pids_of(uid)
+        if not alive:
+            return
+        for p in alive:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.002)
+
+
+def _live_pids_of(uid: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if fields.get("State", "").strip().startswith(("Z", "X")):
+            continue
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            pids.append(int(name))
+    return pids
+
+
+def _read_status(fd: int) -> dict:
+    """Merge the JSON lines the runner wrote on the status pipe (isolation info, then the user process's status)."""
+    os.set_blocking(fd, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    status: dict = {}
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            status.update(item)
+    return status
+
+
+def _decode(data: bytes, truncated: bool, limit: int) -> str:
+    text = data[:limit].decode("utf-8", errors="replace")
+    return text + _TRUNCATION_MARKER.format(limit=limit) if truncated else text
+
+
+def _clean_env(workdir: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+    }
+
+
+def _dedicated_uid() -> int:
+    return _UID_BASE + random.SystemRandom().randrange(_UID_SPAN)
+
+
+def _make_workdir(uid: int | None) -> str:
+    try:
+        workdir = tempfile.mkdtemp(prefix="pmd-sandbox-")
+        os.chmod(workdir, 0o700)
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+    except OSError as e:
+        raise SandboxError(f"cannot create a sandbox work directory in {tempfile.gettempdir()}: {e}") from e
+    return workdir
+
+
+def _remove_tree(path: str) -> None:
+    """rmtree that also copes with directories the code made unreadable (chmod 000) when we are not root."""
+
+    def fix_and_retry(func, target, _exc):
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            if os.path.isdir(target) and not os.path.islink(target):
+                os.chmod(target, 0o700)
+            func(target)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix_and_retry)
+    if os.path.exists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@lru_cache(maxsize=None)
+def _interpreter(dedicated_uid: bool) -> str:
+    """An interpreter the sandbox user can execute. As root the child runs under a dedicated uid, which may not be
+    able to reach ours (e.g. a pyenv under /root), so fall back to a system python3 that it can run."""
+    if not dedicated_uid:
+        return sys.executable
+    candidates = [sys.executable, os.path.realpath(sys.executable)]
+    candidates += [shutil.which(name, path="/usr/local/bin:/usr/bin:/bin") for name in (
+        f"python{sys.version_info.major}.{sys.version_info.minor}", "python3")]
+    tried = []
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        uid = _dedicated_uid()
+        try:
+            probe = subprocess.run(
+                [candidate, "-I", "-S", "-c", "import ctypes, json, resource, socket, traceback, types"],
+                user=uid, group=uid, extra_groups=[], cwd="/", env=_clean_env("/"),
+                capture_output=True, timeout=30,
+            )
+            if probe.returncode == 0:
+                return candidate
+            tried.append(f"{candidate} (exit {probe.returncode})")
+        except (OSError, subprocess.SubprocessError) as e:
+            tried.append(f"{candidate} ({e.__class__.__name__})")
+        finally:
+            _kill_all(None, uid)
+    raise SandboxError("no Python interpreter is executable by an unprivileged sandbox user; tried: "
+                       + ", ".join(tried))

@@ -1,0 +1,90 @@
+import pytest
+
+from pmd.config import EnvConfig, TaskConfig
+from pmd.envs import EnvironmentSuite
+from pmd.envs.reasoning_gym import ReasoningGymEnvironment
+from pmd.errors import ConfigError
+
+PARAMS = dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return ReasoningGymEnvironment("basic_arithmetic", PARAMS, train_size=40, eval_size=20, seed=0)
+
+
+def test_splits_are_disjoint_and_sized(env):
+    train, held = env.problems("train"), env.problems("eval")
+    assert len(train) == 40 and len(held) == 20
+    assert not {p.question for p in train} & {p.question for p in held}
+    assert len({p.uid for p in train + held}) == 60
+
+
+def test_deterministic(env):
+    again = ReasoningGymEnvironment("basic_arithmetic", PARAMS, train_size=40, eval_size=20, seed=0)
+    assert [p.question for p in again.problems("eval")] == [p.question for p in env.problems("eval")]
+    other = ReasoningGymEnvironment("basic_arithmetic", PARAMS, train_size=40, eval_size=20, seed=1)
+    assert [p.question for p in other.problems("eval")] != [p.question for p in env.problems("eval")]
+
+
+def test_verify_correct_wrong_and_unformatted(env):
+    p = env.problems("train")[0]
+    right = env.verify(p, f"Let me compute.\nAnswer: {p.answer}")
+    assert right.passed and right.reward == 1.0 and right.format_ok
+    assert "Verdict: correct" in right.feedback
+
+    wrong = env.verify(p, "Answer: 99999")
+    assert not wrong.passed and wrong.reward == 0.0 and wrong.format_ok
+    assert "'99999'" in wrong.feedback and "incorrect" in wrong.feedback
+
+    loose = env.verify(p, f"the result is {p.answer}")
+    assert not loose.passed and loose.reward == 0.0 and not loose.format_ok
+    assert loose.details["lenient_correct"] is True
+    assert "Format: not followed" in loose.feedback
+
+
+def test_feedback_never_leaks_gold_answer_unless_asked():
+    env = ReasoningGymEnvironment("basic_arithmetic", PARAMS, train_size=30, eval_size=5)
+    for p in env.problems("train"):
+        v = env.verify(p, "Answer: 77777")
+        assert "correct answer" not in v.feedback
+    leaky = ReasoningGymEnvironment("basic_arithmetic", PARAMS, train_size=5, eval_size=5, reveal_answer_in_feedback=True)
+    p = leaky.problems("train")[0]
+    assert f"The correct answer is {p.answer}" in leaky.verify(p, "Answer: 77777").feedback
+
+
+def test_lenient_credit_is_configurable():
+    env = ReasoningGymEnvironment("basic_arithmetic", {**PARAMS, "lenient_credit": 0.5}, train_size=5, eval_size=5)
+    p = env.problems("train")[0]
+    v = env.verify(p, f"it is {p.answer}")
+    assert v.reward == 0.5 and not v.passed
+
+
+def test_verify_never_raises_on_garbage(env):
+    p = env.problems("train")[0]
+    for text in ["", "\x00\x01", "Answer:", "\\boxed{", "Answer: " + "9" * 5000]:
+        env.verify(p, text)
+
+
+def test_unknown_family_and_bad_params():
+    with pytest.raises(ConfigError, match="unknown reasoning-gym task 'nope'"):
+        ReasoningGymEnvironment("nope")
+    with pytest.raises(ConfigError, match="invalid generator params"):
+        ReasoningGymEnvironment("basic_arithmetic", {"min_terms": "x"}, train_size=2, eval_size=2)
+
+
+def test_suite_routes_by_problem():
+    cfg = EnvConfig(tasks=[TaskConfig(name="basic_arithmetic", params=PARAMS),
+                           TaskConfig(name="chain_sum", params=PARAMS)], train_size=5, eval_size=5)
+    suite = EnvironmentSuite.from_config(cfg)
+    fams = {p.family for p in suite.problems("eval")}
+    assert fams == {"basic_arithmetic", "chain_sum"}
+    for p in suite.problems("train"):
+        assert suite.verify(p, f"Answer: {p.answer}").passed
+
+
+def test_bad_params_for_other_kinds_name_the_task():
+    with pytest.raises(ConfigError, match=r"bad params \['colour'\]"):
+        EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(kind="code", name="he", params={"colour": "red"})]))
+    with pytest.raises(ConfigError, match="needs a name"):
+        EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(kind="reasoning_gym")]))
