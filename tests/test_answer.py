@@ -34,7 +34,8 @@ def test_answer_word_inside_sentence_is_not_an_answer_line():
 
 @pytest.mark.parametrize(
     "text, strict",
-    [("5 * 7 = 35\n\nThe final answer is 35.", "35"), ("So the answer is -2", "-2"), ("The answer is: 7.", "7")],
+    [("5 * 7 = 35\n\nThe final answer is 35.", "35"), ("So the answer is -2", "-2"), ("The answer is: 7.", "7"),
+     ("The final answer to the given arithmetic problem is 10.", "10"), ("The result is 4", "4")],
 )
 def test_final_sentence_on_last_line_is_strict(text, strict):
     ext = extract_answer(text)

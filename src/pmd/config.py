@@ -66,6 +66,7 @@ class TrainConfig:
     max_prompt_length: int = _f(256, "Student prompt tokens kept (left-truncated).")
     max_completion_length: int = _f(48, "Generated tokens per rollout.")
     temperature: float = _f(1.0, "Sampling temperature for rollouts.")
+    top_p: float = _f(1.0, "Nucleus sampling for rollouts (1.0 = off).")
     seed: int = _f(0, "Training seed.")
     distillation_mode: Literal["sampled_token", "full_logits", "topk_logits"] = _f(
         "topk_logits", "SDPO distillation objective (top-k keeps memory bounded at scale)."
@@ -106,6 +107,7 @@ class MemoryConfig:
 class EvalConfig:
     num_samples: int = _f(4, "Samples per problem for avg@k / pass@k (in addition to one greedy pass).")
     temperature: float = _f(1.0, "Sampling temperature for avg@k.")
+    top_p: float = _f(1.0, "Nucleus sampling for avg@k (1.0 = off).")
     max_new_tokens: int = _f(48, "Generated tokens per answer.")
     batch_size: int = _f(32, "Prompts per generate() call.")
     memory_at_inference: bool = _f(False, "Put retrieved memory in the prompt (comparison only; PMD evals without).")

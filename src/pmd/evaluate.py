@@ -32,7 +32,7 @@ class Sample:
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, temperature: float, greedy: bool,
-             batch_size: int, progress: Callable[[int], None] | None = None) -> list[str]:
+             batch_size: int, progress: Callable[[int], None] | None = None, top_p: float = 1.0) -> list[str]:
     """Batched chat generation (left padding); returns decoded completions in prompt order."""
     outputs: list[str] = []
     device = next(model.parameters()).device
@@ -48,7 +48,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, t
             if greedy:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             else:
-                kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
             with torch.no_grad():
                 out = model.generate(**enc, **kwargs)
             new = out[:, enc["input_ids"].shape[1] :]
@@ -86,7 +86,8 @@ def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem],
     samples += _judge(suite, problems, greedy_out, greedy=True)
     if cfg.num_samples:
         repeated = [p for p in prompts for _ in range(cfg.num_samples)]
-        sampled = generate(model, tokenizer, repeated, cfg.max_new_tokens, cfg.temperature, False, cfg.batch_size, tick)
+        sampled = generate(model, tokenizer, repeated, cfg.max_new_tokens, cfg.temperature, False, cfg.batch_size, tick,
+                           top_p=cfg.top_p)
         samples += _judge(suite, [p for p in problems for _ in range(cfg.num_samples)], sampled, greedy=False)
     if bar is not None:
         bar.close()

@@ -53,6 +53,8 @@ def trl_config(cfg: RunConfig, output_dir: str):
         num_generations=t.num_generations,
         max_completion_length=t.max_completion_length,
         temperature=t.temperature,
+        top_p=t.top_p,
+        activation_checkpointing=t.gradient_checkpointing,
         seed=t.seed,
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "no",
@@ -66,8 +68,6 @@ def trl_config(cfg: RunConfig, output_dir: str):
         disable_tqdm=False,
         beta=0.0,
     )
-    if t.gradient_checkpointing:
-        common["gradient_checkpointing"] = True
     if t.algo == "grpo":
         from trl import GRPOConfig
 

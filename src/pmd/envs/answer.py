@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 
 _ANSWER_LINE = re.compile(r"^\s*\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
-_FINAL_SENTENCE = re.compile(r"^\s*(?:so,?\s+|thus,?\s+|therefore,?\s+)?the\s+(?:final\s+)?answer\s+is\s*[:：]?\s*(.+?)\s*$",
-                             re.IGNORECASE)
+_FINAL_SENTENCE = re.compile(
+    r"^\s*(?:so,?\s+|thus,?\s+|therefore,?\s+)?the\s+(?:final\s+)?(?:answer|result)\b[^.\n:]{0,60}?\bis\s*[:：]?\s*(.+?)\s*$",
+    re.IGNORECASE,
+)
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
 
 
