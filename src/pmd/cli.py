@@ -104,6 +104,15 @@ def _show(store, args) -> None:
             print(f"[step {r.step}] {r.problem_uid} ({r.n_tokens} tokens): {r.text[:200]!r}")
 
 
+def cmd_compare(args) -> int:
+    from .compare import run_compare, write_comparison
+
+    cfg = _load(args)
+    path = write_comparison(cfg) if args.table_only else run_compare(cfg)
+    print(path.read_text(encoding="utf-8"))
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -138,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--out", help="export: JSONL path (default stdout)")
     p.set_defaults(func=cmd_memory)
+
+    p = sub.add_parser("compare", help="GRPO vs SDPO vs PMD (+ ablations) over seeds: curves and a table")
+    _add_config_args(p)
+    p.add_argument("--table-only", action="store_true", help="only rebuild the table/curves from finished runs")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="(re)write RUN_DIR/report.md")
     p.add_argument("run")

@@ -114,12 +114,24 @@ class EvalConfig:
 
 
 @dataclass
+class CompareConfig:
+    variants: list[str] = _f(
+        ["grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher"], "Algorithms/ablations to run side by side."
+    )
+    seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).")
+    eval_every: int = _f(4, "Memory-free held-out evaluation every K steps (and at step 0 and the last step).")
+    frozen_memory_steps: int = _f(4, "pmd-frozen-memory: steps of memory growth before the freeze.")
+    out_dir: str = _f("runs/compare", "Where per-variant run directories, curves and the table go.")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     run_dir: str = _f("runs/quickstart", "Where config, metrics, memory, checkpoints and the report go.")
 
 
@@ -262,6 +274,7 @@ def validate(cfg: RunConfig) -> None:
         "memory.consolidate_every": cfg.memory.consolidate_every,
         "eval.max_new_tokens": cfg.eval.max_new_tokens,
         "eval.batch_size": cfg.eval.batch_size,
+        "compare.eval_every": cfg.compare.eval_every,
     }
     for name, value in positive.items():
         if value <= 0:

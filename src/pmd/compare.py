@@ -1,0 +1,235 @@
+"""`pmd compare`: GRPO, SDPO, PMD and PMD's two ablations on the same tasks, seeds and rollout budget.
+
+Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT/seed-S`, evaluated memory-free on
+the held-out problems every `compare.eval_every` steps (rows with `eval/...` keys in its metrics.jsonl). A finished
+run (summary.json present) is skipped, an unfinished one resumes from its last checkpoint, so the command can be
+re-run after an interruption. The output is a learning-curve PNG and a markdown table of final held-out accuracy
+(mean ± std over seeds) with CPU-minutes per run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .config import RunConfig, save_config
+from .envs import EnvironmentSuite
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher")
+
+
+def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
+    """The run config of one (variant, seed): only the algorithm switches differ between variants."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"compare.variants: unknown variant '{variant}' (known: {', '.join(VARIANTS)})")
+    cfg = copy.deepcopy(base)
+    cfg.train.seed = seed
+    cfg.train.algo = "pmd" if variant.startswith("pmd") else variant
+    cfg.memory.mode = "evolving"
+    cfg.memory.teacher = "evolving"
+    if variant == "pmd-frozen-memory":
+        cfg.memory.mode = "frozen"
+        cfg.memory.freeze_after_steps = base.compare.frozen_memory_steps
+    elif variant == "pmd-frozen-teacher":
+        cfg.memory.teacher = "frozen"
+    cfg.run_dir = str(Path(base.compare.out_dir) / variant / f"seed-{seed}")
+    return cfg
+
+
+class PeriodicEval(TrainerCallback):
+    """Memory-free held-out evaluation of the live policy every `every` steps, appended to metrics.jsonl."""
+
+    def __init__(self, cfg: RunConfig, suite: EnvironmentSuite, tokenizer, metrics_path: Path):
+        self.cfg, self.suite, self.tokenizer, self.path = cfg, suite, tokenizer, metrics_path
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if step % self.cfg.compare.eval_every and step != state.max_steps:
+            return
+        if not state.is_world_process_zero:
+            return
+        append_eval(self.path, step, evaluate_live(self.cfg, self.suite, model, self.tokenizer))
+
+
+def evaluate_live(cfg: RunConfig, suite: EnvironmentSuite, model, tokenizer) -> dict:
+    from .evaluate import evaluate
+
+    return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
+                    instruction=cfg.env.answer_instruction, seed=cfg.train.seed, show_progress=False)
+
+
+def append_eval(path: Path, step: int, result: dict) -> None:
+    row: dict[str, Any] = {"step": step}
+    for key, value in result["overall"].items():
+        row[f"eval/{key}"] = value
+    for fam, metrics in result["families"].items():
+        row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (sandboxes, tokenizer workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_one(cfg: RunConfig, base_eval: dict) -> dict:
+    """Train one variant/seed with periodic evaluation; skip if finished, resume if interrupted."""
+    from transformers import AutoTokenizer
+
+    from .models import resolve_model
+    from .pipeline import _last_checkpoint
+    from .trainer import train
+
+    run_dir = Path(cfg.run_dir)
+    done = run_dir / "summary.json"
+    if done.is_file():
+        logger.info("compare: %s already finished, skipping", run_dir)
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    model_path = resolve_model(cfg.model.name_or_path)
+    suite = EnvironmentSuite.from_config(cfg.env)
+    metrics = run_dir / "metrics.jsonl"
+    resume_from = _last_checkpoint(run_dir)
+    if resume_from is None:
+        metrics.unlink(missing_ok=True)
+        append_eval(metrics, 0, base_eval)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    cpu0, wall0 = _cpu_seconds(), time.time()
+    summary = train(cfg, run_dir, model_path, suite, resume_from=resume_from,
+                    callbacks=[PeriodicEval(cfg, suite, tokenizer, metrics)])
+    summary["cpu_minutes"] = (_cpu_seconds() - cpu0) / 60
+    summary["wall_minutes"] = (time.time() - wall0) / 60
+    final = [r for r in _read(metrics) if "eval/greedy_accuracy" in r][-1]
+    summary["final_eval"] = {k[5:]: v for k, v in final.items() if k.startswith("eval/")}
+    done.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def _read(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def run_compare(base: RunConfig) -> Path:
+    """Run every (variant, seed) not yet finished, then write curves + table. Returns the table's path."""
+    from .models import load_model_and_tokenizer, resolve_model
+
+    for v in base.compare.variants:
+        variant_config(base, v, 0)  # validate names before hours of compute
+    out = Path(base.compare.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(base, out / "config.yaml")
+    base_path = out / "eval_base.json"
+    if not base_path.is_file():
+        resolve_model(base.model.name_or_path)
+        suite = EnvironmentSuite.from_config(base.env)
+        model, tok = load_model_and_tokenizer(base.model.name_or_path, base.model.dtype)
+        base_path.write_text(json.dumps(evaluate_live(base, suite, model, tok), indent=2), encoding="utf-8")
+        del model
+    base_eval = json.loads(base_path.read_text())
+    for seed in base.compare.seeds:
+        for variant in base.compare.variants:
+            run_one(variant_config(base, variant, seed), base_eval)
+    return write_comparison(base)
+
+
+def collect(base: RunConfig) -> dict[str, list[dict]]:
+    """Per variant: one record per finished seed with its curve, final metrics and CPU-minutes."""
+    out: dict[str, list[dict]] = {}
+    for variant in base.compare.variants:
+        for seed in base.compare.seeds:
+            run_dir = Path(variant_config(base, variant, seed).run_dir)
+            summary_path = run_dir / "summary.json"
+            if not summary_path.is_file():
+                continue
+            summary = json.loads(summary_path.read_text())
+            rows = _read(run_dir / "metrics.jsonl")
+            curve = [(r["step"], r["eval/greedy_accuracy"]) for r in rows if "eval/greedy_accuracy" in r]
+            train_rows = [r for r in rows if "self_distillation/teacher_active_fraction" in r]
+            active = statistics.fmean(r["self_distillation/teacher_active_fraction"] for r in train_rows) if train_rows else math.nan
+            out.setdefault(variant, []).append({"seed": seed, "curve": curve, "final": summary["final_eval"],
+                                                "cpu_minutes": summary["cpu_minutes"], "teacher_active": active})
+    return out
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def comparison_table(records: dict[str, list[dict]]) -> str:
+    keys = sorted({k for recs in records.values() for r in recs for k in r["final"]
+                   if k in ("greedy_accuracy", "greedy_format_rate") or k.startswith(("avg@", "pass@"))})
+    lines = ["| variant | seeds | " + " | ".join(f"final {k}" for k in keys) + " | teacher active | CPU-min/run |",
+             "|---" * (4 + len(keys)) + "|"]
+    for variant, recs in records.items():
+        cells = [_mean_std([r["final"].get(k, math.nan) for r in recs]) for k in keys]
+        lines.append(f"| {variant} | {len(recs)} | " + " | ".join(cells) +
+                     f" | {_mean_std([r['teacher_active'] for r in recs])} | {_mean_std([r['cpu_minutes'] for r in recs])} |")
+    return "\n".join(lines)
+
+
+def plot_comparison(records: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for variant, recs in records.items():
+        steps = sorted({s for r in recs for s, _ in r["curve"]})
+        means, stds = [], []
+        for s in steps:
+            vals = [v for r in recs for st, v in r["curve"] if st == s]
+            means.append(statistics.fmean(vals))
+            stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        ax.plot(steps, means, marker="o", label=variant)
+        ax.fill_between(steps, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)], alpha=0.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out greedy accuracy (memory-free)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(base: RunConfig) -> Path:
+    out = Path(base.compare.out_dir)
+    records = collect(base)
+    table = comparison_table(records)
+    if records:
+        plot_comparison(records, out / "curves.png")
+    text = ["# pmd compare", "", f"Model `{base.model.name_or_path}`, tasks "
+            f"{', '.join(t.name for t in base.env.tasks)}, {base.train.steps} steps x "
+            f"{base.train.prompts_per_step * base.train.num_generations} rollouts, seeds {base.compare.seeds}.",
+            "Final = memory-free held-out evaluation after the last step (mean ± std over seeds).", "",
+            table, "", "![learning curves](curves.png)", ""]
+    path = out / "table.md"
+    path.write_text("\n".join(text), encoding="utf-8")
+    (out / "records.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
+    return path

@@ -1,0 +1,60 @@
+"""`pmd compare` wiring on the tiny model: variants differ only in their switches; finished runs are skipped."""
+
+import json
+
+import pytest
+
+from pmd.cli import main
+from pmd.compare import comparison_table, variant_config
+from pmd.config import load_config
+from pmd.errors import ConfigError
+
+
+def base_cfg(tmp_path, tiny_model_path, *extra):
+    return load_config(None, [
+        f"model.name_or_path={tiny_model_path}",
+        "env.tasks=[{name: basic_arithmetic, params: {min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 1}}]",
+        "env.train_size=4", "env.eval_size=2", "train.steps=2", "train.prompts_per_step=2", "train.num_generations=2",
+        "train.max_completion_length=4", "eval.num_samples=1", "eval.max_new_tokens=4", "compare.eval_every=1",
+        "compare.frozen_memory_steps=1", f"compare.out_dir={tmp_path / 'cmp'}", *extra,
+    ])
+
+
+def test_variant_switches(tmp_path, tiny_model_path):
+    base = base_cfg(tmp_path, tiny_model_path)
+    got = {v: variant_config(base, v, 7) for v in base.compare.variants}
+    assert got["grpo"].train.algo == "grpo" and got["sdpo"].train.algo == "sdpo"
+    assert got["pmd"].train.algo == "pmd" and got["pmd"].memory.mode == "evolving"
+    assert got["pmd-frozen-memory"].memory.mode == "frozen" and got["pmd-frozen-memory"].memory.freeze_after_steps == 1
+    assert got["pmd-frozen-teacher"].memory.teacher == "frozen"
+    assert all(c.train.seed == 7 for c in got.values())
+    # same budget everywhere
+    assert len({(c.train.steps, c.train.prompts_per_step, c.train.num_generations) for c in got.values()}) == 1
+    with pytest.raises(ConfigError, match="unknown variant 'ppo'"):
+        variant_config(base, "ppo", 0)
+
+
+def test_compare_runs_skips_and_tabulates(tmp_path, tiny_model_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    from pmd.config import save_config
+
+    base = base_cfg(tmp_path, tiny_model_path, "compare.variants=[sdpo, pmd]", "compare.seeds=[0, 1]")
+    save_config(base, cfg_path)
+    assert main(["compare", str(cfg_path)]) == 0
+    out = tmp_path / "cmp"
+    table = (out / "table.md").read_text()
+    assert "| sdpo | 2 |" in table and "| pmd | 2 |" in table
+    assert (out / "curves.png").stat().st_size > 0
+    rows = [json.loads(l) for l in (out / "pmd" / "seed-1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/greedy_accuracy" in r] == [0, 1, 2]
+    summary = out / "pmd" / "seed-0" / "summary.json"
+    stamp = summary.stat().st_mtime_ns
+    assert main(["compare", str(cfg_path)]) == 0  # everything finished: nothing re-runs
+    assert summary.stat().st_mtime_ns == stamp
+
+
+def test_table_mean_and_std():
+    records = {"pmd": [{"final": {"greedy_accuracy": 0.5}, "cpu_minutes": 1.0, "teacher_active": 1.0},
+                       {"final": {"greedy_accuracy": 0.3}, "cpu_minutes": 3.0, "teacher_active": 0.5}]}
+    table = comparison_table(records)
+    assert "| pmd | 2 | 0.400 ± 0.141 | 0.750 ± 0.354 | 2.000 ± 1.414 |" in table
