@@ -23,7 +23,8 @@ def test_feedback_stats_lessons_and_strategies():
     result = FeedbackStatsReflector().reflect(attempts)
     texts = {(d.kind, d.text) for d in result.insights}
     kinds_p1 = [d for d in result.insights if set(d.experience_ids) <= {1, 2, 3, 4}]
-    assert any(d.kind == "lesson" and "without the required final line" in d.text for d in kinds_p1)
+    assert any(d.kind == "lesson" and d.text.startswith("A recurring failure to avoid: Format: not followed")
+               for d in kinds_p1)
     assert any(d.kind == "strategy" and "'Answer: 5'" in d.text for d in kinds_p1)
     assert ("lesson", "The answer 9 was given 2 times and is wrong; recheck the computation.") in texts
     # a strategy cites only passing attempts
@@ -31,6 +32,22 @@ def test_feedback_stats_lessons_and_strategies():
         if d.kind == "strategy":
             assert set(d.experience_ids) <= {4}
     assert result.acceptance_rate == 1.0
+
+
+def test_failure_signature_masks_values():
+    from pmd.memory.reflect import failure_signature
+
+    a = failure_signature("Test 3 failed: input '1 2', expected '3', got '4'. More details here.")
+    b = failure_signature("Test 7 failed: input '9', expected '10', got '2'. Other details.")
+    assert a == b == "Test N failed: input '...', expected '...', got '...'."
+
+
+def test_code_style_feedback_gives_lessons_without_answer_lines():
+    fb = "Test 2 failed: input '[1]', expected '1', got '0'."
+    attempts = {"p": [exp(i, "p", False, fb) for i in range(3)]}
+    result = FeedbackStatsReflector().reflect(attempts)
+    assert [d.text for d in result.insights] == [
+        "A recurring failure to avoid: Test N failed: input '...', expected '...', got '...'."]
 
 
 def test_same_behaviour_on_two_problems_gives_identical_text():

@@ -101,3 +101,27 @@ def test_memory_load_from_seeds_a_copy(tmp_path, tiny_model_path):
     summary = run(second, tiny_model_path)
     assert summary["memory"]["experiences"] == 8  # loaded, then never grown
     assert src.read_bytes() == before
+
+
+def test_code_and_sciknoweval_tasks_train_with_pmd(tmp_path, tiny_model_path):
+    """The paper's environments plug into the same loop: HumanEval (sandboxed) and SciKnowEval rows."""
+    import json as _json
+
+    rows = [{"question": f"Which option is number {i}?", "choices": {"text": ["one", "two"], "label": ["A", "B"]},
+             "answerKey": "A", "domain": "Physics", "type": "mcq-2-choices"} for i in range(8)]
+    ske = tmp_path / "ske.jsonl"
+    ske.write_text("\n".join(_json.dumps(r) for r in rows), encoding="utf-8")
+    cfg = load_config(None, [
+        "env.tasks=[{kind: code, name: humaneval, params: {max_problems: 4}}, "
+        f"{{kind: sciknoweval, name: ske, params: {{path: '{ske}', eval_fraction: 0.25}}}}]",
+        "train.algo=pmd", "train.steps=2", "train.prompts_per_step=2", "train.num_generations=2",
+        "train.max_completion_length=6", "memory.reflect_every=1", "memory.consolidate_every=1",
+        f"run_dir={tmp_path / 'run'}",
+    ])
+    summary = run(cfg, tiny_model_path)
+    assert summary["memory"]["experiences"] == 8
+    with MemoryStore.open_existing(tmp_path / "run" / "memory.sqlite") as store:
+        families = {e.family for e in store.experiences()}
+        feedback = [e.feedback for e in store.experiences()]
+    assert families <= {"humaneval", "ske"} and families
+    assert all(f for f in feedback)

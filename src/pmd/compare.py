@@ -66,8 +66,7 @@ class PeriodicEval(TrainerCallback):
 def evaluate_live(cfg: RunConfig, suite: EnvironmentSuite, model, tokenizer) -> dict:
     from .evaluate import evaluate
 
-    return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                    instruction=cfg.env.answer_instruction, seed=cfg.train.seed, show_progress=False)
+    return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False)
 
 
 def append_eval(path: Path, step: int, result: dict) -> None:

@@ -48,7 +48,7 @@ class EnvConfig:
     system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
     answer_instruction: str = _f(
         "Give the final result on a line 'Answer: <answer>'.",
-        "Appended to every question: the answer format the verifier grades strictly.",
+        "reasoning-gym: appended to each question, the answer format graded strictly (code/sciknoweval have their own).",
     )
 
     def __post_init__(self) -> None:

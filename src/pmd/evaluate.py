@@ -61,7 +61,6 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, t
 
 
 def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem], cfg: EvalConfig, system_prompt: str,
-             instruction: str = "",
              memory_for: Callable[[Problem], str] | None = None, seed: int = 0,
              show_progress: bool = True) -> dict:
     """Score `problems` greedily and with `cfg.num_samples` samples each. Returns a JSON-ready dict."""
@@ -76,7 +75,7 @@ def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem],
                 text = f"{text}\n\nNotes from earlier practice:\n{memory}"
         return text
 
-    prompts = [student_messages(system_prompt, user_text(p), instruction) for p in problems]
+    prompts = [student_messages(system_prompt, user_text(p)) for p in problems]
     total = len(prompts) * (1 + cfg.num_samples)
     bar = _progress_bar(total, "eval", show_progress)
     tick = bar.update if bar is not None else None

@@ -30,7 +30,6 @@ def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, me
         memory_for, store = _memory_prompt(cfg, suite, memory_db, tokenizer)
     try:
         return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                        instruction=cfg.env.answer_instruction,
                         memory_for=memory_for, seed=cfg.train.seed)
     finally:
         if store is not None:

@@ -7,11 +7,10 @@ between them.
 from __future__ import annotations
 
 
-def student_messages(system_prompt: str, question: str, instruction: str = "") -> list[dict[str, str]]:
-    """Conversational prompt for one problem; `instruction` (the answer format) follows the question."""
+def student_messages(system_prompt: str, user_text: str) -> list[dict[str, str]]:
+    """Conversational prompt for one problem; `user_text` is the environment's `format_prompt(problem)`."""
     messages = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
-    content = f"{question}\n{instruction}" if instruction else question
-    messages.append({"role": "user", "content": content})
+    messages.append({"role": "user", "content": user_text})
     return messages

@@ -32,11 +32,11 @@ logger = logging.getLogger(__name__)
 MEMORY_FILE = "memory.sqlite"
 
 
-def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str, instruction: str = "") -> Dataset:
+def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str) -> Dataset:
     """Rows TRL understands: a conversational `prompt` plus `problem_uid` for the reward function."""
     problems = suite.problems(split)
     return Dataset.from_list([
-        {"prompt": student_messages(system_prompt, suite.format_prompt(p), instruction), "problem_uid": p.uid} for p in problems
+        {"prompt": student_messages(system_prompt, suite.format_prompt(p)), "problem_uid": p.uid} for p in problems
     ])
 
 
@@ -168,7 +168,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
 
     algo = cfg.train.algo
     args = trl_config(cfg, str(run_dir / "checkpoints"))
-    dataset = build_dataset(suite, "train", cfg.env.system_prompt, cfg.env.answer_instruction)
+    dataset = build_dataset(suite, "train", cfg.env.system_prompt)
     reward = EnvironmentReward(suite)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -226,13 +226,13 @@ def _attach_memory(cfg, trainer, reward: EnvironmentReward, suite, run_dir: Path
 
 
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,
-          resume_from: str | None = None) -> dict[str, Any]:
+          resume_from: str | None = None, callbacks: list | None = None) -> dict[str, Any]:
     """Run training; saves the final weights to `run_dir/final` and returns a summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     holder: dict[str, MemoryLoop | None] = {"loop": None}
     callback = MetricsJSONL(metrics_path, extra=lambda: holder["loop"].metrics() if holder["loop"] else {})
-    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=[callback])
+    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=[callback, *(callbacks or [])])
     holder["loop"] = loop
     trainer.train(resume_from_checkpoint=resume_from)
     final = run_dir / "final"

@@ -23,6 +23,7 @@ def make_environment(task: TaskConfig, env_cfg: EnvConfig) -> Environment:
             eval_size=env_cfg.eval_size,
             seed=env_cfg.seed,
             reveal_answer_in_feedback=env_cfg.reveal_answer_in_feedback,
+            answer_instruction=env_cfg.answer_instruction,
         )
     params = dict(task.params)
     params.setdefault("seed", env_cfg.seed)

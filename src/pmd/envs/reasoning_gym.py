@@ -37,6 +37,7 @@ class ReasoningGymEnvironment:
         seed: int = 0,
         reveal_answer_in_feedback: bool = False,
         lenient_credit: float = 0.0,
+        answer_instruction: str = "",
     ):
         import reasoning_gym
         from reasoning_gym.factory import DATASETS
@@ -47,6 +48,7 @@ class ReasoningGymEnvironment:
         self.params = dict(params or {})
         self.lenient_credit = float(self.params.pop("lenient_credit", lenient_credit))
         self.reveal_answer_in_feedback = reveal_answer_in_feedback
+        self.answer_instruction = answer_instruction
         self._sizes = {"train": train_size, "eval": eval_size}
         self._seed = seed
         self._datasets: dict[str, Any] = {}
@@ -86,7 +88,8 @@ class ReasoningGymEnvironment:
         return list(self._problems[split])
 
     def format_prompt(self, problem: Problem) -> str:
-        return problem.question
+        """The question, then the answer-format instruction (the strict format is what gets graded)."""
+        return f"{problem.question}\n{self.answer_instruction}" if self.answer_instruction else problem.question
 
     def verify(self, problem: Problem, response: str) -> Verdict:
         dataset, entry = self._entries[problem.uid]

@@ -55,15 +55,26 @@ def _answer_of(exp: Experience) -> str | None:
     return m.group(1) if m else None
 
 
-def _format_missed(exp: Experience) -> bool:
-    return "Format: not followed" in (exp.feedback or "")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_NUM = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def failure_signature(feedback: str) -> str:
+    """The first sentence of verifier feedback with quoted values and numbers masked.
+
+    Two failures with the same signature failed the same way ("Format: not followed ...", "Test 3 failed: ...")
+    regardless of the problem, which is what makes the resulting lesson recur across problems.
+    """
+    first = re.split(r"(?<=[.!?])\s", (feedback or "").strip(), maxsplit=1)[0]
+    return _NUM.sub("N", _QUOTED.sub("'...'", first)).strip()
 
 
 class FeedbackStatsReflector:
     """Lessons and strategies from verdict statistics alone (no generation, deterministic).
 
-    The texts are templated so the same behaviour on different problems yields the same sentence, which is what
-    lets pattern consolidation recognise it as cross-problem.
+    Lessons: a failure signature shared by at least half of the failed attempts, and a wrong answer repeated
+    twice or more. Strategies: what the passing attempts did (shortest passing answer). The texts are templated,
+    so the same behaviour on different problems yields the same sentence and consolidation can see it recur.
     """
 
     name = "feedback-stats"
@@ -82,13 +93,13 @@ class FeedbackStatsReflector:
         passed = [e for e in exps if e.passed]
         failed = [e for e in exps if not e.passed]
         ids = lambda es: tuple(e.id for e in es if e.id is not None)  # noqa: E731
-        missed = [e for e in failed if _format_missed(e)]
-        if len(missed) >= max(1, len(exps) // 2):
-            drafts.append(InsightDraft(
-                "lesson",
-                "Attempts often ended without the required final line 'Answer: <answer>', so nothing could be graded.",
-                ids(missed),
-            ))
+        signatures = Counter(failure_signature(e.feedback) for e in failed if e.feedback)
+        for signature, count in signatures.most_common(1):
+            if signature and count * 2 >= len(failed) and count >= 2:
+                drafts.append(InsightDraft(
+                    "lesson", f"A recurring failure to avoid: {signature}",
+                    ids([e for e in failed if failure_signature(e.feedback) == signature]),
+                ))
         wrong = Counter(a for a in (_answer_of(e) for e in failed) if a is not None)
         for answer, count in wrong.most_common(1):
             if count >= 2:
@@ -97,24 +108,16 @@ class FeedbackStatsReflector:
                     f"The answer {answer} was given {count} times and is wrong; recheck the computation.",
                     ids([e for e in failed if _answer_of(e) == answer]),
                 ))
-        graded_wrong = [e for e in failed if not _format_missed(e)]
-        if len(graded_wrong) >= 2 and not wrong.most_common(1)[0][1] >= 2:
-            drafts.append(InsightDraft(
-                "lesson", "The final answer line was present but the value was wrong; compute step by step.",
-                ids(graded_wrong),
-            ))
         if passed:
-            drafts.append(InsightDraft(
-                "strategy",
-                "Work the computation out briefly, then finish with a separate final line 'Answer: <answer>'.",
-                ids(passed),
-            ))
             short = min(passed, key=lambda e: len(e.response))
             answer = _answer_of(short)
-            if answer is not None:
-                drafts.append(InsightDraft(
-                    "strategy", f"A passing attempt concluded with 'Answer: {answer}'.", ids([short])
-                ))
+            text = (f"A passing attempt concluded with 'Answer: {answer}'." if answer is not None
+                    else f"A passing attempt: {short.response.strip()[:160]}")
+            drafts.append(InsightDraft("strategy", text, ids([short])))
+            drafts.append(InsightDraft(
+                "strategy", "Passing attempts worked the problem out and stated the result in the required format.",
+                ids(passed),
+            ))
         return drafts
 
 
