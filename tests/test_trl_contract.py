@@ -38,3 +38,26 @@ def test_config_fields_we_set():
                  "solution_template", "feedback_template", "dont_reprompt_on_self_success",
                  "use_successful_as_teacher", "remove_thinking_from_demonstration", "max_prompt_length"]:
         assert name in fields, name
+
+
+def test_our_teacher_tokenisation_matches_trls(tiny_model_path):
+    """PMD re-implements TRL's teacher tokenisation only to count truncations; both must give identical tensors."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from pmd.teacher import MemoryTeacherContextBuilder
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    fake = SimpleNamespace(
+        accelerator=SimpleNamespace(device=torch.device("cpu")), args=SimpleNamespace(max_reprompt_len=6),
+        _tokenizer=tok, processing_class=tok, chat_template_kwargs={},
+    )
+    fake._tokenize_prompts_untruncated = lambda msgs: SDPOTrainer._tokenize_prompts_untruncated(fake, msgs)
+    builder = MemoryTeacherContextBuilder(fake, lambda: [], lambda: [], lambda uid: ("", [], 0))
+    msgs = [[{"role": "user", "content": "Calculate 2 + 3 ."}], [{"role": "user", "content": "2"}]]
+    ours, truncated = builder._tokenize_counting_truncation(msgs)
+    theirs = builder._tokenize_teacher_messages(msgs)
+    assert torch.equal(ours["prompt_ids"], theirs["prompt_ids"]) and torch.equal(ours["prompt_mask"], theirs["prompt_mask"])
+    assert truncated == 1

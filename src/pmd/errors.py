@@ -19,3 +19,7 @@ class DatasetError(PMDError):
 
 class MemoryStoreError(PMDError):
     """A memory database is corrupt, foreign, or from an incompatible schema version."""
+
+
+class CheckpointError(PMDError):
+    """A checkpoint is incomplete or does not fit the run, or a run directory's state forbids the requested start."""

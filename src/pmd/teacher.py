@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder, _extract_last_user_text
+from trl.trainer.utils import pad
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,21 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         self.warn = RateLimitedWarning()
         self.last_samples: list[TeacherSample] = []
 
+    def _tokenize_counting_truncation(self, messages: list) -> tuple[dict[str, torch.Tensor], int]:
+        """TRL's `_tokenize_teacher_messages` (left-truncate to max_reprompt_len, left-pad), also counting how many
+        prompts were truncated: silently cut memory is a failure mode worth reporting."""
+        tr = self.trainer
+        device = tr.accelerator.device
+        limit = tr.args.max_reprompt_len
+        ids_list = tr._tokenize_prompts_untruncated(messages)
+        truncated = sum(len(ids) > limit for ids in ids_list)
+        ids = [torch.as_tensor(x[-limit:], device=device) for x in ids_list]
+        masks = [torch.ones(len(x), dtype=torch.long, device=device) for x in ids]
+        return {
+            "prompt_ids": pad(ids, padding_value=tr._tokenizer.pad_token_id, padding_side="left"),
+            "prompt_mask": pad(masks, padding_value=0, padding_side="left"),
+        }, truncated
+
     def build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor, feedbacks=None):
         tr = self.trainer
         args = tr.args
@@ -166,9 +182,7 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
             else:
                 teacher_messages.append(build_teacher_text(original, s.memory_text, solution, feedback))
 
-        untruncated = tr._tokenize_prompts_untruncated(teacher_messages)
-        truncated = sum(len(ids) > args.max_reprompt_len for ids in untruncated)
-        teacher = self._tokenize_teacher_messages(teacher_messages)
+        teacher, truncated = self._tokenize_counting_truncation(teacher_messages)
         mask = torch.tensor([float(s.active) for s in samples[start : start + num_local]], device=device)
 
         n = max(1, total)

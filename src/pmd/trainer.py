@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,11 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
+                         write_manifest)
 from .config import RunConfig
 from .envs import EnvironmentSuite
-from .memory.loop import MemoryLoop
+from .memory.loop import LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector
 from .memory.store import MemoryStore
 from .prompts import student_messages
@@ -29,7 +34,6 @@ from .rewards import EnvironmentReward
 from .teacher import FeedbackSDPOContextBuilder, MemoryTeacherContextBuilder
 
 logger = logging.getLogger(__name__)
-MEMORY_FILE = "memory.sqlite"
 
 
 def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str) -> Dataset:
@@ -112,7 +116,7 @@ def _jsonable(v: Any) -> bool:
 
 
 class MemoryCallback(TrainerCallback):
-    """Runs the memory schedule after each optimizer step and snapshots the store with every checkpoint."""
+    """Runs the memory schedule after each optimizer step (before the Trainer logs and saves that step)."""
 
     def __init__(self, loop: MemoryLoop):
         self.loop = loop
@@ -123,11 +127,53 @@ class MemoryCallback(TrainerCallback):
         self.loop.maybe_consolidate(step)
         self.loop.current_step = state.global_step
 
+
+class CheckpointCallback(TrainerCallback):
+    """Completes each Trainer checkpoint with what TRL does not save (memory store, EMA teacher, memory-loop
+    counters), then writes its manifest, which marks it complete. Added last, so it runs after the Trainer's save."""
+
+    def __init__(self, trainer, loop: MemoryLoop | None):
+        self.trainer = trainer
+        self.loop = loop
+
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            ckpt.mkdir(parents=True, exist_ok=True)
+        if not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        ckpt.mkdir(parents=True, exist_ok=True)
+        teacher = ema_teacher(self.trainer)
+        if self.loop is not None:
             self.loop.store.backup_to(ckpt / MEMORY_FILE)
+        if teacher is not None:
+            save_teacher(teacher, ckpt / TEACHER_FILE)
+        write_manifest(ckpt, state.global_step, has_memory=self.loop is not None, has_teacher=teacher is not None,
+                       loop_stats=asdict(self.loop.stats) if self.loop is not None else None)
+
+
+def ema_teacher(trainer) -> torch.nn.Module | None:
+    """SDPO's separate EMA teacher, or None where there is nothing extra to save: GRPO, a live teacher (the policy),
+    a frozen base teacher (rebuilt identically from the model path), or a LoRA-adapter teacher."""
+    if getattr(trainer.args, "teacher_model_kind", None) != "ema":
+        return None
+    teacher = getattr(trainer, "teacher_model", None)
+    if teacher is None or teacher is trainer.model:
+        return None
+    return trainer.accelerator.unwrap_model(teacher)
+
+
+def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest: Manifest) -> None:
+    """What `Trainer.train(resume_from_checkpoint=...)` does not restore: the EMA teacher, the memory loop's
+    cumulative counters, and TRL's micro-step counter (which decides when rollouts are regenerated)."""
+    teacher = ema_teacher(trainer)
+    if teacher is not None:
+        if not manifest.has_teacher:
+            raise CheckpointError(f"{ckpt}: no EMA teacher weights in this checkpoint, but train.teacher_model_kind "
+                                  "is 'ema'; resume with the config the run was started with")
+        load_teacher(teacher, ckpt / TEACHER_FILE)
+    if loop is not None and manifest.loop_stats is not None:
+        loop.stats = LoopStats(**manifest.loop_stats)
+    if hasattr(trainer, "_step"):
+        trainer._step = manifest.step * trainer.args.gradient_accumulation_steps
 
 
 def _make_reflector(cfg: RunConfig, trainer_ref: dict, tokenizer):
@@ -191,6 +237,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         else:
             loop = _attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer)
     trainer.pmd_reward = reward
+    trainer.add_callback(CheckpointCallback(trainer, loop))
     return trainer, loop
 
 

@@ -1,0 +1,250 @@
+"""What a pmd checkpoint holds, how to find the last complete one, and how to put a run directory back to it.
+
+A checkpoint is transformers/TRL's `checkpoints/checkpoint-N/` (weights, optimizer, scheduler, RNG states,
+trainer_state.json) plus what only pmd knows about, written by `CheckpointCallback.on_save` right after the Trainer:
+
+- `memory.sqlite`: the memory store as it was after step N (SQLite online backup, atomic);
+- `teacher_model.safetensors`: SDPO's EMA teacher (`teacher_model_kind: ema`). TRL does not save it, and without
+  it a resumed run would rebuild the teacher from the base model and diverge;
+- `pmd_checkpoint.json`: the manifest (step, memory-loop counters, every file with its size), fsynced and renamed
+  into place last. Its presence is what makes a checkpoint complete: a kill while saving leaves a directory
+  without it, which resume ignores and removes.
+
+Resume puts the run directory back to step N (`restore_run_state`): the live memory store is replaced by the
+checkpoint's copy, metrics.jsonl keeps only rows up to step N, and checkpoints from later, unfinished saves go.
+Everything after step N is then recomputed, so a killed-and-resumed run ends where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+MEMORY_FILE = "memory.sqlite"
+METRICS_FILE = "metrics.jsonl"
+TEACHER_FILE = "teacher_model.safetensors"
+MANIFEST_FILE = "pmd_checkpoint.json"
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST_FORMAT = 1
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+# Logged once by the Trainer when train() ends; a resumed run logs its own.
+_END_OF_TRAINING_KEYS = ("train_runtime",)
+
+
+@dataclass
+class Manifest:
+    """The last file of a complete checkpoint: what pmd added to it and the size of every file it holds."""
+
+    step: int
+    has_memory: bool
+    has_teacher: bool
+    loop_stats: dict[str, Any] | None = None
+    files: dict[str, int] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+
+# ------------------------------------------------------------------------------------------------ crash-safe files
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file (or directory entry list) to disk; directories that cannot be fsynced are skipped."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `path` so that a reader (or a process killed mid-write) sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_path(path.parent)
+
+
+# ------------------------------------------------------------------------------------------------ finding
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """N for a directory named checkpoint-N, else None."""
+    m = _NAME.match(path.name)
+    return int(m.group(1)) if m else None
+
+
+def read_manifest(ckpt: Path) -> Manifest | None:
+    """The checkpoint's manifest if it is complete (manifest present, parseable, every listed file intact)."""
+    try:
+        data = json.loads((ckpt / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = Manifest(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    if manifest.format != MANIFEST_FORMAT or manifest.step != checkpoint_step(ckpt):
+        return None
+    for name, size in manifest.files.items():
+        f = ckpt / name
+        if not f.is_file() or f.stat().st_size != size:
+            return None
+    return manifest
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint-N directory under run_dir/checkpoints, complete or not, oldest first."""
+    root = run_dir / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p) or 0)
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint whose manifest says it was fully written; partial ones (killed mid-save) are skipped."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        if read_manifest(ckpt) is not None:
+            return ckpt
+        logger.warning("checkpoint %s is incomplete (no valid %s); skipping it", ckpt, MANIFEST_FILE)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ saving
+
+
+def write_manifest(ckpt: Path, step: int, has_memory: bool, has_teacher: bool,
+                   loop_stats: dict[str, Any] | None) -> Manifest:
+    """Fsync everything already in `ckpt`, then write the manifest atomically: the checkpoint is now complete."""
+    files: dict[str, int] = {}
+    for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
+        rel = f.relative_to(ckpt).as_posix()
+        if rel == MANIFEST_FILE or f.name.endswith(".tmp"):
+            continue
+        fsync_path(f)
+        files[rel] = f.stat().st_size
+    for d in {f.parent for f in ckpt.rglob("*") if f.is_file()} | {ckpt}:
+        fsync_path(d)
+    manifest = Manifest(step=step, has_memory=has_memory, has_teacher=has_teacher, loop_stats=loop_stats, files=files)
+    atomic_write_text(ckpt / MANIFEST_FILE, json.dumps(asdict(manifest), indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def save_teacher(teacher, path: Path) -> None:
+    """Teacher weights as safetensors (tied weights handled), written to a temp name and renamed."""
+    from safetensors.torch import save_model
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_model(teacher, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_teacher(teacher, path: Path) -> None:
+    """Load saved teacher weights in place; every parameter must match (same model as the checkpoint's)."""
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(teacher, str(path), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: teacher weights do not fit this model "
+                              f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+
+# ------------------------------------------------------------------------------------------------ restoring
+
+
+def _remove_tree(path: Path) -> None:
+    """Rename first (atomic, and the new name is no checkpoint), then delete: a kill mid-way leaves no half
+    checkpoint that could look complete."""
+    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_db(path: Path) -> None:
+    for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep the metrics rows logged at or before `step` (atomic rewrite); a torn last line from a kill is dropped.
+    Returns how many rows were removed."""
+    if not path.is_file():
+        return 0
+    kept: list[str] = []
+    removed = 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            removed += 1
+            continue
+        if (isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step
+                and not any(k in row for k in _END_OF_TRAINING_KEYS)):
+            kept.append(line)
+        else:
+            removed += 1
+    if removed:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return removed
+
+
+def restore_run_state(run_dir: Path, ckpt: Path | None) -> Manifest | None:
+    """Put run_dir back to the state of `ckpt` (None: the start of training) before the trainer is built.
+
+    Memory: the checkpoint's copy replaces run_dir/memory.sqlite (None: the live store is removed, so it is
+    re-seeded from `memory.load_from` or starts empty). Metrics: rows after the step go. Checkpoints: incomplete
+    ones and any newer than `ckpt` go, so the run has a single history. Each action is atomic and the whole is
+    idempotent, so a kill during a resume is fixed by resuming again. Returns the checkpoint's manifest."""
+    manifest = None
+    step = 0
+    if ckpt is not None:
+        manifest = read_manifest(ckpt)
+        if manifest is None:
+            raise CheckpointError(f"{ckpt}: incomplete checkpoint (no valid {MANIFEST_FILE}); "
+                                  "resume from an earlier one")
+        step = manifest.step
+    others = [c for c in list_checkpoints(run_dir) if ckpt is None or c.resolve() != ckpt.resolve()]
+    complete = {c: read_manifest(c) is not None for c in others}
+    if ckpt is None and any(complete.values()):  # checked before anything is removed
+        name = next(c.name for c in others if complete[c])
+        raise CheckpointError(f"{run_dir}: holds the complete checkpoint {name}; resume from it "
+                              "(pmd train --resume) or use another run_dir")
+    for other in others:
+        if not complete[other] or (checkpoint_step(other) or 0) > step:
+            logger.warning("removing %s (%s)", other, "after the resume point" if complete[other] else "incomplete")
+            _remove_tree(other)
+    live = run_dir / MEMORY_FILE
+    if manifest is not None and manifest.has_memory:
+        from .memory.store import MemoryStore
+
+        MemoryStore.restore(ckpt / MEMORY_FILE, live)
+    elif live.exists():
+        logger.warning("removing %s: it belongs to training that no checkpoint captured", live)
+        _remove_db(live)
+    removed = truncate_metrics(run_dir / METRICS_FILE, step)
+    if removed:
+        logger.info("metrics.jsonl: dropped %d rows after step %d", removed, step)
+    return manifest
