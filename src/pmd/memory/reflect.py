@@ -109,10 +109,9 @@ class FeedbackStatsReflector:
                     ids([e for e in failed if _answer_of(e) == answer]),
                 ))
         if passed:
+            # Problem-specific: quotes the shortest passing response (its numbers keep it from merging across problems).
             short = min(passed, key=lambda e: len(e.response))
-            answer = _answer_of(short)
-            text = (f"A passing attempt concluded with 'Answer: {answer}'." if answer is not None
-                    else f"A passing attempt: {short.response.strip()[:160]}")
+            text = "A short attempt that passed: " + " ".join(short.response.split())[:160]
             drafts.append(InsightDraft("strategy", text, ids([short])))
             drafts.append(InsightDraft(
                 "strategy", "Passing attempts worked the problem out and stated the result in the required format.",
