@@ -182,6 +182,16 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def _sweep_leftovers(run_dir: Path) -> None:
+    """Temp files and half-deleted directories that a kill during an atomic write or a removal left behind."""
+    for p in [*run_dir.glob(".*.tmp"), *run_dir.glob(".*.trash"), *(run_dir / CHECKPOINTS_DIR).glob(".trash-*")]:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
 def _remove_db(path: Path) -> None:
     for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
         with contextlib.suppress(FileNotFoundError):
@@ -236,6 +246,7 @@ def restore_run_state(run_dir: Path, ckpt: Path | None) -> Manifest | None:
         if not complete[other] or (checkpoint_step(other) or 0) > step:
             logger.warning("removing %s (%s)", other, "after the resume point" if complete[other] else "incomplete")
             _remove_tree(other)
+    _sweep_leftovers(run_dir)
     live = run_dir / MEMORY_FILE
     if manifest is not None and manifest.has_memory:
         from .memory.store import MemoryStore

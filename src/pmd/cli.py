@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PMDError as exc:
-        print(f"pmd: error: {exc}", file=sys.stderr)
+        print(f"pmd: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
         return 2
     except KeyboardInterrupt:
         print(f"pmd: interrupted after {time.time() - start:.0f}s", file=sys.stderr)

@@ -78,7 +78,7 @@ class TrainConfig:
     max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (left-truncated).")
     include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.")
-    save_steps: int = _f(0, "Checkpoint every N steps (0 = only at the end).")
+    save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).")
     logging_steps: int = _f(1, "Log metrics every N steps.")
     report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Where TRL/transformers log.")
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")

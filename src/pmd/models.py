@@ -91,6 +91,32 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def check_model(path: str) -> None:
+    """Load the model's config and tokenizer and look for weights (cheap: no weights are read), so a broken
+    folder fails with one clear line before a run writes anything."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    def first_line(exc: Exception) -> str:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotFoundError(f"model {path}: unreadable config.json ({first_line(exc)})") from None
+    try:
+        AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelNotFoundError(f"model {path}: no usable tokenizer (expected tokenizer.json or the tokenizer "
+                                 f"files of its model type; {first_line(exc)})") from None
+    local = Path(path)
+    if local.is_dir() and not any(any(local.glob(pattern)) for pattern in _WEIGHTS):
+        raise ModelNotFoundError(f"model {path}: no weights (expected model.safetensors or pytorch_model.bin)")
+
+
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "auto", device: str | None = None):
     """Load a causal LM and its tokenizer (pad token set, left padding for generation)."""
     import torch

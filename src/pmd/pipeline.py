@@ -1,21 +1,27 @@
 """End-to-end jobs the CLI runs: evaluate base -> train -> evaluate trained (memory-free) -> report.
 
 The run directory is the run's whole state: resolved config, metrics.jsonl, memory.sqlite, checkpoints/,
-final/ weights, eval_*.json, summary.json and report.md.
+final/ weights, eval_*.json, summary.json and report.md. Everything that can be checked (model, datasets, memory
+seed, whether the directory already holds a run) is checked before any of it is written, so a bad input leaves
+the disk as it was. `resume=True` continues from the last complete checkpoint (see checkpoint.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, save_config
+import yaml
+
+from .checkpoint import atomic_write_text, last_complete_checkpoint
+from .config import RunConfig, save_config, to_dict
 from .envs import EnvironmentSuite
-from .errors import PMDError
-from .models import load_model_and_tokenizer, resolve_model
+from .errors import CheckpointError, ConfigError, DatasetError, PMDError
+from .models import check_model, load_model_and_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +62,79 @@ def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:
     return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db)
 
 
+def preflight(cfg: RunConfig) -> tuple[str, EnvironmentSuite]:
+    """Check the model, the environments' data and the memory seed before anything is written; returns the
+    resolved model path and the environment suite."""
+    run_dir = Path(cfg.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run_dir: {run_dir} exists and is not a directory")
+    model_path = resolve_model(cfg.model.name_or_path)
+    check_model(model_path)
+    suite = EnvironmentSuite.from_config(cfg.env)
+    if not suite.problems("train"):
+        raise DatasetError("env.tasks: no training problems (check the tasks' datasets and env.train_size)")
+    if cfg.memory.load_from:
+        from .memory.store import MemoryStore
+
+        MemoryStore.check(cfg.memory.load_from)
+    return model_path, suite
+
+
+# What a run writes into its directory; a fresh run refuses a directory that holds any of it.
+RUN_FILES = ("config.yaml", "metrics.jsonl", "memory.sqlite", "checkpoints", "final", "eval_base.json",
+             "eval_trained.json", "summary.json")
+
+
+def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from (None: from the beginning), or a CheckpointError if starting would
+    overwrite someone's run."""
+    if not resume:
+        existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if existing:
+            raise CheckpointError(f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to "
+                                  "continue it, or choose another run_dir")
+        return None
+    ckpt = last_complete_checkpoint(run_dir)
+    if ckpt is None:
+        if (run_dir / "summary.json").is_file():
+            raise CheckpointError(f"{run_dir}: the run finished and kept no checkpoint to resume from "
+                                  "(set train.save_steps to keep checkpoints)")
+        logger.warning("--resume: no complete checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
+        return None
+    changed = _config_changes(run_dir / "config.yaml", cfg)
+    if changed:
+        logger.warning("--resume: config differs from the run's config.yaml in %s", ", ".join(changed))
+    logger.info("--resume: continuing from %s", ckpt)
+    return str(ckpt)
+
+
+def _config_changes(path: Path, cfg: RunConfig) -> list[str]:
+    """Dotted keys whose value differs between the saved config and `cfg` (empty if none or unreadable)."""
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()}
+
+    a, b = flat(old), flat(to_dict(cfg))
+    return sorted(k.rstrip(".") for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    model_path, suite = preflight(cfg)  # fail fast on bad input before any work or any write
+    resume_from = _start_point(cfg, run_dir, resume)
     from .report import write_report
     from .trainer import train
 
-    run_dir = Path(cfg.run_dir)
-    model_path = resolve_model(cfg.model.name_or_path)  # fail fast on a bad model before any work
-    suite = EnvironmentSuite.from_config(cfg.env)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    tmp = run_dir / ".config.yaml.tmp"
+    save_config(cfg, tmp)
+    os.replace(tmp, run_dir / "config.yaml")
     summary: dict[str, Any] = {"algo": cfg.train.algo, "model": cfg.model.name_or_path}
     eval_seconds = 0.0
     if evaluate_models:
@@ -73,10 +143,7 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
             t0 = time.time()
             base = _evaluate_model(cfg, suite, cfg.model.name_or_path)
             eval_seconds += time.time() - t0
-            base_path.write_text(json.dumps(base, indent=2), encoding="utf-8")
-    resume_from = _last_checkpoint(run_dir) if resume else None
-    if resume and resume_from is None:
-        logger.warning("--resume: no checkpoint in %s; starting from scratch", run_dir / "checkpoints")
+            atomic_write_text(base_path, json.dumps(base, indent=2))
     t0 = time.time()
     summary.update(train(cfg, run_dir, model_path, suite, resume_from=resume_from))
     summary["train_seconds"] = time.time() - t0
@@ -84,16 +151,17 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
         t0 = time.time()
         trained = _evaluate_model(cfg, suite, summary["final_model"])
         eval_seconds += time.time() - t0
-        (run_dir / "eval_trained.json").write_text(json.dumps(trained, indent=2), encoding="utf-8")
+        atomic_write_text(run_dir / "eval_trained.json", json.dumps(trained, indent=2))
         base = json.loads((run_dir / "eval_base.json").read_text())
         summary["base_greedy_accuracy"] = base["overall"]["greedy_accuracy"]
         summary["trained_greedy_accuracy"] = trained["overall"]["greedy_accuracy"]
     summary["eval_seconds"] = eval_seconds
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     summary["report"] = str(write_report(run_dir, title=f"pmd {cfg.train.algo} run"))
     return summary
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
-    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The last complete checkpoint of `run_dir` (partial ones from a kill mid-save are skipped), as a string."""
+    ckpt = last_complete_checkpoint(run_dir)
+    return str(ckpt) if ckpt else None

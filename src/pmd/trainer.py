@@ -22,10 +22,11 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
-                         write_manifest)
+from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, read_manifest, restore_run_state,
+                         save_teacher, write_manifest)
 from .config import RunConfig
 from .envs import EnvironmentSuite
+from .errors import CheckpointError
 from .memory.loop import LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector
 from .memory.store import MemoryStore
@@ -150,6 +151,38 @@ class CheckpointCallback(TrainerCallback):
                        loop_stats=asdict(self.loop.stats) if self.loop is not None else None)
 
 
+class SamplerReplayCallback(TrainerCallback):
+    """On resume, replays the shuffles of the epochs already trained. TRL's RepeatSampler draws each epoch's order
+    from one generator seeded once, and transformers 5 no longer iterates past finished epochs on resume, so
+    without this a run resumed in epoch k would see epoch 0's order again."""
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        if not state.global_step or train_dataloader is None:
+            return
+        sampler = _find_repeat_sampler(train_dataloader)
+        if sampler is None or not getattr(sampler, "shuffle", False):
+            return
+        steps_per_epoch = max(1, len(train_dataloader) // args.gradient_accumulation_steps)
+        for _ in range(state.global_step // steps_per_epoch):
+            torch.randperm(sampler.num_samples, generator=sampler.generator)
+
+
+def _find_repeat_sampler(loader):
+    """TRL's RepeatSampler inside an accelerate-prepared DataLoader (wrapped in batch samplers), if any."""
+    from trl.trainer.utils import RepeatSampler
+
+    todo, seen = [loader], set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or obj is None:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, RepeatSampler):
+            return obj
+        todo.extend(getattr(obj, name, None) for name in ("sampler", "batch_sampler", "base_dataloader"))
+    return None
+
+
 def ema_teacher(trainer) -> torch.nn.Module | None:
     """SDPO's separate EMA teacher, or None where there is nothing extra to save: GRPO, a live teacher (the policy),
     a frozen base teacher (rebuilt identically from the model path), or a LoRA-adapter teacher."""
@@ -237,6 +270,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         else:
             loop = _attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer)
     trainer.pmd_reward = reward
+    trainer.add_callback(SamplerReplayCallback())
     trainer.add_callback(CheckpointCallback(trainer, loop))
     return trainer, loop
 
@@ -274,22 +308,50 @@ def _attach_memory(cfg, trainer, reward: EnvironmentReward, suite, run_dir: Path
 
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,
           resume_from: str | None = None, callbacks: list | None = None) -> dict[str, Any]:
-    """Run training; saves the final weights to `run_dir/final` and returns a summary."""
+    """Run training; saves the final weights to `run_dir/final` and returns a summary.
+
+    With `resume_from` (a complete checkpoint dir), run_dir is first put back to that checkpoint's step (memory,
+    metrics; see checkpoint.py) and training continues exactly where it stopped. Without, training starts over:
+    state no checkpoint captured (a memory store, metrics rows, partial checkpoints) is discarded."""
+    from accelerate import PartialState
+
     run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = Path(resume_from) if resume_from else None
+    ranks = PartialState(cpu=not torch.cuda.is_available())  # as trl_config decides use_cpu
+    if ranks.is_main_process:  # one writer for the run directory; the other ranks wait, then read
+        manifest = restore_run_state(run_dir, ckpt)
+    ranks.wait_for_everyone()
+    if not ranks.is_main_process:
+        manifest = read_manifest(ckpt) if ckpt is not None else None
     metrics_path = run_dir / "metrics.jsonl"
     holder: dict[str, MemoryLoop | None] = {"loop": None}
     callback = MetricsJSONL(metrics_path, extra=lambda: holder["loop"].metrics() if holder["loop"] else {})
     trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=[callback, *(callbacks or [])])
     holder["loop"] = loop
-    trainer.train(resume_from_checkpoint=resume_from)
-    final = run_dir / "final"
-    if final.exists():
-        shutil.rmtree(final)
-    trainer.save_model(str(final))
-    trainer.processing_class.save_pretrained(str(final))
-    summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(final)}
-    if loop is not None:
-        summary["memory"] = loop.store.counts()
-        summary["reflector"] = loop.reflector.name
-        loop.store.close()
+    try:
+        if ckpt is not None and manifest is not None:
+            resume_trainer_state(trainer, loop, ckpt, manifest)
+        trainer.train(resume_from_checkpoint=resume_from)
+        _save_final(trainer, run_dir / "final")
+        summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final")}
+        if loop is not None:
+            summary["memory"] = loop.store.counts()
+            summary["reflector"] = loop.reflector.name
+    finally:
+        if loop is not None:
+            loop.store.close()
     return summary
+
+
+def _save_final(trainer, final: Path) -> None:
+    """Weights + tokenizer into a temp dir, then swapped in: `final/` is either the old or the new model, whole."""
+    tmp = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.tmp")
+    trainer.save_model(str(tmp))  # every rank (sharded models gather), only the main one writes
+    if not trainer.args.should_save:
+        return
+    trainer.processing_class.save_pretrained(str(tmp))
+    if final.exists():
+        trash = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.trash")
+        os.replace(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tmp, final)

@@ -209,9 +209,11 @@ def _validate(conn: sqlite3.Connection, path: Path, verify: bool) -> None:
     if missing:
         raise MemoryStoreError(f"{path}: missing tables {', '.join(missing)}; {_expected()}")
     if verify:
-        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)")]
+        problems = [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
-            raise MemoryStoreError(f"{path}: database is corrupt ({'; '.join(problems)}); {_expected()}")
+            shown = "; ".join(problems).replace("*** in database main *** ", "")
+            shown = shown if len(shown) <= 160 else shown[:160] + "..."
+            raise MemoryStoreError(f"{path}: database is corrupt ({shown}); {_expected()}")
 
 
 def _check_existing(path: Path, verify: bool = True) -> None:
@@ -392,6 +394,15 @@ class MemoryStore:
         if not p.is_file() or p.stat().st_size == 0:
             raise MemoryStoreError(f"{p}: no memory store there; {_expected()}")
         return cls(p, verify=verify)
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise MemoryStoreError unless `path` is a healthy store this version can open. Reads only (a file
+        given as `memory.load_from` is checked before a run writes anything)."""
+        p = Path(path)
+        if not p.is_file() or p.stat().st_size == 0:
+            raise MemoryStoreError(f"{p}: no memory store there; {_expected()}")
+        _check_existing(p, verify=True)
 
     def _init_schema(self, verify: bool) -> None:
         """Create the schema in one transaction; if another process got there first, validate theirs instead."""

@@ -1,0 +1,260 @@
+"""Bad input to `pmd train` is rejected with one line naming the file/field/row and what was expected, exit code 2,
+and nothing on disk changes: neither an existing run directory (with --resume) nor the inputs themselves, and a
+fresh run directory is not even created."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pmd.cli import main
+from pmd.memory.store import MemoryStore
+
+PARAMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+
+
+def base_config(model: Path, run_dir: Path) -> dict:
+    return {
+        "model": {"name_or_path": str(model)},
+        "env": {"tasks": [{"name": "basic_arithmetic", "params": PARAMS}], "train_size": 2, "eval_size": 2},
+        "train": {"algo": "pmd", "steps": 1, "prompts_per_step": 2, "num_generations": 2,
+                  "max_completion_length": 4},
+        "run_dir": str(run_dir),
+    }
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under root with its mtime and content hash."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------- the bad inputs
+# Each case gets (tmp dir, config dict) and returns the CLI args after `train CONFIG`; it may edit the config or
+# write the bad file it points at. `expect` is what the one-line message must name.
+
+
+def bad_yaml(tmp, cfg):
+    (tmp / "cfg.yaml").write_text("model: {name_or_path: x\ntrain: [\n", encoding="utf-8")
+    return [], ["cfg.yaml", "line 2", "invalid YAML"]
+
+
+def unknown_key(tmp, cfg):
+    cfg["train"]["stepz"] = 3
+    return [], ["cfg.yaml", "unknown config key train.stepz"]
+
+
+def wrong_type(tmp, cfg):
+    cfg["train"]["steps"] = "four"
+    return [], ["cfg.yaml", "train.steps", "expected an integer", "'four'"]
+
+
+def wrong_set_override(tmp, cfg):
+    return ["--set", "memory.reflect_every=often"], ["memory.reflect_every", "expected an integer"]
+
+
+def not_utf8_config(tmp, cfg):
+    (tmp / "cfg.yaml").write_bytes(b"model: {name_or_path: caf\xe9}\n")
+    return [], ["cfg.yaml", "not UTF-8"]
+
+
+def missing_model(tmp, cfg):
+    cfg["model"]["name_or_path"] = str(tmp / "no-such-model")
+    return [], ["no-such-model", "does not exist"]
+
+
+def model_without_weights(tmp, cfg):
+    src = Path(cfg["model"]["name_or_path"])
+    dst = tmp / "hollow-model"
+    dst.mkdir()
+    for f in src.iterdir():
+        if not f.name.endswith(".safetensors"):
+            shutil.copy(f, dst / f.name)
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["hollow-model", "no weights"]
+
+
+def model_broken_config(tmp, cfg):
+    dst = tmp / "broken-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    (dst / "config.json").write_text("{not json", encoding="utf-8")
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["broken-model", "config.json"]
+
+
+def memory_not_sqlite(tmp, cfg):
+    (tmp / "seed.sqlite").write_bytes(os.urandom(4096))
+    cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
+    return [], ["seed.sqlite", "not a SQLite database", "expected a pmd memory store"]
+
+
+def memory_foreign(tmp, cfg):
+    conn = sqlite3.connect(tmp / "seed.sqlite")
+    conn.execute("CREATE TABLE notes (x)")
+    conn.commit()
+    conn.close()
+    cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
+    return [], ["seed.sqlite", "is not ours"]
+
+
+def memory_newer_schema(tmp, cfg):
+    MemoryStore(tmp / "seed.sqlite").close()
+    conn = sqlite3.connect(tmp / "seed.sqlite")
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
+    return [], ["seed.sqlite", "schema version 99 is newer"]
+
+
+def memory_corrupt(tmp, cfg):
+    with MemoryStore(tmp / "good.sqlite") as store:
+        store.meta_set("k", "v" * 20000)
+    data = bytearray((tmp / "good.sqlite").read_bytes())
+    data[4096:] = bytes(len(data) - 4096)  # zero every page after the first
+    (tmp / "seed.sqlite").write_bytes(bytes(data))
+    cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
+    return [], ["seed.sqlite", "corrupt"]
+
+
+def code_task(cfg, path: Path) -> None:
+    cfg["env"]["tasks"] = [{"kind": "code", "name": "mine", "params": {"source": str(path)}}]
+
+
+def dataset_malformed_row(tmp, cfg):
+    good = {"question_content": "Print 1.", "public_test_cases": json.dumps([{"input": "", "output": "1",
+                                                                            "testtype": "stdin"}])}
+    (tmp / "tasks.jsonl").write_text(json.dumps(good) + "\n{\"question_content\": \n", encoding="utf-8")
+    code_task(cfg, tmp / "tasks.jsonl")
+    return [], ["tasks.jsonl", "row 2", "invalid JSON"]
+
+
+def dataset_empty(tmp, cfg):
+    (tmp / "tasks.jsonl").write_text("\n", encoding="utf-8")
+    code_task(cfg, tmp / "tasks.jsonl")
+    return [], ["tasks.jsonl", "no problems found"]
+
+
+def dataset_not_utf8(tmp, cfg):
+    (tmp / "tasks.jsonl").write_bytes(b'{"question_content": "caf\xe9"}\n')
+    code_task(cfg, tmp / "tasks.jsonl")
+    return [], ["tasks.jsonl", "not valid UTF-8"]
+
+
+def dataset_missing_field(tmp, cfg):
+    (tmp / "tasks.jsonl").write_text(json.dumps({"public_test_cases": "[]"}) + "\n", encoding="utf-8")
+    code_task(cfg, tmp / "tasks.jsonl")
+    return [], ["tasks.jsonl", "row 1", "question_content"]
+
+
+CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config, missing_model,
+         model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
+         memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field]
+
+
+def existing_run(run_dir: Path) -> None:
+    """A run directory as a killed run leaves it: config, metrics, a memory store with rows, a checkpoint dir."""
+    (run_dir / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    (run_dir / "config.yaml").write_text("run_dir: x\n")
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    with MemoryStore(run_dir / "memory.sqlite") as store:
+        store.meta_set("last_reflected_step", 0, step=0)
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, resume, tmp_path, tiny_model_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    cfg = base_config(tiny_model_path, run_dir)
+    if resume:
+        existing_run(run_dir)
+    extra, expect = case(tmp_path, cfg)
+    if not (tmp_path / "cfg.yaml").exists():
+        write_yaml(tmp_path / "cfg.yaml", cfg)
+    before = snapshot(tmp_path)
+
+    code = main(["train", "cfg.yaml", "--no-eval", *extra, *(["--resume"] if resume else [])])
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pmd: error: "), err
+    for word in expect:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(tmp_path) == before, "no file was created, changed or removed"
+    assert run_dir.exists() == resume
+
+
+def test_fresh_run_into_existing_run_is_refused(tmp_path, tiny_model_path, capsys):
+    run_dir = tmp_path / "run"
+    existing_run(run_dir)
+    config = write_yaml(tmp_path / "cfg.yaml", base_config(tiny_model_path, run_dir))
+    before = snapshot(tmp_path)
+    assert main(["train", str(config), "--no-eval"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a run" in err and "--resume" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_of_finished_run_without_checkpoints_is_refused(tmp_path, tiny_model_path, capsys):
+    run_dir = tmp_path / "run"
+    existing_run(run_dir)
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "summary.json").write_text("{}")
+    config = write_yaml(tmp_path / "cfg.yaml", base_config(tiny_model_path, run_dir))
+    before = snapshot(tmp_path)
+    assert main(["train", str(config), "--no-eval", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no checkpoint to resume from" in err and "train.save_steps" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_run_dir_that_is_a_file(tmp_path, tiny_model_path, capsys):
+    (tmp_path / "run").write_text("not a directory")
+    config = write_yaml(tmp_path / "cfg.yaml", base_config(tiny_model_path, tmp_path / "run"))
+    before = snapshot(tmp_path)
+    assert main(["train", str(config), "--no-eval"]) == 2
+    assert "run_dir" in capsys.readouterr().err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("make_db", [memory_foreign, memory_corrupt], ids=["foreign", "corrupt"])
+def test_memory_command_rejects_bad_store(make_db, tmp_path, capsys):
+    _, expect = make_db(tmp_path, {})
+    before = snapshot(tmp_path)
+    assert main(["memory", "stats", str(tmp_path / "seed.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(w in err for w in expect), err
+    assert snapshot(tmp_path) == before
+
+
+def test_real_process_prints_one_line(tmp_path, tiny_model_path):
+    """Through a real interpreter: no traceback, no warnings, exactly one line on stderr."""
+    cfg = base_config(tiny_model_path, tmp_path / "run")
+    _, expect = memory_foreign(tmp_path, cfg)
+    config = write_yaml(tmp_path / "cfg.yaml", cfg)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pmd.cli", "train", str(config), "--no-eval"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("pmd: error: "), proc.stderr
+    assert all(word in proc.stderr for word in expect)
+    assert proc.stdout == ""
+    assert not (tmp_path / "run").exists()
