@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pmd-installed
 CONFIG ?= configs/quickstart.yaml
+# A fresh run directory per `make run`: pmd never overwrites an earlier run (use `pmd train ... --resume` to continue).
+RUN_DIR ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install run test test-fast bench clean
 
@@ -20,7 +22,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/pmd train $(CONFIG)
+	$(VENV)/bin/pmd train $(CONFIG) --run-dir $(RUN_DIR)
+	@sed -n '1,20p' $(RUN_DIR)/report.md
+	@echo "full report: $(RUN_DIR)/report.md"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -125,3 +125,19 @@ def test_code_and_sciknoweval_tasks_train_with_pmd(tmp_path, tiny_model_path):
         feedback = [e.feedback for e in store.experiences()]
     assert families <= {"humaneval", "ske"} and families
     assert all(f for f in feedback)
+
+
+def test_lora_trains_adapters_and_saves_merged_weights(tmp_path, tiny_model_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = make_cfg(tmp_path, "train.algo=pmd", "train.lora_r=4", "train.steps=1")
+    suite = EnvironmentSuite.from_config(cfg.env)
+    from pathlib import Path
+
+    trainer, loop = build_trainer(cfg, str(tiny_model_path), suite, Path(cfg.run_dir))
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    loop.store.close()
+    summary = run(make_cfg(tmp_path / "r", "train.algo=pmd", "train.lora_r=4", "train.steps=1"), tiny_model_path)
+    merged = AutoModelForCausalLM.from_pretrained(summary["final_model"])
+    assert not any("lora_" in n for n, _ in merged.named_parameters())

@@ -240,6 +240,16 @@ def open_memory(cfg: RunConfig, run_dir: Path) -> MemoryStore:
     return MemoryStore(path)
 
 
+def lora_config(cfg: RunConfig):
+    """A PEFT LoRA config on all linear layers when `train.lora_r > 0` (TRL wraps the model); None otherwise."""
+    if cfg.train.lora_r <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.train.lora_r, lora_alpha=2 * cfg.train.lora_r, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
 def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_dir: Path,
                   model=None, tokenizer=None, callbacks: list | None = None):
     """Construct the TRL trainer for `cfg.train.algo` (grpo | sdpo | pmd). Returns (trainer, memory_loop | None)."""
@@ -255,16 +265,17 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     model = model if model is not None else model_path
     loop = None
     callbacks = list(callbacks or [])
+    peft_config = lora_config(cfg)
     if algo == "grpo":
         from trl import GRPOTrainer
 
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=callbacks)
+                              processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
     else:
         from trl.experimental.sdpo import SDPOTrainer
 
         trainer = SDPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=callbacks)
+                              processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
         if algo == "sdpo":
             trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, reward.failure_feedback)
         else:
@@ -346,7 +357,13 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
 def _save_final(trainer, final: Path) -> None:
     """Weights + tokenizer into a temp dir, then swapped in: `final/` is either the old or the new model, whole."""
     tmp = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.tmp")
-    trainer.save_model(str(tmp))  # every rank (sharded models gather), only the main one writes
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        # LoRA: save merged full weights, so `final/` loads like any model (evaluation, serving) without peft.
+        if trainer.args.should_save:
+            model.merge_and_unload().save_pretrained(str(tmp))
+    else:
+        trainer.save_model(str(tmp))  # every rank (sharded models gather), only the main one writes
     if not trainer.args.should_save:
         return
     trainer.processing_class.save_pretrained(str(tmp))
