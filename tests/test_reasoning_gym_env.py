@@ -37,7 +37,7 @@ def test_verify_correct_wrong_and_unformatted(env):
     assert not wrong.passed and wrong.reward == 0.0 and wrong.format_ok
     assert "'99999'" in wrong.feedback and "incorrect" in wrong.feedback
 
-    loose = env.verify(p, f"the result is {p.answer}")
+    loose = env.verify(p, f"I computed {p.answer} here.\nDone")
     assert not loose.passed and loose.reward == 0.0 and not loose.format_ok
     assert loose.details["lenient_correct"] is True
     assert "Format: not followed" in loose.feedback
