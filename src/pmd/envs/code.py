@@ -19,7 +19,6 @@ import io
 import json
 import math
 import pickle
-import random
 import re
 import secrets
 import signal
@@ -33,6 +32,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError, DatasetError
 from ..sandbox import SandboxLimits, SandboxResult, run_python
 from .base import Problem, Verdict
+from . import splits
 
 __all__ = ["CodeEnvironment", "extract_code"]
 
@@ -224,8 +224,8 @@ class CodeEnvironment:
             if not path.exists():
                 raise DatasetError(f"code: dataset path {path} does not exist (or use source='humaneval')")
             self.name, records = name or "livecodebench", _load_livecodebench(path)
-        records, self.duplicates_dropped = _dedupe(records)
-        self._splits = _split(records, self.eval_fraction, seed)
+        records, self.duplicates_dropped = splits.dedupe(records, lambda r: " ".join(r["question"].split()).lower())
+        self._splits = splits.split(records, self.eval_fraction, seed)
 
     def problems(self, split: str) -> list[Problem]:
         if split not in _SPLITS:
@@ -737,27 +737,3 @@ def _load_humaneval() -> list[dict[str, Any]]:
                          "canonical_solution": row["canonical_solution"]},
         })
     return records
-
-
-def _dedupe(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Drop repeated questions (whitespace/case-insensitive) so one question can never sit in both splits."""
-    seen: set[str] = set()
-    kept = []
-    for record in records:
-        norm = " ".join(record["question"].split()).lower()
-        if norm not in seen:
-            seen.add(norm)
-            kept.append(record)
-    return kept, len(records) - len(kept)
-
-
-def _split(records: list[Any], eval_fraction: float, seed: int) -> dict[str, list[Any]]:
-    """Seeded shuffle of indices, first share to eval; both sides keep file order. Disjoint by construction."""
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_eval = round(len(records) * eval_fraction)
-    if len(records) >= 2:
-        n_eval = min(max(n_eval, 1), len(records) - 1)
-    eval_ids = sorted(order[:n_eval])
-    train_ids = sorted(order[n_eval:])
-    return {"train": [records[i] for i in train_ids], "eval": [records[i] for i in eval_ids]}

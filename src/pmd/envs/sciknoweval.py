@@ -11,7 +11,6 @@ what was read, whether the format was followed and the verdict; it never states 
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Iterator
 from ..errors import ConfigError, DatasetError
 from .answer import extract_answer
 from .base import Problem, Verdict
+from . import splits
 
 __all__ = ["SciKnowEvalEnvironment", "extract_choice"]
 
@@ -107,8 +107,10 @@ class SciKnowEvalEnvironment:
             records = [r for r in records if r["metadata"]["domain"].lower() in wanted]
             if not records:
                 raise ConfigError(f"sciknoweval: no questions in domains {domains} under {self.path}")
-        records, self.duplicates_dropped = _dedupe(records)
-        self._splits = _split(records, self.eval_fraction, seed)
+        records, self.duplicates_dropped = splits.dedupe(
+            records, lambda r: (_norm(r["question"]), tuple(_norm(t) for t in r["metadata"]["choices"]))
+        )
+        self._splits = splits.split(records, self.eval_fraction, seed)
 
     def problems(self, split: str) -> list[Problem]:
         if split not in _SPLITS:
@@ -365,25 +367,3 @@ def _read_rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
         if not isinstance(item, dict):
             raise DatasetError(f"{where}: a row must be a JSON object, got {type(item).__name__}")
         yield item, where
-
-
-def _dedupe(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Drop repeated questions (same text and options) so one question can never sit in both splits."""
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    kept = []
-    for record in records:
-        key = (_norm(record["question"]), tuple(_norm(t) for t in record["metadata"]["choices"]))
-        if key not in seen:
-            seen.add(key)
-            kept.append(record)
-    return kept, len(records) - len(kept)
-
-
-def _split(records: list[Any], eval_fraction: float, seed: int) -> dict[str, list[Any]]:
-    """Seeded shuffle of indices, first share to eval; both sides keep file order. Disjoint by construction."""
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_eval = round(len(records) * eval_fraction)
-    if len(records) >= 2:
-        n_eval = min(max(n_eval, 1), len(records) - 1)
-    return {"train": [records[i] for i in sorted(order[n_eval:])], "eval": [records[i] for i in sorted(order[:n_eval])]}
