@@ -113,6 +113,16 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import explain, format_explanations
+
+    run = Path(args.run)
+    if not (run / "memory.sqlite").is_file() or not (run / "config.yaml").is_file():
+        raise PMDError(f"{run}: not a PMD run directory (expected config.yaml and memory.sqlite)")
+    print(format_explanations(explain(run, args.model, args.limit, args.top)))
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -152,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--table-only", action="store_true", help="only rebuild the table/curves from finished runs")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("explain", help="which rollout tokens the retrieved memory moved in the teacher")
+    p.add_argument("run", help="a PMD run directory")
+    p.add_argument("--model", help="weights to score with (default: RUN/final)")
+    p.add_argument("--limit", type=int, default=3, help="teacher calls (distinct problems) to show")
+    p.add_argument("--top", type=int, default=8, help="largest token shifts per call")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("report", help="(re)write RUN_DIR/report.md")
     p.add_argument("run")

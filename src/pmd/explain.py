@@ -1,0 +1,91 @@
+"""`pmd explain RUN_DIR`: which tokens of a rollout the retrieved memory moved, and by how much.
+
+For logged teacher calls, re-score the rollout that call distilled under two teacher prompts that differ only in
+the memory block (problem + memory vs problem alone, same template) and report the per-token log-prob change.
+Positive = memory made the teacher prefer that token. The weights are the ones given (by default the run's
+final model), not the exact policy at that step, so this is an after-the-fact inspection tool, not a replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import load_config
+from .envs import EnvironmentSuite
+from .memory.store import MemoryStore
+from .models import load_model_and_tokenizer
+from .prompts import student_messages
+from .teacher import build_teacher_text
+
+
+@dataclass
+class TokenShift:
+    token: str
+    delta: float  # log p(token | problem + memory) - log p(token | problem), in nats
+
+
+@dataclass
+class Explanation:
+    problem_uid: str
+    step: int
+    memory: str
+    response: str
+    reward: float
+    total_delta: float
+    top: list[TokenShift]
+
+
+def completion_logprobs(model, tokenizer, messages: list[dict], completion: str) -> tuple[list[int], torch.Tensor]:
+    """Token ids of `completion` and their log-probs after the chat prompt `messages`."""
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + completion_ids], device=next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
+    logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1)).squeeze(1)
+    return completion_ids, logps.cpu()
+
+
+def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: int = 8) -> list[Explanation]:
+    cfg = load_config(run_dir / "config.yaml")
+    suite = EnvironmentSuite.from_config(cfg.env)
+    model, tok = load_model_and_tokenizer(model_name or str(run_dir / "final"), cfg.model.dtype)
+    model.eval()
+    out: list[Explanation] = []
+    seen: set[str] = set()
+    with MemoryStore.open_existing(run_dir / "memory.sqlite") as store:
+        records = [r for r in reversed(store.retrievals()) if r.text]
+        for rec in records:
+            if rec.problem_uid in seen or len(out) >= limit:
+                continue
+            match = [e for e in store.experiences(problem_uid=rec.problem_uid)
+                     if e.step == rec.step and e.sample_index == rec.sample_index]
+            if not match or not match[0].response.strip():
+                continue
+            seen.add(rec.problem_uid)
+            exp = match[0]
+            prompt = suite.format_prompt(suite.problem(rec.problem_uid))
+            with_memory = student_messages(cfg.env.system_prompt, build_teacher_text(prompt, rec.text, "", ""))
+            without = student_messages(cfg.env.system_prompt, build_teacher_text(prompt, "", "", ""))
+            ids, lp_mem = completion_logprobs(model, tok, with_memory, exp.response)
+            _, lp_plain = completion_logprobs(model, tok, without, exp.response)
+            delta = lp_mem - lp_plain
+            order = torch.argsort(delta.abs(), descending=True)[:top].tolist()
+            shifts = [TokenShift(tok.decode([ids[i]]), float(delta[i])) for i in sorted(order)]
+            out.append(Explanation(rec.problem_uid, rec.step, rec.text, exp.response, exp.reward,
+                                   float(delta.sum()), shifts))
+    return out
+
+
+def format_explanations(items: list[Explanation]) -> str:
+    lines = []
+    for e in items:
+        lines += [f"## {e.problem_uid} (step {e.step}, reward {e.reward:.2f})", "", "Memory the teacher saw:", "",
+                  *[f"> {ln}" for ln in e.memory.splitlines()], "", f"Rollout: `{' '.join(e.response.split())[:200]}`",
+                  "", f"Sum of per-token log-prob change from memory: {e.total_delta:+.2f} nats. Largest shifts:", "",
+                  "| token | Δ log p (nats) |", "|---|---|",
+                  *[f"| `{s.token!r}` | {s.delta:+.2f} |" for s in e.top], ""]
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""`pmd explain` on a tiny PMD run: memory shifts are computed on the logged rollouts."""
+
+import math
+from pathlib import Path
+
+from pmd.cli import main
+from pmd.config import save_config
+from pmd.envs import EnvironmentSuite
+from pmd.explain import completion_logprobs, explain
+from pmd.trainer import train
+from test_trainer_tiny import make_cfg
+
+
+def test_explain_reports_token_shifts(tmp_path, tiny_model_path, capsys):
+    cfg = make_cfg(tmp_path, "train.algo=pmd", "train.steps=3", "train.prompts_per_step=4")
+    train(cfg, Path(cfg.run_dir), str(tiny_model_path), EnvironmentSuite.from_config(cfg.env))
+    save_config(cfg, Path(cfg.run_dir) / "config.yaml")  # as `pmd train` does
+    items = explain(Path(cfg.run_dir), limit=2, top=3)
+    assert 1 <= len(items) <= 2 and len({i.problem_uid for i in items}) == len(items)
+    for item in items:
+        assert item.memory and len(item.top) <= 3
+        assert math.isclose(item.total_delta, item.total_delta)  # finite
+    assert main(["explain", cfg.run_dir, "--limit", "1"]) == 0
+    assert "Memory the teacher saw" in capsys.readouterr().out
+
+
+def test_completion_logprobs_match_a_manual_forward(tiny_model_path):
+    import torch
+
+    from pmd.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(tiny_model_path), device="cpu")
+    msgs = [{"role": "user", "content": "Calculate 2 + 3 ."}]
+    ids, lps = completion_logprobs(model, tok, msgs, "Answer : 5")
+    prompt = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    full = torch.tensor([prompt + ids])
+    logits = model(full).logits[0]
+    manual = torch.log_softmax(logits[len(prompt) - 1], -1)[ids[0]]  # the position that predicts the first token
+    assert torch.isclose(lps[0], manual, atol=1e-5)
+    assert len(ids) == len(lps) == 3
