@@ -70,6 +70,7 @@ def test_memory_alone_activates_the_teacher(tmp_path, tiny_model_path):
     assert p_rows[0]["self_distillation/teacher_active_fraction"] == 0.0  # step 1: memory is still empty
     assert p_rows[-1]["self_distillation/teacher_active_fraction"] > 0.0
     assert p_rows[-1]["pmd/memory_only_active_fraction"] > 0.0
+    assert all(r["pmd/sdpo_teacher_active_fraction"] == 0.0 for r in p_rows)  # SDPO's rule: no success, no feedback
 
 
 def test_frozen_memory_stops_growing(tmp_path, tiny_model_path):

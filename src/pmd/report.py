@@ -112,15 +112,25 @@ def write_report(run_dir: Path, title: str = "pmd run") -> Path:
         if table:
             parts += ["| metric (last step) | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in table]
             parts.append("")
-        active = [r["self_distillation/teacher_active_fraction"] for r in rows
-                  if "self_distillation/teacher_active_fraction" in r]
-        if active:
-            parts += [f"Mean teacher-active fraction over the run: **{sum(active) / len(active):.3f}**", ""]
+        active = _mean_of(rows, "self_distillation/teacher_active_fraction")
+        if active is not None:
+            line = f"Mean teacher-active fraction over the run: **{active:.3f}**"
+            sdpo = _mean_of(rows, "pmd/sdpo_teacher_active_fraction")
+            if sdpo is not None:
+                only = _mean_of(rows, "pmd/memory_only_active_fraction") or 0.0
+                line += (f" (SDPO's rule on the same rollouts, sibling success or feedback: **{sdpo:.3f}**; "
+                         f"active through memory alone: {only:.3f})")
+            parts += [line, ""]
     if any("memory/experiences" in r for r in rows):
         parts += _memory_section(run_dir, rows)
     out = run_dir / "report.md"
     out.write_text("\n".join(parts), encoding="utf-8")
     return out
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
 
 
 def _memory_section(run_dir: Path, rows: list[dict]) -> list[str]:

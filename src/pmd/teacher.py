@@ -201,6 +201,8 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
             "self_distillation/feedback_used_fraction": sum(s.has_feedback for s in samples) / n,
             "pmd/memory_context_fraction": with_memory / n,
             "pmd/memory_only_active_fraction": memory_only / n,
+            # What TRL's SDPO builder would have activated on these same rollouts (sibling success or feedback).
+            "pmd/sdpo_teacher_active_fraction": sum(s.has_solution or s.has_feedback for s in samples) / n,
             "pmd/memory_tokens_mean": sum(s.memory_tokens for s in samples) / n,
             "pmd/teacher_prompt_truncated_fraction": truncated / max(1, num_local),
         }
