@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import math
+import multiprocessing
 import resource
 import statistics
 import time
@@ -23,7 +24,7 @@ from transformers import TrainerCallback
 
 from .config import RunConfig, save_config
 from .envs import EnvironmentSuite
-from .errors import ConfigError
+from .errors import ConfigError, PMDError
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,21 @@ def run_compare(base: RunConfig) -> Path:
     base_eval = json.loads(base_path.read_text())
     for seed in base.compare.seeds:
         for variant in base.compare.variants:
-            run_one(variant_config(base, variant, seed), base_eval)
+            run_isolated(variant_config(base, variant, seed), base_eval)
     return write_comparison(base)
+
+
+def run_isolated(cfg: RunConfig, base_eval: dict) -> None:
+    """`run_one` in a fresh (spawned) process: each run's models and optimizer state are freed when it ends, a
+    crash in one run is reported without losing the others' results, and its CPU time is its own."""
+    if (Path(cfg.run_dir) / "summary.json").is_file():
+        return
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=run_one, args=(cfg, base_eval), name=f"pmd-compare-{Path(cfg.run_dir).parent.name}")
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise PMDError(f"compare: run {cfg.run_dir} failed (exit code {proc.exitcode}); re-run to resume the rest")
 
 
 def collect(base: RunConfig) -> dict[str, list[dict]]:
