@@ -37,3 +37,22 @@ def test_summarise_avg_and_pass_at_k():
     m = summarise(s, k=2)["overall"]
     assert m["greedy_accuracy"] == 0.5 and m["avg@2"] == 0.25 and m["pass@2"] == 0.5
     assert m["greedy_format_rate"] == 0.5 and m["sampled_format_rate"] == 0.5
+
+
+def test_generate_pads_left_whatever_the_tokenizer_says(tiny_model_path):
+    """Right padding silently corrupts batched generation; generate() must not depend on the caller's tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pmd.evaluate import generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_path)
+    tok.padding_side = "right"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    short = [{"role": "user", "content": "2"}]
+    long = [{"role": "user", "content": "Calculate 2 + 3 + 4 + 5 ."}]
+    torch.manual_seed(0)
+    batched = generate(model, tok, [short, long], 4, 1.0, True, 2)
+    alone = generate(model, tok, [short], 4, 1.0, True, 1)
+    assert batched[0] == alone[0]
+    assert tok.padding_side == "right"  # restored

@@ -37,6 +37,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, t
     outputs: list[str] = []
     device = next(model.parameters()).device
     was_training = model.training
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # batched generation of a decoder-only model needs left padding
     model.eval()
     try:
         for start in range(0, len(prompts), batch_size):
@@ -57,6 +59,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, t
                 progress(len(chunk))
     finally:
         model.train(was_training)
+        tokenizer.padding_side = padding_side
     return outputs
 
 
