@@ -142,3 +142,17 @@ def test_lora_trains_adapters_and_saves_merged_weights(tmp_path, tiny_model_path
     summary = run(make_cfg(tmp_path / "r", "train.algo=pmd", "train.lora_r=4", "train.steps=1"), tiny_model_path)
     merged = AutoModelForCausalLM.from_pretrained(summary["final_model"])
     assert not any("lora_" in n for n, _ in merged.named_parameters())
+
+
+@pytest.mark.parametrize("reflector", ["policy", "separate"])
+def test_model_reflection_runs_inside_training(tmp_path, tiny_model_path, reflector):
+    """Reflection by the policy itself, or by a separate model named in the config, through batched generation."""
+    name = "policy" if reflector == "policy" else str(tiny_model_path)
+    cfg = make_cfg(tmp_path, "train.algo=pmd", f"memory.reflector={name}", "memory.reflection_max_tokens=8")
+    summary = run(cfg, tiny_model_path)
+    assert summary["reflector"] == name
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    # a random model writes no parseable 'Strategy:'/'Lesson:' lines: everything proposed is rejected, and logged
+    assert rows[-1]["memory/reflection_proposed_total"] >= 2  # one reflection per problem with new attempts
+    assert rows[-1]["memory/reflection_acceptance_rate"] == 0.0
+    assert summary["memory"]["insights"] == 0

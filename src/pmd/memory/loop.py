@@ -134,6 +134,7 @@ class MemoryLoop:
         s = self.stats
         out = {f"memory/{k}": float(v) for k, v in counts.items()}
         out["memory/reflection_acceptance_rate"] = s.accepted / s.proposed if s.proposed else 0.0
+        out["memory/reflection_proposed_total"] = float(s.proposed)
         out["memory/patterns_promoted_total"] = float(s.promoted)
         out["memory/patterns_retired_total"] = float(s.retired)
         return out
