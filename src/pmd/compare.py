@@ -240,8 +240,13 @@ def write_comparison(base: RunConfig) -> Path:
     text = ["# pmd compare", "", f"Model `{base.model.name_or_path}`, tasks "
             f"{', '.join(t.name for t in base.env.tasks)}, {base.train.steps} steps x "
             f"{base.train.prompts_per_step * base.train.num_generations} rollouts, seeds {base.compare.seeds}.",
-            "Final = memory-free held-out evaluation after the last step (mean ± std over seeds).", "",
-            table, "", "![learning curves](curves.png)", ""]
+            "Final = memory-free held-out evaluation after the last step (mean ± std over seeds).", ""]
+    base_path = out / "eval_base.json"
+    if base_path.is_file():
+        b = json.loads(base_path.read_text())["overall"]
+        text += [f"Base model (step 0, same held-out set): greedy accuracy {b['greedy_accuracy']:.3f}, "
+                 f"format rate {b['greedy_format_rate']:.3f}, n = {b['n_problems']}.", ""]
+    text += [table, "", "![learning curves](curves.png)", ""]
     path = out / "table.md"
     path.write_text("\n".join(text), encoding="utf-8")
     (out / "records.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
