@@ -56,3 +56,26 @@ def test_generate_pads_left_whatever_the_tokenizer_says(tiny_model_path):
     alone = generate(model, tok, [short], 4, 1.0, True, 1)
     assert batched[0] == alone[0]
     assert tok.padding_side == "right"  # restored
+
+
+def test_memory_at_inference_puts_memory_in_the_prompt_only_when_asked(monkeypatch):
+    import pytest
+
+    import pmd.evaluate as ev
+    from pmd.config import EnvConfig, EvalConfig, TaskConfig
+    from pmd.envs import EnvironmentSuite
+
+    seen = []
+    monkeypatch.setattr(ev, "generate", lambda model, tok, prompts, *a, **k: seen.extend(prompts) or ["Answer: 1"] * len(prompts))
+    suite = EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(name="basic_arithmetic")], train_size=2, eval_size=2))
+    problems = suite.problems("eval")
+    memory = lambda p: "Lesson: add carefully."  # noqa: E731
+    out = ev.evaluate(None, None, suite, problems, EvalConfig(num_samples=0, memory_at_inference=True), "",
+                      memory_for=memory, show_progress=False)
+    assert out["memory_at_inference"] is True
+    assert all("Notes from earlier practice:\nLesson: add carefully." in p[-1]["content"] for p in seen)
+    seen.clear()
+    ev.evaluate(None, None, suite, problems, EvalConfig(num_samples=0), "", memory_for=memory, show_progress=False)
+    assert seen and not any("Notes from earlier practice" in p[-1]["content"] for p in seen)  # memory-free by default
+    with pytest.raises(ValueError, match="needs a memory store"):
+        ev.evaluate(None, None, suite, problems, EvalConfig(memory_at_inference=True), "", show_progress=False)
