@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from .config import RunConfig, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
+from .report import read_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,7 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     """Train one variant/seed with periodic evaluation; skip if finished, resume if interrupted."""
     from transformers import AutoTokenizer
 
-    from .models import resolve_model
-    from .pipeline import _last_checkpoint
+    from .pipeline import _last_checkpoint, preflight
     from .trainer import train
 
     run_dir = Path(cfg.run_dir)
@@ -100,10 +100,9 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     if done.is_file():
         logger.info("compare: %s already finished, skipping", run_dir)
         return json.loads(done.read_text())
+    model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    model_path = resolve_model(cfg.model.name_or_path)
-    suite = EnvironmentSuite.from_config(cfg.env)
     metrics = run_dir / "metrics.jsonl"
     resume_from = _last_checkpoint(run_dir)
     if resume_from is None:
@@ -115,20 +114,10 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
                     callbacks=[PeriodicEval(cfg, suite, tokenizer, metrics)])
     summary["cpu_minutes"] = (_cpu_seconds() - cpu0) / 60
     summary["wall_minutes"] = (time.time() - wall0) / 60
-    final = [r for r in _read(metrics) if "eval/greedy_accuracy" in r][-1]
+    final = [r for r in read_metrics(run_dir) if "eval/greedy_accuracy" in r][-1]
     summary["final_eval"] = {k[5:]: v for k, v in final.items() if k.startswith("eval/")}
     done.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
-
-
-def _read(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def run_compare(base: RunConfig) -> Path:
@@ -177,7 +166,7 @@ def collect(base: RunConfig) -> dict[str, list[dict]]:
             if not summary_path.is_file():
                 continue
             summary = json.loads(summary_path.read_text())
-            rows = _read(run_dir / "metrics.jsonl")
+            rows = read_metrics(run_dir)
             curve = [(r["step"], r["eval/greedy_accuracy"]) for r in rows if "eval/greedy_accuracy" in r]
             train_rows = [r for r in rows if "self_distillation/teacher_active_fraction" in r]
             active = statistics.fmean(r["self_distillation/teacher_active_fraction"] for r in train_rows) if train_rows else math.nan
