@@ -210,7 +210,7 @@ def test_stdin_wrong_answer_feedback_and_rewards(tmp_path):
     fraction = _lcb_env(tmp_path, rows, reward="fraction")
     verdict = fraction.verify(_all(fraction)[0], wrong)
     assert verdict.reward == pytest.approx(2 / 3) and not verdict.passed
-    assert verdict.feedback.startswith("Passed 2/3 tests.")
+    assert verdict.feedback.startswith("Wrong answer on test 3/3") and verdict.feedback.endswith("(Passed 2/3 tests.)")
 
 
 def test_stdin_runtime_error_stops_early_in_all_mode(tmp_path):

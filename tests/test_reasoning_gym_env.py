@@ -31,16 +31,16 @@ def test_verify_correct_wrong_and_unformatted(env):
     p = env.problems("train")[0]
     right = env.verify(p, f"Let me compute.\nAnswer: {p.answer}")
     assert right.passed and right.reward == 1.0 and right.format_ok
-    assert "Verdict: correct" in right.feedback
+    assert right.feedback.startswith("Correct.")
 
     wrong = env.verify(p, "Answer: 99999")
     assert not wrong.passed and wrong.reward == 0.0 and wrong.format_ok
-    assert "'99999'" in wrong.feedback and "incorrect" in wrong.feedback
+    assert "'99999'" in wrong.feedback and wrong.feedback.startswith("Wrong answer:")
 
     loose = env.verify(p, f"I computed {p.answer} here.\nDone")
     assert not loose.passed and loose.reward == 0.0 and not loose.format_ok
     assert loose.details["lenient_correct"] is True
-    assert "Format: not followed" in loose.feedback
+    assert loose.feedback.startswith("No gradable answer:")
 
 
 def test_feedback_never_leaks_gold_answer_unless_asked():
@@ -88,3 +88,21 @@ def test_bad_params_for_other_kinds_name_the_task():
         EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(kind="code", name="he", params={"colour": "red"})]))
     with pytest.raises(ConfigError, match="needs a name"):
         EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(kind="reasoning_gym")]))
+
+
+def test_wrong_formatted_answers_give_a_lesson_that_names_the_failure(env):
+    """Regression: feedback used to open with "Format: followed", so repeated wrong answers became that 'lesson'."""
+    from pmd.memory.reflect import FeedbackStatsReflector
+    from pmd.memory.store import Experience
+
+    lessons = set()
+    for p in env.problems("train")[:2]:
+        exps = []
+        for i, reply in enumerate(["Answer: 99999", "So the answer is \\boxed{88888}", "Answer: 77777"]):
+            v = env.verify(p, reply)
+            exps.append(Experience(problem_uid=p.uid, family=p.family, prompt=p.question, response=reply,
+                                   reward=v.reward, passed=v.passed, feedback=v.feedback, step=0, policy_version=0,
+                                   sample_index=i, id=i))
+        drafts = FeedbackStatsReflector().reflect({p.uid: exps}).insights
+        lessons |= {d.text for d in drafts if d.kind == "lesson"}
+    assert lessons == {"A recurring failure to avoid: Wrong answer: the extracted answer is incorrect."}

@@ -1,7 +1,7 @@
 from pmd.memory.reflect import FeedbackStatsReflector, ModelReflector, parse_reflection
 from pmd.memory.store import Experience
 
-FMT_MISS = "Format: not followed (no final line 'Answer: <answer>' and no \\boxed{}). Verdict: no answer could be graded."
+FMT_MISS = "No gradable answer: the reply has no final line 'Answer: <answer>' and no \\boxed{}. The last value in the reply was '4'."
 
 
 def exp(i, uid, passed, feedback, response="work", step=0):
@@ -10,20 +10,21 @@ def exp(i, uid, passed, feedback, response="work", step=0):
 
 
 def wrong(ans):
-    return f"Format: followed (found the final answer via answer line). Extracted answer: '{ans}'. Verdict: incorrect."
+    return (f"Wrong answer: the extracted answer is incorrect. Extracted answer: '{ans}'. "
+            "Format: followed (found the final answer via answer line).")
 
 
 def test_feedback_stats_lessons_and_strategies():
     attempts = {
         "p1": [exp(1, "p1", False, FMT_MISS), exp(2, "p1", False, FMT_MISS), exp(3, "p1", False, wrong("6")),
-               exp(4, "p1", True, "Format: followed (found the final answer via answer line). Extracted answer: '5'. Verdict: correct.",
+               exp(4, "p1", True, "Correct. Extracted answer: '5'. Format: followed (found the final answer via answer line).",
                    response="2 + 3 = 5\nAnswer: 5")],
         "p2": [exp(5, "p2", False, wrong("9")), exp(6, "p2", False, wrong("9")), exp(7, "p2", False, FMT_MISS)],
     }
     result = FeedbackStatsReflector().reflect(attempts)
     texts = {(d.kind, d.text) for d in result.insights}
     kinds_p1 = [d for d in result.insights if set(d.experience_ids) <= {1, 2, 3, 4}]
-    assert any(d.kind == "lesson" and d.text.startswith("A recurring failure to avoid: Format: not followed")
+    assert any(d.kind == "lesson" and d.text.startswith("A recurring failure to avoid: No gradable answer")
                for d in kinds_p1)
     assert any(d.kind == "strategy" and d.text == "A short attempt that passed: 2 + 3 = 5 Answer: 5" for d in kinds_p1)
     assert ("lesson", "The answer 9 was given 2 times and is wrong; recheck the computation.") in texts

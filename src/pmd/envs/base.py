@@ -27,6 +27,8 @@ class Verdict:
 
     `passed` is the strict success bit (format followed and answer correct). `extracted` is what the verifier read
     as the answer (None when nothing could be extracted). `format_ok` says whether the strict answer format was used.
+    `feedback` starts with a verdict headline that names how the response failed ("Wrong answer: ...") and keeps
+    problem-specific values out of that first sentence (or quoted): the reflector keys recurring lessons on it.
     """
 
     reward: float

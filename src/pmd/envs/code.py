@@ -382,7 +382,7 @@ class CodeEnvironment:
             status = first.status
             feedback = first.message
             if self.reward == "fraction":
-                feedback = f"Passed {passed}/{total} tests.\nFirst failure: {feedback}"
+                feedback = f"{feedback}\n(Passed {passed}/{total} tests.)"  # failure first: the reflector keys on it
         return Verdict(reward, all_passed, feedback, extracted=code, format_ok=how == "python_fence",
                        details={**details, "status": status, "passed_tests": passed, "total_tests": total,
                                 "failed_test": failed})

@@ -98,16 +98,17 @@ class ReasoningGymEnvironment:
         lenient_score = self._score(dataset, entry, ext.lenient)
         passed = strict_score >= 1.0
         reward = strict_score if ext.strict is not None else self.lenient_credit * lenient_score
-        parts = []
+        # The failure comes first: SDPO's teacher reads this text and the memory's reflector keys lessons on its
+        # first sentence, so a wrong-but-formatted answer must not open with "Format: followed".
         if ext.strict is not None:
-            parts.append(f"Format: followed (found the final answer via {ext.how.replace('_', ' ')}).")
-            parts.append(f"Extracted answer: {truncate(ext.strict, 80)!r}.")
-            parts.append("Verdict: correct." if passed else "Verdict: incorrect.")
+            how = f"Format: followed (found the final answer via {ext.how.replace('_', ' ')})."
+            answer = f"Extracted answer: {truncate(ext.strict, 80)!r}."
+            head = "Correct." if passed else "Wrong answer: the extracted answer is incorrect."
+            parts = [head, answer, how]
         else:
-            parts.append("Format: not followed (no final line 'Answer: <answer>' and no \\boxed{}).")
+            parts = ["No gradable answer: the reply has no final line 'Answer: <answer>' and no \\boxed{}."]
             if ext.lenient is not None:
                 parts.append(f"The last value in the reply was {truncate(ext.lenient, 80)!r}.")
-            parts.append("Verdict: no answer could be graded.")
         if self.reveal_answer_in_feedback and not passed:
             parts.append(f"The correct answer is {problem.answer}.")
         return Verdict(

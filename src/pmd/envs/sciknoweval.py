@@ -147,19 +147,19 @@ class SciKnowEvalEnvironment:
             "level": problem.metadata.get("level"),
             "type": problem.metadata.get("type"),
         }
+        # Verdict first: the teacher reads this, and the reflector keys lessons on the first sentence.
         if strict is not None:
-            feedback = (f"Your final answer was read as {strict} (from {where}). Format: followed. "
-                        f"Verdict: {'correct' if correct else 'incorrect'}.")
+            head = "Correct." if correct else "Wrong answer: the chosen option is incorrect."
+            feedback = f"{head} Your final answer was read as {strict} (from {where}). Format: followed."
         elif strict_raw is not None:
-            feedback = (f"Your final answer ({where}) says {_clip(strict_raw)!r}, which is not one of the offered "
-                        "options. Format: not followed (give just the option label, e.g. 'Answer: X'). "
-                        "Verdict: not graded.")
+            feedback = (f"Not an option: your final answer ({where}) says {_clip(strict_raw)!r}, which is not one of the "
+                        "offered options. Format: not followed (give just the option label, e.g. 'Answer: X').")
         elif lenient is not None:
-            feedback = (f"No final 'Answer: X' line or \\boxed{{X}} was found; the text seems to choose {lenient}. "
-                        "Format: not followed. Verdict: not graded.")
+            feedback = (f"No gradable answer: no final 'Answer: X' line or \\boxed{{X}} was found. The text seems to "
+                        f"choose {lenient}. Format: not followed.")
         else:
             feedback = ("No answer found: end your response with a final line 'Answer: X' where X is the label of your "
-                        "chosen option. Format: not followed. Verdict: not graded.")
+                        "chosen option. Format: not followed.")
         if self.reveal_answer_in_feedback and not correct and gold is not None:
             text = options.texts[options.labels.index(gold)]
             feedback += f" The correct answer is {gold}" + (f": {text}." if text != gold else ".")

@@ -60,10 +60,11 @@ _NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def failure_signature(feedback: str) -> str:
-    """The first sentence of verifier feedback with quoted values and numbers masked.
+    """The first sentence of verifier feedback (its verdict headline) with quoted values and numbers masked.
 
-    Two failures with the same signature failed the same way ("Format: not followed ...", "Test 3 failed: ...")
-    regardless of the problem, which is what makes the resulting lesson recur across problems.
+    Environments lead their feedback with the failure ("Wrong answer: ...", "No gradable answer: ...", "Wrong answer
+    on test 3/5."), so two failures with the same signature failed the same way regardless of the problem, which is
+    what makes the resulting lesson recur across problems.
     """
     first = re.split(r"(?<=[.!?])\s", (feedback or "").strip(), maxsplit=1)[0]
     return _NUM.sub("N", _QUOTED.sub("'...'", first)).strip()
