@@ -51,6 +51,13 @@ def test_compare_runs_skips_and_tabulates(tmp_path, tiny_model_path, capsys):
     stamp = summary.stat().st_mtime_ns
     assert main(["compare", str(cfg_path)]) == 0  # everything finished: nothing re-runs
     assert summary.stat().st_mtime_ns == stamp
+    # a sub-list of the variants is the same experiment: still reused
+    assert main(["compare", str(cfg_path), "--set", "compare.variants=[pmd]"]) == 0
+    assert summary.stat().st_mtime_ns == stamp
+    # a changed setting must not silently reuse (or resume) runs made with the old one: refused before any work
+    assert main(["compare", str(cfg_path), "--set", "train.learning_rate=0.5"]) == 2
+    assert "was run with a different config (train.learning_rate)" in capsys.readouterr().err
+    assert summary.stat().st_mtime_ns == stamp
 
 
 def test_table_mean_and_std():

@@ -22,7 +22,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .config import RunConfig, save_config
+from .config import RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
@@ -97,7 +97,7 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
 
     run_dir = Path(cfg.run_dir)
     done = run_dir / "summary.json"
-    if done.is_file():
+    if _finished(cfg):
         logger.info("compare: %s already finished, skipping", run_dir)
         return json.loads(done.read_text())
     model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written
@@ -120,12 +120,29 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     return summary
 
 
+# Keys that name where or alongside what a run was made, not what was run.
+_BOOKKEEPING = ("run_dir", "compare.variants", "compare.seeds", "compare.out_dir")
+
+
+def _finished(cfg: RunConfig) -> bool:
+    """Whether this (variant, seed) already finished. A run folder made with a different config (finished or not)
+    is an error: skipping or resuming it would put another experiment's numbers into this table."""
+    run_dir = Path(cfg.run_dir)
+    if (run_dir / "config.yaml").is_file():
+        changed = [k for k in config_changes(run_dir / "config.yaml", cfg) if not k.startswith(_BOOKKEEPING)]
+        if changed:
+            raise ConfigError(f"compare: {run_dir} was run with a different config ({', '.join(changed[:6])}); "
+                              "move it away or choose another compare.out_dir")
+    return (run_dir / "summary.json").is_file()
+
+
 def run_compare(base: RunConfig) -> Path:
     """Run every (variant, seed) not yet finished, then write curves + table. Returns the table's path."""
     from .models import load_model_and_tokenizer, resolve_model
 
     for v in base.compare.variants:
-        variant_config(base, v, 0)  # validate names before hours of compute
+        for seed in base.compare.seeds:
+            _finished(variant_config(base, v, seed))  # validate names and earlier runs before hours of compute
     out = Path(base.compare.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(base, out / "config.yaml")
@@ -146,7 +163,7 @@ def run_compare(base: RunConfig) -> Path:
 def run_isolated(cfg: RunConfig, base_eval: dict) -> None:
     """`run_one` in a fresh (spawned) process: each run's models and optimizer state are freed when it ends, a
     crash in one run is reported without losing the others' results, and its CPU time is its own."""
-    if (Path(cfg.run_dir) / "summary.json").is_file():
+    if _finished(cfg):
         return
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=run_one, args=(cfg, base_eval), name=f"pmd-compare-{Path(cfg.run_dir).parent.name}")

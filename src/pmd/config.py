@@ -298,3 +298,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the fully resolved config (every default made explicit) so a run can be reproduced from its folder."""
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def config_changes(path: Path, cfg: RunConfig) -> list[str]:
+    """Dotted keys whose value differs between the saved config and `cfg` (empty if none or unreadable)."""
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()}
+
+    a, b = flat(old), flat(to_dict(cfg))
+    return sorted(k.rstrip(".") for k in set(a) | set(b) if a.get(k) != b.get(k))

@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .checkpoint import atomic_write_text, last_complete_checkpoint
-from .config import RunConfig, save_config, to_dict
+from .config import RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, ConfigError, DatasetError, PMDError
 from .models import check_model, load_model_and_tokenizer, resolve_model
@@ -101,27 +99,13 @@ def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> str | None:
                                   "(set train.save_steps to keep checkpoints)")
         logger.warning("--resume: no complete checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
         return None
-    changed = _config_changes(run_dir / "config.yaml", cfg)
+    changed = config_changes(run_dir / "config.yaml", cfg)
     if changed:
         logger.warning("--resume: config differs from the run's config.yaml in %s", ", ".join(changed))
     logger.info("--resume: continuing from %s", ckpt)
     return str(ckpt)
 
 
-def _config_changes(path: Path, cfg: RunConfig) -> list[str]:
-    """Dotted keys whose value differs between the saved config and `cfg` (empty if none or unreadable)."""
-    try:
-        old = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-
-    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(d, dict):
-            return {prefix: d}
-        return {k: v for key, val in d.items() for k, v in flat(val, f"{prefix}{key}.").items()}
-
-    a, b = flat(old), flat(to_dict(cfg))
-    return sorted(k.rstrip(".") for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
