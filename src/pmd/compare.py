@@ -89,17 +89,14 @@ def _cpu_seconds() -> float:
 
 
 def run_one(cfg: RunConfig, base_eval: dict) -> dict:
-    """Train one variant/seed with periodic evaluation; skip if finished, resume if interrupted."""
+    """Train one variant/seed with periodic evaluation, resuming if interrupted. Reached only through
+    `run_isolated`, which has already skipped finished runs and checked the folder's config."""
     from transformers import AutoTokenizer
 
     from .pipeline import _last_checkpoint, preflight
     from .trainer import train
 
     run_dir = Path(cfg.run_dir)
-    done = run_dir / "summary.json"
-    if _finished(cfg):
-        logger.info("compare: %s already finished, skipping", run_dir)
-        return json.loads(done.read_text())
     model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
@@ -116,7 +113,7 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     summary["wall_minutes"] = (time.time() - wall0) / 60
     final = [r for r in read_metrics(run_dir) if "eval/greedy_accuracy" in r][-1]
     summary["final_eval"] = {k[5:]: v for k, v in final.items() if k.startswith("eval/")}
-    done.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
 
 
@@ -164,6 +161,7 @@ def run_isolated(cfg: RunConfig, base_eval: dict) -> None:
     """`run_one` in a fresh (spawned) process: each run's models and optimizer state are freed when it ends, a
     crash in one run is reported without losing the others' results, and its CPU time is its own."""
     if _finished(cfg):
+        logger.info("compare: %s already finished, skipping", cfg.run_dir)
         return
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=run_one, args=(cfg, base_eval), name=f"pmd-compare-{Path(cfg.run_dir).parent.name}")

@@ -106,8 +106,6 @@ def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> str | None:
     return str(ckpt)
 
 
-
-
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg)  # fail fast on bad input before any work or any write
