@@ -102,21 +102,22 @@ def memory_not_sqlite(tmp, cfg):
     return [], ["seed.sqlite", "not a SQLite database", "expected a pmd memory store"]
 
 
-def memory_foreign(tmp, cfg):
-    conn = sqlite3.connect(tmp / "seed.sqlite")
-    conn.execute("CREATE TABLE notes (x)")
+def _run_sql(path: Path, statement: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(statement)
     conn.commit()
     conn.close()
+
+
+def memory_foreign(tmp, cfg):
+    _run_sql(tmp / "seed.sqlite", "CREATE TABLE notes (x)")
     cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
     return [], ["seed.sqlite", "is not ours"]
 
 
 def memory_newer_schema(tmp, cfg):
     MemoryStore(tmp / "seed.sqlite").close()
-    conn = sqlite3.connect(tmp / "seed.sqlite")
-    conn.execute("PRAGMA user_version = 99")
-    conn.commit()
-    conn.close()
+    _run_sql(tmp / "seed.sqlite", "PRAGMA user_version = 99")
     cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
     return [], ["seed.sqlite", "schema version 99 is newer"]
 
