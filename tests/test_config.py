@@ -21,8 +21,8 @@ def test_defaults_and_yaml_override(tmp_path):
 
 
 def test_cli_set_overrides_yaml(tmp_path):
-    cfg = load_config(write(tmp_path, "train:\n  steps: 3\n"), ["train.steps=7", "memory.token_budget=10"])
-    assert cfg.train.steps == 7 and cfg.memory.token_budget == 10
+    cfg = load_config(write(tmp_path, "train:\n  steps: 3\n"), ["train.steps=7", "memory.retrieval.token_budget=10"])
+    assert cfg.train.steps == 7 and cfg.memory.retrieval.token_budget == 10
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,37 @@ def test_cli_unknown_model_is_one_line(tmp_path):
     assert "pmd: error: model path ./no/such/model does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_memory_subsections_reachable_from_set_and_range_checked():
+    cfg = load_config(None, ["memory.retrieval.max_patterns=2", "memory.consolidation.stale_after_steps=7",
+                             "memory.retrieval.include_experience=false"])
+    assert cfg.memory.retrieval.max_patterns == 2 and cfg.memory.retrieval.include_experience is False
+    assert cfg.memory.consolidation.stale_after_steps == 7
+    with pytest.raises(ConfigError, match=r"^memory\.retrieval\.max_patterns: expected >= 0, got -1$"):
+        load_config(None, ["memory.retrieval.max_patterns=-1"])
+    with pytest.raises(ConfigError, match=r"^memory\.consolidation\.similarity_threshold: expected a value in"):
+        load_config(None, ["memory.consolidation.similarity_threshold=0"])
+
+
+def test_moved_key_points_to_its_new_place():
+    with pytest.raises(ConfigError, match="memory.token_budget moved to memory.retrieval.token_budget"):
+        load_config(None, ["memory.token_budget=10"])
+
+
+def test_every_config_field_has_one_line_help():
+    """One config surface: every tunable, nested sections included, carries a one-line help."""
+    import dataclasses
+
+    def walk(cls, path):
+        for f in dataclasses.fields(cls):
+            help_text = f.metadata.get("help", "")
+            assert help_text and "\n" not in help_text, f"{path}{f.name} has no one-line help"
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{path}{f.name}.")
+
+    for f in dataclasses.fields(RunConfig):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            walk(type(default), f"{f.name}.")

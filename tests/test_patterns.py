@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pmd.errors import ConfigError
 from pmd.memory.patterns import ConsolidationConfig, ConsolidationReport, consolidate, plan
 from pmd.memory.store import MemoryStore
 
@@ -139,7 +140,7 @@ def test_truncate_after_undoes_a_consolidation(store: MemoryStore) -> None:
 
 
 def test_config_is_validated() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="similarity_threshold"):
         ConsolidationConfig(similarity_threshold=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="min_problems"):
         ConsolidationConfig(min_problems=0)

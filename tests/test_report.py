@@ -73,9 +73,10 @@ def test_memory_at_inference_puts_memory_in_the_prompt_only_when_asked(monkeypat
     out = ev.evaluate(None, None, suite, problems, EvalConfig(num_samples=0, memory_at_inference=True), "",
                       memory_for=memory, show_progress=False)
     assert out["memory_at_inference"] is True
-    assert all("Notes from earlier practice:\nLesson: add carefully." in p[-1]["content"] for p in seen)
+    assert all("Notes from your earlier practice on this and similar problems:\nLesson: add carefully."
+               in p[-1]["content"] for p in seen)
     seen.clear()
     ev.evaluate(None, None, suite, problems, EvalConfig(num_samples=0), "", memory_for=memory, show_progress=False)
-    assert seen and not any("Notes from earlier practice" in p[-1]["content"] for p in seen)  # memory-free by default
+    assert seen and not any("Notes from" in p[-1]["content"] for p in seen)  # memory-free by default
     with pytest.raises(ValueError, match="needs a memory store"):
         ev.evaluate(None, None, suite, problems, EvalConfig(memory_at_inference=True), "", show_progress=False)

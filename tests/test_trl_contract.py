@@ -55,7 +55,7 @@ def test_our_teacher_tokenisation_matches_trls(tiny_model_path):
         _tokenizer=tok, processing_class=tok, chat_template_kwargs={},
     )
     fake._tokenize_prompts_untruncated = lambda msgs: SDPOTrainer._tokenize_prompts_untruncated(fake, msgs)
-    builder = MemoryTeacherContextBuilder(fake, lambda: [], lambda: [], lambda uid: ("", [], 0))
+    builder = MemoryTeacherContextBuilder(fake, memory=None, verdicts=None)
     msgs = [[{"role": "user", "content": "Calculate 2 + 3 ."}], [{"role": "user", "content": "2"}]]
     ours, truncated = builder._tokenize_counting_truncation(msgs)
     theirs = builder._tokenize_teacher_messages(msgs)

@@ -86,6 +86,47 @@ class TrainConfig:
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
 
 
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """What the teacher may see of memory, and how much of it (see memory/retrieve.py for the priority order)."""
+
+    token_budget: int = _f(192, "Tokens of retrieved memory in the teacher prompt (hard cap).")
+    max_similar_problems: int = _f(3, "Other problems whose insights may be shown.")
+    include_experience: bool = _f(True, "Show this problem's past attempts (best pass, most useful failure).")
+    include_insights: bool = _f(True, "Show this problem's and similar problems' strategies and lessons.")
+    include_patterns: bool = _f(True, "Show active cross-problem patterns.")
+    max_own_insights: int = _f(8, "Cap on this problem's insights considered.")
+    max_patterns: int = _f(4, "Cap on patterns considered.")
+    max_insights_per_similar_problem: int = _f(2, "Cap on insights shown per similar problem.")
+    max_feedback_chars: int = _f(300, "Feedback quoted with a failed attempt is clipped to this many characters.")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, bool) and value < 0:
+                raise ConfigError(f"{f.name}: expected >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class ConsolidationConfig:
+    """How insights become cross-problem patterns and when patterns are forgotten (see memory/patterns.py)."""
+
+    similarity_threshold: float = _f(0.5, "Jaccard over content words needed to join a group or match a pattern.")
+    min_problems: int = _f(2, "Distinct problems a behaviour must recur in (freshly) to be an active pattern.")
+    stale_after_steps: int = _f(20, "An insight confirmed more than this many steps ago no longer counts as evidence.")
+    max_active: int = _f(64, "Cap on active patterns; the least supported are retired first.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.similarity_threshold <= 1.0:
+            raise ConfigError(f"similarity_threshold: expected a value in (0, 1], got {self.similarity_threshold}")
+        if self.min_problems < 1:
+            raise ConfigError(f"min_problems: expected >= 1, got {self.min_problems}")
+        if self.stale_after_steps < 0:
+            raise ConfigError(f"stale_after_steps: expected >= 0, got {self.stale_after_steps}")
+        if self.max_active < 0:
+            raise ConfigError(f"max_active: expected >= 0, got {self.max_active}")
+
+
 @dataclass
 class MemoryConfig:
     mode: Literal["evolving", "frozen"] = _f("evolving", "frozen: memory stops growing after freeze_after_steps.")
@@ -96,11 +137,21 @@ class MemoryConfig:
         "feedback-stats", "Insight source: 'policy', 'feedback-stats' (deterministic), or an HF id/path."
     )
     reflection_max_tokens: int = _f(64, "Tokens generated per reflection.")
+    reflection_batch_size: int = _f(16, "Reflection prompts per generate() call (model-written reflection).")
     consolidate_every: int = _f(4, "Consolidate patterns every N steps.")
-    min_problems_for_pattern: int = _f(2, "Distinct problems an insight must recur in to become a pattern.")
-    pattern_stale_after_steps: int = _f(20, "Retire patterns not re-confirmed within this many steps.")
-    token_budget: int = _f(192, "Tokens of retrieved memory in the teacher prompt.")
     teacher: Literal["evolving", "frozen"] = _f("evolving", "frozen: the teacher uses the initial policy weights.")
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig, metadata={"help": "What the teacher sees."})
+    consolidation: ConsolidationConfig = field(
+        default_factory=ConsolidationConfig, metadata={"help": "How insights become patterns and retire."}
+    )
+
+
+# Keys that moved into a sub-section: an old config gets a one-line pointer instead of "unknown key".
+MOVED_KEYS = {
+    "memory.token_budget": "memory.retrieval.token_budget",
+    "memory.min_problems_for_pattern": "memory.consolidation.min_problems",
+    "memory.pattern_stale_after_steps": "memory.consolidation.stale_after_steps",
+}
 
 
 @dataclass
@@ -198,11 +249,17 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
+    where = f"{path}." if path else ""
     if unknown:
-        where = f"{path}." if path else ""
+        moved = MOVED_KEYS.get(f"{where}{unknown[0]}")
+        if moved:
+            raise ConfigError(f"config key {where}{unknown[0]} moved to {moved}")
         raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
-    return cls(**kwargs)
+    kwargs = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a section's own range checks name the field; add where the section is
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -287,8 +344,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
     if cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
-    if cfg.memory.token_budget < 0:
-        raise ConfigError(f"memory.token_budget: expected >= 0, got {cfg.memory.token_budget}")
+    if cfg.memory.reflection_batch_size <= 0:
+        raise ConfigError(f"memory.reflection_batch_size: expected a positive integer, got {cfg.memory.reflection_batch_size}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

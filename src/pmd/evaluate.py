@@ -16,7 +16,7 @@ import torch
 
 from .config import EvalConfig
 from .envs import EnvironmentSuite, Problem
-from .prompts import student_messages
+from .prompts import student_messages, student_text_with_memory
 
 
 @dataclass
@@ -73,9 +73,7 @@ def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem],
     def user_text(p: Problem) -> str:
         text = suite.format_prompt(p)
         if cfg.memory_at_inference and memory_for is not None:
-            memory = memory_for(p)
-            if memory:
-                text = f"{text}\n\nNotes from earlier practice:\n{memory}"
+            text = student_text_with_memory(text, memory_for(p))
         return text
 
     prompts = [student_messages(system_prompt, user_text(p)) for p in problems]

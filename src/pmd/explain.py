@@ -17,8 +17,7 @@ from .config import load_config
 from .envs import EnvironmentSuite
 from .memory.store import MemoryStore
 from .models import load_model_and_tokenizer
-from .prompts import student_messages
-from .teacher import build_teacher_text
+from .prompts import student_messages, teacher_text
 
 
 @dataclass
@@ -68,8 +67,8 @@ def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: i
             seen.add(rec.problem_uid)
             exp = match[0]
             prompt = suite.format_prompt(suite.problem(rec.problem_uid))
-            with_memory = student_messages(cfg.env.system_prompt, build_teacher_text(prompt, rec.text, "", ""))
-            without = student_messages(cfg.env.system_prompt, build_teacher_text(prompt, "", "", ""))
+            with_memory = student_messages(cfg.env.system_prompt, teacher_text(prompt, rec.text, "", ""))
+            without = student_messages(cfg.env.system_prompt, teacher_text(prompt, "", "", ""))
             ids, lp_mem = completion_logprobs(model, tok, with_memory, exp.response)
             _, lp_plain = completion_logprobs(model, tok, without, exp.response)
             delta = lp_mem - lp_plain

@@ -41,18 +41,17 @@ def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, me
 
 
 def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | None, tokenizer):
-    from .memory.retrieve import RetrievalConfig, retrieve
+    from .memory.retrieve import retrieve
     from .memory.store import MemoryStore
 
     if not memory_db:
         raise PMDError("eval.memory_at_inference needs --memory PATH (a run's memory.sqlite)")
     store = MemoryStore.open_existing(memory_db)
-    rcfg = RetrievalConfig(token_budget=cfg.memory.token_budget)
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    return (lambda p: retrieve(store, p, count, rcfg).text), store
+    return (lambda p: retrieve(store, p, count, cfg.memory.retrieval).text), store
 
 
 def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:

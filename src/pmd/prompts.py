@@ -1,10 +1,22 @@
-"""The student's prompt: system message + the problem, nothing else (no memory, no feedback).
+"""Every prompt and template a model reads, in one place.
 
-Training, evaluation and the teacher all start from this one function so the student's view cannot drift apart
-between them.
+- the student's prompt (system message + the problem, nothing else): training, evaluation and the teacher all
+  start from `student_messages`, so the student's view cannot drift apart between them;
+- the teacher's reprompt: the problem + the memory block + SDPO's demonstration and feedback (TRL's
+  `solution_template` / `feedback_template` fill those two slots, as in SDPO);
+- the memory block and the labels of its lines (what retrieval packs for the teacher);
+- memory at inference (an evaluation-only comparison: the student sees the same memory block the teacher saw);
+- the reflection prompt for a model-written reflector, and how attempts are shown to it.
+
+Keep the wording here: a template changed in one place and not another is a silent train/eval mismatch.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+# ------------------------------------------------------------------------------------------- student
 
 
 def student_messages(system_prompt: str, user_text: str) -> list[dict[str, str]]:
@@ -14,3 +26,90 @@ def student_messages(system_prompt: str, user_text: str) -> list[dict[str, str]]
         messages.append({"role": "system", "content": system_prompt})
     messages.append({"role": "user", "content": user_text})
     return messages
+
+
+# ------------------------------------------------------------------------------------------- teacher
+
+MEMORY_BLOCK = "\nNotes from your earlier practice on this and similar problems:\n{memory}\n"
+# TRL's default SDPO `reprompt_template` with one more slot, {memory}, between the problem and the demonstration;
+# with no memory it is TRL's template exactly (tests/test_teacher_prompt.py checks this).
+REPROMPT_TEMPLATE = "{prompt}{memory}{solution}{feedback}\n\nCorrectly solve the original question.\n"
+
+
+def memory_block(memory: str) -> str:
+    """The memory as the teacher reads it ('' when there is none, so no empty heading appears)."""
+    return MEMORY_BLOCK.format(memory=memory) if memory else ""
+
+
+def teacher_text(prompt: str, memory: str, solution: str, feedback: str) -> str:
+    """The exact user text the PMD teacher sees. `solution` and `feedback` come already filled into TRL's
+    `solution_template` / `feedback_template` ('' when absent)."""
+    return REPROMPT_TEMPLATE.format(prompt=prompt, memory=memory_block(memory), solution=solution, feedback=feedback)
+
+
+def student_text_with_memory(question: str, memory: str) -> str:
+    """Memory at inference (`eval.memory_at_inference`, a comparison only): the problem followed by the same
+    memory block the teacher reads, so the comparison measures the memory and not a different wording."""
+    return question + memory_block(memory)
+
+
+# ------------------------------------------------------------------------------------------- memory lines
+# One labelled line per retrieved item. The labels tell the teacher where a line comes from and how often it held.
+
+PASSED_ATTEMPT = "A past attempt that passed: "
+FAILED_ATTEMPT = "A past attempt that failed (feedback: {feedback}): "
+INSIGHT_LINE = "{label}{where}{seen}: {text}"
+PATTERN_LINE = "Pattern across problems ({n} problems): {text}"
+ELLIPSIS = "[...]"  # marks the elided middle of a shortened attempt
+
+
+def insight_line(kind: str, text: str, support: int, similar: bool) -> str:
+    """'Strategy (seen 2x): …' or 'Lesson from a similar problem: …'."""
+    return INSIGHT_LINE.format(
+        label="Strategy" if kind == "strategy" else "Lesson",
+        where=" from a similar problem" if similar else "",
+        seen=f" (seen {support}x)" if support > 1 else "",
+        text=text,
+    )
+
+
+def pattern_line(text: str, support_problems: int) -> str:
+    return PATTERN_LINE.format(n=support_problems, text=text)
+
+
+# ------------------------------------------------------------------------------------------- reflection
+
+REFLECTION_PROMPT = """You practised the problem below several times. Study what passed and what failed.
+
+Problem:
+{question}
+
+{attempts}
+Write at most two short lines, each starting with 'Strategy:' (what led to a correct answer) or 'Lesson:' \
+(a recurring mistake to avoid). Write general advice, not the answer itself."""
+
+
+class Attempt(Protocol):
+    """What the reflection prompt shows of one stored attempt (a memory `Experience` has these fields)."""
+
+    passed: bool
+    response: str
+    feedback: str
+
+
+def format_attempts(attempts: Sequence[Attempt], max_chars: int = 300) -> str:
+    """Attempts numbered with their verdict and feedback; long responses are clipped to `max_chars`."""
+    lines = []
+    for i, e in enumerate(attempts, 1):
+        verdict = "PASSED" if e.passed else "FAILED"
+        response = e.response.strip().replace("\n", " ")
+        if len(response) > max_chars:
+            response = response[: max_chars - 3] + "..."
+        lines.append(f"Attempt {i} ({verdict}): {response}\nFeedback: {e.feedback}\n")
+    return "\n".join(lines)
+
+
+def reflection_messages(question: str, attempts: Sequence[Attempt], system_prompt: str = "") -> list[dict[str, str]]:
+    """The chat a model-written reflector answers for one problem."""
+    content = REFLECTION_PROMPT.format(question=question, attempts=format_attempts(attempts))
+    return student_messages(system_prompt, content)

@@ -1,9 +1,11 @@
-"""Bridge from an Environment to TRL's reward-function interface.
+"""Bridge from an Environment to TRL's reward-function interface, and the hand-off of each rollout's verdict.
 
 TRL calls reward functions with the decoded completions plus every dataset column; we look the problem up by
-`problem_uid`, verify, and keep the verdicts of the last call so the teacher-context builder (which runs right
-after rewards in TRL's `_prepare_training_batch`) can read per-rollout textual feedback. TRL's own
-`privileged_context` column is per dataset row and so cannot carry feedback about a particular rollout.
+`problem_uid`, verify, and return one float per rollout. The teacher and the memory need more than the float: the
+verdict's feedback text and whether it passed. TRL's reward interface returns floats only and its own
+`privileged_context` column is per dataset row, so it cannot describe a particular rollout. The verdicts of the
+batch just scored are therefore handed over explicitly: the teacher-context builder, which TRL calls right after
+the rewards of the same batch (tests/test_trl_contract.py pins that order), calls `take_verdicts` once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from .envs import EnvironmentSuite, Problem, Verdict
 
 @dataclass
 class Judged:
+    """One rollout with its problem and the environment's verdict on it."""
+
     problem: Problem
     response: str
     verdict: Verdict
@@ -27,14 +31,19 @@ def completion_text(completion) -> str:
     return str(completion)
 
 
+def failure_feedback(judged: list[Judged]) -> list[str | None]:
+    """Feedback for each rollout, None where it passed (SDPO reprompts with feedback only on failures)."""
+    return [None if j.verdict.passed else j.verdict.feedback for j in judged]
+
+
 class EnvironmentReward:
-    """Callable reward for TRL trainers; `last` holds the judged rollouts of the latest call (local process)."""
+    """Callable reward for TRL trainers (this process's rollouts); keeps their verdicts for `take_verdicts`."""
 
     __name__ = "env_reward"
 
     def __init__(self, suite: EnvironmentSuite):
         self.suite = suite
-        self.last: list[Judged] = []
+        self._pending: list[Judged] | None = None
 
     def __call__(self, prompts, completions, problem_uid, **_) -> list[float]:
         judged = []
@@ -42,9 +51,15 @@ class EnvironmentReward:
             problem = self.suite.problem(uid)
             response = completion_text(completion)
             judged.append(Judged(problem, response, self.suite.verify(problem, response)))
-        self.last = judged
+        self._pending = judged
         return [j.verdict.reward for j in judged]
 
-    def failure_feedback(self) -> list[str | None]:
-        """Feedback for each rollout of the last call, None where it passed (SDPO reprompts only on failures)."""
-        return [None if j.verdict.passed else j.verdict.feedback for j in self.last]
+    def take_verdicts(self, n: int) -> list[Judged]:
+        """The verdicts of the batch scored last (this process's `n` rollouts), handed over once. Fails loudly if
+        the builder and the reward disagree on the batch, rather than pairing rollouts with the wrong verdicts."""
+        judged, self._pending = self._pending, None
+        if judged is None or len(judged) != n:
+            got = "none" if judged is None else str(len(judged))
+            raise RuntimeError(f"expected the verdicts of {n} rollouts just scored, found {got}: TRL's order of "
+                               "reward and teacher context changed (see tests/test_trl_contract.py)")
+        return judged

@@ -1,111 +1,217 @@
-"""Teacher contexts for TRL's SDPO seam (`trainer.teacher_context_builder`).
+"""Who gets a teacher, and with what: PMD's activation rule as a pure function, plus thin glue for TRL's seam.
 
-TRL builds the teacher input as `[teacher prompt, left-padded] + completion_ids` and keeps the last
-`logits_to_keep` positions of both passes, so any teacher prompt works without remapping. We provide two builders:
+TRL's SDPOTrainer calls `trainer.teacher_context_builder.build(output, prompts, rewards, feedbacks)` right after the
+rewards; the teacher input is `[teacher prompt, left-padded] + completion_ids` and both passes keep the last
+`logits_to_keep` positions, so any teacher prompt works without remapping. We provide two builders:
 
-- `FeedbackSDPOContextBuilder`: TRL's own SDPO builder, fed with per-rollout verifier feedback (TRL's
-  `privileged_context` is per dataset row, so it cannot describe a particular rollout). This is the SDPO baseline.
-- `MemoryTeacherContextBuilder` (PMD): teacher prompt = problem + retrieved memory (+ SDPO's successful sibling and
-  this rollout's feedback). Unlike SDPO, the teacher is also active on groups with no success whenever memory holds
-  something for the problem or its family: that is the cross-episode signal.
+- `FeedbackSDPOContextBuilder`: TRL's own SDPO builder, fed with per-rollout verifier feedback. The SDPO baseline.
+- `MemoryTeacherContextBuilder` (PMD): gather the global batch -> retrieve memory -> `plan_teachers` (pure) ->
+  render (prompts.teacher_text) -> tokenize -> record the step's rollouts in memory.
 
-Both record per-step metrics, including the teacher-active fraction, in `last_metrics` (TRL logs them).
+PMD's rule differs from SDPO's in one place: a sample's teacher is also active when memory holds something for
+its problem or family, not only when a sibling succeeded or feedback exists. That is the cross-episode signal.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate.utils import gather_object
+from transformers.utils import logging
 from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder, _extract_last_user_text
 from trl.trainer.utils import pad
 
-logger = logging.getLogger(__name__)
+from .prompts import teacher_text
+from .rewards import EnvironmentReward, failure_feedback
 
-MEMORY_TEMPLATE = "\nNotes from your earlier practice on this and similar problems:\n{memory}\n"
-REPROMPT_TEMPLATE = "{prompt}{memory}{solution}{feedback}\n\nCorrectly solve the original question.\n"
+if TYPE_CHECKING:
+    from .memory.loop import MemoryLoop
+    from .memory.retrieve import RetrievedMemory
 
-
-def build_teacher_text(prompt: str, memory: str, solution: str, feedback: str) -> str:
-    """The exact user text the PMD teacher sees (pure; tested against a given memory)."""
-    memory_block = MEMORY_TEMPLATE.format(memory=memory) if memory else ""
-    return REPROMPT_TEMPLATE.format(prompt=prompt, memory=memory_block, solution=solution, feedback=feedback)
+logger = logging.get_logger(__name__)
 
 
-class RateLimitedWarning:
-    """Warn at most once every `interval` seconds per key: silent zero-signal training must be visible, not spammy."""
+# ------------------------------------------------------------------------------------------- the pure plan
 
-    def __init__(self, interval: float = 60.0):
-        self.interval = interval
-        self._last: dict[str, float] = {}
 
-    def __call__(self, key: str, message: str) -> bool:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e18) < self.interval:
-            return False
-        self._last[key] = now
-        logger.warning(message)
-        return True
+@dataclass(frozen=True)
+class PlanSettings:
+    """The SDPO settings the activation rule reads (a subset of SDPOConfig)."""
+
+    group_size: int  # rollouts per problem; siblings are the other rollouts of the same group
+    success_threshold: float  # reward at or above which a sibling is a demonstration
+    use_successful_as_teacher: bool = True  # show a successful sibling's completion
+    dont_reprompt_on_self_success: bool = True  # a rollout is never its own demonstration
+    include_feedback: bool = True  # show this rollout's verifier feedback
+
+    @classmethod
+    def from_args(cls, args: Any, group_size: int) -> PlanSettings:
+        return cls(group_size, args.success_reward_threshold, args.use_successful_as_teacher,
+                   args.dont_reprompt_on_self_success, args.include_environment_feedback)
+
+
+@dataclass(frozen=True)
+class TeacherPlan:
+    """What one sample's teacher sees. Inactive samples keep the student's prompt and are not distilled."""
+
+    active: bool
+    demo: int | None  # index (in the global batch) of the sibling whose completion is shown, if any
+    feedback: str | None  # this rollout's feedback to show, if any
+    memory: str  # retrieved memory to show ('' = none)
+
+
+def plan_teachers(rewards: Sequence[float], feedback: Sequence[str | None], memory: Sequence[str],
+                  settings: PlanSettings) -> list[TeacherPlan]:
+    """PMD's activation rule for a global batch laid out group by group (`settings.group_size` rollouts each).
+
+    Per sample: the demonstration is the first sibling with reward >= threshold (itself excluded if so set), as in
+    SDPO; feedback is shown when enabled and non-empty; memory is whatever retrieval returned for the problem.
+    Active = any of the three. With every memory empty this is exactly SDPO's rule (without
+    `environment_feedback_only_without_solution`, which PMD does not honour yet).
+    """
+    if not len(rewards) == len(feedback) == len(memory):
+        raise ValueError(f"plan_teachers: {len(rewards)} rewards, {len(feedback)} feedbacks, {len(memory)} memories")
+    n = settings.group_size
+    plans = []
+    for i, (fb, mem) in enumerate(zip(feedback, memory)):
+        start = (i // n) * n
+        demo = None
+        if settings.use_successful_as_teacher:
+            demo = next((j for j in range(start, start + n)
+                         if not (settings.dont_reprompt_on_self_success and j == i)
+                         and rewards[j] >= settings.success_threshold), None)
+        shown_feedback = fb if settings.include_feedback and isinstance(fb, str) and fb.strip() else None
+        plans.append(TeacherPlan(bool(mem) or demo is not None or shown_feedback is not None, demo, shown_feedback,
+                                 mem))
+    return plans
+
+
+def plan_metrics(plans: Sequence[TeacherPlan], rewards: Sequence[float], settings: PlanSettings) -> dict[str, float]:
+    """Per-step fractions over the global batch, including what SDPO's rule would have activated on the same
+    rollouts and how often memory alone activated the teacher (PMD's difference from SDPO, measured)."""
+    n = max(1, len(plans))
+    g = max(1, settings.group_size)
+    groups = max(1, len(plans) // g)
+    active = sum(p.active for p in plans)
+    with_memory = sum(bool(p.memory) for p in plans)
+    has_demo = [p.demo is not None for p in plans]
+    has_feedback = [p.feedback is not None for p in plans]
+    return {
+        "self_distillation/teacher_active_fraction": active / n,
+        "self_distillation/reprompt_sample_fraction": active / n,
+        "self_distillation/success_sample_fraction": sum(has_demo) / n,
+        "self_distillation/success_group_fraction": sum(
+            any(rewards[j] >= settings.success_threshold for j in range(k * g, (k + 1) * g)) for k in range(groups)
+        ) / groups,
+        "self_distillation/feedback_used_fraction": sum(has_feedback) / n,
+        "pmd/memory_context_fraction": with_memory / n,
+        "pmd/memory_only_active_fraction": sum(
+            bool(p.memory) and not d and not f for p, d, f in zip(plans, has_demo, has_feedback)
+        ) / n,
+        "pmd/sdpo_teacher_active_fraction": sum(d or f for d, f in zip(has_demo, has_feedback)) / n,
+    }
+
+
+def remove_thinking(text: str) -> str:
+    """SDPO's `remove_thinking_from_demonstration`: drop <think>…</think> from a demonstration."""
+    return re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL).strip()
+
+
+# ------------------------------------------------------------------------------------------- TRL glue
 
 
 class FeedbackSDPOContextBuilder(SuccessfulRolloutTeacherContextBuilder):
-    """TRL's SDPO builder with per-rollout feedback from the environment reward's last call."""
+    """TRL's SDPO builder, given each rollout's feedback (TRL's `privileged_context` is per dataset row)."""
 
-    def __init__(self, trainer, feedback_source: Callable[[], list[str | None]]):
+    def __init__(self, trainer, verdicts: EnvironmentReward):
         super().__init__(trainer)
-        self.feedback_source = feedback_source
+        self.verdicts = verdicts
 
     def build(self, output, prompts, rewards, feedbacks=None):
-        result = super().build(output, prompts, rewards, feedbacks=self.feedback_source())
+        feedback = failure_feedback(self.verdicts.take_verdicts(len(prompts)))
+        result = super().build(output, prompts, rewards, feedbacks=feedback)
         self.last_metrics["self_distillation/teacher_active_fraction"] = self.last_metrics[
             "self_distillation/reprompt_sample_fraction"
         ]
         return result
 
 
-@dataclass
-class TeacherSample:
-    """What one sample's teacher saw; handed to the memory loop so retrieval can be logged and inspected."""
-
-    index: int
-    problem_uid: str
-    memory_text: str
-    memory_refs: list[str]
-    memory_tokens: int
-    has_solution: bool
-    has_feedback: bool
-    active: bool
-
-
 class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
-    """PMD's builder: memory-conditioned self-teacher plugged into TRL's SDPO seam.
+    """PMD's builder: the memory-conditioned self-teacher plugged into TRL's SDPO seam (steps 3-6 of trainer.py).
 
-    `memory_for(problem_uid) -> (text, refs, n_tokens)` retrieves from the memory *before* this step's rollouts are
-    recorded; `on_built(samples, gathered)` is called afterwards (on every rank, with gathered data) so the memory
-    loop can record experience and log retrievals on the main process only.
+    `memory` retrieves (as it was before this step) and records; `verdicts` hands over the rollouts' verdicts.
+    Every rank runs `build` on the gathered global batch, so groups that span ranks are planned whole.
     """
 
-    def __init__(
-        self,
-        trainer,
-        feedback_source: Callable[[], list[str | None]],
-        uid_source: Callable[[], list[str]],
-        memory_for: Callable[[str], tuple[str, list[str], int]],
-        on_built: Callable[[list[TeacherSample]], None] | None = None,
-    ):
+    def __init__(self, trainer, memory: MemoryLoop, verdicts: EnvironmentReward):
         super().__init__(trainer)
-        self.feedback_source = feedback_source
-        self.uid_source = uid_source
-        self.memory_for = memory_for
-        self.on_built = on_built
-        self.warn = RateLimitedWarning()
-        self.last_samples: list[TeacherSample] = []
+        self.memory = memory
+        self.verdicts = verdicts
+
+    def build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor, feedbacks=None):
+        tr = self.trainer
+        step = tr.state.global_step
+        n_local = len(prompts)
+        start = tr.accelerator.process_index * n_local
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+
+        # gather: the global batch, so every group is planned whole on every rank
+        all_rewards = tr.accelerator.gather(rewards).tolist()
+        padded = tr.accelerator.pad_across_processes(completion_ids, dim=1, pad_index=tr._tokenizer.pad_token_id)
+        all_completion_ids = tr.accelerator.gather(padded)
+        all_prompts = gather_object(prompts)
+        judged = gather_object(self.verdicts.take_verdicts(n_local))
+
+        # retrieve (memory before this step) -> plan (pure) -> render and tokenize this rank's samples
+        retrieved = self.memory.retrieve([j.problem.uid for j in judged], step)
+        settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training else tr.num_generations_eval)
+        plans = plan_teachers(all_rewards, failure_feedback(judged), [m.text for m in retrieved], settings)
+        messages = [self._render(all_prompts[i], plans[i], all_completion_ids) for i in range(start, start + n_local)]
+        teacher, truncated = self._tokenize_counting_truncation(messages)
+
+        # record: this step's rollouts become experience (after retrieval: the teacher never sees its own step)
+        self.memory.record(step, judged, retrieved)
+
+        n = max(1, len(plans))
+        self.last_metrics = {
+            **plan_metrics(plans, all_rewards, settings),
+            "pmd/memory_tokens_mean": sum(m.n_tokens for m in retrieved) / n,
+            "pmd/memory_budget_cut_fraction": sum(m.truncated for m in retrieved) / n,
+            "pmd/teacher_prompt_truncated_fraction": truncated / max(1, n_local),
+        }
+        if truncated:
+            logger.warning_once("PMD: teacher prompts exceeded max_reprompt_len and were left-truncated "
+                                "(pmd/teacher_prompt_truncated_fraction counts them each step)")
+        mask = torch.tensor([float(p.active) for p in plans[start : start + n_local]], device=tr.accelerator.device)
+        return {
+            "teacher_input_ids": torch.cat([teacher["prompt_ids"], completion_ids], dim=1),
+            "teacher_attention_mask": torch.cat([teacher["prompt_mask"], completion_mask], dim=1),
+            "self_distillation_mask": mask,
+        }
+
+    def _render(self, original: Any, plan: TeacherPlan, all_completion_ids: torch.Tensor) -> Any:
+        """The teacher prompt for one sample: the student's prompt when inactive, else the reprompt (as SDPO
+        builds it: the last user turn rewritten, system turns kept)."""
+        if not plan.active:
+            return original
+        args = self.trainer.args
+        solution = ""
+        if plan.demo is not None:
+            demo = all_completion_ids[plan.demo]
+            demo = demo[demo != self.trainer._tokenizer.pad_token_id]
+            demo_text = self.trainer.processing_class.decode(demo, skip_special_tokens=True)
+            if args.remove_thinking_from_demonstration:
+                demo_text = remove_thinking(demo_text)
+            solution = args.solution_template.format(successful_previous_attempt=demo_text)
+        feedback = args.feedback_template.format(feedback_raw=plan.feedback) if plan.feedback is not None else ""
+        if isinstance(original, list):
+            text = teacher_text(_extract_last_user_text(original), plan.memory, solution, feedback)
+            return original[:-1] + [{"role": "user", "content": text}]
+        return teacher_text(original, plan.memory, solution, feedback)
 
     def _tokenize_counting_truncation(self, messages: list) -> tuple[dict[str, torch.Tensor], int]:
         """TRL's `_tokenize_teacher_messages` (left-truncate to max_reprompt_len, left-pad), also counting how many
@@ -122,101 +228,3 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
             "prompt_mask": pad(masks, padding_value=0, padding_side="left"),
         }, truncated
 
-    def build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor, feedbacks=None):
-        tr = self.trainer
-        args = tr.args
-        device = tr.accelerator.device
-        mode = "train" if tr.model.training else "eval"
-        n_gen = tr.num_generations if mode == "train" else tr.num_generations_eval
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
-        num_local = len(prompts)
-        start = tr.accelerator.process_index * num_local
-
-        all_rewards = tr.accelerator.gather(rewards)
-        padded = tr.accelerator.pad_across_processes(completion_ids, dim=1, pad_index=tr._tokenizer.pad_token_id)
-        all_completion_ids = tr.accelerator.gather(padded)
-        all_prompts = gather_object(prompts)
-        all_feedback = gather_object(self.feedback_source())
-        all_uids = gather_object(self.uid_source())
-        total = all_rewards.shape[0]
-        threshold = args.success_reward_threshold
-
-        memory_cache: dict[str, tuple[str, list[str], int]] = {}
-        samples: list[TeacherSample] = []
-        solutions: list[int | None] = [None] * total
-        for i in range(total):
-            g0 = (i // n_gen) * n_gen
-            successes = [
-                j for j in range(g0, g0 + n_gen)
-                if not (args.dont_reprompt_on_self_success and j == i) and all_rewards[j].item() >= threshold
-            ] if args.use_successful_as_teacher else []
-            solutions[i] = successes[0] if successes else None
-            feedback = all_feedback[i]
-            has_feedback = bool(args.include_environment_feedback and isinstance(feedback, str) and feedback.strip())
-            uid = all_uids[i]
-            if uid not in memory_cache:
-                memory_cache[uid] = self.memory_for(uid)
-            text, refs, n_tokens = memory_cache[uid]
-            active = bool(text) or successes != [] or has_feedback
-            samples.append(TeacherSample(i, uid, text, refs, n_tokens, bool(successes), has_feedback, active))
-
-        teacher_messages = []
-        for i in range(start, start + num_local):
-            s = samples[i]
-            original = all_prompts[i]
-            if not s.active:
-                teacher_messages.append(original)
-                continue
-            solution = ""
-            if solutions[i] is not None:
-                demo = all_completion_ids[solutions[i]]
-                demo = demo[demo != tr._tokenizer.pad_token_id]
-                demo_text = tr.processing_class.decode(demo, skip_special_tokens=True)
-                if args.remove_thinking_from_demonstration:
-                    demo_text = re.sub(r"<think>.*?</think>", "", demo_text, flags=re.DOTALL).strip()
-                solution = args.solution_template.format(successful_previous_attempt=demo_text)
-            feedback = args.feedback_template.format(feedback_raw=all_feedback[i]) if s.has_feedback else ""
-            if isinstance(original, list):
-                text = build_teacher_text(_extract_last_user_text(original), s.memory_text, solution, feedback)
-                teacher_messages.append(original[:-1] + [{"role": "user", "content": text}])
-            else:
-                teacher_messages.append(build_teacher_text(original, s.memory_text, solution, feedback))
-
-        teacher, truncated = self._tokenize_counting_truncation(teacher_messages)
-        mask = torch.tensor([float(s.active) for s in samples[start : start + num_local]], device=device)
-
-        n = max(1, total)
-        active = sum(s.active for s in samples)
-        with_memory = sum(bool(s.memory_text) for s in samples)
-        memory_only = sum(bool(s.memory_text) and not s.has_solution and not s.has_feedback for s in samples)
-        groups = max(1, total // max(1, n_gen))
-        self.last_metrics = {
-            "self_distillation/teacher_active_fraction": active / n,
-            "self_distillation/reprompt_sample_fraction": active / n,
-            "self_distillation/success_sample_fraction": sum(s.has_solution for s in samples) / n,
-            "self_distillation/success_group_fraction": sum(
-                any(all_rewards[j].item() >= threshold for j in range(g * n_gen, (g + 1) * n_gen))
-                for g in range(groups)
-            ) / groups,
-            "self_distillation/feedback_used_fraction": sum(s.has_feedback for s in samples) / n,
-            "pmd/memory_context_fraction": with_memory / n,
-            "pmd/memory_only_active_fraction": memory_only / n,
-            # What TRL's SDPO builder would have activated on these same rollouts (sibling success or feedback).
-            "pmd/sdpo_teacher_active_fraction": sum(s.has_solution or s.has_feedback for s in samples) / n,
-            "pmd/memory_tokens_mean": sum(s.memory_tokens for s in samples) / n,
-            "pmd/teacher_prompt_truncated_fraction": truncated / max(1, num_local),
-        }
-        if with_memory == 0:
-            self.warn("empty", "PMD: retrieval returned nothing for every sample this step (memory still empty?)")
-        if active == 0:
-            self.warn("inactive", "PMD: the teacher is inactive for every sample: no memory, success or feedback")
-        if truncated:
-            self.warn("truncated", f"PMD: {truncated} teacher prompts exceeded max_reprompt_len and were left-truncated")
-        self.last_samples = samples
-        if self.on_built is not None:
-            self.on_built(samples)
-        return {
-            "teacher_input_ids": torch.cat([teacher["prompt_ids"], completion_ids], dim=1),
-            "teacher_attention_mask": torch.cat([teacher["prompt_mask"], completion_mask], dim=1),
-            "self_distillation_mask": mask,
-        }

@@ -1,8 +1,24 @@
 """Training: GRPO and SDPO exactly as TRL implements them, and PMD = SDPO + a memory-conditioned teacher.
 
+One PMD step, in order (TRL's `SDPOTrainer` drives it; each phase names the function that does it):
+
+  1. generate   TRL `sample_rollouts`: `prompts_per_step` problems x `num_generations` rollouts.
+  2. reward     `rewards.EnvironmentReward.__call__`: the environment verifies each rollout; the reward goes to TRL,
+                the verdict (feedback, passed) is kept for `take_verdicts`.
+  3. retrieve   `teacher.MemoryTeacherContextBuilder.build` (TRL's `teacher_context_builder` seam) gathers the
+                global batch and calls `memory.loop.MemoryLoop.retrieve`: memory as it was before this step.
+  4. plan       `teacher.plan_teachers` (pure): per sample, active or not, with which sibling demonstration,
+                feedback and memory. Memory alone can activate the teacher; that is PMD's difference from SDPO.
+  5. render     `prompts.teacher_text`, tokenized like TRL's own reprompt.
+  6. record     `MemoryLoop.record`: the step's rollouts become experience; each teacher's retrieval is logged.
+  7. loss       TRL's SDPO loss distils the teacher (EMA policy on the teacher prompt) into the student, which
+                never sees memory; the optimizer steps.
+  8. reflect    `MemoryCallback.on_step_end` -> `MemoryLoop.end_step`: insights, then patterns, on their schedules.
+  9. log, save  `MetricsJSONL.on_log` (TRL's logs + memory counts); `CheckpointCallback.on_save` (memory store, EMA
+                teacher and loop counters beside TRL's checkpoint, at the same step).
+
 Everything TRL already does (generation, losses, accelerate/DeepSpeed/FSDP, PEFT, vLLM, checkpoints, logging) stays
-TRL's. What this module adds: the environment as reward + per-rollout feedback, the PMD teacher-context builder,
-the memory loop's hooks (record / reflect / consolidate / snapshot with checkpoints), and a per-step metrics JSONL.
+TRL's. SDPO is steps 1, 2, 7 and 9 with TRL's own builder given per-rollout feedback.
 """
 
 from __future__ import annotations
@@ -18,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -28,7 +43,7 @@ from .config import RunConfig
 from .envs import EnvironmentSuite
 from .errors import CheckpointError
 from .memory.loop import LoopStats, MemoryLoop
-from .memory.reflect import FeedbackStatsReflector, ModelReflector
+from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
 from .prompts import student_messages
 from .rewards import EnvironmentReward
@@ -98,16 +113,16 @@ def trl_config(cfg: RunConfig, output_dir: str):
 class MetricsJSONL(TrainerCallback):
     """One JSON object per logged step (TRL's logs + memory counts) for report.py; append-only, flushed per line."""
 
-    def __init__(self, path: Path, extra=None):
+    def __init__(self, path: Path, memory: MemoryLoop | None = None):
         self.path = path
-        self.extra = extra
+        self.memory = memory
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if _jsonable(v)}}
-        if self.extra is not None:
-            row.update(self.extra())
+        if self.memory is not None:
+            row.update(self.memory.metrics())
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -117,16 +132,13 @@ def _jsonable(v: Any) -> bool:
 
 
 class MemoryCallback(TrainerCallback):
-    """Runs the memory schedule after each optimizer step (before the Trainer logs and saves that step)."""
+    """Step 8: the memory schedule after each optimizer step (before the Trainer logs and saves that step)."""
 
     def __init__(self, loop: MemoryLoop):
         self.loop = loop
 
     def on_step_end(self, args, state, control, **kwargs):
-        step = state.global_step - 1
-        self.loop.maybe_reflect(step)
-        self.loop.maybe_consolidate(step)
-        self.loop.current_step = state.global_step
+        self.loop.end_step(state.global_step - 1)  # the step whose rollouts were just recorded
 
 
 class CheckpointCallback(TrainerCallback):
@@ -209,27 +221,49 @@ def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest:
         trainer._step = manifest.step * trainer.args.gradient_accumulation_steps
 
 
-def _make_reflector(cfg: RunConfig, trainer_ref: dict, tokenizer):
-    from .evaluate import generate
+class PolicyGenerator:
+    """Greedy chat generation with the policy as it is now (the trainer's model, unwrapped from accelerate), for
+    policy-written reflection."""
 
-    source = cfg.memory.reflector
-    if source == "feedback-stats":
+    def __init__(self, trainer, tokenizer, max_new_tokens: int, batch_size: int):
+        self.trainer = trainer
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def __call__(self, prompts: list[list[dict]]) -> list[str]:
+        from .evaluate import generate
+
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        return generate(model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
+
+
+class ModelGenerator:
+    """Greedy chat generation with a separate reflector model (loaded once, never trained)."""
+
+    def __init__(self, name_or_path: str, dtype: str, max_new_tokens: int, batch_size: int):
+        from .models import load_model_and_tokenizer
+
+        self.model, self.tokenizer = load_model_and_tokenizer(name_or_path, dtype)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def __call__(self, prompts: list[list[dict]]) -> list[str]:
+        from .evaluate import generate
+
+        return generate(self.model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
+
+
+def make_reflector(cfg: RunConfig, trainer, tokenizer) -> Reflector:
+    """`memory.reflector`: 'feedback-stats' (deterministic), 'policy', or a separate model's HF id / path."""
+    m = cfg.memory
+    if m.reflector == "feedback-stats":
         return FeedbackStatsReflector()
-    if source == "policy":
-        def gen(prompts):
-            trainer = trainer_ref["trainer"]
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            return generate(model, tokenizer, prompts, cfg.memory.reflection_max_tokens, 1.0, True, 16)
-
-        return ModelReflector(gen, name="policy")
-    from .models import load_model_and_tokenizer
-
-    model, tok = load_model_and_tokenizer(source, cfg.model.dtype)
-
-    def gen_other(prompts):
-        return generate(model, tok, prompts, cfg.memory.reflection_max_tokens, 1.0, True, 16)
-
-    return ModelReflector(gen_other, name=source)
+    if m.reflector == "policy":
+        return ModelReflector(PolicyGenerator(trainer, tokenizer, m.reflection_max_tokens, m.reflection_batch_size),
+                              name="policy")
+    generator = ModelGenerator(m.reflector, cfg.model.dtype, m.reflection_max_tokens, m.reflection_batch_size)
+    return ModelReflector(generator, name=m.reflector)
 
 
 def open_memory(cfg: RunConfig, run_dir: Path) -> MemoryStore:
@@ -263,56 +297,36 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = model if model is not None else model_path
+    common = dict(model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
+                  callbacks=list(callbacks or []), peft_config=lora_config(cfg))
     loop = None
-    callbacks = list(callbacks or [])
-    peft_config = lora_config(cfg)
     if algo == "grpo":
         from trl import GRPOTrainer
 
-        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        trainer = GRPOTrainer(**common)
     else:
         from trl.experimental.sdpo import SDPOTrainer
 
-        trainer = SDPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                              processing_class=tokenizer, callbacks=callbacks, peft_config=peft_config)
+        trainer = SDPOTrainer(**common)
         if algo == "sdpo":
-            trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, reward.failure_feedback)
+            trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, verdicts=reward)
         else:
-            loop = _attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer)
-    trainer.pmd_reward = reward
+            loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer)
     trainer.add_callback(SamplerReplayCallback())
     trainer.add_callback(CheckpointCallback(trainer, loop))
     return trainer, loop
 
 
-def _attach_memory(cfg, trainer, reward: EnvironmentReward, suite, run_dir: Path, tokenizer) -> MemoryLoop:
-    trainer_ref = {"trainer": trainer}
-    store = open_memory(cfg, run_dir)
-
+def attach_memory(cfg: RunConfig, trainer, reward: EnvironmentReward, suite: EnvironmentSuite, run_dir: Path,
+                  tokenizer) -> MemoryLoop:
+    """PMD: the memory loop joins the trainer at two points, the teacher-context builder (steps 3-6) and the
+    step-end callback (step 8)."""
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
-    loop = MemoryLoop(store, cfg.memory, suite, count_tokens, _make_reflector(cfg, trainer_ref, tokenizer),
-                      is_writer=trainer.accelerator.is_main_process)
-
-    def on_built(samples):
-        step = trainer.state.global_step
-        loop.current_step = step
-        judged = gather_object(reward.last)
-        loop.record(step, judged, [(s.problem_uid, s.memory_text, s.memory_refs, s.memory_tokens) for s in samples])
-
-    def memory_for(uid: str):
-        loop.current_step = trainer.state.global_step
-        return loop.memory_for(uid)
-
-    trainer.teacher_context_builder = MemoryTeacherContextBuilder(
-        trainer,
-        feedback_source=reward.failure_feedback,
-        uid_source=lambda: [j.problem.uid for j in reward.last],
-        memory_for=memory_for,
-        on_built=on_built,
-    )
+    loop = MemoryLoop(open_memory(cfg, run_dir), cfg.memory, suite, count_tokens,
+                      make_reflector(cfg, trainer, tokenizer), is_writer=trainer.accelerator.is_main_process)
+    trainer.teacher_context_builder = MemoryTeacherContextBuilder(trainer, memory=loop, verdicts=reward)
     trainer.add_callback(MemoryCallback(loop))
     return loop
 
@@ -334,11 +348,8 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     ranks.wait_for_everyone()
     if not ranks.is_main_process:
         manifest = read_manifest(ckpt) if ckpt is not None else None
-    metrics_path = run_dir / "metrics.jsonl"
-    holder: dict[str, MemoryLoop | None] = {"loop": None}
-    callback = MetricsJSONL(metrics_path, extra=lambda: holder["loop"].metrics() if holder["loop"] else {})
-    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=[callback, *(callbacks or [])])
-    holder["loop"] = loop
+    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=callbacks)
+    trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop))
     try:
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)

@@ -1,12 +1,13 @@
 """Co-evolution: the policy's rollouts grow the memory; the memory shapes the teacher.
 
-`MemoryLoop` is the glue the trainer calls at three moments:
-1. while building teacher contexts: `memory_for(uid)` retrieves from memory as it was *before* this step;
-2. right after: `record(step, judged)` stores every rollout as experience and logs what each teacher saw;
-3. at step end: `maybe_reflect(step)` / `maybe_consolidate(step)` on their schedules.
+`MemoryLoop` is the memory's whole interface to training (trainer.py's steps 3, 6 and 8):
+- `retrieve(problem_uids, step)`: memory for each sample's teacher, as it was *before* this step;
+- `record(step, judged, retrieved)`: every rollout becomes experience, and what each teacher saw is logged;
+- `end_step(step)`: reflection (insights) and consolidation (patterns) on their schedules.
 
-Freezing memory (`memory.mode: frozen`) stops 2 and 3 after `freeze_after_steps`; retrieval continues from the
-frozen store. Only the main process writes; other ranks read (SQLite WAL allows concurrent readers).
+Freezing memory (`memory.mode: frozen`) stops recording, reflection and consolidation after
+`freeze_after_steps`; retrieval continues from the frozen store. Only the main process writes (`is_writer`);
+other ranks read (SQLite WAL allows concurrent readers).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass, field
 from ..config import MemoryConfig
 from ..envs import EnvironmentSuite
 from ..rewards import Judged
-from .patterns import ConsolidationConfig, consolidate
-from .reflect import FeedbackStatsReflector, ModelReflector, ReflectionResult
-from .retrieve import RetrievalConfig, retrieve
-from .store import Experience, MemoryStore, RetrievalRecord
+from .patterns import consolidate
+from .reflect import ReflectionResult, Reflector
+from .retrieve import RetrievedMemory, retrieve
+from .store import Experience, MemoryStore
 
 logger = logging.getLogger(__name__)
 LAST_REFLECTED = "last_reflected_step"
@@ -29,7 +30,7 @@ LAST_REFLECTED = "last_reflected_step"
 
 @dataclass
 class LoopStats:
-    """Cumulative counters the trainer logs each step."""
+    """Cumulative counters the trainer logs each step (saved with checkpoints, so resume continues them)."""
 
     reflections: int = 0
     proposed: int = 0
@@ -40,26 +41,14 @@ class LoopStats:
 
 
 class MemoryLoop:
-    def __init__(
-        self,
-        store: MemoryStore,
-        cfg: MemoryConfig,
-        suite: EnvironmentSuite,
-        count_tokens: Callable[[str], int],
-        reflector: FeedbackStatsReflector | ModelReflector,
-        is_writer: bool = True,
-    ):
+    def __init__(self, store: MemoryStore, cfg: MemoryConfig, suite: EnvironmentSuite,
+                 count_tokens: Callable[[str], int], reflector: Reflector, is_writer: bool = True):
         self.store = store
         self.cfg = cfg
         self.suite = suite
         self.count_tokens = count_tokens
         self.reflector = reflector
         self.is_writer = is_writer
-        self.current_step = 0
-        self.retrieval_cfg = RetrievalConfig(token_budget=cfg.token_budget)
-        self.consolidation_cfg = ConsolidationConfig(
-            min_problems=cfg.min_problems_for_pattern, stale_after_steps=cfg.pattern_stale_after_steps
-        )
         self.stats = LoopStats()
 
     def growing(self, step: int) -> bool:
@@ -68,21 +57,20 @@ class MemoryLoop:
 
     # ------------------------------------------------------------------------------------ teacher side
 
-    def memory_for(self, problem_uid: str) -> tuple[str, list[str], int]:
-        """Retrieved memory text for the teacher of `problem_uid` (this step's own rollouts excluded)."""
-        problem = self.suite.problem(problem_uid)
-        got = retrieve(self.store, problem, self.count_tokens, self.retrieval_cfg,
-                       exclude_experience_step=self.current_step)
-        return got.text, got.item_refs, got.n_tokens
+    def retrieve(self, problem_uids: list[str], step: int) -> list[RetrievedMemory]:
+        """Memory for each sample's teacher (one retrieval per distinct problem), this step's rollouts excluded."""
+        by_uid: dict[str, RetrievedMemory] = {}
+        for uid in problem_uids:
+            if uid not in by_uid:
+                by_uid[uid] = retrieve(self.store, self.suite.problem(uid), self.count_tokens, self.cfg.retrieval,
+                                       exclude_experience_step=step)
+        return [by_uid[uid] for uid in problem_uids]
 
-    def record(self, step: int, judged: list[Judged], retrievals: list[tuple[str, str, list[str], int]]) -> None:
-        """Store this step's rollouts as experience and log the teacher's retrievals (one transaction each)."""
+    def record(self, step: int, judged: list[Judged], retrieved: list[RetrievedMemory]) -> None:
+        """Log what each teacher saw and store this step's rollouts as experience (one transaction each)."""
         if not self.is_writer:
             return
-        if retrievals:
-            self.store.log_retrieval([
-                RetrievalRecord(step, uid, i, text, refs, n) for i, (uid, text, refs, n) in enumerate(retrievals)
-            ])
+        self.store.log_retrieval([m.to_record(step, j.problem.uid, i) for i, (j, m) in enumerate(zip(judged, retrieved))])
         if not self.growing(step):
             return
         self.store.add_experiences([
@@ -96,6 +84,11 @@ class MemoryLoop:
 
     # ------------------------------------------------------------------------------------ schedule
 
+    def end_step(self, step: int) -> None:
+        """After the optimizer step: reflect, then consolidate, each on its schedule."""
+        self.maybe_reflect(step)
+        self.maybe_consolidate(step)
+
     def maybe_reflect(self, step: int) -> ReflectionResult | None:
         """Reflect on problems with attempts since the last reflection, every `reflect_every` steps."""
         if not self.is_writer or not self.growing(step) or (step + 1) % self.cfg.reflect_every:
@@ -103,10 +96,7 @@ class MemoryLoop:
         last = self.store.meta_get(LAST_REFLECTED, -1)
         uids = self.store.problems_with_experience_since(last + 1)
         attempts = {uid: self.store.experiences(problem_uid=uid, since_step=last + 1) for uid in uids}
-        if isinstance(self.reflector, ModelReflector):
-            result = self.reflector.reflect(attempts, {uid: self.suite.problem(uid).question for uid in uids})
-        else:
-            result = self.reflector.reflect(attempts)
+        result = self.reflector.reflect(attempts, {uid: self.suite.problem(uid).question for uid in uids})
         with self.store.transaction():
             for uid, drafts in _by_problem(attempts, result).items():
                 for d in drafts:
@@ -122,9 +112,10 @@ class MemoryLoop:
         return result
 
     def maybe_consolidate(self, step: int):
+        """Promote and retire cross-problem patterns, every `consolidate_every` steps."""
         if not self.is_writer or not self.growing(step) or (step + 1) % self.cfg.consolidate_every:
             return None
-        report = consolidate(self.store, step, self.consolidation_cfg)
+        report = consolidate(self.store, step, self.cfg.consolidation)
         self.stats.promoted += report.promoted
         self.stats.retired += report.retired
         return report

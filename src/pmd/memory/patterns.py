@@ -22,28 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pmd.config import ConsolidationConfig
 from pmd.memory.store import Insight, MemoryStore, Pattern
 from pmd.memory.text import jaccard, normalize_text, tokenize
-
-
-@dataclass(frozen=True)
-class ConsolidationConfig:
-    """How insights become patterns and when patterns are forgotten."""
-
-    similarity_threshold: float = 0.5  # Jaccard over content words needed to join a group / match a pattern
-    min_problems: int = 2  # distinct problems a behaviour must recur in (freshly) to be an active pattern
-    stale_after_steps: int = 20  # an insight confirmed more than this many steps ago no longer counts as evidence
-    max_active: int = 64  # cap on active patterns; the least supported are retired first
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.similarity_threshold <= 1.0:
-            raise ValueError(f"similarity_threshold must be in (0, 1], got {self.similarity_threshold}")
-        if self.min_problems < 1:
-            raise ValueError(f"min_problems must be >= 1, got {self.min_problems}")
-        if self.stale_after_steps < 0:
-            raise ValueError(f"stale_after_steps must be >= 0, got {self.stale_after_steps}")
-        if self.max_active < 0:
-            raise ValueError(f"max_active must be >= 0, got {self.max_active}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Insights by reflection: per problem, turn attempts + verifier feedback into strategies and lessons.
 
-Two sources, chosen by `memory.reflector`:
+Both sources implement one `Reflector` protocol (attempts by problem + questions in, drafts out), chosen by
+`memory.reflector`:
 - `FeedbackStatsReflector` (deterministic): reads verdict statistics (format misses, repeated wrong answers,
   what the passing attempts did). For models too small to reflect usefully, e.g. the 135M default.
 - `ModelReflector`: a language model (the policy itself by default, or a separate reflector) reads its passing and
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from ..prompts import reflection_messages
 from .store import Experience
 from .text import normalize_text, tokenize
 
@@ -36,15 +39,20 @@ class ReflectionResult:
     accepted: int = 0  # lines that survived parsing and filtering
     rejected_reasons: Counter = field(default_factory=Counter)
 
-    def merge(self, other: "ReflectionResult") -> None:
-        self.insights += other.insights
-        self.proposed += other.proposed
-        self.accepted += other.accepted
-        self.rejected_reasons.update(other.rejected_reasons)
-
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.proposed if self.proposed else 0.0
+
+
+class Reflector(Protocol):
+    """Turns each problem's recent attempts into insight drafts. `name` is stored as the insights' source."""
+
+    name: str
+
+    def reflect(self, attempts: Mapping[str, list[Experience]],
+                questions: Mapping[str, str] | None = None) -> ReflectionResult:
+        """`attempts` and `questions` are keyed by problem uid; a missing question falls back to the stored prompt."""
+        ...
 
 
 # ------------------------------------------------------------------------------------------- deterministic
@@ -80,7 +88,9 @@ class FeedbackStatsReflector:
 
     name = "feedback-stats"
 
-    def reflect(self, attempts: dict[str, list[Experience]]) -> ReflectionResult:
+    def reflect(self, attempts: Mapping[str, list[Experience]],
+                questions: Mapping[str, str] | None = None) -> ReflectionResult:
+        """Deterministic: reads only the attempts' verdicts and feedback (`questions` is not needed)."""
         result = ReflectionResult()
         for _, exps in sorted(attempts.items()):
             for draft in self._one(exps):
@@ -123,27 +133,6 @@ class FeedbackStatsReflector:
 
 # ------------------------------------------------------------------------------------------- model-written
 
-REFLECTION_PROMPT = """You practised the problem below several times. Study what passed and what failed.
-
-Problem:
-{question}
-
-{attempts}
-Write at most two short lines, each starting with 'Strategy:' (what led to a correct answer) or 'Lesson:' \
-(a recurring mistake to avoid). Write general advice, not the answer itself."""
-
-
-def format_attempts(exps: list[Experience], max_chars: int = 300) -> str:
-    lines = []
-    for i, e in enumerate(exps, 1):
-        verdict = "PASSED" if e.passed else "FAILED"
-        response = e.response.strip().replace("\n", " ")
-        if len(response) > max_chars:
-            response = response[: max_chars - 3] + "..."
-        lines.append(f"Attempt {i} ({verdict}): {response}\nFeedback: {e.feedback}\n")
-    return "\n".join(lines)
-
-
 _LINE = re.compile(r"^\s*[-*\d.)]*\s*\**(strategy|lesson)\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE)
 
 
@@ -181,22 +170,22 @@ def parse_reflection(text: str, question: str, responses: list[str]) -> tuple[li
 
 
 class ModelReflector:
-    """Reflection written by a model. `generate(list_of_chat_prompts) -> list_of_texts` is batched by the caller."""
+    """Reflection written by a model: the policy itself, or a separate reflector model.
+
+    `generate(list_of_chat_prompts) -> list_of_texts` does the (batched) generation, so this class stays
+    independent of how and where the model runs."""
 
     def __init__(self, generate: Callable[[list[list[dict]]], list[str]], system_prompt: str = "", name: str = "policy"):
         self.generate = generate
         self.system_prompt = system_prompt
         self.name = name
 
-    def prompts(self, attempts: dict[str, list[Experience]], questions: dict[str, str]) -> list[list[dict]]:
-        out = []
-        for uid, exps in sorted(attempts.items()):
-            content = REFLECTION_PROMPT.format(question=questions.get(uid, exps[0].prompt), attempts=format_attempts(exps))
-            msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-            out.append(msgs + [{"role": "user", "content": content}])
-        return out
+    def prompts(self, attempts: Mapping[str, list[Experience]], questions: Mapping[str, str]) -> list[list[dict]]:
+        return [reflection_messages(questions.get(uid, exps[0].prompt), exps, self.system_prompt)
+                for uid, exps in sorted(attempts.items())]
 
-    def reflect(self, attempts: dict[str, list[Experience]], questions: dict[str, str] | None = None) -> ReflectionResult:
+    def reflect(self, attempts: Mapping[str, list[Experience]],
+                questions: Mapping[str, str] | None = None) -> ReflectionResult:
         questions = questions or {}
         uids = sorted(attempts)
         texts = self.generate(self.prompts(attempts, questions)) if uids else []

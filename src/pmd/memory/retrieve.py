@@ -20,37 +20,17 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pmd.config import RetrievalConfig
 from pmd.envs.base import Problem
 from pmd.memory.store import Experience, Insight, MemoryStore, Pattern, RetrievalRecord
 from pmd.memory.text import BM25, normalize_text, tokenize
-
-ELLIPSIS = "[...]"  # marks the elided middle of a shortened attempt
-
-
-@dataclass(frozen=True)
-class RetrievalConfig:
-    """What the teacher may see and how much of it."""
-
-    token_budget: int = 256  # hard cap on count_tokens(text)
-    max_similar_problems: int = 3  # other problems whose insights may be shown
-    include_experience: bool = True  # this problem's past attempts (best pass, most useful failure)
-    include_insights: bool = True  # this problem's and similar problems' strategies/lessons
-    include_patterns: bool = True  # active cross-problem patterns
-    max_own_insights: int = 8  # cap on this problem's insights considered
-    max_patterns: int = 4  # cap on patterns considered
-    max_insights_per_similar_problem: int = 2  # cap per similar problem
-    max_feedback_chars: int = 300  # feedback quoted with a failed attempt is clipped to this many characters
-
-    def __post_init__(self) -> None:
-        for name in ("token_budget", "max_similar_problems", "max_own_insights", "max_patterns",
-                     "max_insights_per_similar_problem", "max_feedback_chars"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RetrievalConfig.{name} must be >= 0, got {getattr(self, name)}")
+from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PASSED_ATTEMPT, insight_line, pattern_line
 
 
 @dataclass
 class RetrievedMemory:
-    """The packed memory text, which stored items it holds, its size, and whether the budget cut anything."""
+    """The packed memory text, which stored items it holds, its size, and whether the budget cut anything
+    (`truncated` feeds the per-step `pmd/memory_budget_cut_fraction`)."""
 
     text: str
     item_refs: list[str]
@@ -126,15 +106,9 @@ def _index(store: MemoryStore) -> _Index:
     return cached[1]
 
 
-def _seen(n: int) -> str:
-    return f" (seen {n}x)" if n > 1 else ""
-
-
 def _insight_item(ins: Insight, similar: bool) -> _Item:
-    label = "Strategy" if ins.kind == "strategy" else "Lesson"
-    where = " from a similar problem" if similar else ""
     text = " ".join(ins.text.split())
-    return _Item(f"insight:{ins.id}", f"{label}{where}{_seen(ins.support)}: {text}", "", normalize_text(text))
+    return _Item(f"insight:{ins.id}", insight_line(ins.kind, text, ins.support, similar), "", normalize_text(text))
 
 
 def _ordered_insights(insights: list[Insight]) -> list[Insight]:
@@ -147,14 +121,13 @@ def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, e
     if config.include_experience:
         best = store.best_passing_experience(problem.uid, exclude_step)
         if best is not None:
-            items.append(_Item(f"experience:{best.id}", "A past attempt that passed: ", best.response.strip()))
+            items.append(_Item(f"experience:{best.id}", PASSED_ATTEMPT, best.response.strip()))
         fail: Experience | None = store.latest_failure_with_feedback(problem.uid, exclude_step)
         if fail is not None:
             feedback = " ".join(fail.feedback.split())
             if len(feedback) > config.max_feedback_chars:
                 feedback = feedback[: config.max_feedback_chars].rstrip() + "..."
-            head = f"A past attempt that failed (feedback: {feedback}): "
-            items.append(_Item(f"experience:{fail.id}", head, fail.response.strip()))
+            items.append(_Item(f"experience:{fail.id}", FAILED_ATTEMPT.format(feedback=feedback), fail.response.strip()))
     if not (config.include_insights or config.include_patterns):
         return items
     index = _index(store)
@@ -174,8 +147,7 @@ def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, e
         )
         for _, _, p in ranked[: config.max_patterns]:
             text = " ".join(p.text.split())
-            head = f"Pattern across problems ({p.support_problems} problems): {text}"
-            items.append(_Item(f"pattern:{p.id}", head, "", normalize_text(text)))
+            items.append(_Item(f"pattern:{p.id}", pattern_line(text, p.support_problems), "", normalize_text(text)))
     if config.include_insights and config.max_similar_problems > 0 and index.problem_uids:
         scores = index.problem_bm25.scores(query)
         ranked_uids = sorted(
