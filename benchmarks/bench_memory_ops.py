@@ -62,7 +62,7 @@ def retrieval_latency(n_experiences: int, workdir: Path, queries: int = 50) -> f
         p = i % n_problems
         a, b = rng.randint(0, 9), rng.randint(0, 9)
         rows.append(Experience(f"p{p}", "chain_sum", f"State the sum: {p} + {a} + {b} =", f"{a}+{b} is {a + b}\nAnswer: {a + b}",
-                               float(i % 3 == 0), i % 3 == 0, "Format: followed. Verdict: incorrect.", i // 16, i // 16, i % 16))
+                               float(i % 3 == 0), i % 3 == 0, "Format: followed. Verdict: incorrect.", i // 16, i % 16))
     for start in range(0, len(rows), 5000):
         store.add_experiences(rows[start:start + 5000])
     with store.transaction():

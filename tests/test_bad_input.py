@@ -174,7 +174,7 @@ def existing_run(run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text("run_dir: x\n")
     (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
     with MemoryStore(run_dir / "memory.sqlite") as store:
-        store.meta_set("last_reflected_step", 0, step=0)
+        store.meta_set("last_reflected_step", 0)
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])

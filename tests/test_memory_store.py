@@ -1,5 +1,5 @@
-"""MemoryStore: round trips, idempotency, rejection of files that are not ours (untouched), crash safety,
-backup/restore, truncation to a step, and JSONL export."""
+"""MemoryStore: round trips, the row mapper, idempotency, rejection of files that are not ours (untouched),
+crash safety, backup/restore, and JSONL export."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from pmd.memory.store import (
     Experience,
     MemoryStore,
     RetrievalRecord,
-    export_jsonl,
+    _from_row,
 )
 
 
@@ -38,7 +39,6 @@ def exp(uid: str = "p1", step: int = 1, i: int = 0, passed: bool = False, reward
         passed=passed,
         feedback=kw.pop("feedback", "wrong answer"),
         step=step,
-        policy_version=step,
         sample_index=i,
     )
     base.update(kw)
@@ -94,6 +94,8 @@ def test_every_level_round_trips(store: MemoryStore, tmp_path: Path) -> None:
     store.update_pattern(pid, 4, status="retired")
     assert store.patterns() == [] and store.patterns("retired")[0].updated_step == 4
     assert store.patterns(None)[0].text == "Check the sign."
+    with pytest.raises(KeyError):
+        store.update_pattern(pid + 1, 4, status="active")
 
     rec = RetrievalRecord(2, "p1", sample_index=3, text="Strategy: x", item_refs=[f"insight:{iid}"], n_tokens=2)
     store.log_retrieval([rec])
@@ -118,11 +120,30 @@ def test_every_level_round_trips(store: MemoryStore, tmp_path: Path) -> None:
         assert again.meta_get("last_reflected_step") == 2
 
 
+@dataclass
+class _Row:
+    flag: bool
+    ids: list[int]
+    name: str
+    score: float | None = None
+
+
+def test_row_mapper_decodes_by_field_type_and_needs_every_field() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.row_factory = sqlite3.Row
+    row = conn.execute("SELECT 1 AS flag, '[3, 1]' AS ids, 'x' AS name, NULL AS score, 'extra' AS unused").fetchone()
+    got = _from_row(_Row, row)
+    assert got == _Row(True, [3, 1], "x") and got.flag is True  # 0/1 -> bool, JSON -> list, extra column skipped
+    with pytest.raises(IndexError):
+        _from_row(_Row, conn.execute("SELECT 0 AS flag, '[]' AS ids, 'x' AS name").fetchone())  # no `score`
+
+
 def test_experience_queries(store: MemoryStore) -> None:
-    store.add_experiences([exp("a", s, i) for s in (1, 2, 3) for i in range(2)] + [exp("b", 2, 0)])
+    store.add_experiences([exp("b", 2, 0)] + [exp("a", s, i) for s in (3, 1, 2) for i in range(2)])
+    in_order = [(s, i) for s in (1, 2, 3) for i in range(2)]
+    assert [(e.step, e.sample_index) for e in store.experiences("a")] == in_order  # by step, not by insertion
     assert [e.step for e in store.experiences("a", since_step=2)] == [2, 2, 3, 3]
-    last = store.experiences("a", limit=3)
-    assert [(e.step, e.sample_index) for e in last] == [(2, 1), (3, 0), (3, 1)]
+    assert [e.problem_uid for e in store.experiences(since_step=2)] == ["b", "a", "a", "a", "a"]
     assert store.problems_with_experience_since(2) == ["a", "b"]
     assert store.problems_with_experience_since(3) == ["a"]
     assert store.problems_with_experience_since(4) == []
@@ -148,8 +169,8 @@ def test_upsert_counts_support_on_normalised_text(store: MemoryStore) -> None:
     assert (ins[a].created_step, ins[a].updated_step) == (1, 4)
     assert ins[a].text == "Forgot to carry the one."
     assert [i.id for i in store.insights()][0] == a  # most supported first
-    assert {i.id for i in store.insights(problem_uid="p1", kind="lesson")} == {a, e}
-    assert {i.id for i in store.insights(family="arith", kind="strategy")} == {c}
+    assert {i.id for i in store.insights(problem_uid="p1")} == {a, c, e}
+    assert {i.id for i in store.insights(problem_uid="p2")} == {d}
     with pytest.raises(ValueError):
         store.upsert_insight("p1", "arith", "hint", "x", "policy", [], step=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -230,6 +251,20 @@ def test_rejects_newer_schema_version(tmp_path: Path) -> None:
     _assert_rejected(path, f"version {SCHEMA_VERSION + 1} is newer")
 
 
+def test_rejects_older_schema_version(tmp_path: Path) -> None:
+    """A version 1 store (the schema with history tables) gets one clean line, not a traceback or a migration:
+    the version is checked before any table is looked at."""
+    path = tmp_path / "memory.db"
+    MemoryStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+    conn.close()
+    _assert_rejected(path, f"memory schema version {SCHEMA_VERSION - 1} is not supported; expected a pmd memory store")
+    with pytest.raises(MemoryStoreError) as info:
+        MemoryStore.check(path)
+    assert "\n" not in str(info.value)
+
+
 def test_rejects_corrupt_database(tmp_path: Path) -> None:
     path = tmp_path / "memory.db"
     with MemoryStore(path) as s:
@@ -264,7 +299,7 @@ _CRASH_CHILD = textwrap.dedent(
     from pmd.memory.store import Experience, MemoryStore
 
     def row(step, i):
-        return Experience("p", "f", "prompt", "r" * 200, 0.5, False, "fb", step, 0, i)
+        return Experience("p", "f", "prompt", "r" * 200, 0.5, False, "fb", step, i)
 
     class Endless(list):
         # add_experiences iterates its rows inside one transaction: yield forever, announce once well inside it.
@@ -363,40 +398,6 @@ def test_restore_ignores_stale_wal_of_target(tmp_path: Path) -> None:
         assert [e.problem_uid for e in s.experiences()] == ["p1"]
 
 
-# -- truncate_after ------------------------------------------------------------------------------------------------
-
-
-def test_truncate_after_restores_the_state_at_a_step(store: MemoryStore) -> None:
-    store.add_experiences([exp("p1", s, 0) for s in (1, 2, 3, 4)])
-    a = store.upsert_insight("p1", "arith", "lesson", "check the sign", "policy", [1], step=1)
-    store.upsert_insight("p1", "arith", "lesson", "check the sign", "policy", [2], step=2)
-    store.upsert_insight("p1", "arith", "lesson", "check the sign", "policy", [4], step=4)
-    late = store.upsert_insight("p1", "arith", "strategy", "write it down", "policy", [4], step=4)
-    pid = store.add_pattern("lesson", "check the sign", [a], 2, step=2)
-    store.update_pattern(pid, 3, support_problems=3)
-    store.update_pattern(pid, 4, status="retired")
-    late_pattern = store.add_pattern("strategy", "write it down", [late], 2, step=4)
-    store.log_retrieval([RetrievalRecord(s, "p1", 0, "t", [], 1) for s in (2, 3, 4)])
-    store.meta_set("last_reflected_step", 2, step=2)
-    store.meta_set("last_reflected_step", 4, step=4)
-    store.meta_set("run_name", "x")
-
-    store.truncate_after(3)
-
-    assert [e.step for e in store.experiences()] == [1, 2, 3]
-    (ins,) = store.insights()
-    assert ins.id == a and ins.support == 2 and ins.experience_ids == [1, 2] and ins.updated_step == 2
-    (pat,) = store.patterns(None)
-    assert pat.id == pid and pat.status == "active" and pat.support_problems == 3 and pat.updated_step == 3
-    assert all(p.id != late_pattern for p in store.patterns(None))
-    assert [r.step for r in store.retrievals()] == [2, 3]
-    assert store.meta_get("last_reflected_step") == 2 and store.meta_get("run_name") == "x"
-    # Replaying steps after the truncation recreates rows instead of colliding with ghosts.
-    store.add_experiences([exp("p1", 4, 0)])
-    assert store.upsert_insight("p1", "arith", "lesson", "check the sign", "policy", [5], step=4) == a
-    assert store.insights()[0].support == 3
-
-
 # -- export --------------------------------------------------------------------------------------------------------
 
 
@@ -405,20 +406,18 @@ def test_export_jsonl_has_every_level(store: MemoryStore, tmp_path: Path) -> Non
     iid = store.upsert_insight("p1", "arith", "lesson", "check the sign", "policy", [eid], step=1)
     store.add_pattern("lesson", "check the sign", [iid], 2, step=1)
     store.log_retrieval([RetrievalRecord(1, "p1", 0, "Lesson: check the sign", [f"insight:{iid}"], 5)])
+    store.meta_set("last_reflected_step", 0)
     store.meta_set("last_reflected_step", 1)
 
     out = tmp_path / "memory.jsonl"
     assert store.export_jsonl(out) == 5
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["level"] for r in rows] == ["experience", "insight", "pattern", "retrieval", "meta"]
-    assert rows[0]["response"] == "response p1 1 0" and rows[0]["id"] == eid
+    assert rows[0]["response"] == "response p1 1 0" and rows[0]["id"] == eid and rows[0]["passed"] is False
     assert rows[1]["experience_ids"] == [eid] and rows[2]["insight_ids"] == [iid]
-    assert rows[3]["item_refs"] == [f"insight:{iid}"] and rows[4] == {
-        "level": "meta", "key": "last_reflected_step", "value": 1, "step": None}
+    assert rows[3]["item_refs"] == [f"insight:{iid}"] and rows[3]["id"] == 1
+    assert rows[4] == {"level": "meta", "key": "last_reflected_step", "value": 1}
 
     buf = io.StringIO()
-    assert export_jsonl(store, buf) == 5
+    assert store.export_jsonl(buf) == 5
     assert buf.getvalue() == out.read_text()
-    store.close()
-    buf = io.StringIO()
-    assert export_jsonl(store.path, buf) == 5

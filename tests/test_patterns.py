@@ -127,18 +127,6 @@ def test_plan_is_deterministic_and_pure(store: MemoryStore) -> None:
         ("lesson", SIGN, "promoted"), ("strategy", TAGS, "promoted")}
 
 
-def test_truncate_after_undoes_a_consolidation(store: MemoryStore) -> None:
-    lesson(store, "p1", SIGN, 1)
-    lesson(store, "p2", SIGN, 1)
-    consolidate(store, step=1)
-    lesson(store, "p1", TAGS, 5)
-    lesson(store, "p2", TAGS, 5)
-    consolidate(store, step=5, config=ConsolidationConfig(stale_after_steps=2))  # promotes TAGS, retires SIGN
-    assert [p.text for p in store.patterns()] == [TAGS]
-    store.truncate_after(1)
-    assert [(p.text, p.status) for p in store.patterns(None)] == [(SIGN, "active")]
-
-
 def test_config_is_validated() -> None:
     with pytest.raises(ConfigError, match="similarity_threshold"):
         ConsolidationConfig(similarity_threshold=0.0)

@@ -101,7 +101,7 @@ def test_wrong_formatted_answers_give_a_lesson_that_names_the_failure(env):
         for i, reply in enumerate(["Answer: 99999", "So the answer is \\boxed{88888}", "Answer: 77777"]):
             v = env.verify(p, reply)
             exps.append(Experience(problem_uid=p.uid, family=p.family, prompt=p.question, response=reply,
-                                   reward=v.reward, passed=v.passed, feedback=v.feedback, step=0, policy_version=0,
+                                   reward=v.reward, passed=v.passed, feedback=v.feedback, step=0,
                                    sample_index=i, id=i))
         drafts = FeedbackStatsReflector().reflect({p.uid: exps}).insights
         lessons |= {d.text for d in drafts if d.kind == "lesson"}

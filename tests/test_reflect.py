@@ -6,7 +6,7 @@ FMT_MISS = "No gradable answer: the reply has no final line 'Answer: <answer>' a
 
 def exp(i, uid, passed, feedback, response="work", step=0):
     return Experience(problem_uid=uid, family="fam", prompt="Calculate 2 + 3.", response=response, reward=float(passed),
-                      passed=passed, feedback=feedback, step=step, policy_version=step, sample_index=i, id=i)
+                      passed=passed, feedback=feedback, step=step, sample_index=i, id=i)
 
 
 def wrong(ans):

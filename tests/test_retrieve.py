@@ -21,7 +21,7 @@ BIG = RetrievalConfig(token_budget=10_000)
 
 def attempt(uid: str, step: int, i: int, response: str, passed: bool, reward: float, feedback: str = "",
             family: str = "arith", prompt: str | None = None) -> Experience:
-    return Experience(uid, family, prompt or f"Solve: {uid}", response, reward, passed, feedback, step, step, i)
+    return Experience(uid, family, prompt or f"Solve: {uid}", response, reward, passed, feedback, step, i)
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ class MemoryLoop:
             Experience(
                 problem_uid=j.problem.uid, family=j.problem.family, prompt=self.suite.format_prompt(j.problem),
                 response=j.response, reward=j.verdict.reward, passed=j.verdict.passed,
-                feedback=j.verdict.feedback, step=step, policy_version=step, sample_index=i,
+                feedback=j.verdict.feedback, step=step, sample_index=i,
             )
             for i, j in enumerate(judged)
         ])
@@ -102,7 +102,7 @@ class MemoryLoop:
                 for d in drafts:
                     self.store.upsert_insight(uid, self.suite.problem(uid).family, d.kind, d.text,
                                               self.reflector.name, list(d.experience_ids), step)
-            self.store.meta_set(LAST_REFLECTED, step, step=step)
+            self.store.meta_set(LAST_REFLECTED, step)
         s = self.stats
         s.reflections += 1
         s.proposed += result.proposed

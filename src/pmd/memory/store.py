@@ -1,32 +1,38 @@
 """SQLite store of the three memory levels (experience, insight, pattern) plus retrieval logs and run metadata.
 
-The store is the run's state: it is checkpointed next to the weights (`backup_to`), restored on resume (`restore`),
-and rolled back to a checkpoint's step (`truncate_after`). Design choices, and why:
+The store is the run's state: it is checkpointed next to the weights (`backup_to`) and, on resume, replaced by
+the checkpoint's copy (`restore`, called by `checkpoint.restore_run_state`). So it keeps only the current state:
+nothing needs to roll it back to an earlier step. Design choices, and why:
 
 - One file, WAL mode, `synchronous=FULL`: readers never block the writer and a killed process never corrupts it.
 - Every public write is one transaction (`BEGIN IMMEDIATE ... COMMIT`), so a crash mid-write leaves no partial rows.
   `transaction()` groups several writes into one when they must land together (e.g. insights + "last reflected").
-- A file that is not ours (not SQLite, foreign `application_id`, missing tables, corrupt, newer schema) is checked
-  through a read-only connection before anything is written, and rejected with `MemoryStoreError`, untouched.
-- Insight support and pattern state are event-sourced (`insight_events`, `pattern_versions`), so `truncate_after`
-  restores exactly what the memory looked like at a step, not an approximation.
+- A file that is not ours (not SQLite, foreign `application_id`, missing tables, corrupt, another schema version)
+  is checked through a read-only connection before anything is written, and rejected with `MemoryStoreError`,
+  untouched. Version 1 stores (with step-level history tables) are rejected the same way.
+- `meta` is a plain key/value table: its reader (the memory loop's "last reflected step") needs only the latest
+  value.
+- Rows become dataclasses through one mapper (`_from_row`) driven by the dataclass fields, so a column added to a
+  table and its dataclass needs no hand-written conversion.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 from pmd.errors import MemoryStoreError
 from pmd.memory.text import normalize_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: no history tables (insight_events, pattern_versions), no policy_version, meta is key/value
 APPLICATION_ID = 0x504D4430  # "PMD0": marks a SQLite file as a pmd memory store (PRAGMA application_id).
 
 InsightKind = Literal["strategy", "lesson"]
@@ -47,7 +53,6 @@ CREATE TABLE experiences (
     passed INTEGER NOT NULL CHECK (passed IN (0, 1)),
     feedback TEXT NOT NULL,
     step INTEGER NOT NULL,
-    policy_version INTEGER NOT NULL,
     sample_index INTEGER NOT NULL,
     UNIQUE (step, problem_uid, sample_index)
 );
@@ -67,17 +72,6 @@ CREATE TABLE insights (
     updated_step INTEGER NOT NULL,
     UNIQUE (problem_uid, kind, norm_text)
 );
-CREATE INDEX insights_by_family ON insights (family);
-
-CREATE TABLE insight_events (
-    id INTEGER PRIMARY KEY,
-    insight_id INTEGER NOT NULL REFERENCES insights (id) ON DELETE CASCADE,
-    step INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    experience_ids TEXT NOT NULL
-);
-CREATE INDEX insight_events_by_insight ON insight_events (insight_id);
-CREATE INDEX insight_events_by_step ON insight_events (step);
 
 CREATE TABLE patterns (
     id INTEGER PRIMARY KEY,
@@ -90,18 +84,6 @@ CREATE TABLE patterns (
     updated_step INTEGER NOT NULL
 );
 
-CREATE TABLE pattern_versions (
-    id INTEGER PRIMARY KEY,
-    pattern_id INTEGER NOT NULL REFERENCES patterns (id) ON DELETE CASCADE,
-    step INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    status TEXT NOT NULL,
-    support_problems INTEGER NOT NULL,
-    insight_ids TEXT NOT NULL
-);
-CREATE INDEX pattern_versions_by_pattern ON pattern_versions (pattern_id);
-CREATE INDEX pattern_versions_by_step ON pattern_versions (step);
-
 CREATE TABLE retrievals (
     id INTEGER PRIMARY KEY,
     step INTEGER NOT NULL,
@@ -112,25 +94,20 @@ CREATE TABLE retrievals (
     n_tokens INTEGER NOT NULL
 );
 CREATE INDEX retrievals_by_problem ON retrievals (problem_uid, step);
-CREATE INDEX retrievals_by_step ON retrievals (step);
 
 CREATE TABLE meta (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    step INTEGER
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
-CREATE INDEX meta_by_key ON meta (key, id);
 """
 
-_TABLES = frozenset(
-    {"experiences", "insights", "insight_events", "patterns", "pattern_versions", "retrievals", "meta"}
-)
+_TABLES = frozenset({"experiences", "insights", "patterns", "retrievals", "meta"})
 
 
 @dataclass
 class Experience:
-    """One rollout as the policy produced it and the environment judged it."""
+    """One rollout as the policy produced it and the environment judged it. `id` is keyword-only, so a positional
+    call written for another field list fails instead of shifting a value into it."""
 
     problem_uid: str
     family: str
@@ -140,9 +117,8 @@ class Experience:
     passed: bool
     feedback: str
     step: int
-    policy_version: int
     sample_index: int
-    id: int | None = None
+    id: int | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -185,6 +161,32 @@ class RetrievalRecord:
     text: str
     item_refs: list[str] = field(default_factory=list)
     n_tokens: int = 0
+
+
+_T = TypeVar("_T")
+
+
+@functools.cache
+def _decoders(cls: type) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """(field name, decoder or None) for each field of dataclass `cls`. SQLite has no lists or booleans: lists are
+    stored as JSON text and booleans as 0/1, so those two field types are decoded; the rest come back as stored."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for f in fields(cls):
+        kind = hints[f.name]
+        out.append((f.name, json.loads if typing.get_origin(kind) is list else bool if kind is bool else None))
+    return tuple(out)
+
+
+def _from_row(cls: type[_T], row: sqlite3.Row) -> _T:
+    """The dataclass `cls` built from a row by field name. Columns without a field (e.g. insights.norm_text) are
+    skipped; a field without a column raises IndexError, so schema and dataclass cannot drift apart silently."""
+    return cls(**{name: row[name] if decode is None else decode(row[name]) for name, decode in _decoders(cls)})
+
+
+def _id_list(ids: Sequence[int]) -> str:
+    """Ids as stored: sorted, unique, JSON."""
+    return json.dumps(sorted({int(i) for i in ids}))
 
 
 def _expected() -> str:
@@ -282,74 +284,6 @@ def _atomic_copy(src: sqlite3.Connection, dst: Path) -> None:
             side.unlink()
     os.replace(tmp, dst)
     _fsync_dir(dst.parent)
-
-
-def _column(conn: sqlite3.Connection, sql: str, *params: Any) -> list[Any]:
-    return [r[0] for r in conn.execute(sql, params)]
-
-
-def _ids(text: str) -> list[int]:
-    return [int(i) for i in json.loads(text)]
-
-
-def _experience(row: sqlite3.Row) -> Experience:
-    return Experience(
-        problem_uid=row["problem_uid"],
-        family=row["family"],
-        prompt=row["prompt"],
-        response=row["response"],
-        reward=float(row["reward"]),
-        passed=bool(row["passed"]),
-        feedback=row["feedback"],
-        step=row["step"],
-        policy_version=row["policy_version"],
-        sample_index=row["sample_index"],
-        id=row["id"],
-    )
-
-
-def _insight(row: sqlite3.Row) -> Insight:
-    return Insight(
-        problem_uid=row["problem_uid"],
-        family=row["family"],
-        kind=row["kind"],
-        text=row["text"],
-        source=row["source"],
-        support=row["support"],
-        experience_ids=_ids(row["experience_ids"]),
-        created_step=row["created_step"],
-        updated_step=row["updated_step"],
-        id=row["id"],
-    )
-
-
-def _pattern(row: sqlite3.Row) -> Pattern:
-    return Pattern(
-        kind=row["kind"],
-        text=row["text"],
-        status=row["status"],
-        support_problems=row["support_problems"],
-        insight_ids=_ids(row["insight_ids"]),
-        created_step=row["created_step"],
-        updated_step=row["updated_step"],
-        id=row["id"],
-    )
-
-
-def _retrieval(row: sqlite3.Row) -> RetrievalRecord:
-    return RetrievalRecord(
-        step=row["step"],
-        problem_uid=row["problem_uid"],
-        sample_index=row["sample_index"],
-        text=row["text"],
-        item_refs=list(json.loads(row["item_refs"])),
-        n_tokens=row["n_tokens"],
-    )
-
-
-_EXPERIENCE_COLUMNS = (
-    "problem_uid, family, prompt, response, reward, passed, feedback, step, policy_version, sample_index"
-)
 
 
 class MemoryStore:
@@ -513,19 +447,10 @@ class MemoryStore:
             self._touched = True
             for r in rows:
                 cur = conn.execute(
-                    f"INSERT OR IGNORE INTO experiences ({_EXPERIENCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r.problem_uid,
-                        r.family,
-                        r.prompt,
-                        r.response,
-                        float(r.reward),
-                        int(bool(r.passed)),
-                        r.feedback,
-                        int(r.step),
-                        int(r.policy_version),
-                        int(r.sample_index),
-                    ),
+                    "INSERT OR IGNORE INTO experiences (problem_uid, family, prompt, response, reward, passed, "
+                    "feedback, step, sample_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (r.problem_uid, r.family, r.prompt, r.response, float(r.reward), int(bool(r.passed)),
+                     r.feedback, int(r.step), int(r.sample_index)),
                 )
                 if cur.rowcount == 1:
                     ids.append(int(cur.lastrowid))
@@ -537,18 +462,14 @@ class MemoryStore:
                     ids.append(int(row[0]))
         return ids
 
-    def experiences(
-        self, problem_uid: str | None = None, since_step: int | None = None, limit: int | None = None
-    ) -> list[Experience]:
-        """Rollouts in (step, id) order, optionally of one problem and/or with step >= `since_step` (inclusive).
-        With `limit`, the most recent `limit` rows (still returned oldest first)."""
+    def experiences(self, problem_uid: str | None = None, since_step: int | None = None) -> list[Experience]:
+        """Rollouts in (step, id) order, optionally of one problem and/or with step >= `since_step` (inclusive)."""
         rows = self._db.execute(
-            f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences "
-            "WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR step >= ?2) "
-            "ORDER BY step DESC, id DESC LIMIT ?3",
-            (problem_uid, since_step, -1 if limit is None else int(limit)),
-        ).fetchall()
-        return [_experience(r) for r in reversed(rows)]
+            "SELECT * FROM experiences WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR step >= ?2) "
+            "ORDER BY step, id",
+            (problem_uid, since_step),
+        )
+        return [_from_row(Experience, r) for r in rows]
 
     def problems_with_experience_since(self, step: int) -> list[str]:
         """Problem uids with at least one rollout at step >= `step` (inclusive), sorted."""
@@ -560,20 +481,20 @@ class MemoryStore:
     def best_passing_experience(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
         """This problem's best passing rollout: highest reward, then most recent. None if it never passed."""
         row = self._db.execute(
-            f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences WHERE problem_uid = ?1 AND passed = 1 "
+            "SELECT * FROM experiences WHERE problem_uid = ?1 AND passed = 1 "
             "AND (?2 IS NULL OR step != ?2) ORDER BY reward DESC, step DESC, id DESC LIMIT 1",
             (problem_uid, exclude_step),
         ).fetchone()
-        return _experience(row) if row else None
+        return _from_row(Experience, row) if row else None
 
     def latest_failure_with_feedback(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
         """This problem's most recent failed rollout whose feedback says something (the most useful failure)."""
         row = self._db.execute(
-            f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences WHERE problem_uid = ?1 AND passed = 0 "
+            "SELECT * FROM experiences WHERE problem_uid = ?1 AND passed = 0 "
             "AND TRIM(feedback) != '' AND (?2 IS NULL OR step != ?2) ORDER BY step DESC, id DESC LIMIT 1",
             (problem_uid, exclude_step),
         ).fetchone()
-        return _experience(row) if row else None
+        return _from_row(Experience, row) if row else None
 
     def latest_prompts(self) -> dict[str, tuple[str, str]]:
         """problem_uid -> (family, prompt of its most recent rollout): the text similar-problem search ranks."""
@@ -585,16 +506,8 @@ class MemoryStore:
 
     # -- insights --------------------------------------------------------------------------------------------
 
-    def upsert_insight(
-        self,
-        problem_uid: str,
-        family: str,
-        kind: InsightKind,
-        text: str,
-        source: str,
-        experience_ids: Sequence[int],
-        step: int,
-    ) -> int:
+    def upsert_insight(self, problem_uid: str, family: str, kind: InsightKind, text: str, source: str,
+                       experience_ids: Sequence[int], step: int) -> int:
         """Record a strategy/lesson for a problem. The same normalised text for the same problem+kind is a
         re-confirmation: support += 1, experience ids merged, updated_step advanced. Returns the insight id."""
         if kind not in KINDS:
@@ -602,7 +515,6 @@ class MemoryStore:
         norm = normalize_text(text)
         if not norm:
             raise ValueError(f"insight text for {problem_uid!r} is empty after normalisation: {text!r}")
-        new_ids = sorted({int(i) for i in experience_ids})
         conn = self._db
         with self.transaction():
             self._touched = True
@@ -611,107 +523,66 @@ class MemoryStore:
                 (problem_uid, kind, norm),
             ).fetchone()
             if row is None:
-                insight_id = int(
+                return int(
                     conn.execute(
                         "INSERT INTO insights (problem_uid, family, kind, text, norm_text, source, support, "
                         "experience_ids, created_step, updated_step) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                        (problem_uid, family, kind, text.strip(), norm, source, json.dumps(new_ids), step, step),
+                        (problem_uid, family, kind, text.strip(), norm, source, _id_list(experience_ids), step, step),
                     ).lastrowid
                 )
-            else:
-                insight_id = int(row["id"])
-                merged = sorted(set(_ids(row["experience_ids"])) | set(new_ids))
-                conn.execute(
-                    "UPDATE insights SET support = support + 1, experience_ids = ?, "
-                    "updated_step = MAX(updated_step, ?) WHERE id = ?",
-                    (json.dumps(merged), int(step), insight_id),
-                )
             conn.execute(
-                "INSERT INTO insight_events (insight_id, step, source, experience_ids) VALUES (?, ?, ?, ?)",
-                (insight_id, int(step), source, json.dumps(new_ids)),
+                "UPDATE insights SET support = support + 1, experience_ids = ?, "
+                "updated_step = MAX(updated_step, ?) WHERE id = ?",
+                (_id_list([*json.loads(row["experience_ids"]), *experience_ids]), int(step), row["id"]),
             )
-        return insight_id
+            return int(row["id"])
 
-    def insights(
-        self, problem_uid: str | None = None, family: str | None = None, kind: InsightKind | None = None
-    ) -> list[Insight]:
-        """Insights, most supported first, then most recently confirmed, then oldest id."""
+    def insights(self, problem_uid: str | None = None) -> list[Insight]:
+        """Insights (optionally of one problem), most supported first, then most recently confirmed, then oldest."""
         rows = self._db.execute(
-            "SELECT * FROM insights WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR family = ?2) "
-            "AND (?3 IS NULL OR kind = ?3) ORDER BY support DESC, updated_step DESC, id ASC",
-            (problem_uid, family, kind),
+            "SELECT * FROM insights WHERE (?1 IS NULL OR problem_uid = ?1) "
+            "ORDER BY support DESC, updated_step DESC, id ASC",
+            (problem_uid,),
         )
-        return [_insight(r) for r in rows]
+        return [_from_row(Insight, r) for r in rows]
 
     # -- patterns --------------------------------------------------------------------------------------------
 
-    def add_pattern(
-        self,
-        kind: InsightKind,
-        text: str,
-        insight_ids: Sequence[int],
-        support_problems: int,
-        step: int,
-        status: PatternStatus = "active",
-    ) -> int:
+    def add_pattern(self, kind: InsightKind, text: str, insight_ids: Sequence[int], support_problems: int, step: int,
+                    status: PatternStatus = "active") -> int:
         """Create a pattern (normally via `patterns.consolidate`). Returns its id."""
         if kind not in KINDS:
             raise ValueError(f"pattern kind must be one of {KINDS}, got {kind!r}")
         if status not in STATUSES:
             raise ValueError(f"pattern status must be one of {STATUSES}, got {status!r}")
-        ids = json.dumps(sorted({int(i) for i in insight_ids}))
-        conn = self._db
         with self.transaction():
             self._touched = True
-            pattern_id = int(
-                conn.execute(
+            return int(
+                self._db.execute(
                     "INSERT INTO patterns (kind, text, status, support_problems, insight_ids, created_step, "
                     "updated_step) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (kind, text.strip(), status, int(support_problems), ids, int(step), int(step)),
+                    (kind, text.strip(), status, int(support_problems), _id_list(insight_ids), int(step), int(step)),
                 ).lastrowid
             )
-            self._pattern_version(pattern_id, step)
-        return pattern_id
 
-    def update_pattern(
-        self,
-        pattern_id: int,
-        step: int,
-        *,
-        text: str | None = None,
-        status: PatternStatus | None = None,
-        support_problems: int | None = None,
-        insight_ids: Sequence[int] | None = None,
-    ) -> None:
+    def update_pattern(self, pattern_id: int, step: int, *, text: str | None = None,
+                       status: PatternStatus | None = None, support_problems: int | None = None,
+                       insight_ids: Sequence[int] | None = None) -> None:
         """Change a pattern's fields (None = keep); updated_step becomes `step`."""
         if status is not None and status not in STATUSES:
             raise ValueError(f"pattern status must be one of {STATUSES}, got {status!r}")
-        conn = self._db
         with self.transaction():
             self._touched = True
-            row = conn.execute("SELECT * FROM patterns WHERE id = ?", (int(pattern_id),)).fetchone()
-            if row is None:
-                raise KeyError(f"{self.path}: no pattern with id {pattern_id}")
-            conn.execute(
-                "UPDATE patterns SET text = ?, status = ?, support_problems = ?, insight_ids = ?, updated_step = ? "
-                "WHERE id = ?",
-                (
-                    row["text"] if text is None else text.strip(),
-                    row["status"] if status is None else status,
-                    row["support_problems"] if support_problems is None else int(support_problems),
-                    row["insight_ids"] if insight_ids is None else json.dumps(sorted({int(i) for i in insight_ids})),
-                    int(step),
-                    int(pattern_id),
-                ),
+            cur = self._db.execute(
+                "UPDATE patterns SET text = COALESCE(?, text), status = COALESCE(?, status), "
+                "support_problems = COALESCE(?, support_problems), insight_ids = COALESCE(?, insight_ids), "
+                "updated_step = ? WHERE id = ?",
+                (None if text is None else text.strip(), status,
+                 None if support_problems is None else int(support_problems),
+                 None if insight_ids is None else _id_list(insight_ids), int(step), int(pattern_id)),
             )
-            self._pattern_version(int(pattern_id), step)
-
-    def _pattern_version(self, pattern_id: int, step: int) -> None:
-        self._db.execute(
-            "INSERT INTO pattern_versions (pattern_id, step, text, status, support_problems, insight_ids) "
-            "SELECT id, ?, text, status, support_problems, insight_ids FROM patterns WHERE id = ?",
-            (int(step), pattern_id),
-        )
+            if cur.rowcount == 0:
+                raise KeyError(f"{self.path}: no pattern with id {pattern_id}")
 
     def patterns(self, status: str | None = "active") -> list[Pattern]:
         """Patterns with `status` (None = all), most supported first, then most recently updated, then id."""
@@ -722,7 +593,7 @@ class MemoryStore:
             "ORDER BY support_problems DESC, updated_step DESC, id ASC",
             (status,),
         )
-        return [_pattern(r) for r in rows]
+        return [_from_row(Pattern, r) for r in rows]
 
     # -- retrieval log ---------------------------------------------------------------------------------------
 
@@ -732,10 +603,8 @@ class MemoryStore:
             self._db.executemany(
                 "INSERT INTO retrievals (step, problem_uid, sample_index, text, item_refs, n_tokens) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (r.step, r.problem_uid, r.sample_index, r.text, json.dumps(list(r.item_refs)), r.n_tokens)
-                    for r in records
-                ],
+                [(r.step, r.problem_uid, r.sample_index, r.text, json.dumps(list(r.item_refs)), r.n_tokens)
+                 for r in records],
             )
 
     def retrievals(self, problem_uid: str | None = None, step: int | None = None) -> list[RetrievalRecord]:
@@ -745,26 +614,19 @@ class MemoryStore:
             "ORDER BY id",
             (problem_uid, step),
         )
-        return [_retrieval(r) for r in rows]
+        return [_from_row(RetrievalRecord, r) for r in rows]
 
     # -- metadata --------------------------------------------------------------------------------------------
 
     def meta_get(self, key: str, default: Any = None) -> Any:
-        """The latest value set for `key` (JSON-decoded), or `default`."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ? ORDER BY id DESC LIMIT 1", (key,)).fetchone()
+        """The value set for `key` (JSON-decoded), or `default`."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
-    def meta_set(self, key: str, value: Any, step: int | None = None) -> None:
-        """Set `key` to a JSON-serialisable value. With `step`, the value is versioned: `truncate_after(s)` with
-        s < step brings back the previous value (e.g. "last_reflected_step"). Without, it replaces all history."""
-        encoded = json.dumps(value)
+    def meta_set(self, key: str, value: Any) -> None:
+        """Set `key` to a JSON-serialisable value (e.g. "last_reflected_step"), replacing any earlier one."""
         with self.transaction():
-            if step is None:
-                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
-            self._db.execute(
-                "INSERT INTO meta (key, value, step) VALUES (?, ?, ?)",
-                (key, encoded, None if step is None else int(step)),
-            )
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
 
     # -- whole-store operations ------------------------------------------------------------------------------
 
@@ -781,56 +643,6 @@ class MemoryStore:
             ).fetchone()
         keys = ("experiences", "insights", "strategies", "lessons", "patterns_active", "patterns_retired", "problems")
         return {k: int(v) for k, v in zip(keys, row)}
-
-    def truncate_after(self, step: int) -> None:
-        """Forget everything recorded after `step`, restoring insight support and pattern state as they were at
-        `step`: used on resume from a checkpoint taken at `step`, so memory and weights agree."""
-        s = int(step)
-        conn = self._db
-        with self.transaction():
-            self._touched = True
-            conn.execute("DELETE FROM experiences WHERE step > ?", (s,))
-            conn.execute("DELETE FROM retrievals WHERE step > ?", (s,))
-            conn.execute("DELETE FROM meta WHERE step IS NOT NULL AND step > ?", (s,))
-
-            touched = _column(conn, "SELECT DISTINCT insight_id FROM insight_events WHERE step > ?", s)
-            conn.execute("DELETE FROM insight_events WHERE step > ?", (s,))
-            for insight_id in touched:
-                events = conn.execute(
-                    "SELECT step, source, experience_ids FROM insight_events WHERE insight_id = ? ORDER BY id",
-                    (insight_id,),
-                ).fetchall()
-                if not events:
-                    conn.execute("DELETE FROM insights WHERE id = ?", (insight_id,))
-                    continue
-                merged = sorted({i for e in events for i in _ids(e["experience_ids"])})
-                conn.execute(
-                    "UPDATE insights SET support = ?, experience_ids = ?, source = ?, created_step = ?, "
-                    "updated_step = ? WHERE id = ?",
-                    (
-                        len(events),
-                        json.dumps(merged),
-                        events[0]["source"],
-                        min(e["step"] for e in events),
-                        max(e["step"] for e in events),
-                        insight_id,
-                    ),
-                )
-
-            touched = _column(conn, "SELECT DISTINCT pattern_id FROM pattern_versions WHERE step > ?", s)
-            conn.execute("DELETE FROM pattern_versions WHERE step > ?", (s,))
-            for pattern_id in touched:
-                v = conn.execute(
-                    "SELECT * FROM pattern_versions WHERE pattern_id = ? ORDER BY id DESC LIMIT 1", (pattern_id,)
-                ).fetchone()
-                if v is None:
-                    conn.execute("DELETE FROM patterns WHERE id = ?", (pattern_id,))
-                    continue
-                conn.execute(
-                    "UPDATE patterns SET text = ?, status = ?, support_problems = ?, insight_ids = ?, updated_step = ? "
-                    "WHERE id = ?",
-                    (v["text"], v["status"], v["support_problems"], v["insight_ids"], v["step"], pattern_id),
-                )
 
     def backup_to(self, path: str | Path) -> None:
         """Write a consistent single-file copy of the store to `path` (SQLite online backup into `path.tmp`,
@@ -859,38 +671,25 @@ class MemoryStore:
             conn.close()
 
     def export_jsonl(self, path_or_file: str | Path | IO[str]) -> int:
-        """Dump every level, one JSON object per line with a "level" field (experience, insight, pattern,
-        retrieval, meta), from one consistent snapshot. Returns the number of lines written."""
+        """Dump every level for `pmd memory export`, one JSON object per line with a "level" field (experience,
+        insight, pattern, retrieval, meta), from one consistent snapshot. Returns the number of lines written."""
         if isinstance(path_or_file, (str, Path)):
             with open(path_or_file, "w", encoding="utf-8") as f:
                 return self.export_jsonl(f)
-        out = path_or_file
+        levels: list[tuple[str, type]] = [
+            ("experience", Experience), ("insight", Insight), ("pattern", Pattern), ("retrieval", RetrievalRecord)
+        ]
         n = 0
-
-        def emit(level: str, obj: dict[str, Any]) -> None:
-            nonlocal n
-            out.write(json.dumps({"level": level, **obj}, ensure_ascii=False) + "\n")
-            n += 1
-
         with self._snapshot() as conn:
-            for r in conn.execute(f"SELECT id, {_EXPERIENCE_COLUMNS} FROM experiences ORDER BY id"):
-                emit("experience", asdict(_experience(r)))
-            for r in conn.execute("SELECT * FROM insights ORDER BY id"):
-                emit("insight", asdict(_insight(r)))
-            for r in conn.execute("SELECT * FROM patterns ORDER BY id"):
-                emit("pattern", asdict(_pattern(r)))
-            for r in conn.execute("SELECT * FROM retrievals ORDER BY id"):
-                emit("retrieval", {"id": r["id"], **asdict(_retrieval(r))})
-            for r in conn.execute(
-                "SELECT key, value, step FROM meta WHERE id IN (SELECT MAX(id) FROM meta GROUP BY key) ORDER BY key"
-            ):
-                emit("meta", {"key": r["key"], "value": json.loads(r["value"]), "step": r["step"]})
+            for level, cls in levels:
+                for r in conn.execute(f"SELECT * FROM {level}s ORDER BY id"):
+                    path_or_file.write(_jsonl(level, {"id": r["id"], **asdict(_from_row(cls, r))}))
+                    n += 1
+            for key, value in conn.execute("SELECT key, value FROM meta ORDER BY key"):
+                path_or_file.write(_jsonl("meta", {"key": key, "value": json.loads(value)}))
+                n += 1
         return n
 
 
-def export_jsonl(store: MemoryStore | str | Path, path_or_file: str | Path | IO[str]) -> int:
-    """Module-level form of `MemoryStore.export_jsonl`; opens (and closes) the store when given a path."""
-    if isinstance(store, MemoryStore):
-        return store.export_jsonl(path_or_file)
-    with MemoryStore.open_existing(store) as s:
-        return s.export_jsonl(path_or_file)
+def _jsonl(level: str, obj: dict[str, Any]) -> str:
+    return json.dumps({"level": level, **obj}, ensure_ascii=False) + "\n"
