@@ -156,3 +156,22 @@ def test_model_reflection_runs_inside_training(tmp_path, tiny_model_path, reflec
     assert rows[-1]["memory/reflection_proposed_total"] >= 2  # one reflection per problem with new attempts
     assert rows[-1]["memory/reflection_acceptance_rate"] == 0.0
     assert summary["memory"]["insights"] == 0
+
+
+def test_verdicts_are_handed_over_once_and_must_match_the_batch():
+    """The reward keeps the verdicts of the batch it scored for exactly one `take_verdicts` of the same size."""
+    from pmd.config import EnvConfig, TaskConfig
+    from pmd.rewards import EnvironmentReward
+
+    suite = EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(name="basic_arithmetic")], train_size=2, eval_size=1))
+    uids = [p.uid for p in suite.problems("train")]
+    reward = EnvironmentReward(suite)
+    scores = reward(prompts=[None, None], completions=["Answer: 1", "no answer"], problem_uid=uids)
+    assert len(scores) == 2
+    judged = reward.take_verdicts(2)
+    assert [j.problem.uid for j in judged] == uids and [j.verdict.reward for j in judged] == scores
+    with pytest.raises(RuntimeError, match="found none"):
+        reward.take_verdicts(2)  # handed over once: a second reader would pair old verdicts with new rollouts
+    reward(prompts=[None, None], completions=["a", "b"], problem_uid=uids)
+    with pytest.raises(RuntimeError, match="of 3 rollouts just scored, found 2"):
+        reward.take_verdicts(3)
