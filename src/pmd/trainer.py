@@ -18,7 +18,8 @@ One PMD step, in order (TRL's `SDPOTrainer` drives it; each phase names the func
                 teacher and loop counters beside TRL's checkpoint, at the same step).
 
 Everything TRL already does (generation, losses, accelerate/DeepSpeed/FSDP, PEFT, vLLM, checkpoints, logging) stays
-TRL's. SDPO is steps 1, 2, 7 and 9 with TRL's own builder given per-rollout feedback.
+TRL's. SDPO runs the same order without memory: TRL's own builder, given per-rollout feedback, plans and renders
+(4-5) by SDPO's rule, and there is nothing to retrieve, record or reflect (3, 6, 8). GRPO is 1, 2, 7 and 9.
 """
 
 from __future__ import annotations
