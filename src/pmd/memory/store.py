@@ -9,281 +9,47 @@ nothing needs to roll it back to an earlier step. Design choices, and why:
   `transaction()` groups several writes into one when they must land together (e.g. insights + "last reflected").
 - A file that is not ours (not SQLite, foreign `application_id`, missing tables, corrupt, another schema version)
   is checked through a read-only connection before anything is written, and rejected with `MemoryStoreError`,
-  untouched. Version 1 stores (with step-level history tables) are rejected the same way.
+  untouched. Version 1 stores (with step-level history tables) are rejected the same way. That check, the
+  `APPLICATION_ID` marking a file as ours and the crash-safe copy behind `backup_to`/`restore` live in `dbfile`.
 - `meta` is a plain key/value table: its reader (the memory loop's "last reflected step") needs only the latest
   value.
-- Rows become dataclasses through one mapper (`_from_row`) driven by the dataclass fields, so a column added to a
-  table and its dataclass needs no hand-written conversion.
+- The tables (`SCHEMA`, `SCHEMA_VERSION`) and their rows as dataclasses (Experience, Insight, Pattern,
+  RetrievalRecord, re-exported here) live in `records`. Rows become dataclasses through one mapper
+  (`records._from_row`) driven by the dataclass fields, so a column added to a table and its dataclass needs no
+  hand-written conversion.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import os
 import sqlite3
-import typing
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any
 
 from pmd.errors import MemoryStoreError
+from pmd.memory.dbfile import APPLICATION_ID, atomic_copy, check_existing, expected, validate
+from pmd.memory.records import (  # re-exported: `from pmd.memory.store import Experience` is the usual import
+    KINDS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    STATUSES,
+    Experience,
+    Insight,
+    InsightKind,
+    Pattern,
+    PatternStatus,
+    RetrievalRecord,
+    _from_row,
+)
 from pmd.memory.text import normalize_text
-
-SCHEMA_VERSION = 2  # 2: no history tables (insight_events, pattern_versions), no policy_version, meta is key/value
-APPLICATION_ID = 0x504D4430  # "PMD0": marks a SQLite file as a pmd memory store (PRAGMA application_id).
-
-InsightKind = Literal["strategy", "lesson"]
-PatternStatus = Literal["active", "retired"]
-KINDS: tuple[str, ...] = ("strategy", "lesson")
-STATUSES: tuple[str, ...] = ("active", "retired")
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-_SCHEMA = """
-CREATE TABLE experiences (
-    id INTEGER PRIMARY KEY,
-    problem_uid TEXT NOT NULL,
-    family TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    response TEXT NOT NULL,
-    reward REAL NOT NULL,
-    passed INTEGER NOT NULL CHECK (passed IN (0, 1)),
-    feedback TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    sample_index INTEGER NOT NULL,
-    UNIQUE (step, problem_uid, sample_index)
-);
-CREATE INDEX experiences_by_problem ON experiences (problem_uid, step);
-
-CREATE TABLE insights (
-    id INTEGER PRIMARY KEY,
-    problem_uid TEXT NOT NULL,
-    family TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('strategy', 'lesson')),
-    text TEXT NOT NULL,
-    norm_text TEXT NOT NULL,
-    source TEXT NOT NULL,
-    support INTEGER NOT NULL,
-    experience_ids TEXT NOT NULL,
-    created_step INTEGER NOT NULL,
-    updated_step INTEGER NOT NULL,
-    UNIQUE (problem_uid, kind, norm_text)
-);
-
-CREATE TABLE patterns (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('strategy', 'lesson')),
-    text TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('active', 'retired')),
-    support_problems INTEGER NOT NULL,
-    insight_ids TEXT NOT NULL,
-    created_step INTEGER NOT NULL,
-    updated_step INTEGER NOT NULL
-);
-
-CREATE TABLE retrievals (
-    id INTEGER PRIMARY KEY,
-    step INTEGER NOT NULL,
-    problem_uid TEXT NOT NULL,
-    sample_index INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    item_refs TEXT NOT NULL,
-    n_tokens INTEGER NOT NULL
-);
-CREATE INDEX retrievals_by_problem ON retrievals (problem_uid, step);
-
-CREATE TABLE meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-_TABLES = frozenset({"experiences", "insights", "patterns", "retrievals", "meta"})
-
-
-@dataclass
-class Experience:
-    """One rollout as the policy produced it and the environment judged it. `id` is keyword-only, so a positional
-    call written for another field list fails instead of shifting a value into it."""
-
-    problem_uid: str
-    family: str
-    prompt: str
-    response: str
-    reward: float
-    passed: bool
-    feedback: str
-    step: int
-    sample_index: int
-    id: int | None = field(default=None, kw_only=True)
-
-
-@dataclass
-class Insight:
-    """A per-problem strategy (what passed) or lesson (a recurring mistake), with how often it was confirmed."""
-
-    problem_uid: str
-    family: str
-    kind: InsightKind
-    text: str
-    source: str
-    support: int
-    experience_ids: list[int]
-    created_step: int
-    updated_step: int
-    id: int | None = None
-
-
-@dataclass
-class Pattern:
-    """A behaviour recurring across problems, the insights it generalises, and whether it still holds."""
-
-    kind: InsightKind
-    text: str
-    status: PatternStatus
-    support_problems: int
-    insight_ids: list[int]
-    created_step: int
-    updated_step: int
-    id: int | None = None
-
-
-@dataclass
-class RetrievalRecord:
-    """What the teacher was shown for one sample, so a run can be inspected afterwards."""
-
-    step: int
-    problem_uid: str
-    sample_index: int
-    text: str
-    item_refs: list[str] = field(default_factory=list)
-    n_tokens: int = 0
-
-
-_T = TypeVar("_T")
-
-
-@functools.cache
-def _decoders(cls: type) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
-    """(field name, decoder or None) for each field of dataclass `cls`. SQLite has no lists or booleans: lists are
-    stored as JSON text and booleans as 0/1, so those two field types are decoded; the rest come back as stored."""
-    hints = typing.get_type_hints(cls)
-    out: list[tuple[str, Callable[[Any], Any] | None]] = []
-    for f in fields(cls):
-        kind = hints[f.name]
-        out.append((f.name, json.loads if typing.get_origin(kind) is list else bool if kind is bool else None))
-    return tuple(out)
-
-
-def _from_row(cls: type[_T], row: sqlite3.Row) -> _T:
-    """The dataclass `cls` built from a row by field name. Columns without a field (e.g. insights.norm_text) are
-    skipped; a field without a column raises IndexError, so schema and dataclass cannot drift apart silently."""
-    return cls(**{name: row[name] if decode is None else decode(row[name]) for name, decode in _decoders(cls)})
 
 
 def _id_list(ids: Sequence[int]) -> str:
     """Ids as stored: sorted, unique, JSON."""
     return json.dumps(sorted({int(i) for i in ids}))
-
-
-def _expected() -> str:
-    return f"expected a pmd memory store (SQLite, application_id {APPLICATION_ID:#x}, schema version {SCHEMA_VERSION})"
-
-
-def _validate(conn: sqlite3.Connection, path: Path, verify: bool) -> None:
-    """Raise MemoryStoreError unless `conn` is a healthy pmd store of this schema version. Reads only."""
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if app_id != APPLICATION_ID:
-        raise MemoryStoreError(f"{path}: SQLite database with application_id {app_id:#x} is not ours; {_expected()}")
-    if version > SCHEMA_VERSION:
-        raise MemoryStoreError(
-            f"{path}: memory schema version {version} is newer than this pmd supports ({SCHEMA_VERSION}); "
-            "upgrade pmd to open it"
-        )
-    if version != SCHEMA_VERSION:
-        raise MemoryStoreError(f"{path}: memory schema version {version} is not supported; {_expected()}")
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    missing = sorted(_TABLES - tables)
-    if missing:
-        raise MemoryStoreError(f"{path}: missing tables {', '.join(missing)}; {_expected()}")
-    if verify:
-        problems = [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:
-            shown = "; ".join(problems).replace("*** in database main *** ", "")
-            shown = shown if len(shown) <= 160 else shown[:160] + "..."
-            raise MemoryStoreError(f"{path}: database is corrupt ({shown}); {_expected()}")
-
-
-def _check_existing(path: Path, verify: bool = True) -> None:
-    """Validate an existing, non-empty file through a read-only connection, so a rejected file stays untouched."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-    except OSError as e:
-        raise MemoryStoreError(f"{path}: cannot read ({e}); {_expected()}") from e
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise MemoryStoreError(f"{path}: not a SQLite database; {_expected()}")
-    # With no -wal/-journal beside it the file alone is the database: read it as immutable, which creates no
-    # sidecar files next to a file we may be about to reject. Otherwise a plain read-only open reads the WAL too.
-    quiet = not any(p.exists() for p in _sidecars(path) if not p.name.endswith("-shm"))
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True)
-        try:
-            _validate(conn, path, verify)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as e:
-        raise MemoryStoreError(f"{path}: corrupt or unreadable SQLite database ({e}); {_expected()}") from e
-
-
-def _sidecars(path: Path) -> list[Path]:
-    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
-
-
-def _remove_db_files(path: Path) -> None:
-    for p in [path, *_sidecars(path)]:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform/filesystem can fsync a directory
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_copy(src: sqlite3.Connection, dst: Path) -> None:
-    """Online-backup `src` into `dst + ".tmp"`, make it a self-contained rollback-journal file, fsync, rename."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    _remove_db_files(tmp)
-    target = sqlite3.connect(str(tmp), isolation_level=None)
-    try:
-        src.backup(target)
-        target.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal next to the checkpoint
-    finally:
-        target.close()
-    _fsync_file(tmp)
-    for side in _sidecars(dst):  # a stale WAL next to `dst` would be replayed onto the new file: remove it first
-        with contextlib.suppress(FileNotFoundError):
-            side.unlink()
-    os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
 
 
 class MemoryStore:
@@ -301,11 +67,11 @@ class MemoryStore:
         if fresh:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         else:
-            _check_existing(self.path, verify)
+            check_existing(self.path, verify)
         try:
             conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
         except sqlite3.Error as e:
-            raise MemoryStoreError(f"{self.path}: cannot open ({e}); {_expected()}") from e
+            raise MemoryStoreError(f"{self.path}: cannot open ({e}); {expected()}") from e
         conn.row_factory = sqlite3.Row
         self._conn = conn
         try:
@@ -316,7 +82,7 @@ class MemoryStore:
                 self._init_schema(verify)
         except sqlite3.DatabaseError as e:
             self.close()
-            raise MemoryStoreError(f"{self.path}: cannot initialise ({e}); {_expected()}") from e
+            raise MemoryStoreError(f"{self.path}: cannot initialise ({e}); {expected()}") from e
         except BaseException:
             self.close()
             raise
@@ -326,7 +92,7 @@ class MemoryStore:
         """Open a store that must already exist (e.g. for `pmd memory` inspection); never creates one."""
         p = Path(path)
         if not p.is_file() or p.stat().st_size == 0:
-            raise MemoryStoreError(f"{p}: no memory store there; {_expected()}")
+            raise MemoryStoreError(f"{p}: no memory store there; {expected()}")
         return cls(p, verify=verify)
 
     @staticmethod
@@ -335,8 +101,8 @@ class MemoryStore:
         given as `memory.load_from` is checked before a run writes anything)."""
         p = Path(path)
         if not p.is_file() or p.stat().st_size == 0:
-            raise MemoryStoreError(f"{p}: no memory store there; {_expected()}")
-        _check_existing(p, verify=True)
+            raise MemoryStoreError(f"{p}: no memory store there; {expected()}")
+        check_existing(p, verify=True)
 
     def _init_schema(self, verify: bool) -> None:
         """Create the schema in one transaction; if another process got there first, validate theirs instead."""
@@ -347,7 +113,7 @@ class MemoryStore:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             n_tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
             if app_id == 0 and version == 0 and n_tables == 0:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -356,7 +122,7 @@ class MemoryStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        _validate(conn, self.path, verify)
+        validate(conn, self.path, verify)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -652,7 +418,7 @@ class MemoryStore:
         dst = Path(path)
         if dst.resolve() == self.path.resolve():
             raise MemoryStoreError(f"{dst}: backup target is the live store itself")
-        _atomic_copy(self._db, dst)
+        atomic_copy(self._db, dst)
 
     @staticmethod
     def restore(from_path: str | Path, to_path: str | Path) -> None:
@@ -660,13 +426,13 @@ class MemoryStore:
         open in any MemoryStore while this runs; its stale -wal/-shm files are removed."""
         src, dst = Path(from_path), Path(to_path)
         if not src.is_file():
-            raise MemoryStoreError(f"{src}: no memory snapshot there; {_expected()}")
+            raise MemoryStoreError(f"{src}: no memory snapshot there; {expected()}")
         if dst.exists() and dst.resolve() == src.resolve():
             raise MemoryStoreError(f"{dst}: restore source and target are the same file")
-        _check_existing(src, verify=True)
+        check_existing(src, verify=True)
         conn = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            _atomic_copy(conn, dst)
+            atomic_copy(conn, dst)
         finally:
             conn.close()
 

@@ -1,0 +1,130 @@
+"""A pmd memory store as a *file*: what makes a SQLite file ours, how it is checked, and how it is copied safely.
+
+This is kept apart from `store` (the memory's content: tables, rows, queries) because three paths must treat the
+file the same way, and all go through here: the live store (`MemoryStore` validates an existing file before it
+writes), its checkpoint copies (`MemoryStore.backup_to`) and resume (`MemoryStore.restore`). The guarantees:
+
+- Validated before any write: a file that is not ours (not SQLite, foreign `application_id`, another schema
+  version, missing tables, corrupt) is checked through a read-only connection and rejected with
+  `MemoryStoreError`, untouched; no -wal/-shm file is created next to it.
+- Crash-safe copies: a copy is written to `dst.tmp` with SQLite's online backup, made a single rollback-journal
+  file, fsynced and renamed over `dst` (then the directory is fsynced), so a checkpoint never holds half a copy
+  and a stale WAL next to `dst` is never replayed onto it.
+
+A file is ours when it carries `APPLICATION_ID` (defined here) and the `SCHEMA_VERSION` and `TABLES` of
+`records`, where the schema is. This module does not import `store`; `store` imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+
+from pmd.errors import MemoryStoreError
+from pmd.memory.records import SCHEMA_VERSION, TABLES
+
+APPLICATION_ID = 0x504D4430  # "PMD0": marks a SQLite file as a pmd memory store (PRAGMA application_id).
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def expected() -> str:
+    """The tail of every rejection message: what a pmd memory store file is."""
+    return f"expected a pmd memory store (SQLite, application_id {APPLICATION_ID:#x}, schema version {SCHEMA_VERSION})"
+
+
+def validate(conn: sqlite3.Connection, path: Path, verify: bool) -> None:
+    """Raise MemoryStoreError unless `conn` is a healthy pmd store of this schema version. Reads only."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if app_id != APPLICATION_ID:
+        raise MemoryStoreError(f"{path}: SQLite database with application_id {app_id:#x} is not ours; {expected()}")
+    if version > SCHEMA_VERSION:
+        raise MemoryStoreError(
+            f"{path}: memory schema version {version} is newer than this pmd supports ({SCHEMA_VERSION}); "
+            "upgrade pmd to open it"
+        )
+    if version != SCHEMA_VERSION:
+        raise MemoryStoreError(f"{path}: memory schema version {version} is not supported; {expected()}")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = sorted(TABLES - tables)
+    if missing:
+        raise MemoryStoreError(f"{path}: missing tables {', '.join(missing)}; {expected()}")
+    if verify:
+        problems = [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            shown = "; ".join(problems).replace("*** in database main *** ", "")
+            shown = shown if len(shown) <= 160 else shown[:160] + "..."
+            raise MemoryStoreError(f"{path}: database is corrupt ({shown}); {expected()}")
+
+
+def check_existing(path: Path, verify: bool = True) -> None:
+    """Validate an existing, non-empty file through a read-only connection, so a rejected file stays untouched."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as e:
+        raise MemoryStoreError(f"{path}: cannot read ({e}); {expected()}") from e
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise MemoryStoreError(f"{path}: not a SQLite database; {expected()}")
+    # With no -wal/-journal beside it the file alone is the database: read it as immutable, which creates no
+    # sidecar files next to a file we may be about to reject. Otherwise a plain read-only open reads the WAL too.
+    quiet = not any(p.exists() for p in sidecars(path) if not p.name.endswith("-shm"))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True)
+        try:
+            validate(conn, path, verify)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise MemoryStoreError(f"{path}: corrupt or unreadable SQLite database ({e}); {expected()}") from e
+
+
+def sidecars(path: Path) -> list[Path]:
+    """The files SQLite may keep next to `path` (-wal, -shm, -journal)."""
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+
+
+def remove_db_files(path: Path) -> None:
+    """Delete `path` and its sidecars, whichever exist."""
+    for p in [path, *sidecars(path)]:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform/filesystem can fsync a directory
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_copy(src: sqlite3.Connection, dst: Path) -> None:
+    """Online-backup `src` into `dst + ".tmp"`, make it a self-contained rollback-journal file, fsync, rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    remove_db_files(tmp)
+    target = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        src.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal next to the checkpoint
+    finally:
+        target.close()
+    fsync_file(tmp)
+    for side in sidecars(dst):  # a stale WAL next to `dst` would be replayed onto the new file: remove it first
+        with contextlib.suppress(FileNotFoundError):
+            side.unlink()
+    os.replace(tmp, dst)
+    fsync_dir(dst.parent)
