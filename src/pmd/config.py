@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -35,7 +35,8 @@ class ModelConfig:
 class TaskConfig:
     kind: Literal["reasoning_gym", "code", "sciknoweval"] = _f("reasoning_gym", "Environment kind.")
     name: str = _f("", "reasoning-gym dataset name (required for that kind), or a label for code/sciknoweval tasks.")
-    params: dict[str, Any] = _f({}, "Generator config (reasoning-gym) or loader options (code, sciknoweval).")
+    params: dict[str, Any] = _f({}, "Options of this kind, typed per kind: pmd.envs ReasoningGymParams (plus the "
+                                    "generator's own keys), CodeParams, SciKnowEvalParams.")
 
 
 @dataclass
@@ -197,6 +198,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check `value` against annotation `tp` (after `from __future__` evaluation); build nested dataclasses."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already built, by a Python caller (e.g. a SandboxLimits)
+            return value
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
         return _build(tp, value, path)
@@ -258,8 +261,22 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     kwargs = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ConfigError as exc:  # a section's own range checks name the field; add where the section is
-        raise ConfigError(f"{where}{exc}") from None
+    except ConfigError as exc:  # the class's own range checks (__post_init__): say where in the config
+        msg = str(exc)
+        if msg.split(":", 1)[0] in names:  # "field: expected ..." -> "section.field: expected ..."
+            raise ConfigError(f"{where}{msg}") from None
+        raise ConfigError(f"{path}: {msg}" if path else msg) from None
+
+
+T = TypeVar("T")
+
+
+def build_dataclass(cls: type[T], data: Any, path: str) -> T:
+    """Build dataclass `cls` from plain data (as YAML holds it) with the checks the run config gets: unknown keys and
+    wrong types raise ConfigError naming `path.key`. For config sections defined elsewhere (environment params)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(data).__name__}")
+    return _build(cls, data, path)
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -268,7 +285,16 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     cfg = _build(RunConfig, data, "")
     validate(cfg)
+    _check_task_params(cfg)
     return cfg
+
+
+def _check_task_params(cfg: RunConfig) -> None:
+    """Each task's params against its kind's typed dataclass, so a typo fails at load and not when the run starts."""
+    from .envs import task_params  # lazily: pmd.envs imports this module
+
+    for i, task in enumerate(cfg.env.tasks):
+        task_params(task, cfg.env, f"env.tasks[{i}]")
 
 
 def _apply_override(data: dict[str, Any], assignment: str) -> None:

@@ -68,12 +68,12 @@ class SandboxLimits:
     """Resource limits for one run. CPU (rounded up to whole seconds) and memory apply per process; wall time,
     processes and output apply to the whole run; file size to each file written."""
 
-    cpu_seconds: float = 5.0
-    wall_seconds: float = 10.0
-    memory_mb: int = 512
-    max_processes: int = 32
-    max_file_mb: int = 16
-    max_output_bytes: int = 64 * 1024
+    cpu_seconds: float = field(default=5.0, metadata={"help": "CPU seconds per process (rounded up); then SIGXCPU."})
+    wall_seconds: float = field(default=10.0, metadata={"help": "Wall-clock seconds for the whole run; then SIGKILL."})
+    memory_mb: int = field(default=512, metadata={"help": "Address space per process in MB (>= 64); then MemoryError."})
+    max_processes: int = field(default=32, metadata={"help": "Processes the run may have at once (RLIMIT_NPROC)."})
+    max_file_mb: int = field(default=16, metadata={"help": "Largest file the run may write, in MB (RLIMIT_FSIZE)."})
+    max_output_bytes: int = field(default=64 * 1024, metadata={"help": "stdout/stderr bytes kept; more kills the run."})
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):

@@ -2,45 +2,76 @@
 
 from __future__ import annotations
 
-from ..config import EnvConfig, TaskConfig
+from typing import TYPE_CHECKING, Any
+
+from ..config import EnvConfig, TaskConfig, build_dataclass
 from ..errors import ConfigError
 from .base import Environment, Problem, Verdict
 
-__all__ = ["Environment", "EnvironmentSuite", "Problem", "Verdict", "make_environment"]
+if TYPE_CHECKING:
+    from .code import CodeParams
+    from .reasoning_gym import ReasoningGymParams
+    from .sciknoweval import SciKnowEvalParams
+
+__all__ = ["Environment", "EnvironmentSuite", "Problem", "Verdict", "make_environment", "task_params"]
 
 
-def make_environment(task: TaskConfig, env_cfg: EnvConfig) -> Environment:
-    """Build one environment from its task config (imports lazily: code/sciknoweval pull in more)."""
+def task_params(task: TaskConfig, env_cfg: EnvConfig,
+                path: str) -> ReasoningGymParams | CodeParams | SciKnowEvalParams:
+    """The `params` of task `path` (e.g. "env.tasks[0]") as its kind's typed dataclass, with the env-wide values
+    (seed, the task's name, reveal_answer_in_feedback) filled in where the task leaves them. Validated by the config
+    machinery, so errors name the dotted key (`env.tasks[0].params.reward: ...`). Imports the kind's module lazily."""
+    _require_name(task, path)
+    if not isinstance(task.params, dict):
+        raise ConfigError(f"{path}.params: expected a mapping, got {type(task.params).__name__}")
+    if task.kind == "reasoning_gym":
+        from .reasoning_gym import reasoning_gym_params
+
+        return reasoning_gym_params(task.name, task.params, f"{path}.params", f"{path}.name")
+    data: dict[str, Any] = {"seed": env_cfg.seed, **({"name": task.name} if task.name else {}), **task.params}
+    if task.kind == "code":
+        from .code import CodeParams
+
+        return build_dataclass(CodeParams, data, f"{path}.params")
+    if task.kind == "sciknoweval":
+        from .sciknoweval import SciKnowEvalParams
+
+        data = {"reveal_answer_in_feedback": env_cfg.reveal_answer_in_feedback, **data}
+        return build_dataclass(SciKnowEvalParams, data, f"{path}.params")
+    raise ConfigError(f"{path}.kind: unknown task kind '{task.kind}'")  # unreachable after config validation
+
+
+def _require_name(task: TaskConfig, path: str) -> None:
+    if task.kind == "reasoning_gym" and not task.name:
+        raise ConfigError(f"{path}.name: a reasoning_gym task needs a name (e.g. basic_arithmetic)")
+
+
+def make_environment(task: TaskConfig, env_cfg: EnvConfig, path: str = "env.tasks") -> Environment:
+    """Build one environment from its task config `path` (imports lazily: code/sciknoweval pull in more)."""
+    _require_name(task, path)
+    try:
+        params = task_params(task, env_cfg, path)
+    except ConfigError as exc:  # a config loaded from YAML was checked at load; this names a hand-made task
+        raise ConfigError(f"{path} ({task.kind} {task.name}): bad params {sorted(task.params or {})}: {exc}") from None
     if task.kind == "reasoning_gym":
         from .reasoning_gym import ReasoningGymEnvironment
 
-        if not task.name:
-            raise ConfigError("env.tasks: a reasoning_gym task needs a name (e.g. basic_arithmetic)")
         return ReasoningGymEnvironment(
             task.name,
-            task.params,
+            params,
             train_size=env_cfg.train_size,
             eval_size=env_cfg.eval_size,
             seed=env_cfg.seed,
             reveal_answer_in_feedback=env_cfg.reveal_answer_in_feedback,
             answer_instruction=env_cfg.answer_instruction,
         )
-    params = dict(task.params)
-    params.setdefault("seed", env_cfg.seed)
-    if task.name:
-        params.setdefault("name", task.name)
     if task.kind == "code":
-        from .code import CodeEnvironment as cls
-    elif task.kind == "sciknoweval":
-        from .sciknoweval import SciKnowEvalEnvironment as cls
+        from .code import CodeEnvironment
 
-        params.setdefault("reveal_answer_in_feedback", env_cfg.reveal_answer_in_feedback)
-    else:
-        raise ConfigError(f"unknown task kind '{task.kind}'")  # unreachable after config validation
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ConfigError(f"env.tasks ({task.kind} {task.name or ''}): bad params {sorted(task.params)}: {exc}") from None
+        return CodeEnvironment(params)
+    from .sciknoweval import SciKnowEvalEnvironment
+
+    return SciKnowEvalEnvironment(params)
 
 
 class EnvironmentSuite:
@@ -61,7 +92,7 @@ class EnvironmentSuite:
 
     @classmethod
     def from_config(cls, env_cfg: EnvConfig) -> "EnvironmentSuite":
-        return cls([make_environment(task, env_cfg) for task in env_cfg.tasks])
+        return cls([make_environment(task, env_cfg, f"env.tasks[{i}]") for i, task in enumerate(env_cfg.tasks)])
 
     def problems(self, split: str) -> list[Problem]:
         return [p for env in self.environments.values() for p in env.problems(split)]

@@ -6,14 +6,71 @@ training set are dropped (small generators repeat), so evaluation never scores a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
+from ..config import _f, build_dataclass
 from ..errors import ConfigError
 from .answer import extract_answer, truncate
 from .base import Problem, Verdict
 
 SPLITS = ("train", "eval")
+# The generator config keys pmd sets itself, per split: a task cannot set them.
+_SET_BY_PMD = ("seed", "size")
+
+
+@dataclass(frozen=True)
+class ReasoningGymParams:
+    """A reasoning_gym task's `params` (YAML `env.tasks[i].params`, one flat mapping): the keys pmd reads, typed
+    here, and `generator`, every other key, passed through to reasoning-gym's generator config unchanged.
+
+    Why a pass-through: each of reasoning-gym's ~100 generators has its own config dataclass, with annotations the
+    config machinery does not type (tuples, dates, enums, nested configs), and coercing values (an int into a float)
+    could change the generated text. So generator keys are validated, not typed: a key the generator does not know
+    is an unknown key under `env.tasks[i].params`, and the values must pass the generator's own `validate()`; both
+    are checked when the config is loaded, and create_dataset checks the values again when the environment is built.
+    """
+
+    lenient_credit: float = _f(0.0, "Reward for a correct answer found only by the lenient fallback (format missed).")
+    generator: dict[str, Any] = _f({}, "The generator's own config keys (written flat next to lenient_credit).")
+
+
+def reasoning_gym_params(family: str, params: dict[str, Any], path: str, family_path: str) -> ReasoningGymParams:
+    """The flat `params` of a task on generator `family`, split into pmd's typed keys and the validated
+    generator keys; errors name `path.<key>`, or `family_path` for an unknown family."""
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {type(params).__name__}")
+    own = {f.name for f in dataclasses.fields(ReasoningGymParams)} - {"generator"}
+    typed = build_dataclass(ReasoningGymParams, {k: v for k, v in params.items() if k in own}, path)
+    generator = {k: v for k, v in params.items() if k not in own}
+    _check_generator(_generator_config(family, family_path), generator, path, own)
+    return dataclasses.replace(typed, generator=generator)
+
+
+def _generator_config(family: str, where: str) -> type:
+    """reasoning-gym's config dataclass for generator `family`."""
+    from reasoning_gym.factory import DATASETS
+
+    if family not in DATASETS:
+        raise ConfigError(f"{where}: unknown reasoning-gym task '{family}' (e.g. basic_arithmetic, leg_counting, "
+                          "chain_sum)")
+    return DATASETS[family][1]
+
+
+def _check_generator(config_cls: type, generator: dict[str, Any], path: str, own: set[str]) -> None:
+    """Keys against the generator's config dataclass, values by its own validate() (as create_dataset would)."""
+    known = {f.name for f in dataclasses.fields(config_cls)} - set(_SET_BY_PMD)
+    unknown = sorted(set(generator) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key {path}.{unknown[0]} (known: {', '.join(sorted(known | own))})")
+    try:
+        config = config_cls(**generator)
+        if hasattr(config, "validate"):
+            config.validate()
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"{path}: invalid generator params {generator}: {exc}") from None
 
 
 def _split_seed(seed: int, family: str, split: str) -> int:
@@ -22,16 +79,17 @@ def _split_seed(seed: int, family: str, split: str) -> int:
 
 
 class ReasoningGymEnvironment:
-    """One reasoning-gym dataset (`family`) with its generator `params`.
+    """One reasoning-gym dataset (`family`) with its `params` (typed, or the flat mapping a task config holds).
 
     Reward is the generator's own `score_answer` on the strictly extracted answer (1.0 = correct); an answer found
-    only by the lenient fallback earns `lenient_credit` (default 0) and is recorded in `Verdict.details`.
+    only by the lenient fallback earns `lenient_credit` (default 0; a mapping's own key wins) and is recorded in
+    `Verdict.details`.
     """
 
     def __init__(
         self,
         family: str,
-        params: dict[str, Any] | None = None,
+        params: ReasoningGymParams | dict[str, Any] | None = None,
         train_size: int = 64,
         eval_size: int = 32,
         seed: int = 0,
@@ -40,13 +98,13 @@ class ReasoningGymEnvironment:
         answer_instruction: str = "",
     ):
         import reasoning_gym
-        from reasoning_gym.factory import DATASETS
 
-        if family not in DATASETS:
-            raise ConfigError(f"unknown reasoning-gym task '{family}' (e.g. basic_arithmetic, leg_counting, chain_sum)")
+        if not isinstance(params, ReasoningGymParams):
+            raw = {"lenient_credit": lenient_credit, **(params or {})}
+            params = reasoning_gym_params(family, raw, "reasoning_gym.params", "reasoning_gym.name")
         self.name = family
-        self.params = dict(params or {})
-        self.lenient_credit = float(self.params.pop("lenient_credit", lenient_credit))
+        self.params = params
+        self.lenient_credit = params.lenient_credit
         self.reveal_answer_in_feedback = reveal_answer_in_feedback
         self.answer_instruction = answer_instruction
         self._sizes = {"train": train_size, "eval": eval_size}
@@ -59,10 +117,10 @@ class ReasoningGymEnvironment:
                 # Over-generate eval so that dropping train duplicates still leaves eval_size problems.
                 size = self._sizes[split] * (3 if split == "eval" else 1)
                 self._datasets[split] = reasoning_gym.create_dataset(
-                    family, size=size, seed=_split_seed(seed, family, split), **self.params
+                    family, size=size, seed=_split_seed(seed, family, split), **params.generator
                 )
         except (TypeError, ValueError, AssertionError) as exc:
-            raise ConfigError(f"task {family}: invalid generator params {self.params}: {exc}") from None
+            raise ConfigError(f"task {family}: invalid generator params {params.generator}: {exc}") from None
         self._materialise()
 
     def _materialise(self) -> None:

@@ -10,20 +10,19 @@ what was read, whether the format was followed and the verdict; it never states 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from ..config import _f
 from ..errors import ConfigError, DatasetError
 from .answer import extract_answer
 from .base import Problem, Verdict
-from . import splits
+from .data import SplitParams, build_params, check_split, clip, dataset_files, dedupe_and_split, read_rows
 
-__all__ = ["SciKnowEvalEnvironment", "extract_choice"]
+__all__ = ["SciKnowEvalEnvironment", "SciKnowEvalParams", "extract_choice"]
 
-_SPLITS = ("train", "eval")
 _LABELS = "ABCDEFGHIJ"
 _TRUE = {"true", "yes", "correct"}
 _FALSE = {"false", "no", "incorrect"}
@@ -60,65 +59,54 @@ class _Options:
         return None
 
 
+@dataclass(frozen=True)
+class SciKnowEvalParams(SplitParams):
+    """A sciknoweval task's `params` (YAML `env.tasks[i].params`); `path` is required."""
+
+    path: str = _f("", "A SciKnowEval JSON/JSONL file, or a directory of them (searched recursively).")
+    domains: list[str] | None = _f(None, "Keep only questions of these domains, e.g. [Biology] (null = all).")
+    reveal_answer_in_feedback: bool = _f(False, "Name the gold option after a wrong answer (a task inherits "
+                                                "env.reveal_answer_in_feedback).")
+    lenient_credit: float = _f(0.0, "Reward, in [0, 1], for a correct choice read only leniently (format missed).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.path:
+            raise ConfigError("path is required: a SciKnowEval JSON/JSONL file or directory")
+        if not 0 <= self.lenient_credit <= 1:
+            raise ConfigError(f"lenient_credit must be in [0, 1], got {self.lenient_credit!r}")
+
+
 class SciKnowEvalEnvironment:
     """SciKnowEval MCQ and true/false questions from a local file or directory of released JSON/JSONL files.
 
-    Rows of other types (open-ended, filling, relation extraction, ...) are skipped and counted in
+    Built from `SciKnowEvalParams`, or from their fields as keyword options (validated the same way; `path` may be
+    a Path). Rows of other types (open-ended, filling, relation extraction, ...) are skipped and counted in
     `skipped_types`; malformed rows of supported types raise DatasetError naming file, row and problem.
     """
 
-    def __init__(
-        self,
-        *,
-        path: str | Path,
-        name: str = "sciknoweval",
-        eval_fraction: float = 0.2,
-        seed: int = 0,
-        max_problems: int | None = None,
-        domains: list[str] | None = None,
-        reveal_answer_in_feedback: bool = False,
-        lenient_credit: float = 0.0,
-    ) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"sciknoweval: name must be a non-empty string, got {name!r}")
-        if not isinstance(lenient_credit, (int, float)) or isinstance(lenient_credit, bool) \
-                or not 0 <= lenient_credit <= 1:
-            raise ConfigError(f"sciknoweval: lenient_credit must be in [0, 1], got {lenient_credit!r}")
-        if not isinstance(eval_fraction, (int, float)) or isinstance(eval_fraction, bool) or not 0 < eval_fraction < 1:
-            raise ConfigError(f"sciknoweval: eval_fraction must be strictly between 0 and 1, got {eval_fraction!r}")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ConfigError(f"sciknoweval: seed must be an integer, got {seed!r}")
-        if max_problems is not None and (not isinstance(max_problems, int) or isinstance(max_problems, bool)
-                                         or max_problems <= 0):
-            raise ConfigError(f"sciknoweval: max_problems must be a positive integer or None, got {max_problems!r}")
-        if domains is not None and (isinstance(domains, str) or not all(isinstance(d, str) for d in domains)):
-            raise ConfigError(f"sciknoweval: domains must be a list of domain names, got {domains!r}")
-        self.name = name
-        self.lenient_credit = float(lenient_credit)
-        self.path = Path(path)
-        self.eval_fraction = float(eval_fraction)
-        self.seed = seed
-        self.max_problems = max_problems
-        self.reveal_answer_in_feedback = bool(reveal_answer_in_feedback)
+    def __init__(self, params: SciKnowEvalParams | None = None, /, **options: Any) -> None:
+        self.params = params = build_params(SciKnowEvalParams, params, options, "sciknoweval")
+        self.name = params.name or "sciknoweval"
+        self.path = Path(params.path)
         self.skipped_types: dict[str, int] = {}
         records = self._load()
+        domains = params.domains
         if domains is not None:
             wanted = {d.lower() for d in domains}
             records = [r for r in records if r["metadata"]["domain"].lower() in wanted]
             if not records:
                 raise ConfigError(f"sciknoweval: no questions in domains {domains} under {self.path}")
-        records, self.duplicates_dropped = splits.dedupe(
-            records, lambda r: (_norm(r["question"]), tuple(_norm(t) for t in r["metadata"]["choices"]))
-        )
-        self._splits = splits.split(records, self.eval_fraction, seed)
+        self._splits, self.duplicates_dropped = dedupe_and_split(
+            records, lambda r: (_norm(r["question"]), tuple(_norm(t) for t in r["metadata"]["choices"])),
+            params.eval_fraction, params.seed)
 
     def problems(self, split: str) -> list[Problem]:
-        if split not in _SPLITS:
-            raise ConfigError(f"sciknoweval: split must be 'train' or 'eval', got {split!r}")
+        check_split(split, "sciknoweval")
         return [
-            Problem(uid=f"{self.name}/{split}/{self.seed}/{i}", family=self.name, question=r["question"],
+            Problem(uid=f"{self.name}/{split}/{self.params.seed}/{i}", family=self.name, question=r["question"],
                     answer=r["answer"], metadata=dict(r["metadata"]))
-            for i, r in enumerate(self._splits[split][: self.max_problems])
+            for i, r in enumerate(self._splits[split][: self.params.max_problems])
         ]
 
     def format_prompt(self, problem: Problem) -> str:
@@ -137,7 +125,7 @@ class SciKnowEvalEnvironment:
         chosen = strict if strict is not None else lenient
         correct = strict is not None and strict == gold
         lenient_correct = chosen is not None and chosen == gold
-        reward = 1.0 if correct else self.lenient_credit if strict is None and lenient_correct else 0.0
+        reward = 1.0 if correct else self.params.lenient_credit if strict is None and lenient_correct else 0.0
         details = {
             "strict": strict,
             "lenient": lenient,
@@ -152,7 +140,8 @@ class SciKnowEvalEnvironment:
             head = "Correct." if correct else "Wrong answer: the chosen option is incorrect."
             feedback = f"{head} Your final answer was read as {strict} (from {where}). Format: followed."
         elif strict_raw is not None:
-            feedback = (f"Not an option: your final answer ({where}) says {_clip(strict_raw)!r}, which is not one of the "
+            said = clip(strict_raw, 80, count=False)
+            feedback = (f"Not an option: your final answer ({where}) says {said!r}, which is not one of the "
                         "offered options. Format: not followed (give just the option label, e.g. 'Answer: X').")
         elif lenient is not None:
             feedback = (f"No gradable answer: no final 'Answer: X' line or \\boxed{{X}} was found. The text seems to "
@@ -160,7 +149,7 @@ class SciKnowEvalEnvironment:
         else:
             feedback = ("No answer found: end your response with a final line 'Answer: X' where X is the label of your "
                         "chosen option. Format: not followed.")
-        if self.reveal_answer_in_feedback and not correct and gold is not None:
+        if self.params.reveal_answer_in_feedback and not correct and gold is not None:
             text = options.texts[options.labels.index(gold)]
             feedback += f" The correct answer is {gold}" + (f": {text}." if text != gold else ".")
         return Verdict(reward, correct, feedback, extracted=chosen, format_ok=strict is not None, details=details)
@@ -170,15 +159,9 @@ class SciKnowEvalEnvironment:
     def _load(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             raise DatasetError(f"sciknoweval: dataset path {self.path} does not exist")
-        if self.path.is_dir():
-            files = sorted(p for p in self.path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file())
-            if not files:
-                raise DatasetError(f"{self.path}: no .json or .jsonl files in this directory")
-        else:
-            files = [self.path]
         records = []
-        for file in files:
-            for row, where in _read_rows(file):
+        for file in dataset_files(self.path, (".json", ".jsonl")):
+            for row, where in read_rows(file):
                 kind = row.get("type")
                 if not isinstance(kind, str) or not kind:
                     raise DatasetError(f"{where}: missing 'type' (e.g. mcq-4-choices, true_or_false)")
@@ -249,10 +232,6 @@ def _norm(text: str) -> str:
 
 def _polarity(word: str) -> bool | None:
     return True if word in _TRUE else False if word in _FALSE else None
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _options(problem: Problem) -> _Options:
@@ -338,32 +317,3 @@ def _gold(row: dict[str, Any], options: _Options, where: str) -> str:
         return label
     raise DatasetError(f"{where}: missing 'answerKey' / 'answer'")
 
-
-def _read_rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
-    """Rows of a JSON (list) or JSONL file, each with its "file: row N" location."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not valid UTF-8 (byte {e.start}: {e.reason}); re-save the file as UTF-8") from e
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror})") from e
-    text = text.lstrip("\ufeff")
-    stripped = text.lstrip()
-    if path.suffix == ".json" and stripped.startswith("["):
-        try:
-            rows = json.loads(text)
-        except ValueError as e:
-            raise DatasetError(f"{path}: invalid JSON ({e})") from e
-        numbered: Iterator[tuple[int, Any]] = enumerate(rows, 1)
-    else:
-        numbered = ((n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
-    for n, item in numbered:
-        where = f"{path}: row {n}"
-        if isinstance(item, str):
-            try:
-                item = json.loads(item)
-            except ValueError as e:
-                raise DatasetError(f"{where}: invalid JSON ({e})") from e
-        if not isinstance(item, dict):
-            raise DatasetError(f"{where}: a row must be a JSON object, got {type(item).__name__}")
-        yield item, where

