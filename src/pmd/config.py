@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from .errors import ConfigError
+from .prompts import ANSWER_INSTRUCTION
 
 
 def _f(default: Any, help: str) -> Any:
@@ -48,7 +49,7 @@ class EnvConfig:
     reveal_answer_in_feedback: bool = _f(False, "Put the gold answer into verifier feedback (leaks the label).")
     system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
     answer_instruction: str = _f(
-        "Give the final result on a line 'Answer: <answer>'.",
+        ANSWER_INSTRUCTION,
         "reasoning-gym: appended to each question, the answer format graded strictly (code/sciknoweval have their own).",
     )
 

@@ -2,6 +2,8 @@
 
 - the student's prompt (system message + the problem, nothing else): training, evaluation and the teacher all
   start from `student_messages`, so the student's view cannot drift apart between them;
+- how each task kind states its problem (`Environment.format_prompt`): the answer-format instruction of
+  reasoning-gym tasks, SciKnowEval's multiple-choice question, HumanEval's and LiveCodeBench's code questions;
 - the teacher's reprompt: the problem + the memory block + SDPO's demonstration and feedback (TRL's
   `solution_template` / `feedback_template` fill those two slots, as in SDPO);
 - the memory block and the labels of its lines (what retrieval packs for the teacher);
@@ -26,6 +28,45 @@ def student_messages(system_prompt: str, user_text: str) -> list[dict[str, str]]
         messages.append({"role": "system", "content": system_prompt})
     messages.append({"role": "user", "content": user_text})
     return messages
+
+
+# ------------------------------------------------------------------------------------------- task questions
+
+ANSWER_INSTRUCTION = "Give the final result on a line 'Answer: <answer>'."  # reasoning-gym default (env config)
+MCQ_BY_WORD = "Finish with a final line of the form 'Answer: X' where X is {choices}."
+MCQ_BY_LETTER = "Finish with a final line of the form 'Answer: X' where X is the letter of the correct option."
+
+
+def mcq_question(question: str, labels: Sequence[str], texts: Sequence[str]) -> str:
+    """A multiple-choice question; options listed by letter, or answered by word (true/false) when the labels
+    are the options themselves."""
+    if list(labels) == list(texts):
+        return f"{question}\n\n{MCQ_BY_WORD.format(choices=' or '.join(labels))}"
+    listed = "\n".join(f"{label}. {text}" for label, text in zip(labels, texts))
+    return f"{question}\n\nOptions:\n{listed}\n\n{MCQ_BY_LETTER}"
+
+
+def humaneval_question(function_prompt: str) -> str:
+    """HumanEval: complete a function given its signature and docstring."""
+    return (
+        "Complete the following Python function.\n\n"
+        f"```python\n{function_prompt}```\n\n"
+        "Reply with the complete function (signature included) in a single ```python code block."
+    )
+
+
+def livecodebench_question(question: str, title: str = "", starter_code: str = "") -> str:
+    """LiveCodeBench's own prompt wording: functional problems with starter code, else stdin/stdout programs."""
+    title = f"{title}\n\n" if title else ""
+    if starter_code:
+        fmt = ("You will use the following starter code to write the solution to the problem and enclose your "
+               f"code within delimiters.\n```python\n{starter_code}\n```")
+    else:
+        fmt = ("Read the inputs from stdin, solve the problem and write the answer to stdout (do not directly test "
+               "on the sample inputs). Enclose your code within delimiters as follows.\n"
+               "```python\n# YOUR CODE HERE\n```")
+    return (f"### Question:\n{title}{question}\n\n### Format: {fmt}\n\n"
+            "### Answer: (use the provided format with backticks)\n")
 
 
 # ------------------------------------------------------------------------------------------- teacher

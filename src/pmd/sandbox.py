@@ -1,7 +1,9 @@
 """Run untrusted, model-written Python in a separate, resource-limited process.
 
 `run_python(code, stdin, limits)` never executes `code` in the caller's process. What protects the caller, and how
-strongly (Linux only):
+strongly (Linux only), follows. This module is over 500 lines on purpose: it is one concept, one boundary, and
+every layer below (rlimits, uid, namespaces, pumping output, killing the tree) is part of the same containment
+that a reviewer should be able to read and audit in one file.
 
 Kernel-enforced
   * rlimits, set in the child before any user code runs: RLIMIT_CPU (SIGXCPU, then SIGKILL one second later),

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import _f
 from ..errors import ConfigError, DatasetError
+from ..prompts import mcq_question
 from .answer import extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, clip, dataset_files, dedupe_and_split, read_rows
@@ -111,12 +112,7 @@ class SciKnowEvalEnvironment:
 
     def format_prompt(self, problem: Problem) -> str:
         options = _options(problem)
-        if options.labels == options.texts:  # true/false without listed options: answer by word
-            how = f"Finish with a final line of the form 'Answer: X' where X is {' or '.join(options.labels)}."
-            return f"{problem.question}\n\n{how}"
-        listed = "\n".join(f"{label}. {text}" for label, text in zip(options.labels, options.texts))
-        how = "Finish with a final line of the form 'Answer: X' where X is the letter of the correct option."
-        return f"{problem.question}\n\nOptions:\n{listed}\n\n{how}"
+        return mcq_question(problem.question, options.labels, options.texts)
 
     def verify(self, problem: Problem, response: str) -> Verdict:
         options = _options(problem)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from ...config import _f
 from ...errors import DatasetError
+from ...prompts import humaneval_question, livecodebench_question
 from ...sandbox import SandboxLimits
 from ..base import Problem, Verdict
 from ..data import SplitParams, build_params, check_split, dedupe_and_split
@@ -67,21 +68,8 @@ class CodeEnvironment:
     def format_prompt(self, problem: Problem) -> str:
         meta = problem.metadata
         if meta["kind"] == "humaneval":
-            return (
-                "Complete the following Python function.\n\n"
-                f"```python\n{meta['prompt']}```\n\n"
-                "Reply with the complete function (signature included) in a single ```python code block."
-            )
-        title = f"{meta['title']}\n\n" if meta.get("title") else ""
-        if meta.get("starter_code"):  # LiveCodeBench's own prompt wording
-            fmt = ("You will use the following starter code to write the solution to the problem and enclose your "
-                   f"code within delimiters.\n```python\n{meta['starter_code']}\n```")
-        else:
-            fmt = ("Read the inputs from stdin, solve the problem and write the answer to stdout (do not directly test "
-                   "on the sample inputs). Enclose your code within delimiters as follows.\n"
-                   "```python\n# YOUR CODE HERE\n```")
-        return (f"### Question:\n{title}{problem.question}\n\n### Format: {fmt}\n\n"
-                "### Answer: (use the provided format with backticks)\n")
+            return humaneval_question(meta["prompt"])
+        return livecodebench_question(problem.question, meta.get("title") or "", meta.get("starter_code") or "")
 
     def verify(self, problem: Problem, response: str) -> Verdict:
         meta = problem.metadata
