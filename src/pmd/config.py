@@ -359,6 +359,7 @@ def validate(cfg: RunConfig) -> None:
         "eval.max_new_tokens": cfg.eval.max_new_tokens,
         "eval.batch_size": cfg.eval.batch_size,
         "compare.eval_every": cfg.compare.eval_every,
+        "memory.reflection_batch_size": cfg.memory.reflection_batch_size,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -371,8 +372,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
     if cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
-    if cfg.memory.reflection_batch_size <= 0:
-        raise ConfigError(f"memory.reflection_batch_size: expected a positive integer, got {cfg.memory.reflection_batch_size}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

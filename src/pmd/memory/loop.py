@@ -70,7 +70,8 @@ class MemoryLoop:
         """Log what each teacher saw and store this step's rollouts as experience (one transaction each)."""
         if not self.is_writer:
             return
-        self.store.log_retrieval([m.to_record(step, j.problem.uid, i) for i, (j, m) in enumerate(zip(judged, retrieved))])
+        self.store.log_retrieval([m.to_record(step, j.problem.uid, i)
+                                  for i, (j, m) in enumerate(zip(judged, retrieved, strict=True))])
         if not self.growing(step):
             return
         self.store.add_experiences([
