@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,8 +37,14 @@ def cmd_train(args) -> int:
 
     cfg = _load(args)
     summary = run_training(cfg, evaluate_models=not args.no_eval, resume=args.resume)
-    print(json.dumps(summary, indent=2))
+    if _is_main_process():
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def _is_main_process() -> bool:
+    """Under torchrun / accelerate launch, only global rank 0 prints results and writes --out files."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def cmd_eval(args) -> int:
@@ -47,6 +54,8 @@ def cmd_eval(args) -> int:
     if args.model:
         cfg.model.name_or_path = args.model
     result = run_evaluation(cfg, memory_db=args.memory)
+    if not _is_main_process():
+        return 0
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")

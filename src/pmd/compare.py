@@ -14,13 +14,11 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import resource
 import statistics
 import time
 from pathlib import Path
-from typing import Any
-
-from transformers import TrainerCallback
 
 from .config import RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
@@ -50,35 +48,16 @@ def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
     return cfg
 
 
-class PeriodicEval(TrainerCallback):
-    """Memory-free held-out evaluation of the live policy every `every` steps, appended to metrics.jsonl."""
-
-    def __init__(self, cfg: RunConfig, suite: EnvironmentSuite, tokenizer, metrics_path: Path):
-        self.cfg, self.suite, self.tokenizer, self.path = cfg, suite, tokenizer, metrics_path
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        step = state.global_step
-        if step % self.cfg.compare.eval_every and step != state.max_steps:
-            return
-        if not state.is_world_process_zero:
-            return
-        append_eval(self.path, step, evaluate_live(self.cfg, self.suite, model, self.tokenizer))
-
-
-def evaluate_live(cfg: RunConfig, suite: EnvironmentSuite, model, tokenizer) -> dict:
+def evaluate_base(cfg: RunConfig) -> dict:
+    """Memory-free held-out evaluation of the base model (one process; `pmd compare` runs no distributed jobs)."""
     from .evaluate import evaluate
+    from .models import load_model_and_tokenizer, resolve_model
 
-    return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False)
-
-
-def append_eval(path: Path, step: int, result: dict) -> None:
-    row: dict[str, Any] = {"step": step}
-    for key, value in result["overall"].items():
-        row[f"eval/{key}"] = value
-    for fam, metrics in result["families"].items():
-        row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+    resolve_model(cfg.model.name_or_path)
+    suite = EnvironmentSuite.from_config(cfg.env)
+    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, cfg.model.dtype)
+    return evaluate(model, tok, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt, seed=cfg.train.seed,
+                    show_progress=False)
 
 
 def _cpu_seconds() -> float:
@@ -91,10 +70,8 @@ def _cpu_seconds() -> float:
 def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     """Train one variant/seed with periodic evaluation, resuming if interrupted. Reached only through
     `run_isolated`, which has already skipped finished runs and checked the folder's config."""
-    from transformers import AutoTokenizer
-
     from .pipeline import _last_checkpoint, preflight
-    from .trainer import train
+    from .trainer import append_eval, train
 
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written
@@ -105,10 +82,8 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     if resume_from is None:
         metrics.unlink(missing_ok=True)
         append_eval(metrics, 0, base_eval)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     cpu0, wall0 = _cpu_seconds(), time.time()
-    summary = train(cfg, run_dir, model_path, suite, resume_from=resume_from,
-                    callbacks=[PeriodicEval(cfg, suite, tokenizer, metrics)])
+    summary = train(cfg, run_dir, model_path, suite, resume_from=resume_from, eval_every=cfg.compare.eval_every)
     summary["cpu_minutes"] = (_cpu_seconds() - cpu0) / 60
     summary["wall_minutes"] = (time.time() - wall0) / 60
     final = [r for r in read_metrics(run_dir) if "eval/greedy_accuracy" in r][-1]
@@ -135,8 +110,9 @@ def _finished(cfg: RunConfig) -> bool:
 
 def run_compare(base: RunConfig) -> Path:
     """Run every (variant, seed) not yet finished, then write curves + table. Returns the table's path."""
-    from .models import load_model_and_tokenizer, resolve_model
-
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise ConfigError("pmd compare runs each (variant, seed) as its own single-process job; launch it without "
+                          "torchrun / accelerate (scale out single runs with pmd train)")
     for v in base.compare.variants:
         for seed in base.compare.seeds:
             _finished(variant_config(base, v, seed))  # validate names and earlier runs before hours of compute
@@ -145,11 +121,7 @@ def run_compare(base: RunConfig) -> Path:
     save_config(base, out / "config.yaml")
     base_path = out / "eval_base.json"
     if not base_path.is_file():
-        resolve_model(base.model.name_or_path)
-        suite = EnvironmentSuite.from_config(base.env)
-        model, tok = load_model_and_tokenizer(base.model.name_or_path, base.model.dtype)
-        base_path.write_text(json.dumps(evaluate_live(base, suite, model, tok), indent=2), encoding="utf-8")
-        del model
+        base_path.write_text(json.dumps(evaluate_base(base), indent=2), encoding="utf-8")
     base_eval = json.loads(base_path.read_text())
     for seed in base.compare.seeds:
         for variant in base.compare.variants:

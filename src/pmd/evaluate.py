@@ -3,6 +3,10 @@
 Reports per task family: greedy accuracy, avg@k (mean success over k samples), pass@k (any of k), the strict
 format rate, and lenient accuracy (answers found only by the fallback extractor), so format and content are
 distinguishable. `memory_at_inference` exists only to compare against; PMD's claim is the memory-free number.
+
+On several processes the problems are sharded over ranks (each rank generates and verifies its share with its own
+copy or view of the model) and the samples are gathered, so every rank returns the same result. Every rank runs
+the same number of generate calls, which sharded parameters (ZeRO-3, FSDP) need.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import EvalConfig
+from .dist import Ranks
 from .envs import EnvironmentSuite, Problem
 from .prompts import student_messages, student_text_with_memory
 
@@ -65,10 +70,14 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, t
 
 def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem], cfg: EvalConfig, system_prompt: str,
              memory_for: Callable[[Problem], str] | None = None, seed: int = 0,
-             show_progress: bool = True) -> dict:
-    """Score `problems` greedily and with `cfg.num_samples` samples each. Returns a JSON-ready dict."""
+             show_progress: bool = True, ranks: Ranks | None = None) -> dict:
+    """Score `problems` greedily and with `cfg.num_samples` samples each. Returns a JSON-ready dict.
+
+    With `ranks`, every rank must call this with the same problems; rank r takes problems r, r + world, ... and
+    samples with seed `seed + r` (so one process reproduces the single-process numbers exactly)."""
     if cfg.memory_at_inference and memory_for is None:
         raise ValueError("eval.memory_at_inference needs a memory store to retrieve from")
+    ranks = ranks or Ranks()
 
     def user_text(p: Problem) -> str:
         text = suite.format_prompt(p)
@@ -76,22 +85,30 @@ def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem],
             text = student_text_with_memory(text, memory_for(p))
         return text
 
-    prompts = [student_messages(system_prompt, user_text(p)) for p in problems]
+    mine, per_rank = ranks.shard(len(problems))
+    local = [problems[i] for i in mine]
+    padded = local + local[:1] * (per_rank - len(local)) if local else problems[:1] * per_rank
+    prompts = [student_messages(system_prompt, user_text(p)) for p in padded]
     total = len(prompts) * (1 + cfg.num_samples)
-    bar = _progress_bar(total, "eval", show_progress)
+    bar = _progress_bar(total, "eval", show_progress and ranks.is_main)
     tick = bar.update if bar is not None else None
-    torch.manual_seed(seed)
-    samples: list[Sample] = []
+    torch.manual_seed(seed + ranks.index)
+    samples: list[tuple[int, Sample]] = []
     greedy_out = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, True, cfg.batch_size, tick)
-    samples += _judge(suite, problems, greedy_out, greedy=True)
+    samples += zip(mine, _judge(suite, local, greedy_out[: len(local)], greedy=True))
     if cfg.num_samples:
-        repeated = [p for p in prompts for _ in range(cfg.num_samples)]
+        k = cfg.num_samples
+        repeated = [p for p in prompts for _ in range(k)]
         sampled = generate(model, tokenizer, repeated, cfg.max_new_tokens, cfg.temperature, False, cfg.batch_size, tick,
                            top_p=cfg.top_p)
-        samples += _judge(suite, [p for p in problems for _ in range(cfg.num_samples)], sampled, greedy=False)
+        samples += zip([i for i in mine for _ in range(k)],
+                       _judge(suite, [p for p in local for _ in range(k)], sampled[: len(local) * k], greedy=False))
     if bar is not None:
         bar.close()
-    return summarise(samples, cfg.num_samples, memory_at_inference=cfg.memory_at_inference)
+    gathered = [pair for part in ranks.gather(samples) for pair in part]
+    # problem order, greedy samples first: the order one process produces
+    gathered.sort(key=lambda pair: (not pair[1].greedy, pair[0]))
+    return summarise([s for _, s in gathered], cfg.num_samples, memory_at_inference=cfg.memory_at_inference)
 
 
 def _judge(suite: EnvironmentSuite, problems: list[Problem], responses: list[str], greedy: bool) -> list[Sample]:

@@ -4,6 +4,9 @@ The run directory is the run's whole state: resolved config, metrics.jsonl, memo
 final/ weights, eval_*.json, summary.json and report.md. Everything that can be checked (model, datasets, memory
 seed, whether the directory already holds a run) is checked before any of it is written, so a bad input leaves
 the disk as it was. `resume=True` continues from the last complete checkpoint (see checkpoint.py).
+
+Under torchrun / accelerate launch every rank runs these jobs: every rank checks the inputs (read-only), the main
+process alone decides about and writes the run directory, and evaluation is sharded over the ranks and gathered.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 from .checkpoint import atomic_write_text, last_complete_checkpoint
 from .config import RunConfig, config_changes, save_config
+from .dist import Ranks
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, ConfigError, DatasetError, PMDError
 from .models import check_model, load_model_and_tokenizer, resolve_model
@@ -24,20 +28,34 @@ from .models import check_model, load_model_and_tokenizer, resolve_model
 logger = logging.getLogger(__name__)
 
 
-def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, memory_db: str | None = None) -> dict:
+def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, memory_db: str | None = None,
+                    ranks: Ranks | None = None) -> dict:
+    """Load `model_name` on this rank's device and evaluate its share of the held-out problems (every rank calls
+    this; every rank gets the whole result)."""
+    import gc
+
+    import torch
+    from accelerate import PartialState
+
     from .evaluate import evaluate
 
-    model, tokenizer = load_model_and_tokenizer(model_name, cfg.model.dtype)
+    ranks = ranks or Ranks()
+    device = str(PartialState().device) if ranks.distributed else None
+    model, tokenizer = load_model_and_tokenizer(model_name, cfg.model.dtype, device=device)
     memory_for = None
     store = None
     if cfg.eval.memory_at_inference:
         memory_for, store = _memory_prompt(cfg, suite, memory_db, tokenizer)
     try:
         return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                        memory_for=memory_for, seed=cfg.train.seed)
+                        memory_for=memory_for, seed=cfg.train.seed, ranks=ranks)
     finally:
         if store is not None:
             store.close()
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the trainer loads its own copy next
 
 
 def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | None, tokenizer):
@@ -56,7 +74,7 @@ def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | Non
 
 def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:
     suite = EnvironmentSuite.from_config(cfg.env)
-    return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db)
+    return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db, ranks=Ranks.current())
 
 
 def preflight(cfg: RunConfig) -> tuple[str, EnvironmentSuite]:
@@ -105,33 +123,44 @@ def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> str | None:
     return str(ckpt)
 
 
-def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
-    model_path, suite = preflight(cfg)  # fail fast on bad input before any work or any write
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, evaluate_models: bool) -> tuple[str | None, bool]:
+    """Main process: where training starts (a checkpoint or None) and whether the base model still needs
+    evaluating; writes the resolved config once the start point is accepted."""
     resume_from = _start_point(cfg, run_dir, resume)
-    from .report import write_report
-    from .trainer import train
-
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / ".config.yaml.tmp"
     save_config(cfg, tmp)
     os.replace(tmp, run_dir / "config.yaml")
+    return resume_from, evaluate_models and not (run_dir / "eval_base.json").is_file()
+
+
+def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Every rank calls this; the main process's summary carries the report path, the others' do not."""
+    ranks = Ranks.current()
+    run_dir = Path(cfg.run_dir)
+    model_path, suite = preflight(cfg)  # fail fast on bad input before any work or any write (every rank, read-only)
+    resume_from, need_base = ranks.on_main(lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models))
+    from .report import write_report
+    from .trainer import train
+
     summary: dict[str, Any] = {"algo": cfg.train.algo, "model": cfg.model.name_or_path}
     eval_seconds = 0.0
-    if evaluate_models:
-        base_path = run_dir / "eval_base.json"
-        if not base_path.is_file():
-            t0 = time.time()
-            base = _evaluate_model(cfg, suite, cfg.model.name_or_path)
-            eval_seconds += time.time() - t0
-            atomic_write_text(base_path, json.dumps(base, indent=2))
-    t0 = time.time()
-    summary.update(train(cfg, run_dir, model_path, suite, resume_from=resume_from))
-    summary["train_seconds"] = time.time() - t0
-    if evaluate_models:
+    if need_base:
         t0 = time.time()
-        trained = _evaluate_model(cfg, suite, summary["final_model"])
+        base = _evaluate_model(cfg, suite, cfg.model.name_or_path, ranks=ranks)
         eval_seconds += time.time() - t0
+        if ranks.is_main:
+            atomic_write_text(run_dir / "eval_base.json", json.dumps(base, indent=2))
+    t0 = time.time()
+    summary.update(train(cfg, run_dir, model_path, suite, resume_from=resume_from, ranks=ranks,
+                         evaluate_trained=evaluate_models))
+    trained = summary.pop("eval_trained", None)
+    trained_seconds = summary.pop("eval_trained_seconds", 0.0)
+    eval_seconds += trained_seconds
+    summary["train_seconds"] = time.time() - t0 - trained_seconds
+    if not ranks.is_main:
+        return summary
+    if trained is not None:
         atomic_write_text(run_dir / "eval_trained.json", json.dumps(trained, indent=2))
         base = json.loads((run_dir / "eval_base.json").read_text())
         summary["base_greedy_accuracy"] = base["overall"]["greedy_accuracy"]

@@ -24,11 +24,13 @@ TRL's. SDPO runs the same order without memory: TRL's own builder, given per-rol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
@@ -38,9 +40,10 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, read_manifest, restore_run_state,
-                         save_teacher, write_manifest)
+from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
+                         write_manifest)
 from .config import RunConfig
+from .dist import Ranks, SharedGeneration
 from .envs import EnvironmentSuite
 from .errors import CheckpointError
 from .memory.loop import LoopStats, MemoryLoop
@@ -146,20 +149,27 @@ class CheckpointCallback(TrainerCallback):
     """Completes each Trainer checkpoint with what TRL does not save (memory store, EMA teacher, memory-loop
     counters), then writes its manifest, which marks it complete. Added last, so it runs after the Trainer's save."""
 
-    def __init__(self, trainer, loop: MemoryLoop | None):
+    def __init__(self, trainer, loop: MemoryLoop | None, ranks: Ranks):
         self.trainer = trainer
         self.loop = loop
+        self.ranks = ranks
 
     def on_save(self, args, state, control, **kwargs):
+        # Every rank writes its own files into the checkpoint (rng_state_R.pth); the manifest, which declares the
+        # checkpoint complete and lists its files, comes after all of them.
+        self.ranks.barrier()
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        teacher = ema_teacher(self.trainer)
+        if teacher is not None:
+            with whole_teacher(self.trainer, writer=None) as full:  # every rank: sharded weights are gathered
+                if state.is_world_process_zero:
+                    ckpt.mkdir(parents=True, exist_ok=True)
+                    save_teacher(full, ckpt / TEACHER_FILE)
         if not state.is_world_process_zero:
             return
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         ckpt.mkdir(parents=True, exist_ok=True)
-        teacher = ema_teacher(self.trainer)
         if self.loop is not None:
             self.loop.store.backup_to(ckpt / MEMORY_FILE)
-        if teacher is not None:
-            save_teacher(teacher, ckpt / TEACHER_FILE)
         write_manifest(ckpt, state.global_step, has_memory=self.loop is not None, has_teacher=teacher is not None,
                        loop_stats=asdict(self.loop.stats) if self.loop is not None else None)
 
@@ -207,6 +217,30 @@ def ema_teacher(trainer) -> torch.nn.Module | None:
     return trainer.accelerator.unwrap_model(teacher)
 
 
+@contextlib.contextmanager
+def whole_teacher(trainer, writer: int | None):
+    """The EMA teacher with all its weights on this rank, for saving (`writer=None`: read-only) or loading (`writer`:
+    the rank whose changes count). Every rank must enter: under ZeRO-3 the teacher is partitioned and is gathered
+    (changes by `writer` are scattered back on exit); under FSDP its full parameters are summoned. Untested without
+    GPUs: the CPU suite runs the plain (DDP / single-process) branch."""
+    teacher = ema_teacher(trainer)
+    wrapped = trainer.teacher_model
+    if getattr(getattr(trainer.accelerator, "state", None), "deepspeed_plugin", None) is not None:
+        import deepspeed
+
+        if getattr(trainer.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3:
+            with deepspeed.zero.GatheredParameters(list(teacher.parameters()), modifier_rank=writer):
+                yield teacher
+            return
+    if getattr(trainer, "is_fsdp_enabled", False):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        with FSDP.summon_full_params(wrapped, writeback=writer is not None):
+            yield teacher
+        return
+    yield teacher
+
+
 def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest: Manifest) -> None:
     """What `Trainer.train(resume_from_checkpoint=...)` does not restore: the EMA teacher, the memory loop's
     cumulative counters, and TRL's micro-step counter (which decides when rollouts are regenerated)."""
@@ -215,16 +249,33 @@ def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest:
         if not manifest.has_teacher:
             raise CheckpointError(f"{ckpt}: no EMA teacher weights in this checkpoint, but train.teacher_model_kind "
                                   "is 'ema'; resume with the config the run was started with")
-        load_teacher(teacher, ckpt / TEACHER_FILE)
+        with whole_teacher(trainer, writer=0) as full:
+            load_teacher(full, ckpt / TEACHER_FILE)
     if loop is not None and manifest.loop_stats is not None:
         loop.stats = LoopStats(**manifest.loop_stats)
     if hasattr(trainer, "_step"):
         trainer._step = manifest.step * trainer.args.gradient_accumulation_steps
 
 
+@contextlib.contextmanager
+def policy_for_generation(trainer):
+    """The policy as it is now, ready to `generate` outside TRL's loop, entered the way TRL's own generation enters
+    it: DDP unwrapped, ZeRO-3 parameters gathered, the FSDP root summoned. Under ZeRO-3 / FSDP every rank must enter
+    together and make the same generate calls (`dist.generate_on_ranks` arranges that)."""
+    from trl.models import unwrap_model_for_generation
+
+    fsdp = contextlib.nullcontext()
+    if getattr(trainer, "is_fsdp_enabled", False):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        fsdp = FSDP.summon_full_params(trainer.model_wrapped, recurse=False)
+    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                     gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model, fsdp:
+        yield model
+
+
 class PolicyGenerator:
-    """Greedy chat generation with the policy as it is now (the trainer's model, unwrapped from accelerate), for
-    policy-written reflection."""
+    """Greedy chat generation with the policy as it is now, for policy-written reflection (this rank's share)."""
 
     def __init__(self, trainer, tokenizer, max_new_tokens: int, batch_size: int):
         self.trainer = trainer
@@ -235,17 +286,17 @@ class PolicyGenerator:
     def __call__(self, prompts: list[list[dict]]) -> list[str]:
         from .evaluate import generate
 
-        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
-        return generate(model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
+        with policy_for_generation(self.trainer) as model:
+            return generate(model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
 
 
 class ModelGenerator:
-    """Greedy chat generation with a separate reflector model (loaded once, never trained)."""
+    """Greedy chat generation with a separate reflector model (loaded once per rank on its device, never trained)."""
 
-    def __init__(self, name_or_path: str, dtype: str, max_new_tokens: int, batch_size: int):
+    def __init__(self, name_or_path: str, dtype: str, max_new_tokens: int, batch_size: int, device: str | None = None):
         from .models import load_model_and_tokenizer
 
-        self.model, self.tokenizer = load_model_and_tokenizer(name_or_path, dtype)
+        self.model, self.tokenizer = load_model_and_tokenizer(name_or_path, dtype, device=device)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 
@@ -255,20 +306,24 @@ class ModelGenerator:
         return generate(self.model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
 
 
-def make_reflector(cfg: RunConfig, trainer, tokenizer) -> Reflector:
-    """`memory.reflector`: 'feedback-stats' (deterministic), 'policy', or a separate model's HF id / path."""
+def make_reflector(cfg: RunConfig, trainer, tokenizer, ranks: Ranks) -> tuple[Reflector, SharedGeneration | None]:
+    """`memory.reflector`: 'feedback-stats' (deterministic), 'policy', or a separate model's HF id / path. A model
+    reflector's generation is shared by every rank (the policy may be sharded; a separate model is split by work)."""
     m = cfg.memory
     if m.reflector == "feedback-stats":
-        return FeedbackStatsReflector()
+        return FeedbackStatsReflector(), None
     if m.reflector == "policy":
-        return ModelReflector(PolicyGenerator(trainer, tokenizer, m.reflection_max_tokens, m.reflection_batch_size),
-                              name="policy")
-    generator = ModelGenerator(m.reflector, cfg.model.dtype, m.reflection_max_tokens, m.reflection_batch_size)
-    return ModelReflector(generator, name=m.reflector)
+        local = PolicyGenerator(trainer, tokenizer, m.reflection_max_tokens, m.reflection_batch_size)
+    else:
+        local = ModelGenerator(m.reflector, cfg.model.dtype, m.reflection_max_tokens, m.reflection_batch_size,
+                               device=str(trainer.accelerator.device))
+    shared = SharedGeneration(ranks, local)
+    return ModelReflector(shared, name=m.reflector), shared
 
 
 def open_memory(cfg: RunConfig, run_dir: Path) -> MemoryStore:
-    """The run's memory store; `memory.load_from` seeds it with a copy (the source file is never written)."""
+    """The run's memory store; `memory.load_from` seeds it with a copy (the source file is never written). Main
+    process only: one writer per SQLite file."""
     path = run_dir / MEMORY_FILE
     if cfg.memory.load_from and not path.exists():
         MemoryStore.restore(cfg.memory.load_from, path)
@@ -286,10 +341,11 @@ def lora_config(cfg: RunConfig):
 
 
 def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_dir: Path,
-                  model=None, tokenizer=None, callbacks: list | None = None):
+                  model=None, tokenizer=None, callbacks: list | None = None, ranks: Ranks | None = None):
     """Construct the TRL trainer for `cfg.train.algo` (grpo | sdpo | pmd). Returns (trainer, memory_loop | None)."""
     from transformers import AutoTokenizer
 
+    ranks = ranks or Ranks.current()
     algo = cfg.train.algo
     args = trl_config(cfg, str(run_dir / "checkpoints"))
     dataset = build_dataset(suite, "train", cfg.env.system_prompt)
@@ -312,58 +368,108 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         if algo == "sdpo":
             trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, verdicts=reward)
         else:
-            loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer)
+            loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
     trainer.add_callback(SamplerReplayCallback())
-    trainer.add_callback(CheckpointCallback(trainer, loop))
+    trainer.add_callback(CheckpointCallback(trainer, loop, ranks))
     return trainer, loop
 
 
 def attach_memory(cfg: RunConfig, trainer, reward: EnvironmentReward, suite: EnvironmentSuite, run_dir: Path,
-                  tokenizer) -> MemoryLoop:
+                  tokenizer, ranks: Ranks) -> MemoryLoop:
     """PMD: the memory loop joins the trainer at two points, the teacher-context builder (steps 3-6) and the
-    step-end callback (step 8)."""
+    step-end callback (step 8). The store lives on the main process only."""
     def count_tokens(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
 
-    loop = MemoryLoop(open_memory(cfg, run_dir), cfg.memory, suite, count_tokens,
-                      make_reflector(cfg, trainer, tokenizer), is_writer=trainer.accelerator.is_main_process)
+    reflector, shared = make_reflector(cfg, trainer, tokenizer, ranks)
+    store = open_memory(cfg, run_dir) if ranks.is_main else None
+    loop = MemoryLoop(store, cfg.memory, suite, count_tokens, reflector, ranks=ranks, shared=shared)
     trainer.teacher_context_builder = MemoryTeacherContextBuilder(trainer, memory=loop, verdicts=reward)
     trainer.add_callback(MemoryCallback(loop))
     return loop
 
 
+class PeriodicEval(TrainerCallback):
+    """Memory-free held-out evaluation of the live policy every `every` steps (and at the last), with every rank
+    taking its share; the main process appends the result to metrics.jsonl as `eval/...` keys."""
+
+    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, metrics_path: Path, every: int,
+                 ranks: Ranks):
+        self.trainer, self.cfg, self.suite, self.path, self.every, self.ranks = (trainer, cfg, suite, metrics_path,
+                                                                                 every, ranks)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if step % self.every and step != state.max_steps:
+            return
+        result = evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks)
+        if self.ranks.is_main:
+            append_eval(self.path, step, result)
+
+
+def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> dict:
+    """Memory-free held-out evaluation of the policy in the trainer, sharded over ranks (every rank calls this)."""
+    from .evaluate import evaluate
+
+    with policy_for_generation(trainer) as model:
+        return evaluate(model, trainer.processing_class, suite, suite.problems("eval"), cfg.eval,
+                        cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False, ranks=ranks)
+
+
+def append_eval(path: Path, step: int, result: dict) -> None:
+    """One metrics.jsonl row with the held-out accuracy (overall and per family) at `step`."""
+    row: dict[str, Any] = {"step": step}
+    for key, value in result["overall"].items():
+        row[f"eval/{key}"] = value
+    for fam, metrics in result["families"].items():
+        row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,
-          resume_from: str | None = None, callbacks: list | None = None) -> dict[str, Any]:
+          resume_from: str | None = None, callbacks: list | None = None, ranks: Ranks | None = None,
+          eval_every: int = 0, evaluate_trained: bool = False) -> dict[str, Any]:
     """Run training; saves the final weights to `run_dir/final` and returns a summary.
 
     With `resume_from` (a complete checkpoint dir), run_dir is first put back to that checkpoint's step (memory,
     metrics; see checkpoint.py) and training continues exactly where it stopped. Without, training starts over:
-    state no checkpoint captured (a memory store, metrics rows, partial checkpoints) is discarded."""
-    from accelerate import PartialState
+    state no checkpoint captured (a memory store, metrics rows, partial checkpoints) is discarded.
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Every rank calls this. `eval_every` > 0 evaluates the live policy during training (PeriodicEval);
+    `evaluate_trained` evaluates the trained policy in place, before the trainer is gone (summary key
+    `eval_trained`), so no rank has to read `final/` back from a filesystem it may not share."""
+    ranks = ranks or Ranks.current()
     ckpt = Path(resume_from) if resume_from else None
-    ranks = PartialState(cpu=not torch.cuda.is_available())  # as trl_config decides use_cpu
-    if ranks.is_main_process:  # one writer for the run directory; the other ranks wait, then read
-        manifest = restore_run_state(run_dir, ckpt)
-    ranks.wait_for_everyone()
-    if not ranks.is_main_process:
-        manifest = read_manifest(ckpt) if ckpt is not None else None
-    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=callbacks)
+    # one writer for the run directory; the others wait for it, then receive the checkpoint's manifest
+    manifest = ranks.on_main(lambda: _restore(run_dir, ckpt))
+    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=callbacks, ranks=ranks)
     trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop))
+    if eval_every:
+        trainer.add_callback(PeriodicEval(trainer, cfg, suite, run_dir / "metrics.jsonl", eval_every, ranks))
     try:
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)
         trainer.train(resume_from_checkpoint=resume_from)
-        _save_final(trainer, run_dir / "final")
         summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final")}
-        if loop is not None:
+        if evaluate_trained:
+            t0 = time.time()
+            summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)
+            summary["eval_trained_seconds"] = time.time() - t0
+        _save_final(trainer, run_dir / "final")
+        ranks.barrier()  # `final/` is whole before any rank goes on
+        if loop is not None and loop.store is not None:
             summary["memory"] = loop.store.counts()
             summary["reflector"] = loop.reflector.name
     finally:
-        if loop is not None:
+        if loop is not None and loop.store is not None:
             loop.store.close()
     return summary
+
+
+def _restore(run_dir: Path, ckpt: Path | None) -> Manifest | None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return restore_run_state(run_dir, ckpt)
 
 
 def _save_final(trainer, final: Path) -> None:

@@ -6,17 +6,23 @@
 - `end_step(step)`: reflection (insights) and consolidation (patterns) on their schedules.
 
 Freezing memory (`memory.mode: frozen`) stops recording, reflection and consolidation after
-`freeze_after_steps`; retrieval continues from the frozen store. Only the main process writes (`is_writer`);
-other ranks read (SQLite WAL allows concurrent readers).
+`freeze_after_steps`; retrieval continues from the frozen store.
+
+On several processes only the main process holds the store: it retrieves for the global batch and broadcasts the
+texts (so every rank builds its teachers from the same memory, with no filesystem shared between nodes), records,
+reflects and consolidates. When the policy writes the reflections, the other ranks take part in its generation
+(`SharedGeneration`), because sharded parameters need every rank in every forward pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import MemoryConfig
+from ..dist import Ranks, SharedGeneration
 from ..envs import EnvironmentSuite
 from ..rewards import Judged
 from .patterns import consolidate
@@ -41,15 +47,23 @@ class LoopStats:
 
 
 class MemoryLoop:
-    def __init__(self, store: MemoryStore, cfg: MemoryConfig, suite: EnvironmentSuite,
-                 count_tokens: Callable[[str], int], reflector: Reflector, is_writer: bool = True):
+    def __init__(self, store: MemoryStore | None, cfg: MemoryConfig, suite: EnvironmentSuite,
+                 count_tokens: Callable[[str], int], reflector: Reflector, ranks: Ranks | None = None,
+                 shared: SharedGeneration | None = None):
+        self.ranks = ranks or Ranks()
+        self.shared = shared  # the reflector's generation, when every rank must take part in it
+        if self.ranks.is_main == (store is None):
+            raise ValueError("the main process holds the memory store, and only it")
         self.store = store
         self.cfg = cfg
         self.suite = suite
         self.count_tokens = count_tokens
         self.reflector = reflector
-        self.is_writer = is_writer
         self.stats = LoopStats()
+
+    @property
+    def is_writer(self) -> bool:
+        return self.store is not None
 
     def growing(self, step: int) -> bool:
         """Whether memory still learns at `step` (False once a frozen memory has been frozen)."""
@@ -58,17 +72,20 @@ class MemoryLoop:
     # ------------------------------------------------------------------------------------ teacher side
 
     def retrieve(self, problem_uids: list[str], step: int) -> list[RetrievedMemory]:
-        """Memory for each sample's teacher (one retrieval per distinct problem), this step's rollouts excluded."""
+        """Memory for each sample's teacher (one retrieval per distinct problem), this step's rollouts excluded.
+        Every rank calls this with the same global batch; the main process retrieves and broadcasts."""
         by_uid: dict[str, RetrievedMemory] = {}
-        for uid in problem_uids:
-            if uid not in by_uid:
-                by_uid[uid] = retrieve(self.store, self.suite.problem(uid), self.count_tokens, self.cfg.retrieval,
-                                       exclude_experience_step=step)
+        if self.store is not None:
+            for uid in problem_uids:
+                if uid not in by_uid:
+                    by_uid[uid] = retrieve(self.store, self.suite.problem(uid), self.count_tokens,
+                                           self.cfg.retrieval, exclude_experience_step=step)
+        by_uid = self.ranks.broadcast(by_uid)
         return [by_uid[uid] for uid in problem_uids]
 
     def record(self, step: int, judged: list[Judged], retrieved: list[RetrievedMemory]) -> None:
         """Log what each teacher saw and store this step's rollouts as experience (one transaction each)."""
-        if not self.is_writer:
+        if self.store is None:
             return
         self.store.log_retrieval([m.to_record(step, j.problem.uid, i)
                                   for i, (j, m) in enumerate(zip(judged, retrieved, strict=True))])
@@ -91,13 +108,20 @@ class MemoryLoop:
         self.maybe_consolidate(step)
 
     def maybe_reflect(self, step: int) -> ReflectionResult | None:
-        """Reflect on problems with attempts since the last reflection, every `reflect_every` steps."""
-        if not self.is_writer or not self.growing(step) or (step + 1) % self.cfg.reflect_every:
+        """Reflect on problems with attempts since the last reflection, every `reflect_every` steps. Every rank
+        calls this; the others only serve the generation of a model reflector."""
+        if not self.growing(step) or (step + 1) % self.cfg.reflect_every:
+            return None
+        shared = self.shared
+        if self.store is None:
+            if shared is not None:
+                shared.serve()
             return None
         last = self.store.meta_get(LAST_REFLECTED, -1)
         uids = self.store.problems_with_experience_since(last + 1)
         attempts = {uid: self.store.experiences(problem_uid=uid, since_step=last + 1) for uid in uids}
-        result = self.reflector.reflect(attempts, {uid: self.suite.problem(uid).question for uid in uids})
+        with shared.session() if shared is not None else contextlib.nullcontext():
+            result = self.reflector.reflect(attempts, {uid: self.suite.problem(uid).question for uid in uids})
         with self.store.transaction():
             for uid, drafts in _by_problem(attempts, result).items():
                 for d in drafts:
@@ -114,7 +138,7 @@ class MemoryLoop:
 
     def maybe_consolidate(self, step: int):
         """Promote and retire cross-problem patterns, every `consolidate_every` steps."""
-        if not self.is_writer or not self.growing(step) or (step + 1) % self.cfg.consolidate_every:
+        if self.store is None or not self.growing(step) or (step + 1) % self.cfg.consolidate_every:
             return None
         report = consolidate(self.store, step, self.cfg.consolidation)
         self.stats.promoted += report.promoted
@@ -122,6 +146,9 @@ class MemoryLoop:
         return report
 
     def metrics(self) -> dict[str, float]:
+        """Memory counts and reflection totals (main process; other ranks hold no store and report nothing)."""
+        if self.store is None:
+            return {}
         counts = self.store.counts()
         s = self.stats
         out = {f"memory/{k}": float(v) for k, v in counts.items()}

@@ -1,0 +1,153 @@
+"""The processes of one run: who writes, and how the others learn what the writer decided.
+
+Scale rules (../DESIGN.md): only the main process writes the run directory and the memory store; other ranks wait
+at barriers and receive what they need as Python objects over torch.distributed (gloo on CPU, NCCL on GPU), so no
+rank assumes a filesystem shared with another node. Every collective here must be reached by every rank, in the
+same order; each caller says which ranks reach it.
+
+In one process every operation is a local no-op, so single-process runs take exactly the code path they always
+took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from .errors import PMDError
+
+T = TypeVar("T")
+
+
+class Ranks:
+    """This process's place among the run's processes (as accelerate's `PartialState` set them up)."""
+
+    def __init__(self, index: int = 0, world: int = 1):
+        self.index = index
+        self.world = world
+
+    @classmethod
+    def current(cls) -> Ranks:
+        """Start (or join) the process group the launcher described (torchrun / accelerate launch env vars)."""
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())  # as trl_args decides use_cpu
+        return cls(state.process_index, state.num_processes)
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def broadcast(self, obj: T) -> T:
+        """The main process's `obj` on every rank (others pass anything, e.g. None)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the main process only and hand its result to every rank. A `PMDError` it raises (a bad input,
+        a refused run dir) is raised on every rank with the same one-line message, so all ranks stop together
+        instead of the others hanging at the next collective."""
+        result: Any = None
+        error: str | None = None
+        if self.is_main:
+            try:
+                result = fn()
+            except PMDError as exc:
+                error = f"{type(exc).__name__}\0{exc}"
+        result, error = self.broadcast((result, error))
+        if error is not None:
+            raise _rebuild(error)
+        return result
+
+    def shard(self, n: int) -> tuple[list[int], int]:
+        """Which of `n` items this rank takes (strided), and how many every rank must process so that each does the
+        same number of generate calls (sharded parameters under ZeRO-3 / FSDP need every rank in every forward)."""
+        mine = list(range(self.index, n, self.world))
+        per_rank = -(-n // self.world) if n else 0
+        return mine, per_rank
+
+
+def interleave(parts: Sequence[Sequence[T]], n: int) -> list[T]:
+    """Undo `Ranks.shard`: rank r's i-th item is item r + i * world (padding past `n` dropped). Pure."""
+    world = len(parts)
+    out: list[Any] = [None] * n
+    for r, items in enumerate(parts):
+        for i, item in enumerate(items):
+            j = r + i * world
+            if j < n:
+                out[j] = item
+    return out
+
+
+def generate_on_ranks(ranks: Ranks, prompts: list[T], generate: Callable[[list[T]], list[str]]) -> list[str]:
+    """Generate for `prompts` (the same list on every rank) with the work sharded over ranks; every rank returns all
+    outputs. Each rank pads its share to the same length, so all ranks make the same generate calls."""
+    mine, per_rank = ranks.shard(len(prompts))
+    local = [prompts[i] for i in mine]
+    padded = local + prompts[:1] * (per_rank - len(local))
+    out = generate(padded)[: len(local)] if padded else []
+    return interleave(ranks.gather(out), len(prompts))
+
+
+class SharedGeneration:
+    """Generation that the main process asks for and every rank takes part in.
+
+    Policy-written reflection runs where the memory is, on the main process, but the policy's parameters may be
+    sharded (ZeRO-3 / FSDP), so a forward pass needs every rank. The main process calls this object like a
+    generator inside `session()`; meanwhile the other ranks sit in `serve()`, receive each request, generate their
+    share and return it, until the session ends. `generate` is this rank's local generator."""
+
+    def __init__(self, ranks: Ranks, generate: Callable[[list[Any]], list[str]]):
+        self.ranks = ranks
+        self.generate = generate
+
+    def __call__(self, prompts: list[Any]) -> list[str]:
+        """Main process: generate for `prompts`, sharded over every rank."""
+        prompts = self.ranks.broadcast(list(prompts))
+        return generate_on_ranks(self.ranks, prompts, self.generate)
+
+    @contextlib.contextmanager
+    def session(self):
+        """Main process: the followers serve until this exits, even when it exits with an error."""
+        try:
+            yield self
+        finally:
+            self.ranks.broadcast(None)
+
+    def serve(self) -> None:
+        """Other ranks: take part in each of the main process's requests until its session ends."""
+        while True:
+            prompts = self.ranks.broadcast(None)
+            if prompts is None:
+                return
+            generate_on_ranks(self.ranks, prompts, self.generate)
+
+
+def _rebuild(error: str) -> PMDError:
+    from . import errors
+
+    name, message = error.split("\0", 1)
+    cls = getattr(errors, name, PMDError)
+    return cls(message) if isinstance(cls, type) and issubclass(cls, PMDError) else PMDError(message)

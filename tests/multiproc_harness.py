@@ -1,0 +1,80 @@
+"""Run `pmd` under torchrun with probes, for tests/test_multiprocess.py (not a test module itself).
+
+usage: torchrun --nproc_per_node N tests/multiproc_harness.py LOG_DIR STOP_AFTER_SAVE -- <pmd arguments>
+
+Each rank appends JSON lines to LOG_DIR/rank-R.jsonl:
+- {"kind": "retrieve", "step", "uids", "texts"}: what MemoryLoop.retrieve returned on this rank;
+- {"kind": "teacher", "step", "memory", "text"}: every teacher prompt this rank rendered with memory;
+- {"kind": "report"}: this rank wrote the report.
+STOP_AFTER_SAVE > 0 ends every rank with exit code 3 right after checkpoint STOP_AFTER_SAVE is complete: the
+stand-in for a kill between steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    log_dir, stop_after, sep, *pmd_args = sys.argv[1:]
+    assert sep == "--"
+    stop_after = int(stop_after)
+    rank = int(os.environ.get("RANK", "0"))
+    log = Path(log_dir) / f"rank-{rank}.jsonl"
+    state = {"step": -1}
+
+    def emit(**row) -> None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    import pmd.report
+    import pmd.teacher
+    import pmd.trainer
+    from pmd.memory.loop import MemoryLoop
+
+    retrieve = MemoryLoop.retrieve
+
+    def probed_retrieve(self, uids, step):
+        out = retrieve(self, uids, step)
+        state["step"] = step
+        emit(kind="retrieve", step=step, uids=list(uids), texts=[m.text for m in out])
+        return out
+
+    teacher_text = pmd.teacher.teacher_text
+
+    def probed_teacher_text(question, memory, solution, feedback):
+        text = teacher_text(question, memory, solution, feedback)
+        emit(kind="teacher", step=state["step"], memory=memory, text=text)
+        return text
+
+    write_report = pmd.report.write_report
+
+    def probed_write_report(*args, **kwargs):
+        emit(kind="report")
+        return write_report(*args, **kwargs)
+
+    on_save = pmd.trainer.CheckpointCallback.on_save
+
+    def probed_on_save(self, args, state_, control, **kwargs):
+        on_save(self, args, state_, control, **kwargs)
+        if stop_after and state_.global_step == stop_after:
+            import torch.distributed as dist
+
+            dist.barrier()  # the main process has finished the checkpoint
+            os._exit(3)
+
+    MemoryLoop.retrieve = probed_retrieve
+    pmd.teacher.teacher_text = probed_teacher_text
+    pmd.report.write_report = probed_write_report
+    pmd.trainer.CheckpointCallback.on_save = probed_on_save
+
+    from pmd.cli import main as pmd_main
+
+    return pmd_main(pmd_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
