@@ -179,3 +179,121 @@ def test_trainer_built_from_a_path_loads_the_configured_dtype(tmp_path, tiny_mod
     suite = EnvironmentSuite.from_config(cfg.env)
     trainer, _ = build_trainer(cfg, str(tiny_model_path), suite, Path(cfg.run_dir))
     assert trainer.model.dtype == getattr(torch, dtype)
+
+
+# ------------------------------------------------------------------------------------------ train.trl
+
+FAKE_FIELDS = {"warmup_steps", "weight_decay", "learning_rate", "output_dir", "model_init_kwargs", "beta", "use_cpu"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"warmup_stpes": 3}, "train.trl.warmup_stpes: not a field of TRL's SDPOConfig (did you mean warmup_steps?)"),
+    ({"zzz": 1}, "train.trl.zzz: not a field of TRL's SDPOConfig"),
+    ({"learning_rate": 0.1}, "train.trl.learning_rate: set train.learning_rate instead"),
+    ({"output_dir": "x"}, "train.trl.output_dir: pmd sets this itself: checkpoints go to <run_dir>/checkpoints"),
+    ({"use_cpu": True}, "train.trl.use_cpu: pmd sets this itself"),
+    ({"model_init_kwargs": {"dtype": "float16"}}, "train.trl.model_init_kwargs.dtype: set model.dtype instead"),
+    ({"model_init_kwargs": {"torch_dtype": "float16"}}, "train.trl.model_init_kwargs.torch_dtype: set model.dtype"),
+    ({"model_init_kwargs": "eager"}, "train.trl.model_init_kwargs: expected a mapping"),
+    ({1: 2}, "train.trl: keys must be TRL field names (strings), got 1"),
+    ({"max_reprompt_len": 9}, "it belongs to GRPOConfig (train.algo grpo)"),
+])
+def test_check_trl_keys_rejects_with_one_line(overrides, message):
+    from pmd.trl_args import check_trl_keys
+
+    with pytest.raises(ConfigError) as info:
+        check_trl_keys("sdpo", overrides, FAKE_FIELDS, other_fields={"max_reprompt_len"})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_check_trl_keys_accepts_other_fields_and_pmd_defaults():
+    from pmd.trl_args import check_trl_keys
+
+    check_trl_keys("grpo", {"warmup_steps": 0.1, "weight_decay": 0.0, "beta": 0.04,
+                            "model_init_kwargs": {"attn_implementation": "sdpa"}}, FAKE_FIELDS)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "sdpo"])
+def test_pmd_tables_name_real_trl_fields_and_cover_every_field_pmd_sets(tmp_path, monkeypatch, algo):
+    """The tables must follow TRL: a renamed field would otherwise be silently passed twice or never blocked."""
+    import pmd.trl_args as ta
+
+    real = ta.trl_config_class(algo)
+    fields = ta.trl_fields(algo)
+    both = fields | ta.trl_fields("sdpo" if algo == "grpo" else "grpo")
+    assert set(ta.PMD_OPTION_FOR) | set(ta.PMD_DECIDES) | set(ta.PMD_DEFAULTS) <= both
+    seen = {}
+
+    def recording(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(ta, "trl_config_class", lambda a: recording)
+    trl_config(make_cfg(tmp_path, f"train.algo={algo}"), str(tmp_path / "out"))
+    assert seen and set(seen) <= set(ta.PMD_OPTION_FOR) | set(ta.PMD_DECIDES) | set(ta.PMD_DEFAULTS)
+
+
+@pytest.mark.parametrize("algo, trl, needle", [
+    ("pmd", "{warmup_ratio: 0.05}", "train.trl.warmup_ratio: not a field of TRL's SDPOConfig (did you mean "
+                                    "warmup_steps?)"),
+    ("grpo", "{learning_rate: 0.1}", "train.trl.learning_rate: set train.learning_rate instead"),
+    ("grpo", "{num_iterations: 2}", "train.trl.num_iterations: pmd sets this itself"),
+    ("sdpo", "{per_device_train_batch_size: 2}", "set train.per_device_batch_size instead"),
+    ("sdpo", "{bf16: true}", "train.trl.bf16: set model.dtype instead"),
+    ("grpo", "{teacher_update_rate: 0.1}", "train.trl.teacher_update_rate: not a field of TRL's GRPOConfig"),
+])
+def test_train_trl_keys_are_checked_when_the_config_loads(algo, trl, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"train.algo={algo}", f"train.trl={trl}"])
+    assert needle in str(info.value)
+
+
+def test_train_trl_values_reach_trl(tmp_path):
+    cfg = make_cfg(tmp_path, "train.algo=pmd", "train.trl={warmup_steps: 0.05, lr_scheduler_type: constant, "
+                                               "weight_decay: 0.01, save_total_limit: 2, teacher_update_rate: 0.1}")
+    args = trl_config(cfg, str(tmp_path / "out"))
+    assert args.warmup_steps == 0.05 and args.weight_decay == 0.01 and args.save_total_limit == 2
+    assert str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)) == "constant"
+    assert args.teacher_update_rate == 0.1
+    default = trl_config(make_cfg(tmp_path, "train.algo=pmd"), str(tmp_path / "out"))
+    assert default.save_total_limit is None and default.weight_decay == 0.0  # the values above were not defaults
+
+
+def test_train_trl_overrides_pmd_defaults_and_merges_model_init_kwargs(tmp_path):
+    import torch
+
+    cfg = make_cfg(tmp_path, "train.algo=grpo", "model.dtype=bfloat16",
+                   "train.trl={beta: 0.04, loss_type: grpo, model_init_kwargs: {attn_implementation: eager}}")
+    args = trl_config(cfg, str(tmp_path / "out"))
+    assert args.beta == 0.04 and args.loss_type == "grpo"
+    assert args.model_init_kwargs == {"attn_implementation": "eager", "dtype": torch.bfloat16}
+    assert trl_config(make_cfg(tmp_path, "train.algo=grpo"), str(tmp_path / "out")).loss_type == "dapo"
+
+
+@pytest.mark.parametrize("algo, trl, needle", [
+    ("grpo", "{lr_scheduler_type: sometimes}", "sometimes"),
+    ("grpo", "{auto_find_batch_size: true}", "auto_find_batch_size is not supported by GRPO"),
+    ("pmd", "{distillation_alpha: 0.3}", "requires `distillation_alpha=1.0`"),
+])
+def test_a_value_trl_rejects_is_a_config_error_naming_train_trl(tmp_path, algo, trl, needle):
+    cfg = make_cfg(tmp_path, f"train.algo={algo}", "train.distillation_mode=sampled_token", f"train.trl={trl}")
+    with pytest.raises(ConfigError) as info:
+        trl_config(cfg, str(tmp_path / "out"))
+    text = str(info.value)
+    assert text.startswith("train.trl: TRL's ") and needle in text and "\n" not in text
+
+
+def test_loading_a_config_imports_neither_torch_nor_trl(tmp_path):
+    """Config loading stays fast: TRL is imported only to check a non-empty train.trl."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pmd
+
+    env = {**os.environ, "PYTHONPATH": str(Path(pmd.__file__).resolve().parents[1])}  # this checkout's pmd
+    code = ("import sys; from pmd.config import load_config; load_config(None, ['train.per_device_batch_size=4']); "
+            "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]"

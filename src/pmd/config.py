@@ -17,7 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .prompts import ANSWER_INSTRUCTION
-from .trl_args import check_batch_options
+from .trl_args import check_batch_options, check_trl_overrides
 
 
 def _f(default: Any, help: str) -> Any:
@@ -91,6 +91,7 @@ class TrainConfig:
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+    trl: dict[str, Any] = _f({}, "Any other GRPOConfig/SDPOConfig field, passed through to TRL unchanged.")
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
                         cfg.train.gradient_accumulation_steps)
+    check_trl_overrides(cfg.train.algo, cfg.train.trl)  # imports TRL only when train.trl is non-empty
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

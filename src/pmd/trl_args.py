@@ -4,16 +4,20 @@ Decisions live here as small pure functions, so that they can be tested without 
 
 * `batch_layout`: `train.prompts_per_step` is GLOBAL (distinct problems per optimizer step over all ranks, as in the
   paper); how those sequences split into ranks, micro-batches and accumulation steps.
+* `check_trl_keys`: which TRL fields `train.trl` may pass through (every field pmd does not already set from one of
+  its own options, or decide itself for a stated reason).
 
 This module imports neither torch nor TRL at import time: `pmd.config` calls into it while loading a config, and
-loading a config must stay fast.
+loading a config must stay fast (TRL is imported only when `train.trl` is non-empty).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 from .errors import ConfigError
 
@@ -49,7 +53,7 @@ def batch_layout(prompts_per_step: int, num_generations: int, world_size: int, p
     `generation_batch_size = per_device_train_batch_size x world_size x steps_per_generation = G`; the trainer's
     `RepeatSampler` draws `generation_batch_size / num_generations = prompts_per_step` distinct prompts per generation
     batch, each repeated `num_generations` times; rollouts are generated once every `steps_per_generation x
-    num_iterations` micro-steps, i.e. once per optimizer step (pmd keeps TRL's num_iterations of 1);
+    num_iterations` micro-steps, i.e. once per optimizer step (pmd keeps num_iterations at 1, see `PMD_DECIDES`);
     and TRL requires `generation_batch_size % num_generations == 0`, which G satisfies by construction. A group may
     span ranks: TRL gathers rewards, and pmd's teacher builder gathers the whole batch, before grouping.
     """
@@ -107,7 +111,65 @@ def check_batch_options(prompts_per_step: int, num_generations: int, per_device_
                           f"({total} is not a multiple of {chunk})")
 
 
-# ----------------------------------------------------------------------------------------------- TRL's args
+# ----------------------------------------------------------------------------------------------- train.trl
+
+
+# TRL fields pmd sets from one of its own options: one setting has one place, so these point there.
+PMD_OPTION_FOR = {
+    "max_steps": "train.steps",
+    "learning_rate": "train.learning_rate",
+    "per_device_train_batch_size": "train.per_device_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "num_generations": "train.num_generations",
+    "max_prompt_length": "train.max_prompt_length",
+    "max_completion_length": "train.max_completion_length",
+    "temperature": "train.temperature",
+    "top_p": "train.top_p",
+    "seed": "train.seed",
+    "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps",
+    "save_strategy": "train.save_steps",
+    "report_to": "train.report_to",
+    "use_vllm": "train.use_vllm",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "activation_checkpointing": "train.gradient_checkpointing",
+    "distillation_mode": "train.distillation_mode",
+    "distillation_topk": "train.distillation_topk",
+    "distillation_add_tail": "train.distillation_add_tail",
+    "distillation_weight": "train.distillation_weight",
+    "teacher_model_kind": "train.teacher_model_kind",
+    "max_reprompt_len": "train.max_reprompt_len",
+    "include_environment_feedback": "train.include_environment_feedback",
+    "success_reward_threshold": "train.success_reward_threshold",
+    # Precision follows the weights' dtype: a second switch could disagree with it (fp16 autocast over bf16
+    # weights, bf16 autocast where float32 was asked for) and silently change the numerics.
+    "bf16": "model.dtype",
+    "fp16": "model.dtype",
+}
+
+_ONE_ROUND = "one generation round of train.prompts_per_step problems per optimizer step"
+
+# TRL fields pmd decides itself, and why (no pmd option to point at).
+PMD_DECIDES = {
+    "output_dir": "checkpoints go to <run_dir>/checkpoints; set run_dir",
+    "remove_unused_columns": "the reward reads the dataset's problem_uid column, so TRL must keep it",
+    "use_cpu": "training runs on the GPU when CUDA is visible and on the CPU otherwise",
+    "generation_batch_size": f"derived from train.prompts_per_step x train.num_generations ({_ONE_ROUND})",
+    "steps_per_generation": f"derived from the batch layout ({_ONE_ROUND})",
+    "num_iterations": f"the memory schedule, metrics and resume assume {_ONE_ROUND}; num_iterations > 1 would reuse "
+                      "a round for several steps",
+    "resume_from_checkpoint": "resume with `pmd train --resume`, which also restores memory and the EMA teacher",
+    "eval_strategy": "evaluation is pmd's own and memory-free (pmd eval, compare.eval_every); TRL gets no eval "
+                     "dataset",
+}
+
+# Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
+# distillation_alpha (1.0 for sampled_token, else 0.5), disable_tqdm False, and model_init_kwargs, which is merged
+# (pmd adds the dtype from model.dtype; e.g. attn_implementation is yours to set).
+PMD_DEFAULTS = ("beta", "loss_type", "distillation_alpha", "disable_tqdm", "model_init_kwargs")
+
+# Keys of model_init_kwargs that model.dtype owns.
+_DTYPE_KEYS = ("dtype", "torch_dtype")
 
 
 def trl_config_class(algo: str) -> type:
@@ -121,6 +183,52 @@ def trl_config_class(algo: str) -> type:
         from trl.experimental.sdpo import SDPOConfig
 
     return SDPOConfig
+
+
+def trl_fields(algo: str) -> set[str]:
+    """Names of the fields `train.trl` could set for `algo` (the TRL config class's init fields)."""
+    return {f.name for f in dataclasses.fields(trl_config_class(algo)) if f.init}
+
+
+def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[str],
+                   other_fields: Collection[str] = ()) -> None:
+    """Each `train.trl` key must be a field of the TRL config class for `algo` (`fields`) that pmd neither sets
+    from its own option (`PMD_OPTION_FOR`) nor decides itself (`PMD_DECIDES`). `other_fields` (the other algos'
+    class) only improves the message for a key that belongs to the other trainer. Raises ConfigError naming
+    `train.trl.<key>`."""
+    cls = "GRPOConfig" if algo == "grpo" else "SDPOConfig"
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"train.trl: keys must be TRL field names (strings), got {key!r}")
+        where = f"train.trl.{key}"
+        if key not in fields:
+            if key in other_fields:
+                other = "SDPOConfig (train.algo sdpo or pmd)" if algo == "grpo" else "GRPOConfig (train.algo grpo)"
+                raise ConfigError(f"{where}: not a field of TRL's {cls} (train.algo {algo}); it belongs to {other}")
+            near = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{where}: not a field of TRL's {cls}{hint}")
+        if key in PMD_OPTION_FOR:
+            raise ConfigError(f"{where}: set {PMD_OPTION_FOR[key]} instead")
+        if key in PMD_DECIDES:
+            raise ConfigError(f"{where}: pmd sets this itself: {PMD_DECIDES[key]}")
+        if key == "model_init_kwargs":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of from_pretrained arguments, got {value!r}")
+            for sub in _DTYPE_KEYS:
+                if sub in value:
+                    raise ConfigError(f"{where}.{sub}: set model.dtype instead")
+
+
+def check_trl_overrides(algo: str, overrides: Mapping[Any, Any]) -> None:
+    """`check_trl_keys` against the installed TRL's config classes (imports TRL: call only when non-empty)."""
+    if not overrides:
+        return
+    others = trl_fields("sdpo" if algo == "grpo" else "grpo")
+    check_trl_keys(algo, overrides, trl_fields(algo), others)
+
+
+# ----------------------------------------------------------------------------------------------- TRL's args
 
 
 def torch_dtype(name: str, on_gpu: bool) -> torch.dtype:
@@ -137,13 +245,15 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
 
     `world_size` must be the number of ranks the run is launched on (accelerate's `PartialState().num_processes`):
     `train.prompts_per_step` is global and `batch_layout` splits it over that many ranks. Writes nothing, so it
-    can run in a preflight check."""
+    can run in a preflight check. A `train.trl` value TRL rejects is a ConfigError naming `train.trl`."""
     import torch
 
     t = cfg.train
     on_gpu = torch.cuda.is_available()
     layout = batch_layout(t.prompts_per_step, t.num_generations, world_size, t.per_device_batch_size,
                           t.gradient_accumulation_steps)
+    passthrough = dict(t.trl)
+    model_init_kwargs = {**passthrough.pop("model_init_kwargs", {}), "dtype": torch_dtype(cfg.model.dtype, on_gpu)}
     kwargs: dict[str, Any] = dict(
         output_dir=output_dir,
         max_steps=t.steps,
@@ -165,7 +275,8 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
         bf16=on_gpu and cfg.model.dtype in ("auto", "bfloat16"),
         fp16=False,
         use_vllm=t.use_vllm,
-        model_init_kwargs={"dtype": torch_dtype(cfg.model.dtype, on_gpu)},
+        model_init_kwargs=model_init_kwargs,
+        # pmd's defaults, which train.trl may override:
         disable_tqdm=False,
         beta=0.0,
     )
@@ -185,13 +296,21 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
             include_environment_feedback=t.include_environment_feedback,
             success_reward_threshold=t.success_reward_threshold,
         )
-    args = trl_config_class(t.algo)(**kwargs)
+    kwargs.update(passthrough)
+    cls = trl_config_class(t.algo)
+    try:
+        args = cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if not t.trl:
+            raise  # pmd's own values: a bug here, not bad input
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"train.trl: TRL's {cls.__name__} rejected {sorted(t.trl)}: {text}") from None
     if args.world_size != world_size:
         raise RuntimeError(f"trl_config(world_size={world_size}), but this process runs with {args.world_size} "
                            "ranks: pass the launched world size, or train.prompts_per_step stops being global")
     if args.generation_batch_size != layout.sequences_per_step:  # TRL changed how it derives the generation batch
         raise RuntimeError(f"TRL's generation batch is {args.generation_batch_size} sequences, expected "
-                           f"{layout.sequences_per_step} (one generation round per optimizer step)")
+                           f"{layout.sequences_per_step} ({_ONE_ROUND})")
     return args
 
 
