@@ -171,6 +171,11 @@ def trl_field_pmd_owns(tmp, cfg):
     return ["--set", "train.trl={max_steps: 3}"], ["train.trl.max_steps", "set train.steps instead"]
 
 
+def report_to_typo(tmp, cfg):
+    cfg["train"]["report_to"] = ["tensorbord"]
+    return [], ["cfg.yaml", "train.report_to", "did you mean 'tensorboard'?"]
+
+
 def batch_that_fits_no_ranks(tmp, cfg):
     cfg["train"]["per_device_batch_size"] = 3
     return [], ["cfg.yaml", "train.per_device_batch_size 3", "4 sequences"]
@@ -179,7 +184,7 @@ def batch_that_fits_no_ranks(tmp, cfg):
 CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config, missing_model,
          model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
          memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field,
-         trl_unknown_field, trl_field_pmd_owns, batch_that_fits_no_ranks]
+         trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks]
 
 
 def existing_run(run_dir: Path) -> None:

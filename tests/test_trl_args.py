@@ -297,3 +297,150 @@ def test_loading_a_config_imports_neither_torch_nor_trl(tmp_path):
             "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------------------ report_to, integrations
+
+
+def test_integration_table_matches_transformers():
+    """Every name transformers accepts in report_to, and only those (a transformers bump that adds one fails here)."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    from pmd.trl_args import INTEGRATIONS
+
+    assert set(INTEGRATIONS) == set(INTEGRATION_TO_CALLBACK)
+
+
+@pytest.mark.parametrize("value, names", [("none", []), ("all", []), ([], []), ("wandb", ["wandb"]),
+                                          (["wandb", "tensorboard"], ["wandb", "tensorboard"])])
+def test_report_to_accepts_none_one_or_a_list(value, names):
+    from pmd.trl_args import check_report_to
+
+    assert check_report_to(value) == names
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("wandbb", "train.report_to: unknown integration 'wandbb' (did you mean 'wandb'? valid: 'none', 'all', "),
+    (["tensorboard", "mlfow"], "unknown integration 'mlfow' (did you mean 'mlflow'?"),
+    ("nothing-like-it", "unknown integration 'nothing-like-it' (valid: 'none', 'all', 'azure_ml'"),
+    (["none", "wandb"], "train.report_to: 'none' stands alone, not in a list"),
+    (["wandb", "wandb"], "names an integration twice"),
+])
+def test_report_to_typos_name_the_nearest_integration(value, needle):
+    from pmd.trl_args import check_report_to
+
+    with pytest.raises(ConfigError) as info:
+        check_report_to(value)
+    assert needle in str(info.value)
+
+
+def test_report_to_is_checked_when_the_config_loads_and_reaches_trl(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'tensorboard'"):
+        load_config(None, ["train.report_to=tensorbord"])
+    cfg = make_cfg(tmp_path, "train.report_to=[wandb, tensorboard]")
+    assert cfg.train.report_to == ["wandb", "tensorboard"]
+    assert trl_config(cfg, str(tmp_path / "out")).report_to == ["wandb", "tensorboard"]
+    assert trl_config(make_cfg(tmp_path), str(tmp_path / "out")).report_to == []  # "none"
+
+
+def set_importable(monkeypatch, **modules: bool) -> None:
+    """Make each module importable (a stub with a spec) or not (None in sys.modules: find_spec says absent)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    for name, present in modules.items():
+        name = name.replace("__", ".")
+        if present:
+            stub = types.ModuleType(name)
+            stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+            monkeypatch.setitem(sys.modules, name, stub)
+        else:
+            monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("report_to, modules, message", [
+    ("wandb", {"wandb": False}, "train.report_to: 'wandb' needs the wandb package: pip install 'pmd[wandb]'"),
+    ("trackio", {"trackio": False}, "train.report_to: 'trackio' needs the trackio package: pip install 'pmd[trackio]'"),
+    (["wandb", "tensorboard"], {"wandb": True, "tensorboard": False, "tensorboardX": False},
+     "train.report_to: 'tensorboard' needs the tensorboard or tensorboardX package: pip install 'pmd[tensorboard]'"),
+    ("mlflow", {"mlflow": False}, "train.report_to: 'mlflow' needs the mlflow package: pip install mlflow"),
+    ("dagshub", {"dagshub": True, "mlflow": False}, "'dagshub' needs the mlflow package"),
+    ("flyte", {"flytekit": True, "flytekitplugins": False}, "'flyte' needs the flytekitplugins.deck package"),
+])
+def test_check_integrations_names_the_missing_package_and_its_install(tmp_path, monkeypatch, report_to, modules,
+                                                                      message):
+    from pmd.trl_args import check_integrations
+
+    set_importable(monkeypatch, **modules)
+    cfg = make_cfg(tmp_path)
+    cfg.train.report_to = report_to
+    with pytest.raises(ConfigError) as info:
+        check_integrations(cfg)
+    assert str(info.value).startswith("train.report_to: ") and message in str(info.value)
+
+
+@pytest.mark.parametrize("report_to, modules", [
+    ("none", {"wandb": False}),
+    ("wandb", {"wandb": True}),
+    (["tensorboard", "trackio"], {"tensorboard": False, "tensorboardX": True, "trackio": True}),
+    ("flyte", {"flytekit": True, "flytekitplugins": True, "flytekitplugins__deck": True}),
+])
+def test_check_integrations_passes_when_the_packages_import(tmp_path, monkeypatch, report_to, modules):
+    from pmd.trl_args import check_integrations
+
+    set_importable(monkeypatch, **modules)
+    cfg = make_cfg(tmp_path)
+    cfg.train.report_to = report_to
+    check_integrations(cfg)
+
+
+def test_kubeflow_needs_its_environment_variable(tmp_path, monkeypatch):
+    from pmd.trl_args import check_integrations
+
+    cfg = make_cfg(tmp_path, "train.report_to=kubeflow")
+    monkeypatch.delenv("KUBEFLOW_TRAINER_SERVER_URL", raising=False)
+    with pytest.raises(ConfigError, match="'kubeflow' needs the KUBEFLOW_TRAINER_SERVER_URL environment variable"):
+        check_integrations(cfg)
+    monkeypatch.setenv("KUBEFLOW_TRAINER_SERVER_URL", "https://example.invalid")
+    check_integrations(cfg)
+
+
+@pytest.mark.parametrize("cuda, vllm, message", [
+    (False, True, "train.use_vllm: true needs a CUDA GPU and none is visible; set train.use_vllm=false"),
+    (False, False, "train.use_vllm: true needs a CUDA GPU"),
+    (True, False, "train.use_vllm: true needs the vllm package: pip install 'pmd[vllm]'"),
+    (True, True, None),
+])
+def test_use_vllm_needs_cuda_and_vllm(tmp_path, monkeypatch, cuda, vllm, message):
+    import pmd.trl_args as ta
+
+    monkeypatch.setattr(ta, "_cuda_available", lambda: cuda)
+    set_importable(monkeypatch, vllm=vllm)
+    cfg = make_cfg(tmp_path, "train.use_vllm=true")
+    if message is None:
+        ta.check_integrations(cfg)
+        return
+    with pytest.raises(ConfigError) as info:
+        ta.check_integrations(cfg)
+    assert message in str(info.value)
+    cfg.train.use_vllm = False
+    ta.check_integrations(cfg)  # nothing asked, nothing needed
+
+
+def test_every_install_hint_names_a_pinned_extra():
+    """`pip install 'pmd[x]'` in a message must name an extra pyproject.toml defines, with exact pins."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from pmd.trl_args import INTEGRATIONS, VLLM_INSTALL
+
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    hinted = {m for _, hint in INTEGRATIONS.values() for m in re.findall(r"pmd\[(\w+)\]", hint)}
+    hinted |= set(re.findall(r"pmd\[(\w+)\]", VLLM_INSTALL))
+    assert hinted == {"wandb", "tensorboard", "trackio", "vllm"}
+    for name in hinted | {"deepspeed"}:
+        assert extras[name] and all("==" in req for req in extras[name]), (name, extras[name])
+    assert "trl[vllm]==1.16.0" in extras["vllm"]  # TRL's own extra, at TRL's pin

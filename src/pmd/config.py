@@ -17,7 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .prompts import ANSWER_INSTRUCTION
-from .trl_args import check_batch_options, check_trl_overrides
+from .trl_args import check_batch_options, check_report_to, check_trl_overrides
 
 
 def _f(default: Any, help: str) -> Any:
@@ -87,7 +87,8 @@ class TrainConfig:
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.")
     save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).")
     logging_steps: int = _f(1, "Log metrics every N steps.")
-    report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Where TRL/transformers log.")
+    report_to: str | list[str] = _f("none", "'none', or one or a list of transformers' integrations (wandb, "
+                                            "tensorboard, trackio, mlflow, ...).")
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
@@ -380,6 +381,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
                         cfg.train.gradient_accumulation_steps)
+    check_report_to(cfg.train.report_to)
     check_trl_overrides(cfg.train.algo, cfg.train.trl)  # imports TRL only when train.trl is non-empty
 
 
