@@ -162,9 +162,29 @@ def dataset_missing_field(tmp, cfg):
     return [], ["tasks.jsonl", "row 1", "question_content"]
 
 
+def trl_unknown_field(tmp, cfg):
+    cfg["train"]["trl"] = {"warmup_ratio": 0.05}
+    return [], ["cfg.yaml", "train.trl.warmup_ratio", "did you mean warmup_steps?"]
+
+
+def trl_field_pmd_owns(tmp, cfg):
+    return ["--set", "train.trl={max_steps: 3}"], ["train.trl.max_steps", "set train.steps instead"]
+
+
+def report_to_typo(tmp, cfg):
+    cfg["train"]["report_to"] = ["tensorbord"]
+    return [], ["cfg.yaml", "train.report_to", "did you mean 'tensorboard'?"]
+
+
+def batch_that_fits_no_ranks(tmp, cfg):
+    cfg["train"]["per_device_batch_size"] = 3
+    return [], ["cfg.yaml", "train.per_device_batch_size 3", "4 sequences"]
+
+
 CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config, missing_model,
          model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
-         memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field]
+         memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field,
+         trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks]
 
 
 def existing_run(run_dir: Path) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .prompts import ANSWER_INSTRUCTION
+from .trl_args import check_batch_options, check_report_to, check_trl_overrides
 
 
 def _f(default: Any, help: str) -> Any:
@@ -63,8 +64,12 @@ class TrainConfig:
     algo: Literal["grpo", "sdpo", "pmd"] = _f("sdpo", "Training algorithm.")
     steps: int = _f(8, "Optimizer steps.")
     learning_rate: float = _f(1e-5, "AdamW learning rate.")
-    prompts_per_step: int = _f(4, "Distinct problems per step (each gets num_generations rollouts).")
+    prompts_per_step: int = _f(4, "Distinct problems per optimizer step over all ranks (each gets num_generations "
+                                  "rollouts).")
     num_generations: int = _f(4, "Rollouts per problem (the group).")
+    per_device_batch_size: int = _f(0, "Sequences per device per forward/backward micro-batch (0 = derive).")
+    gradient_accumulation_steps: int = _f(0, "Micro-batches per device per optimizer step (0 = derive; 1 if both are "
+                                             "0).")
     max_prompt_length: int = _f(256, "Student prompt tokens kept (left-truncated).")
     max_completion_length: int = _f(48, "Generated tokens per rollout.")
     temperature: float = _f(1.0, "Sampling temperature for rollouts.")
@@ -82,10 +87,12 @@ class TrainConfig:
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.")
     save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).")
     logging_steps: int = _f(1, "Log metrics every N steps.")
-    report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Where TRL/transformers log.")
+    report_to: str | list[str] = _f("none", "'none', or one or a list of transformers' integrations (wandb, "
+                                            "tensorboard, trackio, mlflow, ...).")
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+    trl: dict[str, Any] = _f({}, "Any other GRPOConfig/SDPOConfig field, passed through to TRL unchanged.")
 
 
 @dataclass(frozen=True)
@@ -372,6 +379,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
     if cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
+    check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
+                        cfg.train.gradient_accumulation_steps)
+    check_report_to(cfg.train.report_to)
+    check_trl_overrides(cfg.train.algo, cfg.train.trl)  # imports TRL only when train.trl is non-empty
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

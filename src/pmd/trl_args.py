@@ -1,0 +1,408 @@
+"""Our config -> TRL's args: the one place where a pmd `RunConfig` becomes a `GRPOConfig` / `SDPOConfig`.
+
+Decisions live here as small pure functions, so that they can be tested without a trainer:
+
+* `batch_layout`: `train.prompts_per_step` is GLOBAL (distinct problems per optimizer step over all ranks, as in the
+  paper); how those sequences split into ranks, micro-batches and accumulation steps.
+* `check_trl_keys`: which TRL fields `train.trl` may pass through (every field pmd does not already set from one of
+  its own options, or decide itself for a stated reason).
+* `check_report_to` / `check_integrations`: that the logging integrations and vLLM a run asks for exist, before
+  anything is written.
+
+This module imports neither torch nor TRL at import time: `pmd.config` calls into it while loading a config, and
+loading a config must stay fast (TRL is imported only when `train.trl` is non-empty).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Collection, Mapping
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import RunConfig
+
+
+# ----------------------------------------------------------------------------------------------- batch layout
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one optimizer step's sequences are laid out over ranks, micro-batches and accumulation steps."""
+
+    per_device_batch_size: int  # sequences in one forward/backward micro-batch on one rank
+    gradient_accumulation_steps: int  # micro-batches per rank per optimizer step
+    sequences_per_step: int  # all ranks: prompts_per_step x num_generations
+    sequences_per_rank: int  # one rank's share of a step: per_device_batch_size x gradient_accumulation_steps
+
+
+def batch_layout(prompts_per_step: int, num_generations: int, world_size: int, per_device_batch_size: int = 0,
+                 gradient_accumulation_steps: int = 0) -> BatchLayout:
+    """Split one optimizer step's G = prompts_per_step x num_generations sequences over the ranks.
+
+    The rule: G == per_device_batch_size x gradient_accumulation_steps x world_size. Both 0: one micro-batch per
+    step (grad accumulation 1, G / world_size sequences per device). One given: the other is derived. A split that
+    is not whole, or explicit values that disagree, is a ConfigError with the arithmetic.
+
+    Why this is exactly one generation round of `prompts_per_step` distinct prompts per optimizer step, in TRL 1.16's
+    terms: GRPOConfig/SDPOConfig default `steps_per_generation` to `gradient_accumulation_steps`, so
+    `generation_batch_size = per_device_train_batch_size x world_size x steps_per_generation = G`; the trainer's
+    `RepeatSampler` draws `generation_batch_size / num_generations = prompts_per_step` distinct prompts per generation
+    batch, each repeated `num_generations` times; rollouts are generated once every `steps_per_generation x
+    num_iterations` micro-steps, i.e. once per optimizer step (pmd keeps num_iterations at 1, see `PMD_DECIDES`);
+    and TRL requires `generation_batch_size % num_generations == 0`, which G satisfies by construction. A group may
+    span ranks: TRL gathers rewards, and pmd's teacher builder gathers the whole batch, before grouping.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    for key, value in (("train.per_device_batch_size", per_device_batch_size),
+                       ("train.gradient_accumulation_steps", gradient_accumulation_steps)):
+        if value < 0:
+            raise ConfigError(f"{key}: expected >= 0 (0 = derive), got {value}")
+    total = prompts_per_step * num_generations
+    what = (f"train.prompts_per_step x train.num_generations = {prompts_per_step} x {num_generations} = {total} "
+            "sequences")
+    ranks = f"{world_size} rank{'s' if world_size != 1 else ''}"
+    pd, ga = per_device_batch_size, gradient_accumulation_steps
+    if pd and ga:
+        if pd * ga * world_size != total:
+            raise ConfigError(f"{what} per step, but train.per_device_batch_size {pd} x "
+                              f"train.gradient_accumulation_steps {ga} x {ranks} = {pd * ga * world_size}; "
+                              "set one of the two to 0 to derive it")
+    elif pd:
+        if total % (pd * world_size):
+            raise ConfigError(f"{what} do not split over {ranks} x train.per_device_batch_size {pd} "
+                              f"({total} is not a multiple of {pd * world_size})")
+        ga = total // (pd * world_size)
+    elif ga:
+        if total % (ga * world_size):
+            raise ConfigError(f"{what} do not split over {ranks} x train.gradient_accumulation_steps {ga} "
+                              f"({total} is not a multiple of {ga * world_size})")
+        pd = total // (ga * world_size)
+    else:
+        if total % world_size:
+            raise ConfigError(f"{what} do not split over {ranks} ({total} is not a multiple of {world_size}); "
+                              "change train.prompts_per_step or the number of ranks")
+        ga, pd = 1, total // world_size
+    return BatchLayout(per_device_batch_size=pd, gradient_accumulation_steps=ga, sequences_per_step=total,
+                       sequences_per_rank=pd * ga)
+
+
+def check_batch_options(prompts_per_step: int, num_generations: int, per_device_batch_size: int,
+                        gradient_accumulation_steps: int) -> None:
+    """What can be checked at config load, before the number of ranks is known: the explicit micro-batch and
+    accumulation must divide G on SOME number of ranks (`batch_layout` checks the actual one at launch)."""
+    for key, value in (("train.per_device_batch_size", per_device_batch_size),
+                       ("train.gradient_accumulation_steps", gradient_accumulation_steps)):
+        if value < 0:
+            raise ConfigError(f"{key}: expected >= 0 (0 = derive), got {value}")
+    total = prompts_per_step * num_generations
+    chunk = max(per_device_batch_size, 1) * max(gradient_accumulation_steps, 1)
+    if total % chunk:
+        given = " x ".join(f"{k} {v}" for k, v in (("train.per_device_batch_size", per_device_batch_size),
+                                                   ("train.gradient_accumulation_steps", gradient_accumulation_steps))
+                           if v)
+        raise ConfigError(f"train.prompts_per_step x train.num_generations = {prompts_per_step} x {num_generations} = "
+                          f"{total} sequences do not split into {given} on any number of ranks "
+                          f"({total} is not a multiple of {chunk})")
+
+
+# ----------------------------------------------------------------------------------------------- train.trl
+
+
+# TRL fields pmd sets from one of its own options: one setting has one place, so these point there.
+PMD_OPTION_FOR = {
+    "max_steps": "train.steps",
+    "learning_rate": "train.learning_rate",
+    "per_device_train_batch_size": "train.per_device_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "num_generations": "train.num_generations",
+    "max_prompt_length": "train.max_prompt_length",
+    "max_completion_length": "train.max_completion_length",
+    "temperature": "train.temperature",
+    "top_p": "train.top_p",
+    "seed": "train.seed",
+    "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps",
+    "save_strategy": "train.save_steps",
+    "report_to": "train.report_to",
+    "use_vllm": "train.use_vllm",
+    "gradient_checkpointing": "train.gradient_checkpointing",
+    "activation_checkpointing": "train.gradient_checkpointing",
+    "distillation_mode": "train.distillation_mode",
+    "distillation_topk": "train.distillation_topk",
+    "distillation_add_tail": "train.distillation_add_tail",
+    "distillation_weight": "train.distillation_weight",
+    "teacher_model_kind": "train.teacher_model_kind",
+    "max_reprompt_len": "train.max_reprompt_len",
+    "include_environment_feedback": "train.include_environment_feedback",
+    "success_reward_threshold": "train.success_reward_threshold",
+    # Precision follows the weights' dtype: a second switch could disagree with it (fp16 autocast over bf16
+    # weights, bf16 autocast where float32 was asked for) and silently change the numerics.
+    "bf16": "model.dtype",
+    "fp16": "model.dtype",
+}
+
+_ONE_ROUND = "one generation round of train.prompts_per_step problems per optimizer step"
+
+# TRL fields pmd decides itself, and why (no pmd option to point at).
+PMD_DECIDES = {
+    "output_dir": "checkpoints go to <run_dir>/checkpoints; set run_dir",
+    "remove_unused_columns": "the reward reads the dataset's problem_uid column, so TRL must keep it",
+    "use_cpu": "training runs on the GPU when CUDA is visible and on the CPU otherwise",
+    "generation_batch_size": f"derived from train.prompts_per_step x train.num_generations ({_ONE_ROUND})",
+    "steps_per_generation": f"derived from the batch layout ({_ONE_ROUND})",
+    "num_iterations": f"the memory schedule, metrics and resume assume {_ONE_ROUND}; num_iterations > 1 would reuse "
+                      "a round for several steps",
+    "resume_from_checkpoint": "resume with `pmd train --resume`, which also restores memory and the EMA teacher",
+    "eval_strategy": "evaluation is pmd's own and memory-free (pmd eval, compare.eval_every); TRL gets no eval "
+                     "dataset",
+}
+
+# Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
+# distillation_alpha (1.0 for sampled_token, else 0.5), disable_tqdm False, and model_init_kwargs, which is merged
+# (pmd adds the dtype from model.dtype; e.g. attn_implementation is yours to set).
+PMD_DEFAULTS = ("beta", "loss_type", "distillation_alpha", "disable_tqdm", "model_init_kwargs")
+
+# Keys of model_init_kwargs that model.dtype owns.
+_DTYPE_KEYS = ("dtype", "torch_dtype")
+
+
+def trl_config_class(algo: str) -> type:
+    """The TRL config class `algo` trains with: GRPOConfig for grpo, SDPOConfig for sdpo and pmd."""
+    if algo == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig
+    with warnings.catch_warnings():  # "trl.experimental is unstable": pmd pins TRL exactly for that reason
+        warnings.simplefilter("ignore")
+        from trl.experimental.sdpo import SDPOConfig
+
+    return SDPOConfig
+
+
+def trl_fields(algo: str) -> set[str]:
+    """Names of the fields `train.trl` could set for `algo` (the TRL config class's init fields)."""
+    return {f.name for f in dataclasses.fields(trl_config_class(algo)) if f.init}
+
+
+def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[str],
+                   other_fields: Collection[str] = ()) -> None:
+    """Each `train.trl` key must be a field of the TRL config class for `algo` (`fields`) that pmd neither sets
+    from its own option (`PMD_OPTION_FOR`) nor decides itself (`PMD_DECIDES`). `other_fields` (the other algos'
+    class) only improves the message for a key that belongs to the other trainer. Raises ConfigError naming
+    `train.trl.<key>`."""
+    cls = "GRPOConfig" if algo == "grpo" else "SDPOConfig"
+    for key, value in overrides.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"train.trl: keys must be TRL field names (strings), got {key!r}")
+        where = f"train.trl.{key}"
+        if key not in fields:
+            if key in other_fields:
+                other = "SDPOConfig (train.algo sdpo or pmd)" if algo == "grpo" else "GRPOConfig (train.algo grpo)"
+                raise ConfigError(f"{where}: not a field of TRL's {cls} (train.algo {algo}); it belongs to {other}")
+            near = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{where}: not a field of TRL's {cls}{hint}")
+        if key in PMD_OPTION_FOR:
+            raise ConfigError(f"{where}: set {PMD_OPTION_FOR[key]} instead")
+        if key in PMD_DECIDES:
+            raise ConfigError(f"{where}: pmd sets this itself: {PMD_DECIDES[key]}")
+        if key == "model_init_kwargs":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of from_pretrained arguments, got {value!r}")
+            for sub in _DTYPE_KEYS:
+                if sub in value:
+                    raise ConfigError(f"{where}.{sub}: set model.dtype instead")
+
+
+def check_trl_overrides(algo: str, overrides: Mapping[Any, Any]) -> None:
+    """`check_trl_keys` against the installed TRL's config classes (imports TRL: call only when non-empty)."""
+    if not overrides:
+        return
+    others = trl_fields("sdpo" if algo == "grpo" else "grpo")
+    check_trl_keys(algo, overrides, trl_fields(algo), others)
+
+
+# ----------------------------------------------------------------------------------------------- integrations
+
+
+# transformers 5.24's `report_to` names (transformers.integrations.INTEGRATION_TO_CALLBACK; a test keeps them
+# equal) -> what each needs: modules that must all import ("a|b": either one), and how to install them. Kept here
+# rather than read from transformers so that loading a config does not import torch.
+INTEGRATIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "azure_ml": (("azureml",), "pip install azureml-core"),
+    "clearml": (("clearml",), "pip install clearml"),
+    "codecarbon": (("codecarbon",), "pip install codecarbon"),
+    "comet_ml": (("comet_ml",), "pip install comet-ml"),
+    "dagshub": (("dagshub", "mlflow"), "pip install dagshub mlflow"),
+    "dvclive": (("dvclive",), "pip install dvclive"),
+    "flyte": (("flytekit", "flytekitplugins.deck"), "pip install flytekit flytekitplugins-deck-standard"),
+    "kubeflow": ((), ""),  # no package: the KUBEFLOW_TRAINER_SERVER_URL variable a Kubeflow TrainJob sets
+    "mlflow": (("mlflow",), "pip install mlflow"),
+    "neptune": (("neptune",), "pip install neptune"),
+    "swanlab": (("swanlab",), "pip install swanlab"),
+    "tensorboard": (("tensorboard|tensorboardX",), "pip install 'pmd[tensorboard]'"),
+    "trackio": (("trackio",), "pip install 'pmd[trackio]'"),
+    "wandb": (("wandb",), "pip install 'pmd[wandb]'"),
+}
+VLLM_INSTALL = "pip install 'pmd[vllm]'"
+
+
+def check_report_to(value: str | list[str]) -> list[str]:
+    """`train.report_to` as the list of integrations it names ("none" and [] = none; "all" = whatever is
+    installed, transformers' own meaning, so nothing to check). Unknown names are a ConfigError with the nearest
+    valid one."""
+    if value in ("none", "all"):
+        return []
+    names = [value] if isinstance(value, str) else list(value)
+    valid = sorted(INTEGRATIONS)
+    for name in names:
+        if name in ("none", "all"):
+            raise ConfigError(f"train.report_to: {name!r} stands alone, not in a list")
+        if name not in INTEGRATIONS:
+            near = difflib.get_close_matches(name, valid, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(f"train.report_to: unknown integration {name!r} ({hint}valid: 'none', 'all', "
+                              f"{', '.join(repr(v) for v in valid)})")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"train.report_to: {names} names an integration twice")
+    return names
+
+
+def _importable(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (as transformers decides availability)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a module without a spec
+        return False
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_integrations(cfg: RunConfig) -> None:
+    """Before anything is written: each `train.report_to` integration's package imports, and `train.use_vllm` has
+    vLLM and a CUDA GPU. Otherwise transformers/TRL fail at trainer construction, after the run directory exists,
+    with a traceback. Raises a one-line ConfigError with the install command."""
+    for name in check_report_to(cfg.train.report_to):
+        modules, install = INTEGRATIONS[name]
+        if name == "kubeflow" and not os.environ.get("KUBEFLOW_TRAINER_SERVER_URL"):
+            raise ConfigError("train.report_to: 'kubeflow' needs the KUBEFLOW_TRAINER_SERVER_URL environment "
+                              "variable, which a Kubeflow TrainJob sets")
+        missing = [m for m in modules if not any(_importable(alt) for alt in m.split("|"))]
+        if missing:
+            package = " and ".join(m.replace("|", " or ") for m in missing)
+            raise ConfigError(f"train.report_to: {name!r} needs the {package} package: {install}")
+    if cfg.train.use_vllm:
+        if not _cuda_available():
+            raise ConfigError("train.use_vllm: true needs a CUDA GPU and none is visible; set train.use_vllm=false")
+        if not _importable("vllm"):
+            raise ConfigError(f"train.use_vllm: true needs the vllm package: {VLLM_INSTALL}")
+
+
+# ----------------------------------------------------------------------------------------------- TRL's args
+
+
+def torch_dtype(name: str, on_gpu: bool) -> torch.dtype:
+    """`model.dtype` as a torch dtype: auto = bfloat16 on GPU, float32 on CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if on_gpu else torch.float32
+    return getattr(torch, name)
+
+
+def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
+    """Translate our config into TRL's GRPOConfig / SDPOConfig with CPU-safe precision defaults.
+
+    `world_size` must be the number of ranks the run is launched on (accelerate's `PartialState().num_processes`):
+    `train.prompts_per_step` is global and `batch_layout` splits it over that many ranks. Writes nothing, so it
+    can run in a preflight check. A `train.trl` value TRL rejects is a ConfigError naming `train.trl`."""
+    import torch
+
+    t = cfg.train
+    on_gpu = torch.cuda.is_available()
+    layout = batch_layout(t.prompts_per_step, t.num_generations, world_size, t.per_device_batch_size,
+                          t.gradient_accumulation_steps)
+    passthrough = dict(t.trl)
+    model_init_kwargs = {**passthrough.pop("model_init_kwargs", {}), "dtype": torch_dtype(cfg.model.dtype, on_gpu)}
+    kwargs: dict[str, Any] = dict(
+        output_dir=output_dir,
+        max_steps=t.steps,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=layout.per_device_batch_size,
+        gradient_accumulation_steps=layout.gradient_accumulation_steps,
+        num_generations=t.num_generations,
+        max_completion_length=t.max_completion_length,
+        temperature=t.temperature,
+        top_p=t.top_p,
+        activation_checkpointing=t.gradient_checkpointing,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps else "no",
+        save_steps=t.save_steps or 500,
+        report_to=t.report_to,
+        remove_unused_columns=False,
+        use_cpu=not on_gpu,
+        bf16=on_gpu and cfg.model.dtype in ("auto", "bfloat16"),
+        fp16=False,
+        use_vllm=t.use_vllm,
+        model_init_kwargs=model_init_kwargs,
+        # pmd's defaults, which train.trl may override:
+        disable_tqdm=False,
+        beta=0.0,
+    )
+    if t.algo == "grpo":
+        kwargs["loss_type"] = "dapo"
+    else:
+        topk = t.distillation_mode == "topk_logits"
+        kwargs.update(
+            max_prompt_length=t.max_prompt_length,
+            distillation_mode=t.distillation_mode,
+            distillation_topk=t.distillation_topk if topk else None,
+            distillation_add_tail=t.distillation_add_tail if topk else False,
+            distillation_alpha=1.0 if t.distillation_mode == "sampled_token" else 0.5,
+            distillation_weight=t.distillation_weight,
+            teacher_model_kind="base" if (t.algo == "pmd" and cfg.memory.teacher == "frozen") else t.teacher_model_kind,
+            max_reprompt_len=t.max_reprompt_len,
+            include_environment_feedback=t.include_environment_feedback,
+            success_reward_threshold=t.success_reward_threshold,
+        )
+    kwargs.update(passthrough)
+    cls = trl_config_class(t.algo)
+    try:
+        args = cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        if not t.trl:
+            raise  # pmd's own values: a bug here, not bad input
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"train.trl: TRL's {cls.__name__} rejected {sorted(t.trl)}: {text}") from None
+    if args.world_size != world_size:
+        raise RuntimeError(f"trl_config(world_size={world_size}), but this process runs with {args.world_size} "
+                           "ranks: pass the launched world size, or train.prompts_per_step stops being global")
+    if args.generation_batch_size != layout.sequences_per_step:  # TRL changed how it derives the generation batch
+        raise RuntimeError(f"TRL's generation batch is {args.generation_batch_size} sequences, expected "
+                           f"{layout.sequences_per_step} ({_ONE_ROUND})")
+    return args
+
+
+def lora_config(cfg: RunConfig):
+    """A PEFT LoRA config on all linear layers when `train.lora_r > 0` (TRL wraps the model); None otherwise."""
+    if cfg.train.lora_r <= 0:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.train.lora_r, lora_alpha=2 * cfg.train.lora_r, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
