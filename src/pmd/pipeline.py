@@ -77,12 +77,17 @@ def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:
     return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db, ranks=Ranks.current())
 
 
-def preflight(cfg: RunConfig) -> tuple[str, EnvironmentSuite]:
-    """Check the model, the environments' data and the memory seed before anything is written; returns the
+def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuite]:
+    """Check the model, the environments' data, the memory seed, the integrations' packages and TRL's own checks of
+    its arguments (the batch split over `world_size` ranks included) before anything is written; returns the
     resolved model path and the environment suite."""
+    from .trl_args import check_integrations, trl_config
+
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run_dir: {run_dir} exists and is not a directory")
+    check_integrations(cfg)
+    trl_config(cfg, str(run_dir / "checkpoints"), world_size=world_size)  # builds TRL's args; writes nothing
     model_path = resolve_model(cfg.model.name_or_path)
     check_model(model_path)
     suite = EnvironmentSuite.from_config(cfg.env)
@@ -138,7 +143,7 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
     """Every rank calls this; the main process's summary carries the report path, the others' do not."""
     ranks = Ranks.current()
     run_dir = Path(cfg.run_dir)
-    model_path, suite = preflight(cfg)  # fail fast on bad input before any work or any write (every rank, read-only)
+    model_path, suite = preflight(cfg, ranks.world)  # fail fast before any work or write (every rank, read-only)
     resume_from, need_base = ranks.on_main(lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models))
     from .report import write_report
     from .trainer import train

@@ -288,7 +288,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
 
     ranks = ranks or Ranks.current()
     algo = cfg.train.algo
-    args = trl_config(cfg, str(run_dir / "checkpoints"))
+    args = trl_config(cfg, str(run_dir / "checkpoints"), world_size=ranks.world)
     dataset = build_dataset(suite, "train", cfg.env.system_prompt)
     reward = EnvironmentReward(suite)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
