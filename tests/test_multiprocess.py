@@ -160,3 +160,15 @@ def test_policy_reflection_and_uneven_evaluation_take_every_rank(tiny_model_path
     trained = json.loads((run / "eval_trained.json").read_text())
     assert trained["overall"]["n_problems"] == 3
     assert trained["num_samples"] == 2
+
+
+def test_a_refused_run_dir_stops_every_rank_with_one_line(uninterrupted):
+    tmp, cfg, proc = uninterrupted
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = sorted(p.name for p in (tmp / "run").iterdir())
+    again = torchrun(tmp / "log-again", "train", str(cfg), "--run-dir", str(tmp / "run"))
+    assert again.returncode != 0
+    errors = [line for line in again.stderr.splitlines() if line.startswith("pmd: error:")]
+    assert len(errors) == 1 and "already holds a run" in errors[0]
+    assert "exitcode  : 2" in again.stderr and "SIGTERM" not in again.stderr  # both ranks exit 2, none killed
+    assert sorted(p.name for p in (tmp / "run").iterdir()) == before

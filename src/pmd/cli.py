@@ -192,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PMDError as exc:
-        print(f"pmd: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
+        every_rank = getattr(exc, "every_rank", False)  # the main process's decision, raised on all ranks
+        if _is_main_process() or not every_rank:
+            print(f"pmd: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
+        if every_rank:
+            import torch.distributed
+
+            torch.distributed.barrier()  # leave together, once rank 0 has said why (launchers kill the rest early)
         return 2
     except KeyboardInterrupt:
         print(f"pmd: interrupted after {time.time() - start:.0f}s", file=sys.stderr)

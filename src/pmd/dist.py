@@ -78,7 +78,9 @@ class Ranks:
                 error = f"{type(exc).__name__}\0{exc}"
         result, error = self.broadcast((result, error))
         if error is not None:
-            raise _rebuild(error)
+            exc = _rebuild(error)
+            exc.every_rank = self.distributed  # the CLI prints it once, on the main process
+            raise exc
         return result
 
     def shard(self, n: int) -> tuple[list[int], int]:
