@@ -176,6 +176,16 @@ def report_to_typo(tmp, cfg):
     return [], ["cfg.yaml", "train.report_to", "did you mean 'tensorboard'?"]
 
 
+def report_to_package_missing(tmp, cfg):
+    cfg["train"]["report_to"] = "swanlab"  # a valid integration whose package this venv does not have
+    return [], ["train.report_to", "'swanlab' needs the swanlab package"]
+
+
+def vllm_where_it_cannot_run(tmp, cfg):
+    cfg["train"]["use_vllm"] = True  # no CUDA here (and no vllm package): refused before anything is written
+    return [], ["train.use_vllm: true needs"]
+
+
 def batch_that_fits_no_ranks(tmp, cfg):
     cfg["train"]["per_device_batch_size"] = 3
     return [], ["cfg.yaml", "train.per_device_batch_size 3", "4 sequences"]
@@ -184,7 +194,8 @@ def batch_that_fits_no_ranks(tmp, cfg):
 CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config, missing_model,
          model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
          memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field,
-         trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks]
+         trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks, report_to_package_missing,
+         vllm_where_it_cannot_run]
 
 
 def existing_run(run_dir: Path) -> None:

@@ -421,3 +421,24 @@ def test_export_jsonl_has_every_level(store: MemoryStore, tmp_path: Path) -> Non
     buf = io.StringIO()
     assert store.export_jsonl(buf) == 5
     assert buf.getvalue() == out.read_text()
+
+
+def test_a_seed_is_rebased_into_the_past_so_this_runs_steps_do_not_collide(store: MemoryStore) -> None:
+    """memory.load_from: the seed's steps 0..2 become -3..-1; this run's step-0 rollouts are then new rows."""
+    store.add_experiences([exp("p1", step=s, i=0) for s in range(3)])
+    iid = store.upsert_insight("p1", "arith", "lesson", "Check the sign before answering.", "test", [1], 2)
+    store.log_retrieval([RetrievalRecord(1, "p1", 0, "memory text", ["insight:1"], 3)])
+    store.meta_set("last_reflected_step", 2)
+    assert store.rebase_steps(meta_step_keys=("last_reflected_step",)) == 3
+    assert [e.step for e in store.experiences()] == [-3, -2, -1]
+    insight = next(i for i in store.insights() if i.id == iid)
+    assert (insight.created_step, insight.updated_step) == (-1, -1)
+    assert [r.step for r in store.retrievals()] == [-2]
+    assert store.meta_get("last_reflected_step") == -1
+    new = store.add_experiences([exp("p1", step=0, i=0)])
+    assert len(store.experiences()) == 4 and new[0] not in {e.id for e in store.experiences()[:3]}
+    assert store.rebase_steps() == 1  # idempotent in kind: the newest step again ends at -1
+
+
+def test_rebasing_an_empty_store_changes_nothing(store: MemoryStore) -> None:
+    assert store.rebase_steps(meta_step_keys=("last_reflected_step",)) == 0

@@ -46,7 +46,7 @@ from .config import RunConfig
 from .dist import Ranks, SharedGeneration
 from .envs import EnvironmentSuite
 from .errors import CheckpointError
-from .memory.loop import LoopStats, MemoryLoop
+from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
 from .prompts import student_messages
@@ -278,6 +278,9 @@ def open_memory(cfg: RunConfig, run_dir: Path) -> MemoryStore:
     path = run_dir / MEMORY_FILE
     if cfg.memory.load_from and not path.exists():
         MemoryStore.restore(cfg.memory.load_from, path)
+        store = MemoryStore(path)
+        store.rebase_steps(meta_step_keys=(LAST_REFLECTED,))  # the seed is this run's past: steps < 0
+        return store
     return MemoryStore(path)
 
 

@@ -396,6 +396,41 @@ class MemoryStore:
 
     # -- whole-store operations ------------------------------------------------------------------------------
 
+    # Every column that holds a training step (table -> columns).
+    _STEP_COLUMNS = {"experiences": ("step",), "insights": ("created_step", "updated_step"),
+                     "patterns": ("created_step", "updated_step"), "retrievals": ("step",)}
+
+    def rebase_steps(self, meta_step_keys: Sequence[str] = ()) -> int:
+        """Shift every step so that this store's history ends at step -1; returns the shift.
+
+        A store seeded from another run (`memory.load_from`) holds steps 0..N of *that* run. Left as they are, this
+        run's step-0 rollouts would collide with the seed's (experiences are unique per step, problem and sample,
+        so they would be dropped), the teacher's "not this step" rule would hide the seed's step-0 attempts, and
+        ageing would treat old evidence as fresh. After the shift the seed is simply the past: steps -N-1..-1.
+        `meta_step_keys` name meta values that are steps too (e.g. the last reflected step)."""
+        conn = self._db
+        highest = max(conn.execute(f"SELECT COALESCE(MAX({c}), -1) FROM {t}").fetchone()[0]  # noqa: S608 - fixed
+                      for t, cols in self._STEP_COLUMNS.items() for c in cols)
+        for key in meta_step_keys:
+            value = self.meta_get(key)
+            if isinstance(value, int):
+                highest = max(highest, value)
+        shift = highest + 1
+        if shift <= 0:
+            return 0
+        with self.transaction():
+            self._touched = True
+            for table, cols in self._STEP_COLUMNS.items():
+                conn.execute(f"UPDATE {table} SET {', '.join(f'{c} = {c} - ?' for c in cols)}",  # noqa: S608
+                             (shift,) * len(cols))
+            for key in meta_step_keys:
+                value = self.meta_get(key)
+                if isinstance(value, int):
+                    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 (key, json.dumps(value - shift)))
+        return shift
+
+
     def counts(self) -> dict[str, int]:
         """Sizes of every level (one consistent snapshot)."""
         with self._snapshot() as conn:
