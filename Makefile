@@ -34,6 +34,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_memory_ops.py
+	$(PY) benchmarks/bench_multiprocess.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
