@@ -35,10 +35,11 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    kind: Literal["reasoning_gym", "code", "sciknoweval"] = _f("reasoning_gym", "Environment kind.")
-    name: str = _f("", "reasoning-gym dataset name (required for that kind), or a label for code/sciknoweval tasks.")
+    kind: Literal["reasoning_gym", "code", "sciknoweval", "dataset"] = _f(
+        "reasoning_gym", "Environment kind (dataset: your own data and rewards).")
+    name: str = _f("", "reasoning-gym dataset name (required for that kind), or a label for the other kinds.")
     params: dict[str, Any] = _f({}, "Options of this kind, typed per kind: pmd.envs ReasoningGymParams (plus the "
-                                    "generator's own keys), CodeParams, SciKnowEvalParams.")
+                                    "generator's own keys), CodeParams, SciKnowEvalParams, DatasetParams.")
 
 
 @dataclass

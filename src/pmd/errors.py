@@ -23,3 +23,7 @@ class MemoryStoreError(PMDError):
 
 class CheckpointError(PMDError):
     """A checkpoint is incomplete or does not fit the run, or a run directory's state forbids the requested start."""
+
+
+class RewardFunctionError(PMDError):
+    """A user's reward function raised during training under `strict: true` (the run stopped at a checkpoint)."""

@@ -88,7 +88,7 @@ def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem],
     mine, per_rank = ranks.shard(len(problems))
     local = [problems[i] for i in mine]
     padded = local + local[:1] * (per_rank - len(local)) if local else problems[:1] * per_rank
-    prompts = [student_messages(system_prompt, user_text(p)) for p in padded]
+    prompts = [student_messages(suite.system_prompt(p, system_prompt), user_text(p)) for p in padded]
     total = len(prompts) * (1 + cfg.num_samples)
     bar = _progress_bar(total, "eval", show_progress and ranks.is_main)
     tick = bar.update if bar is not None else None
@@ -112,12 +112,10 @@ def evaluate(model, tokenizer, suite: EnvironmentSuite, problems: list[Problem],
 
 
 def _judge(suite: EnvironmentSuite, problems: list[Problem], responses: list[str], greedy: bool) -> list[Sample]:
-    out = []
-    for problem, response in zip(problems, responses, strict=True):
-        v = suite.verify(problem, response)
-        out.append(Sample(problem.uid, problem.family, greedy, response, v.reward, v.passed, v.format_ok,
-                          bool(v.details.get("lenient_correct", v.passed))))
-    return out
+    verdicts = suite.verify_batch(problems, responses)
+    return [Sample(p.uid, p.family, greedy, r, v.reward, v.passed, v.format_ok,
+                   bool(v.details.get("lenient_correct", v.passed)))
+            for p, r, v in zip(problems, responses, verdicts, strict=True)]
 
 
 def summarise(samples: list[Sample], k: int, memory_at_inference: bool = False) -> dict:

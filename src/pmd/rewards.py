@@ -36,6 +36,9 @@ def failure_feedback(judged: list[Judged]) -> list[str | None]:
     return [None if j.verdict.passed else j.verdict.feedback for j in judged]
 
 
+TRL_REWARD_KWARGS = ("trainer_state", "log_extra", "log_metric")
+
+
 class EnvironmentReward:
     """Callable reward for TRL trainers (this process's rollouts); keeps their verdicts for `take_verdicts`."""
 
@@ -45,12 +48,13 @@ class EnvironmentReward:
         self.suite = suite
         self._pending: list[Judged] | None = None
 
-    def __call__(self, prompts, completions, problem_uid, **_) -> list[float]:
-        judged = []
-        for uid, completion in zip(problem_uid, completions, strict=True):
-            problem = self.suite.problem(uid)
-            response = completion_text(completion)
-            judged.append(Judged(problem, response, self.suite.verify(problem, response)))
+    def __call__(self, prompts, completions, problem_uid, completion_ids=None, **kwargs) -> list[float]:
+        problems = [self.suite.problem(uid) for uid in problem_uid]
+        responses = [completion_text(c) for c in completions]
+        # TRL's extra reward arguments reach your own reward functions (dataset tasks) unchanged
+        trl_kwargs = {k: kwargs[k] for k in TRL_REWARD_KWARGS if k in kwargs}
+        verdicts = self.suite.verify_batch(problems, responses, completion_ids, trl_kwargs)
+        judged = [Judged(p, r, v) for p, r, v in zip(problems, responses, verdicts, strict=True)]
         self._pending = judged
         return [j.verdict.reward for j in judged]
 

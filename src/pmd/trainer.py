@@ -45,7 +45,7 @@ from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, rest
 from .config import RunConfig
 from .dist import Ranks, SharedGeneration
 from .envs import EnvironmentSuite
-from .errors import CheckpointError
+from .errors import CheckpointError, RewardFunctionError
 from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
@@ -61,16 +61,18 @@ def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str) -> Da
     """Rows TRL understands: a conversational `prompt` plus `problem_uid` for the reward function."""
     problems = suite.problems(split)
     return Dataset.from_list([
-        {"prompt": student_messages(system_prompt, suite.format_prompt(p)), "problem_uid": p.uid} for p in problems
+        {"prompt": student_messages(suite.system_prompt(p, system_prompt), suite.format_prompt(p)),
+         "problem_uid": p.uid} for p in problems
     ])
 
 
 class MetricsJSONL(TrainerCallback):
     """One JSON object per logged step (TRL's logs + memory counts) for report.py; append-only, flushed per line."""
 
-    def __init__(self, path: Path, memory: MemoryLoop | None = None):
+    def __init__(self, path: Path, memory: MemoryLoop | None = None, suite: EnvironmentSuite | None = None):
         self.path = path
         self.memory = memory
+        self.suite = suite
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -78,6 +80,9 @@ class MetricsJSONL(TrainerCallback):
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if _jsonable(v)}}
         if self.memory is not None:
             row.update(self.memory.metrics())
+        failures = self.suite.reward_failures() if self.suite is not None else {}
+        if failures:  # your reward functions' failures so far (this process's batches), scored 0
+            row["env/reward_function_errors_total"] = float(sum(failures.values()))
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -123,6 +128,23 @@ class CheckpointCallback(TrainerCallback):
             self.loop.store.backup_to(ckpt / MEMORY_FILE)
         write_manifest(ckpt, state.global_step, has_memory=self.loop is not None, has_teacher=teacher is not None,
                        loop_stats=asdict(self.loop.stats) if self.loop is not None else None)
+
+
+class StopOnRewardError(TrainerCallback):
+    """`strict: true` on a dataset task: a reward function that raised stops training after this step, with a
+    checkpoint, on every rank together (any rank's failure counts)."""
+
+    def __init__(self, suite: EnvironmentSuite, ranks: Ranks):
+        self.suite = suite
+        self.ranks = ranks
+        self.reason: str | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        reasons = [r for r in self.ranks.gather(self.suite.stop_reason()) if r]
+        if reasons and self.reason is None:
+            self.reason = f"{reasons[0]}; stopped after step {state.global_step}"
+            control.should_save = True
+            control.should_training_stop = True
 
 
 class SamplerReplayCallback(TrainerCallback):
@@ -388,14 +410,21 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     # one writer for the run directory; the others wait for it, then receive the checkpoint's manifest
     manifest = ranks.on_main(lambda: _restore(run_dir, ckpt))
     trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=callbacks, ranks=ranks)
-    trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop))
+    trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop, suite))
+    guard = StopOnRewardError(suite, ranks)
+    trainer.add_callback(guard)
     if eval_every:
         trainer.add_callback(PeriodicEval(trainer, cfg, suite, run_dir / "metrics.jsonl", eval_every, ranks))
     try:
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)
         trainer.train(resume_from_checkpoint=resume_from)
+        if guard.reason is not None:
+            raise RewardFunctionError(f"{guard.reason} (its checkpoint is saved: fix the function, then "
+                                      "pmd train --resume)")
         summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final")}
+        if suite.reward_failures():
+            summary["reward_function_errors"] = suite.reward_failures()
         if evaluate_trained:
             t0 = time.time()
             summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)

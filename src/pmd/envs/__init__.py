@@ -10,6 +10,7 @@ from .base import Environment, Problem, Verdict
 
 if TYPE_CHECKING:
     from .code import CodeParams
+    from .dataset import DatasetParams
     from .reasoning_gym import ReasoningGymParams
     from .sciknoweval import SciKnowEvalParams
 
@@ -17,7 +18,7 @@ __all__ = ["Environment", "EnvironmentSuite", "Problem", "Verdict", "make_enviro
 
 
 def task_params(task: TaskConfig, env_cfg: EnvConfig,
-                path: str) -> ReasoningGymParams | CodeParams | SciKnowEvalParams:
+                path: str) -> ReasoningGymParams | CodeParams | SciKnowEvalParams | DatasetParams:
     """The `params` of task `path` (e.g. "env.tasks[0]") as its kind's typed dataclass, with the env-wide values
     (seed, the task's name, reveal_answer_in_feedback) filled in where the task leaves them. Validated by the config
     machinery, so errors name the dotted key (`env.tasks[0].params.reward: ...`). Imports the kind's module lazily."""
@@ -38,6 +39,10 @@ def task_params(task: TaskConfig, env_cfg: EnvConfig,
 
         data = {"reveal_answer_in_feedback": env_cfg.reveal_answer_in_feedback, **data}
         return build_dataclass(SciKnowEvalParams, data, f"{path}.params")
+    if task.kind == "dataset":
+        from .dataset import DatasetParams
+
+        return build_dataclass(DatasetParams, data, f"{path}.params")
     raise ConfigError(f"{path}.kind: unknown task kind '{task.kind}'")  # unreachable after config validation
 
 
@@ -69,6 +74,11 @@ def make_environment(task: TaskConfig, env_cfg: EnvConfig, path: str = "env.task
         from .code import CodeEnvironment
 
         return CodeEnvironment(params)
+    if task.kind == "dataset":
+        from .dataset import DatasetEnvironment
+
+        return DatasetEnvironment(params, reveal_answer_in_feedback=env_cfg.reveal_answer_in_feedback,
+                                  answer_instruction=env_cfg.answer_instruction, where=path)
     from .sciknoweval import SciKnowEvalEnvironment
 
     return SciKnowEvalEnvironment(params)
@@ -102,6 +112,38 @@ class EnvironmentSuite:
 
     def verify(self, problem: Problem, response: str) -> Verdict:
         return self._env_of[problem.uid].verify(problem, response)
+
+    def verify_batch(self, problems: list[Problem], responses: list[str], completion_ids: list[Any] | None = None,
+                     trl_kwargs: dict[str, Any] | None = None) -> list[Verdict]:
+        """Verdicts in order. An environment with `verify_batch` (your own reward functions, which TRL calls per
+        batch) gets its problems in one call, with the token ids and TRL's extra reward arguments."""
+        out: list[Verdict | None] = [None] * len(problems)
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(problems):
+            groups.setdefault(self._env_of[p.uid].name, []).append(i)
+        for name, idx in groups.items():
+            env = self.environments[name]
+            batch = getattr(env, "verify_batch", None)
+            if batch is None:
+                verdicts = [env.verify(problems[i], responses[i]) for i in idx]
+            else:
+                ids = [completion_ids[i] for i in idx] if completion_ids is not None else None
+                verdicts = batch([problems[i] for i in idx], [responses[i] for i in idx], ids, trl_kwargs)
+            for i, v in zip(idx, verdicts, strict=True):
+                out[i] = v
+        return out  # type: ignore[return-value]
+
+    def system_prompt(self, problem: Problem, default: str) -> str:
+        """The problem's own system turn (a dataset row's chat messages), else the run's `env.system_prompt`."""
+        return problem.metadata.get("system_prompt") or default
+
+    def reward_failures(self) -> dict[str, int]:
+        """Reward-function failures so far, by 'function: exception type' (your own functions only)."""
+        return {k: v for env in self.environments.values() for k, v in getattr(env, "failures", {}).items()}
+
+    def stop_reason(self) -> str | None:
+        """Why training must stop (a reward function raised under `strict: true`), or None."""
+        return next((r for env in self.environments.values() if (r := getattr(env, "stop_reason", None))), None)
 
     def format_prompt(self, problem: Problem) -> str:
         return self._env_of[problem.uid].format_prompt(problem)

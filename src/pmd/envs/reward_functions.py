@@ -1,0 +1,147 @@
+"""A user's reward function, named in the config, called exactly as TRL calls one.
+
+`module:function` (importable) or `path/to/file.py:function` (a file, relative to the working directory). The
+function takes TRL's reward signature, so an existing TRL reward function works unchanged:
+
+    def reward(prompts, completions, completion_ids, **kwargs) -> list[float | None]
+
+`prompts` are chat messages, `completions` are `[{"role": "assistant", "content": text}]` (TRL's conversational
+form), `completion_ids` the generated token ids (None outside training, e.g. in evaluation), and `kwargs` hold every
+column of the dataset's rows (one list entry per completion) plus TRL's `trainer_state`, `log_extra` and
+`log_metric`. It returns one float per completion (None: not applicable, scored 0), or `(reward, feedback_text)`
+pairs: the text reaches SDPO's and PMD's teacher and the memory like a built-in verifier's feedback.
+
+This is the user's own code, not model-written code: it runs in the training process, like TRL's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+TRL_ARGS = ("prompts", "completions", "completion_ids")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One completion's score from a reward function, with its feedback text if the function gave one."""
+
+    reward: float
+    feedback: str | None = None
+
+
+def load_function(spec: str, where: str, columns: Sequence[str] = ()) -> Callable[..., Any]:
+    """The function `spec` names ("module:function" or "path/to/file.py:function"). ConfigError naming `where` if it
+    cannot be imported or cannot take TRL's reward call with the dataset's `columns` as keyword arguments."""
+    module_name, sep, attr = spec.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{where}: expected 'module:function' or 'path/to/file.py:function', got {spec!r}")
+    try:
+        if module_name.endswith(".py"):
+            module = _module_from_file(Path(module_name), where)
+        else:
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the user's module failed while importing: say which and why, in one line
+        raise ConfigError(f"{where}: cannot import {module_name!r} ({type(exc).__name__}: {_first_line(exc)})") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ConfigError(f"{where}: {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise ConfigError(f"{where}: {spec!r} is not callable")
+    check_signature(fn, where, columns)
+    return fn
+
+
+def _module_from_file(path: Path, where: str):
+    if not path.is_file():
+        raise ConfigError(f"{where}: reward function file {path} not found (relative paths start at the working "
+                          "directory)")
+    name = f"pmd_user_reward_{abs(hash(str(path.resolve())))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{where}: {path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def check_signature(fn: Callable[..., Any], where: str, columns: Sequence[str] = ()) -> None:
+    """`fn` must accept TRL's call: prompts, completions, completion_ids, TRL's extras and the dataset's columns as
+    keyword arguments (a parameter named after a column is fine; one that no call provides is not)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin or C function: trust it, the first-rows check will call it
+    given = {name: [] for name in (*TRL_ARGS, *columns)}
+    given.update(trainer_state=None, log_extra=_ignore, log_metric=_ignore)
+    try:
+        sig.bind(**given)  # TRL passes all of these, every call
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {getattr(fn, '__name__', fn)!r} does not take TRL's reward call (prompts, "
+                          f"completions, completion_ids, the columns {sorted(columns)} and TRL's trainer_state, "
+                          f"log_extra, log_metric as keywords; add **kwargs): {exc}") from None
+
+
+def call(fn: Callable[..., Any], prompts: list[Any], responses: list[str], columns: dict[str, list[Any]],
+         completion_ids: Sequence[Any] | None = None, trl_kwargs: dict[str, Any] | None = None) -> list[Scored]:
+    """Call `fn` on a batch the way TRL does and normalise what it returns. Raises what `fn` raises, and
+    ValueError if its output has the wrong length or type."""
+    completions = [[{"role": "assistant", "content": r}] for r in responses]
+    ids = list(completion_ids) if completion_ids is not None else [None] * len(responses)
+    extra = {"trainer_state": None, "log_extra": _ignore, "log_metric": _ignore, **(trl_kwargs or {})}
+    out = fn(prompts=prompts, completions=completions, completion_ids=ids, **columns, **extra)
+    return normalise(out, len(responses))
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    """Outside TRL's loop (evaluation, preflight) `log_extra` / `log_metric` go nowhere."""
+
+
+def normalise(out: Any, n: int) -> list[Scored]:
+    """A reward function's return value as `n` Scored: floats (None/NaN = 0) or (reward, feedback) pairs."""
+    if not isinstance(out, (list, tuple)):
+        raise ValueError(f"returned {type(out).__name__}, expected a list of {n} floats or (reward, feedback) pairs")
+    if len(out) != n:
+        raise ValueError(f"returned {len(out)} values for {n} completions")
+    scored = []
+    for item in out:
+        feedback = None
+        if isinstance(item, (tuple, list)):
+            if len(item) != 2 or not (item[1] is None or isinstance(item[1], str)):
+                raise ValueError(f"returned {item!r}; a pair must be (reward, feedback_text)")
+            item, feedback = item
+        if item is None:
+            value = 0.0
+        elif isinstance(item, str) or not hasattr(item, "__float__"):  # numbers, bools, numpy/torch scalars
+            raise ValueError(f"returned {item!r}, expected a number")
+        else:
+            value = float(item)
+            if math.isnan(value):
+                value = 0.0
+            elif math.isinf(value):
+                raise ValueError(f"returned {value}, expected a finite number")
+        scored.append(Scored(value, feedback or None))
+    return scored
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -1,0 +1,216 @@
+"""`kind: dataset`: local files in every format `datasets` reads, TRL-signature reward functions with feedback,
+weighted terms, failures counted (or stopping the run under strict), and one-line errors before anything is written."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from pmd.envs.dataset import DatasetEnvironment
+from pmd.envs.reward_functions import normalise
+from pmd.errors import ConfigError, DatasetError
+
+ROWS = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i), "level": i % 3} for i in range(10)]
+
+REWARDS_PY = '''
+calls = []
+
+def with_feedback(prompts, completions, completion_ids, answer, level, **kwargs):
+    calls.append({"n": len(completions), "level": list(level), "ids": list(completion_ids),
+                  "prompt_roles": [[m["role"] for m in p] for p in prompts], "state": kwargs.get("trainer_state")})
+    out = []
+    for c, a in zip(completions, answer):
+        text = c[0]["content"]
+        out.append((1.0, "Correct.") if text.strip().endswith(str(a)) else (0.0, "Wrong answer: not the sum."))
+    return out
+
+def floats_only(prompts, completions, **kwargs):
+    return [0.5 for _ in completions]
+
+def raises_later(prompts, completions, **kwargs):
+    if any("boom" in c[0]["content"] for c in completions):
+        raise RuntimeError("cannot score boom")
+    return [1.0 for _ in completions]
+
+def always_raises(prompts, completions, **kwargs):
+    raise ValueError("bad reward")
+
+def two_values(prompts, completions, **kwargs):
+    return [1.0, 0.0, 1.0][: len(completions) + 1]
+
+def no_kwargs(prompts, completions):
+    return [1.0 for _ in completions]
+
+def needs_missing_column(prompts, completions, completion_ids, difficulty):
+    return [1.0 for _ in completions]
+'''
+
+
+@pytest.fixture
+def rewards_file(tmp_path) -> Path:
+    path = tmp_path / "my_rewards.py"
+    path.write_text(REWARDS_PY, encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows=ROWS) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def env(path: Path, rewards_file: Path | None = None, function: str = "with_feedback", **options):
+    rewards = options.pop("rewards", None) or [{"function": f"{rewards_file}:{function}"}]
+    return DatasetEnvironment(path=str(path), rewards=rewards, eval_fraction=0.2, **options)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet", "save_to_disk", "folder"])
+def test_every_local_format_datasets_reads_gives_the_same_problems(fmt, tmp_path, rewards_file):
+    import datasets
+
+    ds = datasets.Dataset.from_list(ROWS)
+    target = tmp_path / f"data.{fmt}"
+    if fmt == "jsonl":
+        write_jsonl(target)
+    elif fmt == "json":
+        target.write_text(json.dumps(ROWS), encoding="utf-8")
+    elif fmt == "csv":
+        ds.to_csv(str(target))
+    elif fmt == "parquet":
+        ds.to_parquet(str(target))
+    elif fmt == "save_to_disk":
+        ds.save_to_disk(str(target))
+    else:
+        target.mkdir()
+        write_jsonl(target / "part-0.jsonl", ROWS[:5])
+        write_jsonl(target / "part-1.jsonl", ROWS[5:])
+    e = env(target, rewards_file)
+    got = sorted((p.question, p.answer) for split in ("train", "eval") for p in e.problems(split))
+    assert got == sorted((r["question"], r["answer"]) for r in ROWS)
+    assert not {p.question for p in e.problems("train")} & {p.question for p in e.problems("eval")}
+    assert len(e.problems("eval")) == 2
+
+
+def test_a_saved_dataset_dict_gives_its_splits(tmp_path, rewards_file):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:7]),
+                          "test": datasets.Dataset.from_list(ROWS[7:])}).save_to_disk(str(tmp_path / "dd"))
+    e = env(tmp_path / "dd", rewards_file, eval_split="test")
+    assert [p.answer for p in e.problems("eval")] == [r["answer"] for r in ROWS[7:]]
+    assert len(e.problems("train")) == 7
+    with pytest.raises(DatasetError, match=r"has splits \['test', 'train'\], not 'validation'"):
+        env(tmp_path / "dd", rewards_file, eval_split="validation")
+
+
+def test_a_separate_eval_file_never_shares_a_question_with_train(tmp_path, rewards_file):
+    write_jsonl(tmp_path / "train.jsonl", ROWS)
+    write_jsonl(tmp_path / "eval.jsonl", ROWS[:3])
+    e = env(tmp_path / "train.jsonl", rewards_file, eval_path=str(tmp_path / "eval.jsonl"))
+    assert len(e.problems("eval")) == 3 and len(e.problems("train")) == 7
+
+
+def test_chat_message_prompts_keep_their_system_turn(tmp_path, rewards_file):
+    rows = [{"messages": [{"role": "system", "content": "You add numbers."},
+                          {"role": "user", "content": f"{i} + {i}?"}], "answer": str(2 * i), "level": 0}
+            for i in range(6)]
+    e = env(write_jsonl(tmp_path / "chat.jsonl", rows), rewards_file, prompt="messages")
+    p = e.problems("train")[0]
+    assert e.messages(p)[0] == {"role": "system", "content": "You add numbers."}
+    assert e.messages(p)[1]["content"].startswith(p.question)
+    bad = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "answer": "1"}]
+    with pytest.raises(DatasetError, match=r"row 1: 'messages' holds chat turns \['user', 'assistant'\]"):
+        env(write_jsonl(tmp_path / "bad.jsonl", bad), rewards_file, prompt="messages")
+
+
+def test_a_trl_reward_function_gets_the_batch_columns_ids_and_gives_feedback(tmp_path, rewards_file):
+    e = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file)
+    import sys
+
+    module = next(m for name, m in sys.modules.items() if name.startswith("pmd_user_reward_")
+                  and getattr(m, "__file__", "") == str(rewards_file))
+    module.calls.clear()
+    problems = e.problems("train")[:3]
+    verdicts = e.verify_batch(problems, [f"Answer: {problems[0].answer}", "Answer: -1", "nothing"],
+                              completion_ids=[[1], [2], [3]], trl_kwargs={"trainer_state": "state"})
+    assert [v.reward for v in verdicts] == [1.0, 0.0, 0.0]
+    assert verdicts[1].feedback == "Wrong answer: not the sum." and verdicts[0].passed
+    assert module.calls == [{"n": 3, "level": [p.metadata["row"]["level"] for p in problems], "ids": [[1], [2], [3]],
+                             "prompt_roles": [["user"]] * 3, "state": "state"}]  # one call for the batch
+
+
+def test_weighted_terms_sum_like_trl_and_failing_feedback_comes_first(tmp_path, rewards_file):
+    e = env(write_jsonl(tmp_path / "d.jsonl"), rewards=[
+        {"function": f"{rewards_file}:floats_only", "weight": 2.0},
+        {"function": f"{rewards_file}:with_feedback", "weight": 1.0}])
+    p = e.problems("train")[0]
+    right, wrong = e.verify_batch([p, p], [f"Answer: {p.answer}", "Answer: -1"])
+    assert (right.reward, wrong.reward) == (2.0, 1.0)
+    assert not right.passed  # passed needs the sum of the weights (3.0) by default
+    assert wrong.feedback.startswith("Wrong answer: not the sum.")
+    assert right.feedback.startswith("Failed check floats_only: it scored 0.5 of 1.")
+    assert wrong.details["terms"] == {"floats_only": 0.5, "with_feedback": 0.0}
+
+
+def test_a_function_that_raises_in_training_scores_zero_is_counted_and_logged_once(tmp_path, rewards_file, caplog):
+    e = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function="raises_later")
+    p = e.problems("train")[0]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            (v,) = e.verify_batch([p], ["boom"])
+    assert v.reward == 0.0 and not v.passed and "failed on this batch" in v.feedback
+    assert e.failures == {"raises_later: RuntimeError": 3}
+    assert sum("raises_later raised RuntimeError" in r.getMessage() for r in caplog.records) == 1
+    assert e.stop_reason is None
+    strict = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function="raises_later", strict=True)
+    strict.verify_batch([p], ["boom"])
+    assert "raises_later raised RuntimeError: cannot score boom (strict: true)" in strict.stop_reason
+
+
+@pytest.mark.parametrize("function,message", [
+    ("always_raises", r"rewards\[0\] \(always_raises\) failed on the first rows of .*: ValueError: bad reward"),
+    ("two_values", r"failed on the first rows .*ValueError: returned 3 values for 2 completions"),
+    ("needs_missing_column", r"does not take TRL's reward call .*missing a required argument: 'difficulty'"),
+    ("no_kwargs", r"does not take TRL's reward call .*add \*\*kwargs\): got an unexpected keyword argument"),
+    ("no_such_function", r"has no attribute 'no_such_function'"),
+])
+def test_a_reward_that_cannot_run_fails_before_training(function, message, tmp_path, rewards_file):
+    with pytest.raises((ConfigError, DatasetError), match=message):
+        env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function=function)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("not_a_spec", "expected 'module:function'"),
+    ("missing_file.py:f", "reward function file missing_file.py not found"),
+    ("pmd_no_such_module:f", r"cannot import 'pmd_no_such_module' \(ModuleNotFoundError"),
+])
+def test_function_specs_that_cannot_be_imported_name_themselves(spec, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl")), rewards=[{"function": spec}])
+
+
+def test_missing_columns_and_files_are_named(tmp_path, rewards_file):
+    with pytest.raises(DatasetError, match=r"no column 'prompt_text' \(columns: answer, level, question\)"):
+        env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, prompt="prompt_text")
+    with pytest.raises(DatasetError, match="nope.jsonl does not exist"):
+        env(tmp_path / "nope.jsonl", rewards_file)
+    (tmp_path / "broken.jsonl").write_text('{"question": "a", "answer": "1"}\n{"question": \n', encoding="utf-8")
+    with pytest.raises(DatasetError, match="broken.jsonl could not be read by datasets"):
+        env(tmp_path / "broken.jsonl", rewards_file)
+
+
+@pytest.mark.parametrize("out,expected", [
+    ([1, 0.5, None, float("nan"), True], [1.0, 0.5, 0.0, 0.0, 1.0]),
+    ([(1.0, "ok"), (0.0, None)], [1.0, 0.0]),
+])
+def test_normalise_accepts_trl_returns_and_pairs(out, expected):
+    assert [s.reward for s in normalise(out, len(out))] == expected
+
+
+@pytest.mark.parametrize("out,message", [("1.0", "returned str"), ([1.0], "returned 1 values for 2"),
+                                         (["x", 1], "returned 'x'"), ([(1.0, 2), 1], "a pair must be")])
+def test_normalise_rejects_what_trl_would_not_score(out, message):
+    with pytest.raises(ValueError, match=message):
+        normalise(out, 2)
