@@ -186,6 +186,30 @@ def vllm_where_it_cannot_run(tmp, cfg):
     return [], ["train.use_vllm: true needs"]
 
 
+def own_task(tmp, cfg, reward: str, prompt: str = "question") -> None:
+    rows = [{"question": f"{i} + 1?", "answer": str(i + 1)} for i in range(8)]
+    (tmp / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp / "score.py").write_text("def broken(prompts, completions, **kw):\n    raise ValueError('no')\n",
+                                  encoding="utf-8")
+    cfg["env"]["tasks"] = [{"kind": "dataset", "name": "qa", "params": {
+        "path": str(tmp / "qa.jsonl"), "prompt": prompt, "rewards": [{"function": reward}]}}]
+
+
+def own_task_missing_column(tmp, cfg):
+    own_task(tmp, cfg, f"{tmp / 'score.py'}:broken", prompt="query")
+    return [], ["qa.jsonl", "no column 'query'", "env.tasks[0].params.prompt"]
+
+
+def own_task_unimportable_function(tmp, cfg):
+    own_task(tmp, cfg, "no_such_package.rewards:score")
+    return [], ["env.tasks[0].params.rewards[0].function", "cannot import 'no_such_package.rewards'"]
+
+
+def own_task_reward_raises_on_first_rows(tmp, cfg):
+    own_task(tmp, cfg, f"{tmp / 'score.py'}:broken")
+    return [], ["env.tasks[0].params.rewards[0] (broken) failed on the first rows", "ValueError: no"]
+
+
 def batch_that_fits_no_ranks(tmp, cfg):
     cfg["train"]["per_device_batch_size"] = 3
     return [], ["cfg.yaml", "train.per_device_batch_size 3", "4 sequences"]
@@ -195,7 +219,8 @@ CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config,
          model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
          memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field,
          trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks, report_to_package_missing,
-         vllm_where_it_cannot_run]
+         vllm_where_it_cannot_run, own_task_missing_column, own_task_unimportable_function,
+         own_task_reward_raises_on_first_rows]
 
 
 def existing_run(run_dir: Path) -> None:

@@ -214,3 +214,46 @@ def test_normalise_accepts_trl_returns_and_pairs(out, expected):
 def test_normalise_rejects_what_trl_would_not_score(out, message):
     with pytest.raises(ValueError, match=message):
         normalise(out, 2)
+
+
+STEP_REWARDS_PY = '''
+def fails_from_step_one(prompts, completions, completion_ids, trainer_state=None, **kwargs):
+    if trainer_state is not None and trainer_state.global_step >= 1:
+        raise KeyError("late failure")
+    return [1.0 if c[0]["content"].strip() else 0.0 for c in completions]
+'''
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_training_with_a_failing_reward_scores_zero_or_stops_at_a_checkpoint(strict, tmp_path, tiny_model_path):
+    from pmd.checkpoint import read_manifest
+    from pmd.config import config_from_dict
+    from pmd.envs import EnvironmentSuite
+    from pmd.errors import RewardFunctionError
+    from pmd.report import read_metrics
+    from pmd.trainer import train
+
+    (tmp_path / "late.py").write_text(STEP_REWARDS_PY, encoding="utf-8")
+    write_jsonl(tmp_path / "d.jsonl")
+    cfg = config_from_dict({
+        "model": {"name_or_path": str(tiny_model_path)},
+        "env": {"tasks": [{"kind": "dataset", "name": "sums", "params": {
+            "path": str(tmp_path / "d.jsonl"), "strict": strict,
+            "rewards": [{"function": f"{tmp_path / 'late.py'}:fails_from_step_one"}]}}]},
+        "train": {"algo": "pmd", "steps": 3, "prompts_per_step": 2, "num_generations": 2,
+                  "max_completion_length": 4},
+        "run_dir": str(tmp_path / "run"),
+    })
+    suite = EnvironmentSuite.from_config(cfg.env)
+    run = Path(cfg.run_dir)
+    if not strict:
+        summary = train(cfg, run, str(tiny_model_path), suite)
+        assert summary["steps"] == 3 and summary["reward_function_errors"] == {"fails_from_step_one: KeyError": 2}
+        rows = [r for r in read_metrics(run) if "env/reward_function_errors_total" in r and "train_runtime" not in r]
+        assert [r["step"] for r in rows] == [2, 3]
+        return
+    with pytest.raises(RewardFunctionError, match=r"fails_from_step_one raised KeyError: 'late failure' \(strict: "
+                                                  r"true\); stopped after step 2 .*pmd train --resume"):
+        train(cfg, run, str(tiny_model_path), suite)
+    assert read_manifest(run / "checkpoints" / "checkpoint-2") is not None  # a complete checkpoint to resume from
+    assert not (run / "final").exists()
