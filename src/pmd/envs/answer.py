@@ -4,6 +4,10 @@ Strict (the learnable format): the last line starting with `Answer:` (case-insen
 or a last line that states "The (final) answer is X" (the phrasing small instruct models use on their own).
 Lenient (recorded separately, never the default reward): the last number in the response, else its last
 non-empty line. Keeping the two apart lets a run see whether the policy learned the format or only the content.
+
+`answer_verdict` turns an extraction and its scores into the Verdict every text-answer environment gives, so that
+reasoning-gym tasks and dataset tasks (`envs.verifiers`) word their feedback the same way: the reflector parses
+the "Extracted answer: '...'." sentence and keys lessons on the first one.
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .base import Verdict
+
 _ANSWER_LINE = re.compile(r"^\s*\**\s*(?:final\s+)?answer\s*\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 _FINAL_SENTENCE = re.compile(
     r"^\s*(?:so,?\s+|thus,?\s+|therefore,?\s+)?the\s+(?:final\s+)?(?:answer|result)\b[^.\n:]{0,60}?\bis\s*[:：]?\s*(.+?)\s*$",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:/\d+)?")
+
+WRONG_ANSWER = "Wrong answer: the extracted answer is incorrect."
+NO_ANSWER = "No gradable answer: the reply has no final line 'Answer: <answer>' and no \\boxed{}."
 
 
 @dataclass(frozen=True)
@@ -78,3 +87,53 @@ def truncate(text: str, limit: int = 200) -> str:
     """Shorten text for feedback so one runaway response cannot flood the teacher prompt."""
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def answer_verdict(
+    ext: Extraction,
+    strict_score: float,
+    lenient_score: float,
+    reference: str | None,
+    reveal: bool,
+    lenient_credit: float,
+    *,
+    wrong: str = WRONG_ANSWER,
+    fault: str | None = None,
+) -> Verdict:
+    """The Verdict for an answer read by `extract_answer` and scored (in [0, 1]) on its strict and lenient readings.
+
+    Reward is the strict score when the format was followed, else `lenient_credit` times the lenient score, so the
+    policy is paid for the format and a run still sees (in `details["lenient_correct"]`) when only the format was
+    missed. `passed` needs a strict score of 1. The feedback leads with the verdict ("Correct." / `wrong` / "No
+    gradable answer: ...") because the teacher reads it and the memory's reflector keys lessons on the first sentence
+    and reads the answer back from "Extracted answer: '...'."; a wrong-but-formatted answer must not open with
+    "Format: followed". `reference` is named only when `reveal` is on and the answer was not correct (it leaks the
+    label). `fault` (a full sentence) marks a row that cannot be graded (a broken reference): it replaces the verdict
+    headline, scores 0 for every reply, and reveals nothing.
+    """
+    if fault is not None:
+        strict_score = lenient_score = 0.0
+    passed = fault is None and strict_score >= 1.0
+    reward = strict_score if ext.strict is not None else lenient_credit * lenient_score
+    if ext.strict is not None:
+        how = f"Format: followed (found the final answer via {ext.how.replace('_', ' ')})."
+        answer = f"Extracted answer: {truncate(ext.strict, 80)!r}."
+        head = fault or ("Correct." if passed else wrong)
+        parts = [head, answer, how]
+    else:
+        parts = [fault or NO_ANSWER]
+        if ext.lenient is not None:
+            parts.append(f"The last value in the reply was {truncate(ext.lenient, 80)!r}.")
+    if reveal and not passed and fault is None and reference is not None:
+        parts.append(f"The correct answer is {reference}.")
+    details = {"how": ext.how, "lenient": ext.lenient, "lenient_correct": lenient_score >= 1.0}
+    if fault is not None:
+        details["fault"] = fault
+    return Verdict(
+        reward=float(reward),
+        passed=passed,
+        feedback=" ".join(parts),
+        extracted=ext.strict,
+        format_ok=ext.strict is not None,
+        details=details,
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..config import _f, build_dataclass
 from ..errors import ConfigError
-from .answer import extract_answer, truncate
+from .answer import answer_verdict, extract_answer
 from .base import Problem, Verdict
 
 SPLITS = ("train", "eval")
@@ -154,29 +154,8 @@ class ReasoningGymEnvironment:
         ext = extract_answer(response)
         strict_score = self._score(dataset, entry, ext.strict)
         lenient_score = self._score(dataset, entry, ext.lenient)
-        passed = strict_score >= 1.0
-        reward = strict_score if ext.strict is not None else self.lenient_credit * lenient_score
-        # The failure comes first: SDPO's teacher reads this text and the memory's reflector keys lessons on its
-        # first sentence, so a wrong-but-formatted answer must not open with "Format: followed".
-        if ext.strict is not None:
-            how = f"Format: followed (found the final answer via {ext.how.replace('_', ' ')})."
-            answer = f"Extracted answer: {truncate(ext.strict, 80)!r}."
-            head = "Correct." if passed else "Wrong answer: the extracted answer is incorrect."
-            parts = [head, answer, how]
-        else:
-            parts = ["No gradable answer: the reply has no final line 'Answer: <answer>' and no \\boxed{}."]
-            if ext.lenient is not None:
-                parts.append(f"The last value in the reply was {truncate(ext.lenient, 80)!r}.")
-        if self.reveal_answer_in_feedback and not passed:
-            parts.append(f"The correct answer is {problem.answer}.")
-        return Verdict(
-            reward=float(reward),
-            passed=passed,
-            feedback=" ".join(parts),
-            extracted=ext.strict,
-            format_ok=ext.strict is not None,
-            details={"how": ext.how, "lenient": ext.lenient, "lenient_correct": lenient_score >= 1.0},
-        )
+        return answer_verdict(ext, strict_score, lenient_score, problem.answer, self.reveal_answer_in_feedback,
+                              self.lenient_credit)
 
     @staticmethod
     def _score(dataset: Any, entry: dict[str, Any], answer: str | None) -> float:
