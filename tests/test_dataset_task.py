@@ -257,3 +257,17 @@ def test_training_with_a_failing_reward_scores_zero_or_stops_at_a_checkpoint(str
         train(cfg, run, str(tiny_model_path), suite)
     assert read_manifest(run / "checkpoints" / "checkpoint-2") is not None  # a complete checkpoint to resume from
     assert not (run / "final").exists()
+
+
+def test_a_row_a_verifier_could_never_reward_is_rejected_at_load(tmp_path):
+    rows = [*ROWS[:4], {"question": "What is x?", "answer": "about five", "level": 0}, *ROWS[4:]]
+    with pytest.raises(DatasetError, match=r"d.jsonl: row 5: .*\(dataset.params.rewards\[0\]: verifier numeric\)"):
+        DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl", rows)), rewards=[{"verifier": "numeric"}])
+
+
+def test_built_in_verifiers_score_dataset_rows_with_verdict_first_feedback(tmp_path):
+    e = DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl")), rewards=[{"verifier": "numeric"}])
+    p = e.problems("train")[0]
+    right, wrong = e.verify_batch([p, p], [f"Answer: {p.answer}.0", "Answer: 1000"])
+    assert right.passed and right.reward == 1.0 and right.feedback.startswith("Correct.")
+    assert not wrong.passed and wrong.feedback.startswith("Wrong answer:") and "Extracted answer: '1000'." in wrong.feedback

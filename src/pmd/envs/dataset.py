@@ -142,7 +142,13 @@ class DatasetEnvironment:
             return _Term(spec, reward_functions.load_function(spec.function, f"{where}.function", columns))
         from .verifiers import make_verifier
 
-        return _Term(spec, make_verifier(spec.verifier, {"reveal_answer_in_feedback": reveal, **spec.params}, where))
+        verifier = make_verifier(spec.verifier, {"reveal_answer_in_feedback": reveal, **spec.params}, where)
+        for record in (r for split in self._splits.values() for r in split):
+            problem = verifier.check_reference(record["answer"] or "")
+            if problem:  # a row the verifier could never reward would silently train on 0s: say so now
+                raise DatasetError(f"{record['where']}: {problem.removeprefix('Not graded: ')} "
+                                   f"({where}: verifier {spec.verifier})")
+        return _Term(spec, verifier)
 
     def _check_first_rows(self) -> None:
         """Call every reward once on the first training rows (their reference answers as completions), so a reward
@@ -252,7 +258,7 @@ def _record(row: dict[str, Any], prompt_col: str, answer_col: str, where: str) -
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DatasetError(f"{where}: empty {answer_col!r}")
         answer = str(value)
-    return {"question": question, "system": system, "answer": answer, "row": row}
+    return {"question": question, "system": system, "answer": answer, "row": row, "where": where}
 
 
 def _prompt(value: Any, where: str, column: str) -> tuple[str, str | None]:
