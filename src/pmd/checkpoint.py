@@ -53,6 +53,7 @@ class Manifest:
     loop_stats: dict[str, Any] | None = None
     files: dict[str, int] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    resumable: bool = True  # False: saved without optimizer state (train.save_optimizer: false)
 
 
 # ------------------------------------------------------------------------------------------------ crash-safe files
@@ -136,7 +137,7 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
 
 
 def write_manifest(ckpt: Path, step: int, has_memory: bool, has_teacher: bool,
-                   loop_stats: dict[str, Any] | None) -> Manifest:
+                   loop_stats: dict[str, Any] | None, resumable: bool = True) -> Manifest:
     """Fsync everything already in `ckpt`, then write the manifest atomically: the checkpoint is now complete."""
     files: dict[str, int] = {}
     for f in sorted(p for p in ckpt.rglob("*") if p.is_file()):
@@ -147,7 +148,8 @@ def write_manifest(ckpt: Path, step: int, has_memory: bool, has_teacher: bool,
         files[rel] = f.stat().st_size
     for d in {f.parent for f in ckpt.rglob("*") if f.is_file()} | {ckpt}:
         fsync_path(d)
-    manifest = Manifest(step=step, has_memory=has_memory, has_teacher=has_teacher, loop_stats=loop_stats, files=files)
+    manifest = Manifest(step=step, has_memory=has_memory, has_teacher=has_teacher, loop_stats=loop_stats, files=files,
+                        resumable=resumable)
     atomic_write_text(ckpt / MANIFEST_FILE, json.dumps(asdict(manifest), indent=1, sort_keys=True) + "\n")
     return manifest
 

@@ -87,6 +87,9 @@ class TrainConfig:
     include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.")
     save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).")
+    save_total_limit: int = _f(2, "Keep the newest N checkpoints (0 = all; 1 is refused: see validate).")
+    save_optimizer: bool = _f(True, "False: checkpoints keep weights, EMA teacher and memory only (about half the "
+                                    "size) and cannot be resumed.")
     logging_steps: int = _f(1, "Log metrics every N steps.")
     report_to: str | list[str] = _f("none", "'none', or one or a list of transformers' integrations (wandb, "
                                             "tensorboard, trackio, mlflow, ...).")
@@ -171,6 +174,8 @@ class EvalConfig:
     top_p: float = _f(1.0, "Nucleus sampling for avg@k (1.0 = off).")
     max_new_tokens: int = _f(48, "Generated tokens per answer.")
     batch_size: int = _f(32, "Prompts per generate() call.")
+    every_steps: int = _f(0, "pmd train: memory-free held-out evaluation every N steps and at the last (0 = off), "
+                             "logged through the Trainer (eval/... in metrics.jsonl and every report_to tracker).")
     memory_at_inference: bool = _f(False, "Put retrieved memory in the prompt (comparison only; PMD evals without).")
 
 
@@ -378,6 +383,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"train.distillation_weight: expected a value in [0, 1], got {cfg.train.distillation_weight}")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
+    if cfg.train.save_total_limit == 1 or cfg.train.save_total_limit < 0:
+        raise ConfigError(f"train.save_total_limit: expected 0 (keep all) or >= 2, got {cfg.train.save_total_limit}: "
+                          "the Trainer deletes older checkpoints before pmd marks the newest complete, so a kill "
+                          "then would leave none to resume from")
+    if cfg.eval.every_steps < 0:
+        raise ConfigError(f"eval.every_steps: expected >= 0 (0 = off), got {cfg.eval.every_steps}")
     if cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text, last_complete_checkpoint
+import yaml
+
+from .checkpoint import atomic_write_text, checkpoint_step, last_complete_checkpoint, read_manifest
 from .config import RunConfig, config_changes, save_config
 from .dist import Ranks
 from .envs import EnvironmentSuite
@@ -105,38 +107,61 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "memory.sqlite", "checkpoints", "fi
              "eval_trained.json", "summary.json")
 
 
-def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from (None: from the beginning), or a CheckpointError if starting would
-    overwrite someone's run."""
+# The one setting `--resume` may change: a run can be extended (or shortened, not below its checkpoint).
+EXTENDABLE = ("train.steps",)
+
+
+def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[str | None, dict[str, int] | None]:
+    """The checkpoint to resume from (None: from the beginning) and, when `train.steps` changed, the extension
+    ({"from_steps", "to_steps", "at_step"}); or a CheckpointError / ConfigError if starting would overwrite someone's
+    run or silently change what it trains."""
     if not resume:
         existing = [name for name in RUN_FILES if (run_dir / name).exists()]
         if existing:
             raise CheckpointError(f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to "
                                   "continue it, or choose another run_dir")
-        return None
+        return None, None
+    changed = [k for k in config_changes(run_dir / "config.yaml", cfg) if k != "run_dir"]
+    refused = [k for k in changed if k not in EXTENDABLE]
+    if refused:
+        raise ConfigError(f"--resume: {', '.join(refused)} differ from the run's config.yaml; a resumed run trains "
+                          f"what it started with (only {', '.join(EXTENDABLE)} may change, to extend it)")
     ckpt = last_complete_checkpoint(run_dir)
     if ckpt is None:
         if (run_dir / "summary.json").is_file():
             raise CheckpointError(f"{run_dir}: the run finished and kept no checkpoint to resume from "
                                   "(set train.save_steps to keep checkpoints)")
         logger.warning("--resume: no complete checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
-        return None
-    changed = config_changes(run_dir / "config.yaml", cfg)
-    if changed:
-        logger.warning("--resume: config differs from the run's config.yaml in %s", ", ".join(changed))
+        return None, None
+    manifest = read_manifest(ckpt)
+    if manifest is not None and not manifest.resumable:
+        raise CheckpointError(f"{ckpt}: holds weights only (train.save_optimizer: false), so training cannot "
+                              f"continue from it; evaluate it with pmd eval --model {ckpt}")
+    extension = None
+    if "train.steps" in changed:
+        at = checkpoint_step(ckpt) or 0
+        if cfg.train.steps <= at:
+            raise ConfigError(f"--resume: train.steps {cfg.train.steps} is not beyond the checkpoint's step {at}")
+        old = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"]["steps"]
+        extension = {"from_steps": old, "to_steps": cfg.train.steps, "at_step": at}
+        logger.warning("--resume: train.steps %d -> %d from step %d; the learning-rate schedule is recomputed for %d "
+                       "steps (summary.json records the extension; config.yaml keeps the original)", old,
+                       cfg.train.steps, at, cfg.train.steps)
     logger.info("--resume: continuing from %s", ckpt)
-    return str(ckpt)
+    return str(ckpt), extension
 
 
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, evaluate_models: bool) -> tuple[str | None, bool]:
-    """Main process: where training starts (a checkpoint or None) and whether the base model still needs
-    evaluating; writes the resolved config once the start point is accepted."""
-    resume_from = _start_point(cfg, run_dir, resume)
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool,
+                     evaluate_models: bool) -> tuple[str | None, dict[str, int] | None, bool]:
+    """Main process: where training starts, the extension if any, and whether the base model still needs
+    evaluating. Writes the resolved config only into a run dir that has none: the original is never overwritten."""
+    resume_from, extension = _start_point(cfg, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    save_config(cfg, tmp)
-    os.replace(tmp, run_dir / "config.yaml")
-    return resume_from, evaluate_models and not (run_dir / "eval_base.json").is_file()
+    if not (run_dir / "config.yaml").is_file():
+        tmp = run_dir / ".config.yaml.tmp"
+        save_config(cfg, tmp)
+        os.replace(tmp, run_dir / "config.yaml")
+    return resume_from, extension, evaluate_models and not (run_dir / "eval_base.json").is_file()
 
 
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
@@ -144,11 +169,14 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
     ranks = Ranks.current()
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg, ranks.world)  # fail fast before any work or write (every rank, read-only)
-    resume_from, need_base = ranks.on_main(lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models))
+    resume_from, extension, need_base = ranks.on_main(
+        lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models))
     from .report import write_report
     from .trainer import train
 
     summary: dict[str, Any] = {"algo": cfg.train.algo, "model": cfg.model.name_or_path}
+    if extension is not None:
+        summary["extended"] = extension
     eval_seconds = 0.0
     if need_base:
         t0 = time.time()
@@ -158,7 +186,7 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
             atomic_write_text(run_dir / "eval_base.json", json.dumps(base, indent=2))
     t0 = time.time()
     summary.update(train(cfg, run_dir, model_path, suite, resume_from=resume_from, ranks=ranks,
-                         evaluate_trained=evaluate_models))
+                         eval_every=cfg.eval.every_steps, evaluate_trained=evaluate_models))
     trained = summary.pop("eval_trained", None)
     trained_seconds = summary.pop("eval_trained_seconds", 0.0)
     eval_seconds += trained_seconds

@@ -127,7 +127,8 @@ class CheckpointCallback(TrainerCallback):
         if self.loop is not None:
             self.loop.store.backup_to(ckpt / MEMORY_FILE)
         write_manifest(ckpt, state.global_step, has_memory=self.loop is not None, has_teacher=teacher is not None,
-                       loop_stats=asdict(self.loop.stats) if self.loop is not None else None)
+                       loop_stats=asdict(self.loop.stats) if self.loop is not None else None,
+                       resumable=not args.save_only_model)
 
 
 class StopOnRewardError(TrainerCallback):
@@ -145,6 +146,27 @@ class StopOnRewardError(TrainerCallback):
             self.reason = f"{reasons[0]}; stopped after step {state.global_step}"
             control.should_save = True
             control.should_training_stop = True
+
+
+class ScheduleOnResume(TrainerCallback):
+    """On resume, the learning rate of the first resumed step comes from the schedule of *this* run's length.
+
+    The checkpoint's optimizer holds the rate its own schedule set last; for a run extended with more
+    `train.steps`, that is the old schedule's end (0 for a linear decay), and the first resumed step would not
+    learn. The scheduler itself is rebuilt for the new length by the Trainer (its lambdas are not in the
+    checkpoint), so the rate is taken from it. On a plain resume both agree and nothing changes."""
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+        if not state.global_step or optimizer is None or lambdas is None:
+            return
+        rates = [base * fn(lr_scheduler.last_epoch) for base, fn in zip(lr_scheduler.base_lrs, lambdas)]
+        held = [group["lr"] for group in optimizer.param_groups]
+        if any(abs(a - b) > 1e-12 * max(1.0, abs(a)) for a, b in zip(rates, held)):
+            logger.warning("resume: learning rate at step %d set to %.3g by the schedule for %d steps (the "
+                           "checkpoint's optimizer held %.3g)", state.global_step, rates[0], state.max_steps, held[0])
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
 
 
 class SamplerReplayCallback(TrainerCallback):
@@ -336,6 +358,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         else:
             loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
     trainer.add_callback(SamplerReplayCallback())
+    trainer.add_callback(ScheduleOnResume())
     trainer.add_callback(CheckpointCallback(trainer, loop, ranks))
     return trainer, loop
 
@@ -357,20 +380,31 @@ def attach_memory(cfg: RunConfig, trainer, reward: EnvironmentReward, suite: Env
 
 class PeriodicEval(TrainerCallback):
     """Memory-free held-out evaluation of the live policy every `every` steps (and at the last), with every rank
-    taking its share; the main process appends the result to metrics.jsonl as `eval/...` keys."""
+    taking its share. The result joins that step's log through the Trainer (`eval/...` keys), so metrics.jsonl and
+    every `report_to` tracker get it; `attach` routes it there."""
 
-    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, metrics_path: Path, every: int,
-                 ranks: Ranks):
-        self.trainer, self.cfg, self.suite, self.path, self.every, self.ranks = (trainer, cfg, suite, metrics_path,
-                                                                                 every, ranks)
+    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, every: int, ranks: Ranks):
+        self.trainer, self.cfg, self.suite, self.every, self.ranks = trainer, cfg, suite, every, ranks
+        self.pending: dict[str, float] = {}
+
+    def attach(self) -> PeriodicEval:
+        """Merge pending results into the Trainer's next `log` call. TRL's `log` flushes its own buffered step
+        metrics, so logging separately from a callback would take them away from the step's row."""
+        log = self.trainer.log
+
+        def log_with_eval(logs, *args, **kwargs):
+            pending, self.pending = self.pending, {}
+            return log({**logs, **pending}, *args, **kwargs)
+
+        self.trainer.log = log_with_eval
+        return self
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         if step % self.every and step != state.max_steps:
             return
-        result = evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks)
-        if self.ranks.is_main:
-            append_eval(self.path, step, result)
+        self.pending = eval_metrics(evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks))
+        control.should_log = True  # this step's row carries the result, whatever logging_steps says
 
 
 def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> dict:
@@ -382,15 +416,18 @@ def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ran
                         cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False, ranks=ranks)
 
 
-def append_eval(path: Path, step: int, result: dict) -> None:
-    """One metrics.jsonl row with the held-out accuracy (overall and per family) at `step`."""
-    row: dict[str, Any] = {"step": step}
-    for key, value in result["overall"].items():
-        row[f"eval/{key}"] = value
+def eval_metrics(result: dict) -> dict[str, float]:
+    """An evaluation as flat `eval/...` metrics: overall, and greedy accuracy per family."""
+    row: dict[str, float] = {f"eval/{key}": value for key, value in result["overall"].items()}
     for fam, metrics in result["families"].items():
         row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
+    return row
+
+
+def append_eval(path: Path, step: int, result: dict) -> None:
+    """One metrics.jsonl row with an evaluation made outside training (the base model, at step 0)."""
     with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
+        fh.write(json.dumps({"step": step, **eval_metrics(result)}) + "\n")
 
 
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,
@@ -414,7 +451,7 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     guard = StopOnRewardError(suite, ranks)
     trainer.add_callback(guard)
     if eval_every:
-        trainer.add_callback(PeriodicEval(trainer, cfg, suite, run_dir / "metrics.jsonl", eval_every, ranks))
+        trainer.add_callback(PeriodicEval(trainer, cfg, suite, eval_every, ranks).attach())
     try:
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)

@@ -133,6 +133,8 @@ PMD_OPTION_FOR = {
     "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps",
     "save_strategy": "train.save_steps",
+    "save_total_limit": "train.save_total_limit",
+    "save_only_model": "train.save_optimizer",
     "report_to": "train.report_to",
     "use_vllm": "train.use_vllm",
     "gradient_checkpointing": "train.gradient_checkpointing",
@@ -163,8 +165,8 @@ PMD_DECIDES = {
     "num_iterations": f"the memory schedule, metrics and resume assume {_ONE_ROUND}; num_iterations > 1 would reuse "
                       "a round for several steps",
     "resume_from_checkpoint": "resume with `pmd train --resume`, which also restores memory and the EMA teacher",
-    "eval_strategy": "evaluation is pmd's own and memory-free (pmd eval, compare.eval_every); TRL gets no eval "
-                     "dataset",
+    "eval_strategy": "evaluation is pmd's own and memory-free (eval.every_steps, pmd eval, compare.eval_every); "
+                     "TRL gets no eval dataset",
 }
 
 # Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
@@ -353,6 +355,8 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "no",
         save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit or None,
+        save_only_model=not t.save_optimizer,
         report_to=t.report_to,
         remove_unused_columns=False,
         use_cpu=not on_gpu,
