@@ -95,6 +95,11 @@ class TrainConfig:
                                             "tensorboard, trackio, mlflow, ...).")
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).")
+    lora_alpha: int = _f(0, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r (0 = 2 x lora_r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch's input during training, in [0, 1).")
+    lora_target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: 'all-linear' (every linear "
+                                                            "layer but the output head) or a list of names, e.g. "
+                                                            "[q_proj, v_proj].")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
     trl: dict[str, Any] = _f({}, "Any other GRPOConfig/SDPOConfig field, passed through to TRL unchanged.")
 
@@ -391,10 +396,41 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"eval.every_steps: expected >= 0 (0 = off), got {cfg.eval.every_steps}")
     if cfg.eval.num_samples < 0:
         raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
+    _check_lora(cfg.train)
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
                         cfg.train.gradient_accumulation_steps)
     check_report_to(cfg.train.report_to)
     check_trl_overrides(cfg.train.algo, cfg.train.trl)  # imports TRL only when train.trl is non-empty
+
+
+def _check_lora(t: TrainConfig) -> None:
+    """LoRA's ranges, at load rather than inside PEFT once the run directory exists. A bare string other than
+    'all-linear' is refused: PEFT would read it as a regular expression over full module paths, so `q_proj` would
+    match nothing; a list of names (matched against the ends of module paths) says what is meant."""
+    if t.lora_r < 0:
+        raise ConfigError(f"train.lora_r: expected >= 0 (0 = full fine-tuning), got {t.lora_r}")
+    if t.lora_alpha < 0:
+        raise ConfigError(f"train.lora_alpha: expected > 0, or 0 for 2 x train.lora_r, got {t.lora_alpha}")
+    if not 0.0 <= t.lora_dropout < 1.0:
+        raise ConfigError(f"train.lora_dropout: expected a value in [0, 1), got {t.lora_dropout}")
+    targets = t.lora_target_modules
+    if isinstance(targets, str):
+        if targets != "all-linear":
+            hint = f" (for one module write [{targets}])" if targets.strip() else ""
+            raise ConfigError(f"train.lora_target_modules: expected 'all-linear' or a list of module names, got "
+                              f"{targets!r}{hint}")
+        return
+    if not targets:
+        raise ConfigError("train.lora_target_modules: expected 'all-linear' or a non-empty list of module names, "
+                          "got []")
+    for i, name in enumerate(targets):
+        if not name or name != name.strip():
+            raise ConfigError(f"train.lora_target_modules[{i}]: expected a module name (no blanks around it), got "
+                              f"{name!r}")
+        if name == "all-linear":
+            raise ConfigError("train.lora_target_modules: 'all-linear' stands alone, not in a list")
+    if len(set(targets)) != len(targets):
+        raise ConfigError(f"train.lora_target_modules: {targets} names a module twice")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

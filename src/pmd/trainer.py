@@ -483,12 +483,18 @@ def _restore(run_dir: Path, ckpt: Path | None) -> Manifest | None:
 
 
 def _save_final(trainer, final: Path) -> None:
-    """Weights + tokenizer into a temp dir, then swapped in: `final/` is either the old or the new model, whole."""
+    """Weights + tokenizer into a temp dir, then swapped in: `final/` is either the old or the new model, whole.
+
+    With LoRA, `final/` holds the merged full weights, so it loads like any model (evaluation, serving) without
+    peft, and `final/adapter/` the trained adapter alone, for PEFT users (`PeftModel.from_pretrained(base, ...)`,
+    stacking, serving several adapters on one base). The adapter is saved first: `merge_and_unload` folds it into
+    the base weights in place and removes it. Only the student's (active) adapter is kept; SDPO's EMA teacher, a
+    second adapter named "teacher", is training state, not a result."""
     tmp = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.tmp")
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):
-        # LoRA: save merged full weights, so `final/` loads like any model (evaluation, serving) without peft.
         if trainer.args.should_save:
+            model.save_pretrained(str(tmp / "adapter"), selected_adapters=[model.active_adapter])
             model.merge_and_unload().save_pretrained(str(tmp))
     else:
         trainer.save_model(str(tmp))  # every rank (sharded models gather), only the main one writes

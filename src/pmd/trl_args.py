@@ -403,10 +403,20 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
 
 
 def lora_config(cfg: RunConfig):
-    """A PEFT LoRA config on all linear layers when `train.lora_r > 0` (TRL wraps the model); None otherwise."""
-    if cfg.train.lora_r <= 0:
+    """PEFT's LoraConfig from `train.lora_*` when `train.lora_r > 0` (TRL wraps the model); None otherwise.
+
+    Names and meanings follow TRL's `ModelConfig` (lora_r, lora_alpha, lora_dropout, lora_target_modules), minus
+    its `use_peft`: `lora_r: 0` already means off, and a second switch could disagree with it. The defaults are what
+    pmd's LoRA did before these options existed, so old configs train the same: alpha 0 = 2 x lora_r (TRL's ratio,
+    alpha 32 for r 16, at any rank), dropout 0 (TRL: 0.05), and every linear layer but the output head rather than
+    PEFT's per-architecture guess (attention q/v only, on Llama), since adapting the MLPs as well brings LoRA closer
+    to full fine-tuning."""
+    t = cfg.train
+    if t.lora_r <= 0:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.train.lora_r, lora_alpha=2 * cfg.train.lora_r, lora_dropout=0.0,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha or 2 * t.lora_r, lora_dropout=t.lora_dropout,
+                      target_modules=t.lora_target_modules if isinstance(t.lora_target_modules, str)
+                      else list(t.lora_target_modules),
+                      bias="none", task_type="CAUSAL_LM")
