@@ -28,8 +28,11 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any) -> str:
+    """Three decimals, except for magnitudes three decimals would hide or bloat (a 5e-06 loss is not 0.000)."""
     if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.3f}" if v == 0 or 1e-3 <= abs(v) < 1e6 else f"{v:.3g}"
     return str(v)
 
 
@@ -49,79 +52,238 @@ def eval_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(rows: list[dict], out: Path, keys: list[str], title: str) -> bool:
-    """PNG of the given metrics over steps; returns False when nothing to plot."""
-    series = {k: [(r["step"], r[k]) for r in rows if k in r] for k in keys}
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        return False
+def training_rows(rows: list[dict]) -> list[dict]:
+    """The per-step training rows, one per step (the last one logged for it), in step order.
+
+    metrics.jsonl also holds the Trainer's end-of-training row (`train_runtime`, whole-run aggregates, and the
+    memory counts again) and, under `pmd compare`, periodic-evaluation rows that carry only `eval/...` keys;
+    neither is a training step, and counting them would repeat or hide the last step."""
+    by_step: dict[int, dict] = {}
+    for r in rows:
+        if "step" not in r or "train_runtime" in r:
+            continue
+        if any(k not in ("step", "epoch") and not k.startswith("eval/") for k in r):
+            by_step[r["step"]] = r
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def eval_rows(rows: list[dict]) -> list[dict]:
+    """Rows of the periodic held-out evaluation (`pmd compare`'s eval_every), one per step."""
+    by_step = {r["step"]: r for r in rows if "step" in r and "eval/greedy_accuracy" in r}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+# Each algorithm logs its reward under its own name: GRPO's trainer as `reward`, the self-distillation trainer
+# (SDPO, and PMD on top of it) as `self_distillation/reward_mean`. A panel plots whichever a run has.
+TRAINING_PANELS = [
+    ("reward (mean over rollouts)", ["reward", "self_distillation/reward_mean"]),
+    ("loss", ["loss"]),
+    ("teacher-active fraction of rollouts", ["self_distillation/teacher_active_fraction",
+                                             "pmd/sdpo_teacher_active_fraction", "pmd/memory_context_fraction"]),
+]
+# TRL logs the distillation loss twice, under both names, with the same value; the report shows it once.
+DUPLICATE_KEYS = {"sdpo/distillation_loss": "self_distillation/distillation_loss"}
+LAST_STEP_PREFIXES = ("loss", "grad_norm", "reward", "rewards/", "frac_reward_zero_std", "entropy",
+                      "completions/mean_length", "completions/clipped_ratio", "self_distillation/", "sdpo/", "pmd/",
+                      "env/")
+
+
+def plot_panels(panels: list[tuple[str, dict[str, list[tuple[int, float]]]]], out: Path, title: str) -> list[str]:
+    """One PNG, one panel per (name, {metric: [(step, value)]}) that has points, under `title` (none when
+    empty); returns the panels drawn. Separate panels, because a loss near 1e-6 and a fraction near 1 share no
+    useful y axis."""
+    panels = [(name, {k: pts for k, pts in series.items() if pts}) for name, series in panels]
+    panels = [(name, series) for name, series in panels if series]
+    if not panels:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for k, pts in series.items():
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
-    ax.set_xlabel("step")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(6, 2.4 * len(panels) + 0.6), sharex=True, squeeze=False)
+    for ax, (name, series) in zip(axes[:, 0], panels):
+        for k, pts in series.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    axes[-1, 0].set_xlabel("step")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
-    return True
+    return [name for name, _ in panels]
+
+
+def _series(rows: list[dict], keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+    return {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+
+
+def plot_curves(rows: list[dict], out: Path, keys: list[str], title: str) -> bool:
+    """PNG of the given metrics over steps, one panel; returns False when nothing to plot."""
+    return bool(plot_panels([(title, _series(rows, keys))], out, ""))
+
+
+def plot_training(rows: list[dict], out: Path) -> dict[str, list[str]]:
+    """training.png: reward, loss and teacher-active panels (plus held-out accuracy when the run evaluated during
+    training). Returns {panel: metric keys plotted} so the report can say what the figure shows."""
+    steps = training_rows(rows)
+    panels = [(name, _series(steps, keys)) for name, keys in TRAINING_PANELS]
+    panels.append(("held-out greedy accuracy (during training)", _series(eval_rows(rows), ["eval/greedy_accuracy"])))
+    drawn = plot_panels(panels, out, "training")
+    return {name: [k for k, pts in series.items() if pts] for name, series in panels if name in drawn}
+
+
+def last_step_table(rows: list[dict]) -> list[str]:
+    """Markdown table of the last training step's metrics (not the end-of-training row), each value once."""
+    steps = training_rows(rows)
+    if not steps:
+        return []
+    last = steps[-1]
+    keys = [k for k in sorted(last) if k.startswith(LAST_STEP_PREFIXES)
+            and not (k in DUPLICATE_KEYS and DUPLICATE_KEYS[k] in last)]
+    if not keys:
+        return []
+    return ([f"| metric (last training step: {last['step']}) | value |", "|---|---|"]
+            + [f"| {k} | {_fmt(last[k])} |" for k in keys])
 
 
 MEMORY_KEYS = ["memory/experiences", "memory/insights", "memory/patterns_active", "memory/patterns_retired"]
 
 
-def write_report(run_dir: Path, title: str = "pmd run") -> Path:
-    """Write `run_dir/report.md` (and PNG curves) from what the run recorded."""
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def _read_config(run_dir: Path) -> dict:
+    """config.yaml as plain data (no validation: a report of an older run must not fail on a renamed option)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_identity(run_dir: Path, rows: list[dict] | None = None) -> dict[str, Any]:
+    """Algorithm, model and steps of a run, from what it wrote: summary.json when training finished, else
+    config.yaml and the last logged step. `finished` is False when there is no summary.json."""
+    summary = _read_json(run_dir / "summary.json")
+    cfg = _read_config(run_dir)
+    train_cfg = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    model_cfg = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    steps = summary.get("steps")
+    if steps is None:
+        logged = training_rows(rows if rows is not None else read_metrics(run_dir))
+        steps = logged[-1]["step"] if logged else 0
+    return {"algo": summary.get("algo") or train_cfg.get("algo"),
+            "model": summary.get("model") or model_cfg.get("name_or_path"),
+            "steps": steps, "configured_steps": train_cfg.get("steps"), "finished": bool(summary)}
+
+
+def report_title(identity: dict[str, Any]) -> str:
+    """The report's title, from the run directory alone, so `pmd train` and `pmd report` write the same one."""
+    algo = identity.get("algo")
+    return f"{str(algo).upper()} training run" if algo else "Training run"
+
+
+def trained_label(evaluated: dict, summary: dict, steps: int | None) -> tuple[str, str | None]:
+    """What to call eval_trained.json's model, and a warning when it is not the weights training ended with.
+
+    eval_trained.json records the step it evaluated (`step`); a run that was resumed with --no-eval keeps the
+    previous session's file, so it can be older than the training. Without `step` (runs written before it was
+    recorded) the step is unknown; a summary.json without `trained_greedy_accuracy` still shows that the last
+    session did not evaluate, so the file belongs to an earlier one."""
+    step = evaluated.get("step")
+    if isinstance(step, int) and not isinstance(step, bool):
+        if steps is None or step == steps:
+            return f"trained (step {step})", None
+        if step < steps:
+            return (f"trained (step {step}; training continued to step {steps} without evaluation)",
+                    f"The trained model was evaluated at step {step}; training then continued to step {steps} "
+                    f"without evaluation, so `final/` (step {steps}) has not been evaluated.")
+        return (f"trained (step {step}; the run records {steps} steps)",
+                f"eval_trained.json says step {step} but the run records {steps} steps: it may belong to another run.")
+    if summary and "trained_greedy_accuracy" not in summary:
+        return (f"trained (step unknown; training continued to step {steps} without evaluation)",
+                f"eval_trained.json is from an earlier session (it does not record its step); the last session "
+                f"trained to step {steps} without evaluation, so `final/` (step {steps}) has not been evaluated.")
+    return "trained (step unknown)", None
+
+
+def write_report(run_dir: Path, title: str | None = None) -> Path:
+    """Write `run_dir/report.md` (and PNG curves) from what the run recorded.
+
+    The title and header come from the run directory (summary.json, config.yaml), never from the caller, so a
+    report written at the end of `pmd train` and one regenerated by `pmd report` are the same. `title` is
+    accepted and ignored only so that existing callers keep working."""
+    del title
     run_dir = Path(run_dir)
-    parts = [f"# {title}", ""]
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    rows = read_metrics(run_dir)
+    summary = _read_json(run_dir / "summary.json")
+    ident = run_identity(run_dir, rows)
+    parts = [f"# {report_title(ident)}", ""]
+    steps_text = f"{ident['steps']}"
+    if not ident["finished"]:
+        configured = ident["configured_steps"]
+        steps_text += (f" logged of {configured} configured" if configured else " logged")
+        steps_text += " (no summary.json: training has not finished)"
+    parts += [f"- algorithm: **{ident['algo'] or 'unknown'}**, steps: {steps_text}, model: `{ident['model']}`"]
     if summary:
-        parts += [f"- algorithm: **{summary.get('algo')}**, steps: {summary.get('steps')}, "
-                  f"model: `{summary.get('model')}`",
-                  f"- wall time: train {summary.get('train_seconds', 0):.0f} s, "
-                  f"eval {summary.get('eval_seconds', 0):.0f} s", ""]
-        if summary.get("reflector"):
-            parts += [f"- insight source (reflector): **{summary['reflector']}**", ""]
-    evals = {}
-    for label, name in (("base", "eval_base.json"), ("trained", "eval_trained.json")):
-        p = run_dir / name
-        if p.is_file():
-            evals[label] = json.loads(p.read_text())
+        parts.append(f"- wall time: train {summary.get('train_seconds', 0):.0f} s, "
+                     f"eval {summary.get('eval_seconds', 0):.0f} s")
+    parts.append("")
+    if summary.get("reflector"):
+        parts += [f"- insight source (reflector): **{summary['reflector']}**", ""]
+    evals: dict[str, dict] = {}
+    warning = None
+    base = _read_json(run_dir / "eval_base.json")
+    if base:
+        evals["base"] = base
+    trained = _read_json(run_dir / "eval_trained.json")
+    if trained:
+        label, warning = trained_label(trained, summary, ident["steps"])
+        evals[label] = trained
     if evals:
         parts += ["## Held-out accuracy (memory-free)", ""]
-        if "base" in evals and "trained" in evals:
-            b, t = evals["base"]["overall"], evals["trained"]["overall"]
-            parts += [f"**Greedy accuracy: base {_fmt(b['greedy_accuracy'])} -> trained "
+        if warning:
+            parts += [f"> **Note:** {warning}", ""]
+        if base and trained:
+            b, t = base["overall"], trained["overall"]
+            parts += [f"**Greedy accuracy: base {_fmt(b['greedy_accuracy'])} -> {label} "
                       f"{_fmt(t['greedy_accuracy'])}** (format rate {_fmt(b['greedy_format_rate'])} -> "
                       f"{_fmt(t['greedy_format_rate'])}).", ""]
         parts += [eval_table(evals), ""]
-    rows = read_metrics(run_dir)
-    if rows:
-        reward_keys = [k for k in ("reward", "self_distillation/teacher_active_fraction",
-                                   "pmd/memory_context_fraction") if any(k in r for r in rows)]
-        if plot_curves(rows, run_dir / "training.png", reward_keys, "training signal"):
-            parts += ["## Training", "", "![training](training.png)", ""]
-        last = rows[-1]
-        table = [(k, last[k]) for k in sorted(last) if k.startswith(("reward", "self_distillation/", "pmd/", "loss"))]
+    steps = training_rows(rows)
+    if steps:
+        plotted = plot_training(rows, run_dir / "training.png")
+        if plotted:
+            parts += ["## Training", "", "![training](training.png)", "",
+                      "Panels: " + "; ".join(f"{name} ({', '.join(f'`{k}`' for k in keys)})"
+                                             for name, keys in plotted.items()), ""]
+        table = last_step_table(rows)
         if table:
-            parts += ["| metric (last step) | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in table]
-            parts.append("")
-        active = _mean_of(rows, "self_distillation/teacher_active_fraction")
+            parts += table + [""]
+        active = _mean_of(steps, "self_distillation/teacher_active_fraction")
         if active is not None:
             line = f"Mean teacher-active fraction over the run: **{active:.3f}**"
-            sdpo = _mean_of(rows, "pmd/sdpo_teacher_active_fraction")
+            sdpo = _mean_of(steps, "pmd/sdpo_teacher_active_fraction")
             if sdpo is not None:
-                only = _mean_of(rows, "pmd/memory_only_active_fraction") or 0.0
+                only = _mean_of(steps, "pmd/memory_only_active_fraction") or 0.0
                 line += (f" (SDPO's rule on the same rollouts, sibling success or feedback: **{sdpo:.3f}**; "
                          f"active through memory alone: {only:.3f})")
             parts += [line, ""]
-    if any("memory/experiences" in r for r in rows):
+    if memory_rows(rows):
         parts += _memory_section(run_dir, rows)
     out = run_dir / "report.md"
     out.write_text("\n".join(parts), encoding="utf-8")
@@ -133,15 +295,22 @@ def _mean_of(rows: list[dict], key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def memory_rows(rows: list[dict]) -> list[dict]:
+    """One row of memory counts per step, in step order. The end-of-training row repeats the last step's counts
+    (taken after that step's memory update), so for each step the last row logged wins."""
+    by_step = {r["step"]: r for r in rows if "step" in r and all(k in r for k in MEMORY_KEYS)}
+    return [by_step[s] for s in sorted(by_step)]
+
+
 def _memory_section(run_dir: Path, rows: list[dict]) -> list[str]:
     parts = ["## Memory", ""]
-    if plot_curves(rows, run_dir / "memory.png", MEMORY_KEYS, "memory growth"):
+    counts = memory_rows(rows)
+    if plot_curves(counts, run_dir / "memory.png", MEMORY_KEYS, "memory growth"):
         parts += ["![memory growth](memory.png)", ""]
     parts += ["| step | experiences | insights | patterns (active) | patterns (retired) |", "|---|---|---|---|---|"]
-    for r in rows:
-        if "memory/experiences" in r:
-            parts.append(f"| {r['step']} | {int(r['memory/experiences'])} | {int(r['memory/insights'])} | "
-                         f"{int(r['memory/patterns_active'])} | {int(r['memory/patterns_retired'])} |")
+    for r in counts:
+        parts.append(f"| {r['step']} | {int(r['memory/experiences'])} | {int(r['memory/insights'])} | "
+                     f"{int(r['memory/patterns_active'])} | {int(r['memory/patterns_retired'])} |")
     parts.append("")
     db = run_dir / "memory.sqlite"
     if db.is_file():
