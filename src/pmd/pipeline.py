@@ -194,13 +194,14 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
     if not ranks.is_main:
         return summary
     if trained is not None:
+        trained["step"] = summary["steps"]  # the weights evaluated: the report names them by step
         atomic_write_text(run_dir / "eval_trained.json", json.dumps(trained, indent=2))
         base = json.loads((run_dir / "eval_base.json").read_text())
         summary["base_greedy_accuracy"] = base["overall"]["greedy_accuracy"]
         summary["trained_greedy_accuracy"] = trained["overall"]["greedy_accuracy"]
     summary["eval_seconds"] = eval_seconds
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    summary["report"] = str(write_report(run_dir, title=f"pmd {cfg.train.algo} run"))
+    summary["report"] = str(write_report(run_dir))
     return summary
 
 

@@ -240,7 +240,8 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
         steps_text += " (no summary.json: training has not finished)"
     parts += [f"- algorithm: **{ident['algo'] or 'unknown'}**, steps: {steps_text}, model: `{ident['model']}`"]
     if summary:
-        parts.append(f"- wall time: train {summary.get('train_seconds', 0):.0f} s, "
+        # a resumed run's summary times only the session that finished it
+        parts.append(f"- wall time of the last session: train {summary.get('train_seconds', 0):.0f} s, "
                      f"eval {summary.get('eval_seconds', 0):.0f} s")
     parts.append("")
     if summary.get("reflector"):
