@@ -121,16 +121,16 @@ def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[str | Non
             raise CheckpointError(f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to "
                                   "continue it, or choose another run_dir")
         return None, None
+    ckpt = last_complete_checkpoint(run_dir)
+    if ckpt is None and (run_dir / "summary.json").is_file():
+        raise CheckpointError(f"{run_dir}: the run finished and kept no checkpoint to resume from "
+                              "(set train.save_steps to keep checkpoints)")
     changed = [k for k in config_changes(run_dir / "config.yaml", cfg) if k != "run_dir"]
     refused = [k for k in changed if k not in EXTENDABLE]
     if refused:
         raise ConfigError(f"--resume: {', '.join(refused)} differ from the run's config.yaml; a resumed run trains "
                           f"what it started with (only {', '.join(EXTENDABLE)} may change, to extend it)")
-    ckpt = last_complete_checkpoint(run_dir)
     if ckpt is None:
-        if (run_dir / "summary.json").is_file():
-            raise CheckpointError(f"{run_dir}: the run finished and kept no checkpoint to resume from "
-                                  "(set train.save_steps to keep checkpoints)")
         logger.warning("--resume: no complete checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
         return None, None
     manifest = read_manifest(ckpt)
@@ -154,10 +154,11 @@ def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[str | Non
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool,
                      evaluate_models: bool) -> tuple[str | None, dict[str, int] | None, bool]:
     """Main process: where training starts, the extension if any, and whether the base model still needs
-    evaluating. Writes the resolved config only into a run dir that has none: the original is never overwritten."""
+    evaluating. Writes the resolved config when training starts from step 0; a resumed run's config.yaml (the one
+    it started with) is never overwritten."""
     resume_from, extension = _start_point(cfg, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.yaml").is_file():
+    if resume_from is None:
         tmp = run_dir / ".config.yaml.tmp"
         save_config(cfg, tmp)
         os.replace(tmp, run_dir / "config.yaml")
