@@ -30,7 +30,8 @@ from .errors import PMDError
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("config", nargs=None if required else "?", help="YAML run config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.steps=4")
+                   help="override a config value (repeatable; YAML values), e.g. --set train.learning_rate=1e-4; "
+                        "list items by index: --set env.tasks[0].params.max_terms=3")
 
 
 class _StdoutClosed(Exception):
