@@ -89,9 +89,11 @@ def test_memory_subsections_reachable_from_set_and_range_checked():
                              "memory.retrieval.include_experience=false"])
     assert cfg.memory.retrieval.max_patterns == 2 and cfg.memory.retrieval.include_experience is False
     assert cfg.memory.consolidation.stale_after_steps == 7
-    with pytest.raises(ConfigError, match=r"^memory\.retrieval\.max_patterns: expected >= 0, got -1$"):
+    with pytest.raises(ConfigError, match=r"^--set memory\.retrieval\.max_patterns=-1: "
+                                          r"memory\.retrieval\.max_patterns: expected >= 0, got -1$"):
         load_config(None, ["memory.retrieval.max_patterns=-1"])
-    with pytest.raises(ConfigError, match=r"^memory\.consolidation\.similarity_threshold: expected a value in"):
+    with pytest.raises(ConfigError, match=r"^--set memory\.consolidation\.similarity_threshold=0: "
+                                          r"memory\.consolidation\.similarity_threshold: expected a value in"):
         load_config(None, ["memory.consolidation.similarity_threshold=0"])
 
 
@@ -116,3 +118,148 @@ def test_every_config_field_has_one_line_help():
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
             walk(type(default), f"{f.name}.")
+
+
+# ------------------------------------------------------------------------------- numbers in any YAML spelling
+
+FLOAT_SPELLINGS = [("1e-4", 1e-4), ("5E3", 5e3), (".5", 0.5), ("+1.5e-3", 1.5e-3), ("1.0e-4", 1e-4), ("1.0e4", 1e4),
+                   ("2.5E+2", 250.0), ("3.", 3.0), ("1_000.5", 1000.5), ("2", 2.0), ("-0.25", -0.25)]
+
+
+@pytest.mark.parametrize("text, value", FLOAT_SPELLINGS)
+def test_float_fields_take_every_yaml_number_spelling_from_set_and_file(tmp_path, text, value):
+    from_set = load_config(None, [f"train.temperature={text}", f"memory.consolidation.similarity_threshold={text}"]
+                           if 0 < value <= 1 else [f"train.temperature={text}"])
+    assert from_set.train.temperature == pytest.approx(value) and isinstance(from_set.train.temperature, float)
+    from_file = load_config(write(tmp_path, f"train:\n  temperature: {text}\n  learning_rate: {text}\n"
+                                            if value > 0 else f"train:\n  temperature: {text}\n"))
+    assert from_file.train.temperature == pytest.approx(value)
+    quoted = load_config(write(tmp_path, f"train:\n  temperature: '{text}'\n"))  # a quoted number is still one
+    assert quoted.train.temperature == pytest.approx(value)
+
+
+def test_the_issue_case_learning_rate_1e_4():
+    assert load_config(None, ["train.learning_rate=1e-4"]).train.learning_rate == 1e-4
+
+
+def test_yaml_1_2_numbers_reach_untyped_values_as_numbers():
+    """Not only typed fields: a task's generator params and TRL pass-through values get numbers, not strings."""
+    cfg = load_config(None, ["env.tasks[0].params.lenient_credit=5e-1"])
+    assert cfg.env.tasks[0].params == {"lenient_credit": 0.5}
+    assert load_config(None, ["train.seed=0o17"]).train.seed == 15  # YAML 1.2 octal where an integer is expected
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("fast", "expected a number, got 'fast'"),
+    ("nan", "expected a number, got 'nan'"),
+    ("inf", "expected a number, got 'inf'"),
+    ("1e-4x", "expected a number, got '1e-4x'"),
+    ("true", "expected a number, got True"),
+    (".nan", "expected a finite number, got nan"),
+    (".inf", "expected a finite number, got inf"),
+    ("-.inf", "expected a finite number, got -inf"),
+])
+def test_float_fields_reject_words_bools_and_non_finite_numbers(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"train.learning_rate={text}"])
+    assert str(info.value) == f"--set train.learning_rate={text}: train.learning_rate: {needle}"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"train:\n  learning_rate: {text}\n"))
+    assert str(info.value).endswith(f"c.yaml: train.learning_rate: {needle}")
+
+
+def test_integer_fields_still_reject_floats_and_strings():
+    with pytest.raises(ConfigError, match="train.steps: expected an integer, got 1000.0"):
+        load_config(None, ["train.steps=1e3"])
+    with pytest.raises(ConfigError, match="train.steps: expected an integer, got '4'"):
+        load_config(None, ["train.steps='4'"])
+
+
+# ------------------------------------------------------------------------------- errors name the --set they came from
+
+
+def test_an_error_from_a_set_names_the_set_not_the_file(tmp_path):
+    path = write(tmp_path, "train:\n  steps: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.learning_rate=fast"])
+    assert str(info.value) == "--set train.learning_rate=fast: train.learning_rate: expected a number, got 'fast'"
+    assert "c.yaml" not in str(info.value)
+
+
+def test_an_error_from_the_file_still_names_the_file(tmp_path):
+    path = write(tmp_path, "train:\n  steps: three\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.learning_rate=1e-4", "train.temperature=0.5"])
+    assert str(info.value).startswith(f"{path}: train.steps: expected an integer")
+    assert "--set" not in str(info.value)
+
+
+def test_a_set_that_fixes_the_file_wins(tmp_path):
+    assert load_config(write(tmp_path, "train:\n  steps: three\n"), ["train.steps=4"]).train.steps == 4
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.lr=1", "--set train.lr=1: unknown config key train.lr"),
+    ("memory.token_budget=10", "--set memory.token_budget=10: config key memory.token_budget moved to"),
+    ("train.per_device_batch_size=3", "--set train.per_device_batch_size=3: train.prompts_per_step x"),
+    ("env.tasks[0].params.colour=red", "--set env.tasks[0].params.colour=red: unknown config key "
+                                       "env.tasks[0].params.colour"),
+    ("env.tasks[0].params.max_terms=0", "--set env.tasks[0].params.max_terms=0: env.tasks[0].params: invalid "
+                                        "generator params"),
+    ("env.tasks=[{kind: chess}]", "--set env.tasks=[{kind: chess}]: env.tasks[0].kind: expected one of"),
+    ("train.steps=[3", "--set train.steps=[3: value '[3' is not valid YAML"),
+])
+def test_set_errors_of_every_kind_name_the_set(tmp_path, override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "train:\n  steps: 3\n"), [override])
+    assert str(info.value).startswith(needle), str(info.value)
+    assert "c.yaml" not in str(info.value)
+
+
+def test_a_long_set_value_is_clipped_in_the_message():
+    value = "[" + ", ".join(["{name: basic_arithmetic}"] * 5) + ", {kind: chess}]"
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"env.tasks={value}"])
+    assert str(info.value).startswith(f"--set env.tasks={value[:37]}...: env.tasks[5].kind: expected one of")
+
+
+def test_dedicated_flags_are_named_as_given(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "train:\n  steps: 3\n"), ["train.algo=ppo"], ["--algo ppo"])
+    assert str(info.value).startswith("--algo ppo: train.algo: expected one of")
+
+
+# ------------------------------------------------------------------------------- list items by index
+
+TWO_TASKS = "env:\n  tasks:\n    - name: basic_arithmetic\n    - name: chain_sum\n      params: {min_terms: 2}\n"
+
+
+def test_set_addresses_list_items_by_index(tmp_path):
+    path = write(tmp_path, TWO_TASKS)
+    cfg = load_config(path, ["env.tasks[0].params.max_terms=3", "env.tasks[1].params.max_terms=4",
+                             "env.tasks[1].kind=reasoning_gym", "compare.seeds[2]=9"])
+    assert cfg.env.tasks[0].params == {"max_terms": 3}
+    assert cfg.env.tasks[1].name == "chain_sum" and cfg.env.tasks[1].params == {"min_terms": 2, "max_terms": 4}
+    assert cfg.compare.seeds == [0, 1, 9]  # a list the file does not set: its default, edited
+    assert load_config(path, ["env.tasks[1]={name: chain_sum}"]).env.tasks[1].params == {}  # a whole item
+    assert load_config(None, ["env.tasks[0].params.max_terms=3"]).env.tasks[0].params == {"max_terms": 3}
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("env.tasks[2].name=x", "--set env.tasks[2].name=x: env.tasks[2]: index out of range (env.tasks has 2 items; "
+                            "to add one, set the whole list"),
+    ("compare.seeds[3]=1", "--set compare.seeds[3]=1: compare.seeds[3]: index out of range (compare.seeds has 3 "
+                           "items"),
+    ("train.steps[0]=1", "--set train.steps[0]=1: train.steps is not a list"),
+    ("train[0].steps=1", "--set train[0].steps=1: train is not a list"),
+    ("env.tasks[0][1]=1", "--set env.tasks[0][1]=1: env.tasks[0] is not a list"),
+    ("env.tasks.0.name=x", "--set env.tasks.0.name=x: '.0' is not a key: address list items as env.tasks[0]"),
+    ("env.tasks.name=x", "--set env.tasks.name=x: env.tasks is a list: address an item as env.tasks[N]"),
+    ("env.tasks[-1].name=x", "--set env.tasks[-1].name=x: [-1]: a list index is a number >= 0"),
+    ("env.tasks[a].name=x", "--set env.tasks[a].name=x: [a]: a list index is a number >= 0"),
+    ("train..steps=1", "--set train..steps=1: '' is not a key"),
+])
+def test_bad_list_addressing_is_one_error_naming_the_set(tmp_path, override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, TWO_TASKS), [override])
+    assert str(info.value).startswith(needle), str(info.value)

@@ -1,16 +1,26 @@
-"""`pmd train | eval | memory | report`: thin wrappers that parse, load config, and call the library.
+"""`pmd train | eval | memory | compare | explain | report`: thin wrappers: parse, load config, call the library.
 
-Expected problems (bad config, unknown model, malformed data, foreign memory DB) are `PMDError`s: printed as one
-line `pmd: error: ...` with exit code 2, never a traceback.
+Expected problems (bad config, unknown model, malformed data, foreign memory DB, a missing run directory or file,
+a bad command line) are printed as one line `pmd: error: ...` with exit code 2, never a traceback; paths are checked
+before anything is written.
+
+A closed stdout (`pmd memory export RUN | head`) stops the command quietly: no traceback, no message, exit code 32
+(EPIPE), as Python's own `python -m json.tool` and `cProfile` do. Shells that follow `set -o pipefail` see a failure,
+as they would for `yes | head` (141 there, from SIGPIPE); pmd keeps SIGPIPE ignored so that a broken pipe to a
+sandboxed subprocess during training is an error, not a silent death.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
 import time
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 from .config import RunConfig, load_config, save_config
@@ -20,16 +30,73 @@ from .errors import PMDError
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("config", nargs=None if required else "?", help="YAML run config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set train.steps=4")
+                   help="override a config value (repeatable; YAML values), e.g. --set train.learning_rate=1e-4; "
+                        "list items by index: --set env.tasks[0].params.max_terms=3")
+
+
+class _StdoutClosed(Exception):
+    """The reader of our stdout went away (`| head`)."""
+
+
+@contextlib.contextmanager
+def _stdout() -> Iterator[None]:
+    """Around code whose only pipe is stdout: a BrokenPipeError there means the reader closed it. (Not around
+    training, where a broken pipe to a sandboxed subprocess is a real error.)"""
+    try:
+        yield
+    except BrokenPipeError:
+        raise _StdoutClosed() from None
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's final flush of what is still buffered cannot fail again
+    ("Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (in-process callers, captured output)
+        pass
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
 
 
 def _load(args) -> RunConfig:
-    overrides = list(args.overrides)
+    overrides, origins = list(args.overrides), [None] * len(args.overrides)
     if getattr(args, "algo", None):
         overrides.append(f"train.algo={args.algo}")
+        origins.append(f"--algo {args.algo}")
     if getattr(args, "run_dir", None):
         overrides.append(f"run_dir={args.run_dir}")
-    return load_config(args.config, overrides)
+        origins.append(f"--run-dir {args.run_dir}")
+    return load_config(args.config, overrides, origins)
+
+
+def _check_out_path(out: str, flag: str = "--out") -> None:
+    """An output file we will write later: fail now, before any work, if it cannot be created."""
+    path = Path(out)
+    if path.is_dir():
+        raise PMDError(f"{flag} {out}: is a directory (expected a file path)")
+    if not path.parent.is_dir():
+        raise PMDError(f"{flag} {out}: directory {path.parent} does not exist")
+
+
+def _memory_db(run: str, flag: str = "") -> Path:
+    """RUN_DIR/memory.sqlite or a .sqlite file, which must exist."""
+    path = Path(run)
+    db = path / "memory.sqlite" if path.is_dir() else path
+    if not db.is_file():
+        what = f"{flag} {run}: " if flag else f"{db}: "
+        raise PMDError(f"{what}no memory store here (expected RUN_DIR/memory.sqlite or a .sqlite file)")
+    return db
 
 
 def cmd_train(args) -> int:
@@ -38,7 +105,8 @@ def cmd_train(args) -> int:
     cfg = _load(args)
     summary = run_training(cfg, evaluate_models=not args.no_eval, resume=args.resume)
     if _is_main_process():
-        print(json.dumps(summary, indent=2))
+        with _stdout():
+            print(json.dumps(summary, indent=2), flush=True)
     return 0
 
 
@@ -50,66 +118,106 @@ def _is_main_process() -> bool:
 def cmd_eval(args) -> int:
     from .pipeline import run_evaluation
 
-    cfg = _load(args) if args.config else RunConfig()
+    cfg = _load(args)  # with no config file: the defaults, --set still applies
     if args.model:
         cfg.model.name_or_path = args.model
-    result = run_evaluation(cfg, memory_db=args.memory)
+    memory_db = None
+    if args.memory:  # checked before a model loads (minutes), not after
+        if not cfg.eval.memory_at_inference:
+            raise PMDError(f"--memory {args.memory}: memory is only read with eval.memory_at_inference: true "
+                           "(add --set eval.memory_at_inference=true); the default evaluation is memory-free")
+        from .memory.store import MemoryStore
+
+        memory_db = str(_memory_db(args.memory, "--memory"))
+        MemoryStore.check(memory_db)
+    elif cfg.eval.memory_at_inference:
+        raise PMDError("eval.memory_at_inference needs --memory PATH (a run directory or its memory.sqlite)")
+    if args.out:  # on every rank: one rank leaving alone would leave the others waiting for it
+        _check_out_path(args.out)
+    result = run_evaluation(cfg, memory_db=memory_db)
     if not _is_main_process():
         return 0
     text = json.dumps(result, indent=2)
     if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    print(text)
+        try:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise PMDError(f"--out {args.out}: cannot write ({exc.strerror})") from None
+    with _stdout():
+        print(text, flush=True)
     return 0
 
 
 def cmd_memory(args) -> int:
     from .memory.store import MemoryStore
 
-    run = Path(args.run)
-    db = run / "memory.sqlite" if run.is_dir() else run
-    if not db.is_file():
-        raise PMDError(f"{db}: no memory store here (expected RUN_DIR/memory.sqlite or a .sqlite file)")
-    with MemoryStore.open_existing(db) as store:
+    unused = {"stats": ["--limit", "--out", "--level", "--problem"], "export": ["--level", "--problem"],
+              "show": ["--out"]}[args.action]
+    given = [flag for flag in unused if getattr(args, flag[2:]) is not None]
+    if given:
+        raise PMDError(f"{given[0]} does not apply to `pmd memory {args.action}`")
+    db = _memory_db(args.run)
+    out = args.out or "-"
+    if out != "-":
+        _check_out_path(out)
+        if Path(out).resolve() == db.resolve():
+            raise PMDError(f"--out {out}: is the memory store being exported (choose a .jsonl path)")
+    with MemoryStore.open_existing(db) as store, _stdout():
         if args.action == "stats":
             print(json.dumps(store.counts(), indent=2))
         elif args.action == "export":
-            out = args.out or "-"
-            n = store.export_jsonl(sys.stdout if out == "-" else out)
-            if out != "-":
+            if out == "-":
+                store.export_jsonl(sys.stdout, args.limit)
+            else:
+                try:
+                    n = store.export_jsonl(out, args.limit)
+                except OSError as exc:
+                    raise PMDError(f"--out {out}: cannot write ({exc.strerror})") from None
                 print(f"wrote {n} rows to {out}")
         else:
-            _show(store, args)
+            _show(store, db, args.problem, args.level or "all", args.limit or 20)
+        sys.stdout.flush()  # inside the guard: a reader that left after the last line is still a closed stdout
     return 0
 
 
-def _show(store, args) -> None:
-    level = args.level
-    if args.problem:
-        print(f"# problem {args.problem}")
-        for e in store.experiences(problem_uid=args.problem):
+def _listing(title: str, items: list, limit: int, latest: bool = False) -> list:
+    """The first (or latest) `limit` items, after a header that says when some were left out."""
+    shown = items[-limit:] if latest else items[:limit]
+    more = (f" ({'latest' if latest else 'first'} {len(shown)} of {len(items)}; --limit N for more)"
+            if len(shown) < len(items) else "")
+    print(f"# {title}{more}")
+    return shown
+
+
+def _show(store, db: Path, problem: str | None, level: str, limit: int) -> None:
+    """`pmd memory show`: every listing holds at most `limit` entries."""
+    if problem:
+        experiences = store.experiences(problem_uid=problem)
+        insights = store.insights(problem_uid=problem)
+        retrievals = store.retrievals(problem_uid=problem)
+        if not (experiences or insights or retrievals):
+            raise PMDError(f"{db}: no problem {problem!r} in this memory (problem ids: pmd memory show RUN "
+                           "--level experiences)")
+        print(f"# problem {problem}")
+        for e in _listing("attempts", experiences, limit, latest=True):
             print(f"[step {e.step} #{e.sample_index}] reward={e.reward:.2f} passed={e.passed}: "
                   f"{e.response.strip()[:160]!r}\n    feedback: {e.feedback}")
-        for i in store.insights(problem_uid=args.problem):
+        for i in _listing("insights", insights, limit):
             print(f"[{i.kind} x{i.support}, step {i.updated_step}] {i.text}")
-        for r in store.retrievals(problem_uid=args.problem)[-args.limit:]:
+        for r in _listing("what its teacher saw", retrievals, limit, latest=True):
             print(f"[teacher saw at step {r.step}, {r.n_tokens} tokens, {r.item_refs}]\n{r.text}")
         return
     if level in ("insights", "all"):
-        print("# insights")
-        for i in store.insights()[: args.limit]:
+        for i in _listing("insights", store.insights(), limit):
             print(f"[{i.kind} x{i.support}] {i.problem_uid}: {i.text}")
     if level in ("patterns", "all"):
-        print("# patterns")
-        for p in store.patterns(status=None)[: args.limit]:
+        for p in _listing("patterns", store.patterns(status=None), limit):
             print(f"[{p.kind}, {p.status}, {p.support_problems} problems] {p.text}")
     if level in ("experiences", "all"):
-        print("# experiences (latest)")
-        for e in store.experiences()[-args.limit:]:
+        for e in _listing("experiences", store.experiences(), limit, latest=True):
             print(f"[step {e.step}] {e.problem_uid} reward={e.reward:.2f}: {e.response.strip()[:120]!r}")
     if level == "retrievals":
-        print("# retrievals (latest)")
-        for r in store.retrievals()[-args.limit:]:
+        for r in _listing("retrievals", store.retrievals(), limit, latest=True):
             print(f"[step {r.step}] {r.problem_uid} ({r.n_tokens} tokens): {r.text[:200]!r}")
 
 
@@ -117,8 +225,12 @@ def cmd_compare(args) -> int:
     from .compare import run_compare, write_comparison
 
     cfg = _load(args)
+    out = Path(cfg.compare.out_dir)
+    if out.exists() and not out.is_dir():
+        raise PMDError(f"compare.out_dir {out}: exists and is not a directory")
     path = write_comparison(cfg) if args.table_only else run_compare(cfg)
-    print(path.read_text(encoding="utf-8"))
+    with _stdout():
+        print(path.read_text(encoding="utf-8"), flush=True)
     return 0
 
 
@@ -128,19 +240,50 @@ def cmd_explain(args) -> int:
     run = Path(args.run)
     if not (run / "memory.sqlite").is_file() or not (run / "config.yaml").is_file():
         raise PMDError(f"{run}: not a PMD run directory (expected config.yaml and memory.sqlite)")
-    print(format_explanations(explain(run, args.model, args.limit, args.top)))
+    if not args.model and not (run / "final").is_dir():
+        raise PMDError(f"{run / 'final'}: no final weights (the run has not finished); pass --model PATH, e.g. a "
+                       f"checkpoint under {run / 'checkpoints'}")
+    text = format_explanations(explain(run, args.model, args.limit, args.top))
+    with _stdout():
+        print(text, flush=True)
     return 0
+
+
+RUN_MARKERS = ("config.yaml", "metrics.jsonl", "summary.json")  # what every run directory has from its start
 
 
 def cmd_report(args) -> int:
     from .report import write_report
 
-    print(write_report(Path(args.run)))
+    run = Path(args.run)
+    if not run.exists():
+        raise PMDError(f"{run}: no such run directory")
+    if not run.is_dir() or not any((run / name).is_file() for name in RUN_MARKERS):
+        raise PMDError(f"{run}: not a PMD run directory (expected {', '.join(RUN_MARKERS[:-1])} or {RUN_MARKERS[-1]})")
+    for name in ("summary.json", "eval_base.json", "eval_trained.json"):  # what the report reads whole
+        if (run / name).is_file():
+            try:
+                json.loads((run / name).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise PMDError(f"{run / name}: unreadable ({exc.__class__.__name__}: {exc})") from None
+    try:
+        path = write_report(run)
+    except OSError as exc:
+        raise PMDError(f"{exc.filename or run}: cannot write the report ({exc.strerror})") from None
+    with _stdout():
+        print(path, flush=True)
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house error format: one line `pmd: error: ...`, exit code 2 (subcommands inherit it)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"pmd: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pmd", description="Procedural Memory Distillation on top of TRL.")
+    parser = _Parser(prog="pmd", description="Procedural Memory Distillation on top of TRL.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (grpo | sdpo | pmd), then evaluate base and trained models memory-free")
@@ -161,9 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("memory", help="inspect a run's memory")
     p.add_argument("action", choices=["show", "stats", "export"])
     p.add_argument("run", help="run directory or memory .sqlite file")
-    p.add_argument("--level", default="all", choices=["all", "experiences", "insights", "patterns", "retrievals"])
-    p.add_argument("--problem", help="one problem's history: attempts, insights, what its teacher saw")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--level", choices=["all", "experiences", "insights", "patterns", "retrievals"],
+                   help="show: which level (default all)")
+    p.add_argument("--problem", help="show: one problem's history: attempts, insights, what its teacher saw")
+    p.add_argument("--limit", type=_positive_int,
+                   help="show: entries per listing (default 20); export: rows per level (default all)")
     p.add_argument("--out", help="export: JSONL path (default stdout)")
     p.set_defaults(func=cmd_memory)
 
@@ -175,19 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="which rollout tokens the retrieved memory moved in the teacher")
     p.add_argument("run", help="a PMD run directory")
     p.add_argument("--model", help="weights to score with (default: RUN/final)")
-    p.add_argument("--limit", type=int, default=3, help="teacher calls (distinct problems) to show")
-    p.add_argument("--top", type=int, default=8, help="largest token shifts per call")
+    p.add_argument("--limit", type=_positive_int, default=3, help="teacher calls (distinct problems) to show")
+    p.add_argument("--top", type=_positive_int, default=8, help="largest token shifts per call")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("report", help="(re)write RUN_DIR/report.md")
-    p.add_argument("run")
+    p.add_argument("run", help="a run directory")
     p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad command line (2, one line already printed)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     start = time.time()
     try:
         return args.func(args)
@@ -200,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.distributed.barrier()  # leave together, once rank 0 has said why (launchers kill the rest early)
         return 2
+    except _StdoutClosed:
+        _silence_stdout()
+        return errno.EPIPE
     except KeyboardInterrupt:
         print(f"pmd: interrupted after {time.time() - start:.0f}s", file=sys.stderr)
         return 130

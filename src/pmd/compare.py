@@ -143,6 +143,19 @@ def run_isolated(cfg: RunConfig, base_eval: dict) -> None:
         raise PMDError(f"compare: run {cfg.run_dir} failed (exit code {proc.exitcode}); re-run to resume the rest")
 
 
+def _read_json(path: Path, *keys: str) -> dict:
+    """A JSON object a finished run wrote, holding `keys`; a damaged one is a one-line error naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PMDError(f"compare: {path}: unreadable ({exc.__class__.__name__}: {exc}); re-run that run or move "
+                       "it away") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise PMDError(f"compare: {path}: no '{missing[0]}' (not written by pmd compare?); move it away")
+    return data
+
+
 def collect(base: RunConfig) -> dict[str, list[dict]]:
     """Per variant: one record per finished seed with its curve, final metrics and CPU-minutes."""
     out: dict[str, list[dict]] = {}
@@ -152,7 +165,7 @@ def collect(base: RunConfig) -> dict[str, list[dict]]:
             summary_path = run_dir / "summary.json"
             if not summary_path.is_file():
                 continue
-            summary = json.loads(summary_path.read_text())
+            summary = _read_json(summary_path, "final_eval", "cpu_minutes")
             rows = read_metrics(run_dir)
             curve = [(r["step"], r["eval/greedy_accuracy"]) for r in rows if "eval/greedy_accuracy" in r]
             train_rows = [r for r in rows if "self_distillation/teacher_active_fraction" in r]
@@ -208,18 +221,23 @@ def plot_comparison(records: dict[str, list[dict]], path: Path) -> None:
 
 
 def write_comparison(base: RunConfig) -> Path:
+    """Curves + table from the finished runs under compare.out_dir (all of them after `run_compare`; whatever has
+    finished for `pmd compare --table-only`). None finished is an error, raised before anything is written."""
     out = Path(base.compare.out_dir)
     records = collect(base)
+    if not records:
+        raise PMDError(f"compare: nothing to tabulate under compare.out_dir {out}: no finished run "
+                       f"(VARIANT/seed-S/summary.json) for variants {', '.join(base.compare.variants)}, seeds "
+                       f"{', '.join(map(str, base.compare.seeds))}; run pmd compare without --table-only first")
+    base_path = out / "eval_base.json"
+    b = _read_json(base_path, "overall")["overall"] if base_path.is_file() else None
     table = comparison_table(records)
-    if records:
-        plot_comparison(records, out / "curves.png")
+    plot_comparison(records, out / "curves.png")
     text = ["# pmd compare", "", f"Model `{base.model.name_or_path}`, tasks "
             f"{', '.join(t.name for t in base.env.tasks)}, {base.train.steps} steps x "
             f"{base.train.prompts_per_step * base.train.num_generations} rollouts, seeds {base.compare.seeds}.",
             "Final = memory-free held-out evaluation after the last step (mean ± std over seeds).", ""]
-    base_path = out / "eval_base.json"
-    if base_path.is_file():
-        b = json.loads(base_path.read_text())["overall"]
+    if b is not None:
         text += [f"Base model (step 0, same held-out set): greedy accuracy {b['greedy_accuracy']:.3f}, "
                  f"format rate {b['greedy_format_rate']:.3f}, n = {b['n_problems']}.", ""]
     text += [table, "", "![learning curves](curves.png)", ""]

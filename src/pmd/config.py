@@ -6,12 +6,15 @@ Precedence: dataclass defaults < YAML file < CLI `--set section.key=value`. Unkn
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
 
@@ -209,6 +212,37 @@ class RunConfig:
 # ----------------------------------------------------------------------------------------------- parsing
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2 core-schema numbers as numbers: `1e-4`, `5E3`,
+    `+1.5e-3` and `1.0e4` (YAML 1.1 needs a dot and a signed exponent, so PyYAML alone reads these as strings), and
+    `0o17`. Everything PyYAML already reads as a number still is (`1.0e-4`, `.5`, `0x1F`, `1_000`, `.inf`, `.nan`)."""
+
+
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?"
+                           r"|[0-9]+[eE][-+]?[0-9]+)$")
+_YAML12_OCTAL = re.compile(r"^[-+]?0o[0-7]+$")
+# Appended after PyYAML's own resolvers, so whatever YAML 1.1 already reads (ints, bools, ...) is unchanged.
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _YAML12_OCTAL, list("-+0"))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _yaml_number(text: str) -> int | float | None:
+    """The number the plain (unquoted) YAML scalar `text` spells, in a YAML 1.1 or 1.2 spelling; None if it spells
+    something else ("fast", "nan", "true", "1e-4 apples")."""
+    loader = _Loader("")
+    try:
+        tag = loader.resolve(yaml.ScalarNode, text, (True, False))
+    finally:
+        loader.dispose()
+    if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+        return None
+    return _yaml_load(text)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -257,8 +291,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # a quoted number, or one from a Python caller: any YAML 1.1/1.2 spelling
+            number = _yaml_number(value.strip())
+            value = value if number is None else number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # .inf / .nan: no setting of a run means "infinitely"; nan passes range checks
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -316,25 +355,123 @@ def _check_task_params(cfg: RunConfig) -> None:
         task_params(task, cfg.env, f"env.tasks[{i}]")
 
 
-def _apply_override(data: dict[str, Any], assignment: str) -> None:
+_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[[^\[\]]*\])*)")
+_MISSING = object()
+
+
+def _parse_key(dotted: str) -> list[str | int]:
+    """`env.tasks[0].params.max_terms` -> ["env", "tasks", 0, "params", "max_terms"]."""
+    steps: list[str | int] = []
+    for segment in dotted.split("."):
+        m = _SEGMENT.fullmatch(segment.strip())
+        if not m:
+            raise ConfigError(f"{segment!r} is not a key (expected section.key or list[N], e.g. env.tasks[0].name)")
+        name = m.group(1)
+        if name.isdigit():
+            where = _key_text(steps) or "a section"
+            raise ConfigError(f"'.{name}' is not a key: address list items as {where}[{name}]")
+        steps.append(name)
+        for index in re.findall(r"\[([^\[\]]*)\]", m.group(2)):
+            if not re.fullmatch(r"[0-9]+", index.strip()):
+                raise ConfigError(f"[{index}]: a list index is a number >= 0, e.g. {_key_text(steps)}[0]")
+            steps.append(int(index))
+    return steps
+
+
+def _key_text(steps: Sequence[str | int]) -> str:
+    return "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if i else s) for i, s in enumerate(steps))
+
+
+def _default_at(steps: Sequence[str | int]) -> Any:
+    """The default config's value at `steps` (e.g. the default env.tasks list), or _MISSING."""
+    node: Any = to_dict(RunConfig())
+    for step in steps:
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                return _MISSING
+            node = node[step]
+        elif isinstance(node, dict) and step in node:
+            node = node[step]
+        else:
+            return _MISSING
+    return node
+
+
+def _override_origin(assignment: str) -> str:
+    dotted, _, raw = assignment.partition("=")
+    raw = raw.strip()
+    return f"--set {dotted.strip()}={raw if len(raw) <= 40 else raw[:37] + '...'}"
+
+
+def _apply_override(data: dict[str, Any], assignment: str, origin: str | None = None) -> str:
+    """Apply one `section.key=value` (list items as `key[N]`) to the loaded YAML data; returns the dotted key it set.
+    Errors are prefixed with `origin` (how the user gave it: `--set KEY=VALUE` unless a dedicated flag)."""
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    origin = origin or _override_origin(assignment)
     dotted, raw = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
+        steps = _parse_key(dotted.strip())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {dotted}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
-    keys = dotted.strip().split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {dotted}: {key} is not a section")
-    node[keys[-1]] = value
+        raise ConfigError(f"{origin}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    node: Any = data
+    for i, step in enumerate(steps[:-1]):
+        here, following = _key_text(steps[: i + 1]), steps[i + 1]
+        child = node[step] if isinstance(step, int) else node.get(step)
+        if child is None:  # absent (or an empty `section:`): a section to fill in, or the default list to edit
+            child = copy.deepcopy(_default_at(steps[: i + 1])) if isinstance(following, int) else {}
+            if child is _MISSING:
+                raise ConfigError(f"{origin}: {here} is not a list (no {here}[{following}] to set)")
+            node[step] = child
+        if isinstance(following, int):
+            if not isinstance(child, list):
+                raise ConfigError(f"{origin}: {here} is not a list (no {here}[{following}] to set)")
+            if following >= len(child):
+                raise ConfigError(f"{origin}: {here}[{following}]: index out of range ({here} has {len(child)} "
+                                  f"item{'s' if len(child) != 1 else ''}; to add one, set the whole list: "
+                                  f"--set '{here}=[...]')")
+        elif isinstance(child, list):
+            raise ConfigError(f"{origin}: {here} is a list: address an item as {here}[N], e.g. {here}[0].{following}")
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{origin}: {here} is not a section (it is {child!r})")
+        node = child
+    node[steps[-1]] = value
+    return _key_text(steps)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load YAML (optional), apply `section.key=value` overrides, validate. Errors name file and key."""
+def _mentions(message: str, key: str) -> bool:
+    """Whether `message` names dotted key `key` itself or something inside it (`key.sub`, `key[0]`)."""
+    return re.search(rf"(?<![\w.\]]){re.escape(key)}(?!\w)", message) is not None
+
+
+def _blame(message: str, applied: Sequence[tuple[str, str]]) -> str | None:
+    """Which override (origin) an error message is about: the last one whose key (or something inside it) the message
+    names; else one whose section the message names together with the key's next name (a section-level check that
+    quotes the offending item, e.g. `env.tasks[0].params: bad params ['colour']`). None: the file's doing."""
+    for key, origin in reversed(applied):
+        if _mentions(message, key):
+            return origin
+    for key, origin in reversed(applied):
+        steps = _parse_key(key)
+        for n in range(len(steps) - 1, 1, -1):
+            following = steps[n]
+            if (isinstance(following, str) and _mentions(message, _key_text(steps[:n]))
+                    and re.search(rf"\b{re.escape(following)}\b", message)):
+                return origin
+    return None
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | None = None,
+                origins: Sequence[str | None] | None = None) -> RunConfig:
+    """Load YAML (optional), apply `section.key=value` overrides, validate. Errors name file and key, or, when the
+    offending key came from an override, the override as the user gave it (`origins[i]` for `overrides[i]`, e.g.
+    "--algo pmd"; default `--set KEY=VALUE`).
+
+    Override keys are dotted; list items are addressed by index in brackets (`env.tasks[0].params.max_terms=3`; an
+    item must exist: set the whole list to add one). Values are YAML, with numbers in any YAML 1.1 or 1.2 spelling."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -344,8 +481,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = _yaml_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -355,11 +494,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
-    for assignment in overrides or []:
-        _apply_override(data, assignment)
+    overrides = list(overrides or [])
+    origins = list(origins or [])
+    origins += [None] * (len(overrides) - len(origins))
+    applied = []
+    for assignment, origin in zip(overrides, origins):
+        origin = origin or _override_origin(assignment)
+        applied.append((_apply_override(data, assignment, origin), origin))
     try:
         return config_from_dict(data)
     except ConfigError as exc:
+        blamed = _blame(str(exc), applied)
+        if blamed is not None:
+            raise ConfigError(f"{blamed}: {exc}") from None
         raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
 
 

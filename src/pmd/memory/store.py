@@ -471,19 +471,22 @@ class MemoryStore:
         finally:
             conn.close()
 
-    def export_jsonl(self, path_or_file: str | Path | IO[str]) -> int:
+    def export_jsonl(self, path_or_file: str | Path | IO[str], limit: int | None = None) -> int:
         """Dump every level for `pmd memory export`, one JSON object per line with a "level" field (experience,
-        insight, pattern, retrieval, meta), from one consistent snapshot. Returns the number of lines written."""
+        insight, pattern, retrieval, meta), from one consistent snapshot. Returns the number of lines written.
+        `limit`: at most this many rows (the first, by id) of each of experience, insight, pattern and retrieval;
+        the meta rows (a handful describing the store) always all."""
         if isinstance(path_or_file, (str, Path)):
             with open(path_or_file, "w", encoding="utf-8") as f:
-                return self.export_jsonl(f)
+                return self.export_jsonl(f, limit)
         levels: list[tuple[str, type]] = [
             ("experience", Experience), ("insight", Insight), ("pattern", Pattern), ("retrieval", RetrievalRecord)
         ]
         n = 0
         with self._snapshot() as conn:
             for level, cls in levels:
-                for r in conn.execute(f"SELECT * FROM {level}s ORDER BY id"):
+                rows = conn.execute(f"SELECT * FROM {level}s ORDER BY id LIMIT ?", (-1 if limit is None else limit,))
+                for r in rows:
                     path_or_file.write(_jsonl(level, {"id": r["id"], **asdict(_from_row(cls, r))}))
                     n += 1
             for key, value in conn.execute("SELECT key, value FROM meta ORDER BY key"):
