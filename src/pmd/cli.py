@@ -330,6 +330,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group(together: bool) -> None:
+    """Under torchrun: wait for the other ranks (when all reach this point) and close the process group. A rank
+    that exits with the group open can abort in its teardown ("terminate called without an active exception"),
+    turning a finished run into a failed job."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    if together:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -338,15 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     start = time.time()
     try:
-        return args.func(args)
+        code = args.func(args)
+        _leave_process_group(together=True)
+        return code
     except PMDError as exc:
         every_rank = getattr(exc, "every_rank", False)  # the main process's decision, raised on all ranks
         if _is_main_process() or not every_rank:
             print(f"pmd: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever the message
-        if every_rank:
-            import torch.distributed
-
-            torch.distributed.barrier()  # leave together, once rank 0 has said why (launchers kill the rest early)
+        # leave together, once rank 0 has said why (launchers kill the other ranks as soon as one exits)
+        _leave_process_group(together=every_rank)
         return 2
     except _StdoutClosed:
         _silence_stdout()
