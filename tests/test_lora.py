@@ -47,20 +47,20 @@ def test_lora_keys_round_trip_through_yaml(tmp_path):
 
 
 BAD = [
-    ("train.lora_r=-1", r"^train\.lora_r: expected >= 0"),
-    ("train.lora_alpha=-8", r"^train\.lora_alpha: expected > 0, or 0 for 2 x train\.lora_r, got -8$"),
-    ("train.lora_alpha=1.5", r"^train\.lora_alpha: expected an integer"),
-    ("train.lora_dropout=1.0", r"^train\.lora_dropout: expected a value in \[0, 1\), got 1\.0$"),
-    ("train.lora_dropout=-0.1", r"^train\.lora_dropout: expected a value in \[0, 1\)"),
-    ("train.lora_target_modules=q_proj", r"^train\.lora_target_modules: expected 'all-linear' or a list of module "
+    ("train.lora_r=-1", r"(?:^|: )train\.lora_r: expected >= 0"),
+    ("train.lora_alpha=-8", r"(?:^|: )train\.lora_alpha: expected > 0, or 0 for 2 x train\.lora_r, got -8$"),
+    ("train.lora_alpha=1.5", r"(?:^|: )train\.lora_alpha: expected an integer"),
+    ("train.lora_dropout=1.0", r"(?:^|: )train\.lora_dropout: expected a value in \[0, 1\), got 1\.0$"),
+    ("train.lora_dropout=-0.1", r"(?:^|: )train\.lora_dropout: expected a value in \[0, 1\)"),
+    ("train.lora_target_modules=q_proj", r"(?:^|: )train\.lora_target_modules: expected 'all-linear' or a list of module "
                                          r"names, got 'q_proj' \(for one module write \[q_proj\]\)$"),
-    ("train.lora_target_modules=[]", r"^train\.lora_target_modules: expected 'all-linear' or a non-empty list"),
-    ("train.lora_target_modules=['']", r"^train\.lora_target_modules\[0\]: expected a module name"),
-    ("train.lora_target_modules=[q_proj, ' v_proj']", r"^train\.lora_target_modules\[1\]: expected a module name"),
-    ("train.lora_target_modules=[q_proj, q_proj]", r"^train\.lora_target_modules: \['q_proj', 'q_proj'\] names a "
+    ("train.lora_target_modules=[]", r"(?:^|: )train\.lora_target_modules: expected 'all-linear' or a non-empty list"),
+    ("train.lora_target_modules=['']", r"(?:^|: )train\.lora_target_modules\[0\]: expected a module name"),
+    ("train.lora_target_modules=[q_proj, ' v_proj']", r"(?:^|: )train\.lora_target_modules\[1\]: expected a module name"),
+    ("train.lora_target_modules=[q_proj, q_proj]", r"(?:^|: )train\.lora_target_modules: \['q_proj', 'q_proj'\] names a "
                                                    r"module twice$"),
-    ("train.lora_target_modules=[all-linear, q_proj]", r"^train\.lora_target_modules: 'all-linear' stands alone"),
-    ("train.lora_target_modules=[1, 2]", r"^train\.lora_target_modules: expected"),
+    ("train.lora_target_modules=[all-linear, q_proj]", r"(?:^|: )train\.lora_target_modules: 'all-linear' stands alone"),
+    ("train.lora_target_modules=[1, 2]", r"(?:^|: )train\.lora_target_modules: expected"),
 ]
 
 

@@ -250,13 +250,13 @@ def test_train_trl_keys_are_checked_when_the_config_loads(algo, trl, needle):
 
 def test_train_trl_values_reach_trl(tmp_path):
     cfg = make_cfg(tmp_path, "train.algo=pmd", "train.trl={warmup_steps: 0.05, lr_scheduler_type: constant, "
-                                               "weight_decay: 0.01, save_total_limit: 2, teacher_update_rate: 0.1}")
+                                               "weight_decay: 0.01, max_grad_norm: 0.5, teacher_update_rate: 0.1}")
     args = trl_config(cfg, str(tmp_path / "out"))
-    assert args.warmup_steps == 0.05 and args.weight_decay == 0.01 and args.save_total_limit == 2
+    assert args.warmup_steps == 0.05 and args.weight_decay == 0.01 and args.max_grad_norm == 0.5
     assert str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)) == "constant"
     assert args.teacher_update_rate == 0.1
     default = trl_config(make_cfg(tmp_path, "train.algo=pmd"), str(tmp_path / "out"))
-    assert default.save_total_limit is None and default.weight_decay == 0.0  # the values above were not defaults
+    assert default.max_grad_norm == 1.0 and default.weight_decay == 0.0  # the values above were not defaults
 
 
 def test_train_trl_overrides_pmd_defaults_and_merges_model_init_kwargs(tmp_path):
