@@ -31,6 +31,7 @@ from ..config import _f, build_dataclass
 from ..errors import ConfigError, DatasetError
 from ..prompts import ANSWER_INSTRUCTION
 from . import reward_functions
+from .reward_functions import first_line
 from .answer import extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, dedupe_and_split
@@ -160,7 +161,7 @@ class DatasetEnvironment:
                 self._score(term, problems, responses, None, None)
             except Exception as exc:  # noqa: BLE001 - the user's code: any failure is a bad input
                 raise DatasetError(f"{self.where}.params.rewards[{i}] ({term.spec.label}) failed on the first rows "
-                                   f"of {self.params.path}: {type(exc).__name__}: {_first_line(exc)}") from None
+                                   f"of {self.params.path}: {type(exc).__name__}: {first_line(exc, 300)}") from None
 
     # ------------------------------------------------------------------------------------------ Environment
 
@@ -211,11 +212,11 @@ class DatasetEnvironment:
         kind = f"{term.spec.label}: {type(exc).__name__}"
         if not self.failures[kind]:
             logger.warning("reward function %s raised %s: %s (scored 0; later failures of this kind are counted, not "
-                           "logged)", term.spec.label, type(exc).__name__, _first_line(exc))
+                           "logged)", term.spec.label, type(exc).__name__, first_line(exc, 300))
         self.failures[kind] += 1
         if self.params.strict and self.stop_reason is None:
             self.stop_reason = (f"{self.where}: reward function {term.spec.label} raised {type(exc).__name__}: "
-                                f"{_first_line(exc)} (strict: true)")
+                                f"{first_line(exc, 300)} (strict: true)")
         text = f"Not scored: the reward function {term.spec.label} failed on this batch."
         return [Verdict(reward=0.0, passed=False, feedback=text)] * n
 
@@ -314,7 +315,7 @@ def load_rows(path: Path, split: str, where: str) -> list[dict[str, Any]]:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed files surface as many exception types inside datasets
         raise DatasetError(f"{where}: {path} could not be read by datasets' {how}: "
-                           f"{type(exc).__name__}: {_first_line(exc)}") from None
+                           f"{type(exc).__name__}: {first_line(exc, 300)}") from None
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         if bars:
@@ -322,11 +323,6 @@ def load_rows(path: Path, split: str, where: str) -> list[dict[str, Any]]:
     if not rows:
         raise DatasetError(f"{where}: {path} holds no rows")
     return rows
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""
 
 
 def dataset_params(data: dict[str, Any], path: str) -> DatasetParams:

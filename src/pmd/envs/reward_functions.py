@@ -53,7 +53,7 @@ def load_function(spec: str, where: str, columns: Sequence[str] = ()) -> Callabl
     except ConfigError:
         raise
     except Exception as exc:  # the user's module failed while importing: say which and why, in one line
-        raise ConfigError(f"{where}: cannot import {module_name!r} ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ConfigError(f"{where}: cannot import {module_name!r} ({type(exc).__name__}: {first_line(exc)})") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise ConfigError(f"{where}: {module_name!r} has no attribute {attr!r}")
@@ -145,6 +145,7 @@ def normalise(out: Any, n: int) -> list[Scored]:
     return scored
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message as one line for a one-line error (cut to `limit` characters if given)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+    return text.splitlines()[0][:limit] if text else ""
