@@ -147,7 +147,7 @@ def test_training_plot_has_reward_loss_and_teacher_curves_for_every_algorithm(ru
 @pytest.mark.parametrize("algo", ["grpo", "sdpo", "pmd"])
 def test_last_step_table_is_the_last_training_step(runs, algo, tmp_path):
     """Not the end-of-training row (train_runtime), and not a periodic-evaluation row logged after it."""
-    from pmd.trainer import append_eval
+    from pmd.evaluate import append_eval
 
     run_dir = copy_run(runs, algo, tmp_path)
     rows = rows_of(run_dir)

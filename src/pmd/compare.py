@@ -50,14 +50,11 @@ def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
 
 def evaluate_base(cfg: RunConfig) -> dict:
     """Memory-free held-out evaluation of the base model (one process; `pmd compare` runs no distributed jobs)."""
-    from .evaluate import evaluate
-    from .models import load_model_and_tokenizer, resolve_model
+    from .models import resolve_model
+    from .pipeline import _evaluate_model
 
     resolve_model(cfg.model.name_or_path)
-    suite = EnvironmentSuite.from_config(cfg.env)
-    model, tok = load_model_and_tokenizer(cfg.model.name_or_path, cfg.model.dtype)
-    return evaluate(model, tok, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt, seed=cfg.train.seed,
-                    show_progress=False)
+    return _evaluate_model(cfg, EnvironmentSuite.from_config(cfg.env), cfg.model.name_or_path, show_progress=False)
 
 
 def _cpu_seconds() -> float:
@@ -71,7 +68,8 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     """Train one variant/seed with periodic evaluation, resuming if interrupted. Reached only through
     `run_isolated`, which has already skipped finished runs and checked the folder's config."""
     from .pipeline import _last_checkpoint, preflight
-    from .trainer import append_eval, train
+    from .evaluate import append_eval
+    from .trainer import train
 
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written

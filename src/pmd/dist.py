@@ -1,4 +1,5 @@
-"""The processes of one run: who writes, and how the others learn what the writer decided.
+"""The processes of one run: who writes, how the others learn what the writer decided, and generation that every
+rank takes part in.
 
 Scale rules (../DESIGN.md): only the main process writes the run directory and the memory store; other ranks wait
 at barriers and receive what they need as Python objects over torch.distributed (gloo on CPU, NCCL on GPU), so no
@@ -145,6 +146,23 @@ class SharedGeneration:
             if prompts is None:
                 return
             generate_on_ranks(self.ranks, prompts, self.generate)
+
+
+@contextlib.contextmanager
+def policy_for_generation(trainer):
+    """The policy as it is now, ready to `generate` outside TRL's loop, entered the way TRL's own generation enters
+    it: DDP unwrapped, ZeRO-3 parameters gathered, the FSDP root summoned. Under ZeRO-3 / FSDP every rank must enter
+    together and make the same generate calls (`dist.generate_on_ranks` arranges that)."""
+    from trl.models import unwrap_model_for_generation
+
+    fsdp = contextlib.nullcontext()
+    if getattr(trainer, "is_fsdp_enabled", False):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        fsdp = FSDP.summon_full_params(trainer.model_wrapped, recurse=False)
+    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                     gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model, fsdp:
+        yield model
 
 
 def _rebuild(error: str) -> PMDError:

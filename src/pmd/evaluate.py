@@ -7,19 +7,26 @@ distinguishable. `memory_at_inference` exists only to compare against; PMD's cla
 On several processes the problems are sharded over ranks (each rank generates and verifies its share with its own
 copy or view of the model) and the samples are gathered, so every rank returns the same result. Every rank runs
 the same number of generate calls, which sharded parameters (ZeRO-3, FSDP) need.
+
+During training (`PeriodicEval`, and the final evaluation of `pmd train`) the policy is evaluated in place, entered
+for generation the way TRL enters it (`dist.policy_for_generation`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+from transformers import TrainerCallback
 
-from .config import EvalConfig
-from .dist import Ranks
+from .config import EvalConfig, RunConfig
+from .dist import Ranks, policy_for_generation
 from .envs import EnvironmentSuite, Problem
 from .prompts import student_messages, student_text_with_memory
 
@@ -163,3 +170,56 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="answer")
+
+
+# ------------------------------------------------------------------------------------------- during training
+
+
+class PeriodicEval(TrainerCallback):
+    """Memory-free held-out evaluation of the live policy every `every` steps (and at the last), with every rank
+    taking its share. The result joins that step's log through the Trainer (`eval/...` keys), so metrics.jsonl and
+    every `report_to` tracker get it; `attach` routes it there."""
+
+    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, every: int, ranks: Ranks):
+        self.trainer, self.cfg, self.suite, self.every, self.ranks = trainer, cfg, suite, every, ranks
+        self.pending: dict[str, float] = {}
+
+    def attach(self) -> PeriodicEval:
+        """Merge pending results into the Trainer's next `log` call. TRL's `log` flushes its own buffered step
+        metrics, so logging separately from a callback would take them away from the step's row."""
+        log = self.trainer.log
+
+        def log_with_eval(logs, *args, **kwargs):
+            pending, self.pending = self.pending, {}
+            return log({**logs, **pending}, *args, **kwargs)
+
+        self.trainer.log = log_with_eval
+        return self
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if step % self.every and step != state.max_steps:
+            return
+        self.pending = eval_metrics(evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks))
+        control.should_log = True  # this step's row carries the result, whatever logging_steps says
+
+
+def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> dict:
+    """Memory-free held-out evaluation of the policy in the trainer, sharded over ranks (every rank calls this)."""
+    with policy_for_generation(trainer) as model:
+        return evaluate(model, trainer.processing_class, suite, suite.problems("eval"), cfg.eval,
+                        cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False, ranks=ranks)
+
+
+def eval_metrics(result: dict) -> dict[str, float]:
+    """An evaluation as flat `eval/...` metrics: overall, and greedy accuracy per family."""
+    row: dict[str, float] = {f"eval/{key}": value for key, value in result["overall"].items()}
+    for fam, metrics in result["families"].items():
+        row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
+    return row
+
+
+def append_eval(path: Path, step: int, result: dict) -> None:
+    """One metrics.jsonl row with an evaluation made outside training (the base model, at step 0)."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": step, **eval_metrics(result)}) + "\n")

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, memory_db: str | None = None,
-                    ranks: Ranks | None = None) -> dict:
+                    ranks: Ranks | None = None, show_progress: bool = True) -> dict:
     """Load `model_name` on this rank's device and evaluate its share of the held-out problems (every rank calls
     this; every rank gets the whole result)."""
     import gc
@@ -50,7 +50,7 @@ def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, me
         memory_for, store = _memory_prompt(cfg, suite, memory_db, tokenizer)
     try:
         return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                        memory_for=memory_for, seed=cfg.train.seed, ranks=ranks)
+                        memory_for=memory_for, seed=cfg.train.seed, show_progress=show_progress, ranks=ranks)
     finally:
         if store is not None:
             store.close()

@@ -43,9 +43,10 @@ from transformers import TrainerCallback
 from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
                          write_manifest)
 from .config import RunConfig
-from .dist import Ranks, SharedGeneration
+from .dist import Ranks, SharedGeneration, policy_for_generation
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, RewardFunctionError
+from .evaluate import PeriodicEval, evaluate_policy
 from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
@@ -252,23 +253,6 @@ def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest:
         trainer._step = manifest.step * trainer.args.gradient_accumulation_steps
 
 
-@contextlib.contextmanager
-def policy_for_generation(trainer):
-    """The policy as it is now, ready to `generate` outside TRL's loop, entered the way TRL's own generation enters
-    it: DDP unwrapped, ZeRO-3 parameters gathered, the FSDP root summoned. Under ZeRO-3 / FSDP every rank must enter
-    together and make the same generate calls (`dist.generate_on_ranks` arranges that)."""
-    from trl.models import unwrap_model_for_generation
-
-    fsdp = contextlib.nullcontext()
-    if getattr(trainer, "is_fsdp_enabled", False):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        fsdp = FSDP.summon_full_params(trainer.model_wrapped, recurse=False)
-    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                     gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model, fsdp:
-        yield model
-
-
 class PolicyGenerator:
     """Greedy chat generation with the policy as it is now, for policy-written reflection (this rank's share)."""
 
@@ -376,58 +360,6 @@ def attach_memory(cfg: RunConfig, trainer, reward: EnvironmentReward, suite: Env
     trainer.teacher_context_builder = MemoryTeacherContextBuilder(trainer, memory=loop, verdicts=reward)
     trainer.add_callback(MemoryCallback(loop))
     return loop
-
-
-class PeriodicEval(TrainerCallback):
-    """Memory-free held-out evaluation of the live policy every `every` steps (and at the last), with every rank
-    taking its share. The result joins that step's log through the Trainer (`eval/...` keys), so metrics.jsonl and
-    every `report_to` tracker get it; `attach` routes it there."""
-
-    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, every: int, ranks: Ranks):
-        self.trainer, self.cfg, self.suite, self.every, self.ranks = trainer, cfg, suite, every, ranks
-        self.pending: dict[str, float] = {}
-
-    def attach(self) -> PeriodicEval:
-        """Merge pending results into the Trainer's next `log` call. TRL's `log` flushes its own buffered step
-        metrics, so logging separately from a callback would take them away from the step's row."""
-        log = self.trainer.log
-
-        def log_with_eval(logs, *args, **kwargs):
-            pending, self.pending = self.pending, {}
-            return log({**logs, **pending}, *args, **kwargs)
-
-        self.trainer.log = log_with_eval
-        return self
-
-    def on_step_end(self, args, state, control, **kwargs):
-        step = state.global_step
-        if step % self.every and step != state.max_steps:
-            return
-        self.pending = eval_metrics(evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks))
-        control.should_log = True  # this step's row carries the result, whatever logging_steps says
-
-
-def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> dict:
-    """Memory-free held-out evaluation of the policy in the trainer, sharded over ranks (every rank calls this)."""
-    from .evaluate import evaluate
-
-    with policy_for_generation(trainer) as model:
-        return evaluate(model, trainer.processing_class, suite, suite.problems("eval"), cfg.eval,
-                        cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False, ranks=ranks)
-
-
-def eval_metrics(result: dict) -> dict[str, float]:
-    """An evaluation as flat `eval/...` metrics: overall, and greedy accuracy per family."""
-    row: dict[str, float] = {f"eval/{key}": value for key, value in result["overall"].items()}
-    for fam, metrics in result["families"].items():
-        row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
-    return row
-
-
-def append_eval(path: Path, step: int, result: dict) -> None:
-    """One metrics.jsonl row with an evaluation made outside training (the base model, at step 0)."""
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"step": step, **eval_metrics(result)}) + "\n")
 
 
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,
