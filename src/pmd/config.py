@@ -2,6 +2,10 @@
 
 Precedence: dataclass defaults < YAML file < CLI `--set section.key=value`. Unknown keys and wrong types raise
 `ConfigError` naming the dotted path and what was expected, so a typo never silently falls back to a default.
+
+One concept over ~600 lines: the sections, how text (YAML files, `--set` with list indices and YAML 1.2 numbers)
+becomes them, and the cross-field checks. They change together (a new field needs its type handled, its range
+checked and its override addressed), and every other module imports them from this one place.
 """
 
 from __future__ import annotations
