@@ -111,6 +111,31 @@ class TrainConfig:
     trl: dict[str, Any] = _f({}, "Any other GRPOConfig/SDPOConfig field, passed through to TRL unchanged.")
 
 
+# Default reserved shares of the retrieval budget: raw attempts no longer take it all before insights and patterns.
+RETRIEVAL_LEVEL_SHARES = {"experience": 0.35, "insight": 0.25, "pattern": 0.2, "similar": 0.2}
+
+
+def check_level_shares(shares: Any) -> dict[str, float]:
+    """Validated `memory.retrieval.level_shares`: known levels only, each a finite number >= 0, missing levels at
+    their default, total <= 1 (a share is a reservation; a total above 1 would reserve more than the budget, so it is
+    refused rather than silently rescaled)."""
+    if not isinstance(shares, dict):
+        raise ConfigError(f"level_shares: expected a mapping of level -> share, got {shares!r}")
+    unknown = sorted(set(shares) - set(RETRIEVAL_LEVEL_SHARES))
+    if unknown:
+        raise ConfigError(f"level_shares: unknown level {unknown[0]!r} (known: {', '.join(RETRIEVAL_LEVEL_SHARES)})")
+    out = dict(RETRIEVAL_LEVEL_SHARES)
+    for level, value in shares.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"level_shares: {level}: expected a finite number >= 0, got {value!r}")
+        out[level] = float(value)
+    total = sum(out.values())
+    if total > 1.0 + 1e-9:
+        raise ConfigError(f"level_shares: shares add up to {total:g} (with defaults for levels not given: {out}); "
+                          "expected <= 1")
+    return out
+
+
 @dataclass(frozen=True)
 class RetrievalConfig:
     """What the teacher may see of memory, and how much of it (see memory/retrieve.py for the priority order)."""
@@ -124,12 +149,20 @@ class RetrievalConfig:
     max_patterns: int = _f(4, "Cap on patterns considered.")
     max_insights_per_similar_problem: int = _f(2, "Cap on insights shown per similar problem.")
     max_feedback_chars: int = _f(300, "Feedback quoted with a failed attempt is clipped to this many characters.")
+    level_shares: dict[str, float] = _f(
+        dict(RETRIEVAL_LEVEL_SHARES),
+        "Share of token_budget reserved per level (experience, insight, pattern, similar); a level left out keeps its "
+        "default; total <= 1. What a level leaves unused, and the unreserved rest, go to all levels in priority order.")
+    recency_half_life_steps: float = _f(
+        20.0, "Within a level, an insight's support and an attempt's reward halve in weight every N steps since last "
+              "confirmed/made (0 = no ageing).")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, bool) and value < 0:
+            if not isinstance(value, (bool, dict)) and value < 0:
                 raise ConfigError(f"{f.name}: expected >= 0, got {value}")
+        object.__setattr__(self, "level_shares", check_level_shares(self.level_shares))  # frozen dataclass
 
 
 @dataclass(frozen=True)
