@@ -164,7 +164,11 @@ def cmd_memory(args) -> int:
             raise PMDError(f"--out {out}: is the memory store being exported (choose a .jsonl path)")
     with MemoryStore.open_existing(db) as store, _stdout():
         if args.action == "stats":
-            print(json.dumps(store.counts(), indent=2))
+            from .memory.retrieve import level_fractions
+
+            refs = [r for _, r in store.retrieval_item_refs()]  # each logged teacher call
+            print(json.dumps({**store.counts(), "teacher_calls": len(refs),
+                              "level_fraction": level_fractions(refs)}, indent=2))
         elif args.action == "export":
             if out == "-":
                 store.export_jsonl(sys.stdout, args.limit)

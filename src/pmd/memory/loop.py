@@ -27,7 +27,7 @@ from ..envs import EnvironmentSuite
 from ..rewards import Judged
 from .patterns import consolidate
 from .reflect import ReflectionResult, Reflector
-from .retrieve import RetrievedMemory, retrieve
+from .retrieve import LEVELS, RetrievedMemory, level_fractions, retrieve
 from .store import Experience, MemoryStore
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class MemoryLoop:
         self.count_tokens = count_tokens
         self.reflector = reflector
         self.stats = LoopStats()
+        self.level_frac: dict[str, float] = {}  # the last step's fraction of teacher calls holding each level
 
     @property
     def is_writer(self) -> bool:
@@ -81,7 +82,9 @@ class MemoryLoop:
                     by_uid[uid] = retrieve(self.store, self.suite.problem(uid), self.count_tokens,
                                            self.cfg.retrieval, exclude_experience_step=step)
         by_uid = self.ranks.broadcast(by_uid)
-        return [by_uid[uid] for uid in problem_uids]
+        out = [by_uid[uid] for uid in problem_uids]
+        self.level_frac = level_fractions([m.item_refs for m in out])
+        return out
 
     def record(self, step: int, judged: list[Judged], retrieved: list[RetrievedMemory]) -> None:
         """Log what each teacher saw and store this step's rollouts as experience (one transaction each)."""
@@ -156,6 +159,8 @@ class MemoryLoop:
         out["memory/reflection_proposed_total"] = float(s.proposed)
         out["memory/patterns_promoted_total"] = float(s.promoted)
         out["memory/patterns_retired_total"] = float(s.retired)
+        if self.level_frac:  # per teacher call of the last step: does its memory hold this level at all?
+            out.update({f"pmd/memory_level_frac/{lvl}": self.level_frac.get(lvl, 0.0) for lvl in LEVELS})
         return out
 
 
