@@ -107,19 +107,14 @@ class ProblemIndex:
         if own is not None:
             eligible[own] = False
         combined[~eligible] = -np.inf
-        n_eligible = int(eligible.sum())
-        k = min(limit, n_eligible)
-        if k == 0:
-            return []
-        if k < n:
-            threshold = np.partition(combined, n - k)[n - k]  # the k-th largest value
-            above = np.flatnonzero(combined > threshold)
-            ties = np.flatnonzero(combined == threshold)[: k - len(above)]  # ascending ids: earliest first
-            chosen = np.concatenate([above, ties])
-        else:
-            chosen = np.flatnonzero(eligible)
-        order = np.lexsort((chosen, -combined[chosen]))
-        return [self.uids[int(chosen[i])] for i in order]
+        out = []
+        for _ in range(min(limit, n)):  # k is small: k argmax passes beat a partition; argmax's first-index rule
+            best = int(np.argmax(combined))  # is the tie-break (earliest first appearance)
+            if combined[best] == -np.inf:
+                break
+            out.append(self.uids[best])
+            combined[best] = -np.inf
+        return out
 
 
 _CACHE: weakref.WeakKeyDictionary[MemoryStore, ProblemIndex] = weakref.WeakKeyDictionary()

@@ -289,7 +289,8 @@ class MemoryStore:
         """(id, problem_uid, family, prompt) of the first rollout of each problem among rollouts with id >
         `experience_id`, in id order: the documents similar-problem search indexes."""
         rows = self._db.execute(
-            "SELECT MIN(id), problem_uid, family, prompt FROM experiences WHERE id > ? GROUP BY problem_uid "
+            # "+problem_uid": group the rowid range in a temp b-tree, not by scanning the whole per-problem index
+            "SELECT MIN(id), problem_uid, family, prompt FROM experiences WHERE id > ? GROUP BY +problem_uid "
             "ORDER BY 1", (int(experience_id),))
         return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
 

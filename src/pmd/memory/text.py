@@ -170,7 +170,17 @@ class InvertedIndex:
                 tf = np.array(self._tfs[term], dtype=np.float64)
                 idf = math.log(1.0 + (self.n_live - df + 0.5) / (df + 0.5))
                 norm = self.k1 * (1.0 - self.b + self.b * (lengths[docs] / avg if avg else 0.0))
-                cached = self._cache[term] = (docs, idf * tf * (self.k1 + 1.0) / (tf + norm))
-            out[cached[0]] += cached[1]
+                weights = idf * tf * (self.k1 + 1.0) / (tf + norm)
+                if len(docs) * 8 >= n:  # a common term: a dense row adds faster than a scatter
+                    dense = np.zeros(n)
+                    dense[docs] = weights
+                    cached = (None, dense)
+                else:
+                    cached = (docs, weights)
+                self._cache[term] = cached
+            if cached[0] is None:
+                out += cached[1]
+            else:
+                out[cached[0]] += cached[1]
         out[~alive] = 0.0
         return out
