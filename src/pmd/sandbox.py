@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import ConfigError, PMDError
+from .sandbox_world import WORLD_SOURCE
 
 __all__ = ["SandboxError", "SandboxIsolation", "SandboxLimits", "SandboxResult", "run_python"]
 
@@ -73,12 +74,16 @@ class SandboxLimits:
     cpu_seconds: float = field(default=5.0, metadata={"help": "CPU seconds per process (rounded up); then SIGXCPU."})
     wall_seconds: float = field(default=10.0, metadata={"help": "Wall-clock seconds for the whole run; then SIGKILL."})
     memory_mb: int = field(default=512, metadata={"help": "Address space per process in MB (>= 64); then MemoryError."})
-    max_processes: int = field(default=32, metadata={"help": "Processes the run may have at once (RLIMIT_NPROC)."})
+    max_processes: int = field(default=4, metadata={
+        "help": "Processes/threads the run may add at once (RLIMIT_NPROC); x memory_mb bounds the run's RAM."})
     max_file_mb: int = field(default=16, metadata={"help": "Largest file the run may write, in MB (RLIMIT_FSIZE)."})
     max_output_bytes: int = field(default=64 * 1024, metadata={"help": "stdout/stderr bytes kept; more kills the run."})
+    scratch_mb: int = field(default=128, metadata={
+        "help": "RAM-backed space for the run's /work, /tmp, /var/tmp and /dev/shm together, in MB."})
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):
+        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes",
+                     "scratch_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"SandboxLimits.{name} must be a positive number, got {value!r}")
@@ -94,6 +99,11 @@ class SandboxIsolation:
     network_namespace: bool = False
     pid_namespace: bool = False
     nproc_limit: int | None = None
+    mount_namespace: bool = False
+    private_root: bool = False  # pivot_root into a root holding only the interpreter, stdlib and a few /etc files
+    fresh_proc: bool = False  # /proc shows only this run's PID namespace
+    private_tmp: bool = False  # /work, /tmp, /var/tmp, /dev/shm on a private tmpfs that dies with the run
+    memory_bound_mb: int | None = None  # nproc_limit x memory_mb + scratch_mb when nproc_limit holds
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,8 @@ class SandboxResult:
 _RUNNER = r'''
 import builtins, json, os, resource, sys
 
-CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = \
+    0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
 
 
@@ -148,15 +159,36 @@ def set_limit(name, soft, hard=None):
 
 
 def enter_namespaces():
-    """New user+net+pid(+ipc) namespaces, then drop every capability the new user namespace granted."""
+    """New user+mount+net+pid+ipc namespaces (mount left out where it cannot be had), with this uid mapped to
+    itself so files it creates on the private tmpfs have an owner. Capabilities are dropped later (drop_caps), once
+    the private world is built."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC) != 0:
-            return False
     except Exception:
-        return False
+        return None
+    base = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
+    uid, gid = os.getuid(), os.getgid()
+    for flags in (base | CLONE_NEWNS, base):
+        if libc.unshare(flags) == 0:
+            break
+    else:
+        return None
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))):
+            with open("/proc/self/" + name, "w") as f:
+                f.write(text)
+    except OSError:
+        if flags & CLONE_NEWNS:
+            os._exit(124)  # a mount namespace without an id map cannot build its world: refuse
+    return {"mount": bool(flags & CLONE_NEWNS)}
+
+
+def drop_caps():
+    """Drop every capability the new user namespace granted; refuse to run user code if that fails."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -165,13 +197,14 @@ def enter_namespaces():
         _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
     if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
-        os._exit(121)  # namespaces entered but capabilities kept: refuse to run user code
-    return True
+        os._exit(121)
 
 
 def guard_network():
-    """Best effort on top of the namespace: refuse to create non-AF_UNIX sockets through the socket module."""
-    import socket, _socket
+    """Only where no network namespace could be made (best effort, ctypes bypasses it): refuse to create sockets
+    other than AF_UNIX through the socket module. Replaces socket.socket only, never _socket.socket (the class
+    socket.socket calls into), so socketpair(), asyncio and multiprocessing keep working."""
+    import socket
 
     real = socket.socket
 
@@ -182,14 +215,15 @@ def guard_network():
         def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
             if fileno is None and family != socket.AF_UNIX:
                 denied()
-            super().__init__(family, type, proto, fileno)
+            real.__init__(self, family, type, proto, fileno)
 
-    socket.socket = _socket.socket = GuardedSocket
+    socket.socket = GuardedSocket
     for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
                  "gethostbyaddr", "getnameinfo"):
         setattr(socket, name, denied)
-    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
-        setattr(_socket, name, denied)
+
+
+# __WORLD__
 
 
 def run_user_code(path):
@@ -235,6 +269,10 @@ def reap_as_init(child, status_fd):
             os._exit(0)
 
 
+def report(status_fd, **items):
+    os.write(status_fd, (json.dumps(items) + "\n").encode())
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     status_fd = cfg["status_fd"]
@@ -246,15 +284,26 @@ def main():
     set_limit("RLIMIT_AS", int(cfg["memory_mb"] * mb))
     cpu = max(1, -int(-cfg["cpu_seconds"] // 1))  # whole seconds (kernel granularity), rounded up
     set_limit("RLIMIT_CPU", cpu, cpu + 1)
+    with open(cfg["path"], encoding="utf-8", errors="replace") as f:
+        source = f.read()
     namespaces = enter_namespaces()
-    guard_network()
-    os.write(status_fd, (json.dumps({"namespaces": namespaces, "nproc": nproc, "uid": os.getuid()}) + "\n").encode())
+    if namespaces is None:
+        guard_network()
+    report(status_fd, namespaces=namespaces is not None, nproc=nproc)
     if namespaces:  # the first fork after unshare(CLONE_NEWPID) becomes the namespace's init
         init = os.fork()
         if init:
+            drop_caps()
             os.close(status_fd)
             os.waitpid(init, 0)
             os._exit(0)
+        if namespaces["mount"]:
+            try:
+                report(status_fd, world=build_world(cfg, source))
+            except BaseException as exc:
+                report(status_fd, world_error="%s: %s" % (type(exc).__name__, exc))
+                os._exit(125)
+        drop_caps()
         child = os.fork()
         if child:
             reap_as_init(child, status_fd)
@@ -263,7 +312,7 @@ def main():
 
 
 main()
-'''
+'''.replace("# __WORLD__", WORLD_SOURCE)
 
 
 def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
@@ -287,6 +336,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
             "memory_mb": limits.memory_mb,
             "max_processes": limits.max_processes,
             "max_file_mb": limits.max_file_mb,
+            "scratch_mb": limits.scratch_mb,
         }
         with tempfile.TemporaryFile() as stdin_file:
             stdin_file.write(stdin.encode("utf-8", errors="replace"))
@@ -321,6 +371,8 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                     pipe.close()
         wall = time.monotonic() - start
         status = _read_status(status_r)
+        if "world_error" in status:
+            raise SandboxError(f"cannot build the sandbox's private filesystem: {status['world_error']}")
     finally:
         for fd in (status_r, status_w):
             if fd >= 0:
@@ -329,6 +381,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
         _remove_tree(workdir)
 
     returncode = status.get("returncode", proc.returncode)
+    world = status.get("world") or {}
     if timed_out or truncated:
         returncode = proc.returncode if proc.returncode < 0 else -signal.SIGKILL
     signum = -returncode if returncode < 0 else None
@@ -351,8 +404,21 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
             network_namespace=bool(status.get("namespaces")),
             pid_namespace=bool(status.get("namespaces")),
             nproc_limit=status.get("nproc"),
+            mount_namespace=bool(world),
+            private_root=bool(world.get("private_root")),
+            fresh_proc=bool(world.get("fresh_proc")),
+            private_tmp=bool(world.get("private_tmp")),
+            memory_bound_mb=_memory_bound(limits, status.get("nproc"), uid, bool(world.get("private_tmp"))),
         ),
     )
+
+
+def _memory_bound(limits: SandboxLimits, nproc: int | None, uid: int | None, scratch: bool) -> int | None:
+    """RAM the whole run can hold without cgroups: every process it may have at once (RLIMIT_NPROC, enforced only
+    under a dedicated uid) at its full address space, plus the private tmpfs. None when no such bound holds."""
+    if uid is None or nproc is None:
+        return None
+    return nproc * limits.memory_mb + (limits.scratch_mb if scratch else 0)
 
 
 def _pump(proc: subprocess.Popen, deadline: float, limit: int, uid: int | None) -> tuple[bytes, bytes, bool, bool]:

@@ -1,0 +1,137 @@
+"""The private world a sandboxed run lives in: its own mount namespace with a minimal, mostly read-only root.
+
+This is the filesystem half of `pmd.sandbox` (whose docstring has the threat model). `WORLD_SOURCE` is Python
+source that the sandbox runner (running as the run's dedicated uid, standard library only) executes inside its new
+user + mount + PID namespaces, as the PID namespace's init, before any user code exists:
+
+  * every mount is made private, so nothing done here propagates to the host;
+  * a tmpfs of `scratch_mb` (and at most `_INODES` files) becomes the new root. It holds /work (the working
+    directory, with main.py), /tmp, /var/tmp and /dev/shm: the whole writable world, so a run's files in RAM are
+    bounded by one number and vanish with the mount namespace (no directory walk to clean up, whatever the count);
+  * read-only bind mounts supply what an interpreter needs: /usr (and /bin, /lib, /lib64, /sbin, as directories or
+    the same symlinks as on the host), the interpreter's own prefix when it lives outside /usr, a short list of
+    /etc files (loader cache, time zone, passwd/group, hosts), and the device nodes null, zero, full, random and
+    urandom. Nothing else of the host exists: not the project, not /root, /home, /work, other runs' directories,
+    /sys or the host's /tmp;
+  * a fresh /proc for the run's own PID namespace (it shows only the run's processes);
+  * pivot_root into that root and detach the old one, so no path leads back (chroot only where the syscall number
+    of pivot_root is unknown).
+
+Each step that fails is reported, not hidden: `build_world` returns what it achieved and the runner forwards it to
+`SandboxResult.isolation`. When the mount namespace cannot be created at all the run falls back to the host
+filesystem (see pmd.sandbox) and says so.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WORLD_SOURCE", "SCRATCH_INODES"]
+
+# A tmpfs inode costs ~1 KB of kernel memory that its size= limit does not count, so file count is bounded too.
+SCRATCH_INODES = 32768
+
+# Executed inside the runner (see pmd.sandbox._RUNNER); defines build_world(cfg, source) -> dict.
+WORLD_SOURCE = r'''
+import ctypes, os, platform, sys
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_PRIVATE = 1024, 2048, 1 << 21, 1 << 18
+MNT_DETACH = 2
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
+             "hosts", "host.conf", "protocols", "services", "mime.types")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+SCRATCH_INODES = __SCRATCH_INODES__
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount(src, dst, fstype, flags, data=None):
+    enc = lambda s: None if s is None else s.encode()
+    if _libc.mount(enc(src), enc(dst), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "mount %s on %s: %s" % (src, dst, os.strerror(err)))
+
+
+def _locked_flags(path):
+    """Flags a bind mount inherits from its source and may not drop inside a user namespace."""
+    f = os.statvfs(path).f_flag
+    flags = 0
+    for st, ms in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+                   (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME)):
+        if f & st:
+            flags |= ms
+    return flags
+
+
+def _bind_ro(src, root):
+    dst = root + src
+    if os.path.isdir(src):
+        os.makedirs(dst, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        open(dst, "a").close()
+    _mount(src, dst, None, MS_BIND | MS_REC)
+    _mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | _locked_flags(src))
+
+
+def _mirror(path, root):
+    """A top-level host entry as it is: a symlink stays the same symlink, a directory becomes a read-only bind."""
+    if os.path.islink(path):
+        os.makedirs(os.path.dirname(root + path), exist_ok=True)
+        os.symlink(os.readlink(path), root + path)
+    elif os.path.exists(path):
+        _bind_ro(path, root)
+
+
+def _under(path, parents):
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
+
+
+def build_world(cfg, source):
+    """Runs as PID 1 of the new PID namespace, with full capabilities in the new user namespace."""
+    got = {"mount_namespace": True, "private_root": False, "fresh_proc": False, "private_tmp": False}
+    root = os.getcwd()  # the host work dir (ours, 0700): the mount point of the new root
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("pmd-sandbox", root, "tmpfs", MS_NOSUID | MS_NODEV,
+           "size=%dm,nr_inodes=%d,mode=755" % (cfg["scratch_mb"], SCRATCH_INODES))
+    for d in ("work", "tmp", "var/tmp", "dev/shm", "proc", "etc"):
+        os.makedirs(root + "/" + d, exist_ok=True)
+    for d in ("tmp", "var/tmp", "dev/shm"):
+        os.chmod(root + "/" + d, 0o1777)
+    os.chmod(root + "/work", 0o700)
+    system = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
+    for path in system:
+        _mirror(path, root)
+    extra = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    for path in dict.fromkeys(os.path.realpath(p) for p in extra):
+        if not _under(path, system) and os.path.isdir(path):
+            _bind_ro(path, root)
+    for name in ETC_FILES:
+        _mirror("/etc/" + name, root)
+    for name in DEVICES:
+        if os.path.exists("/dev/" + name):
+            _bind_ro("/dev/" + name, root)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, root + "/dev/" + name)
+    with open(root + "/work/main.py", "w", encoding="utf-8", errors="replace") as f:
+        f.write(source)
+    got["private_tmp"] = True
+    try:
+        _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        got["fresh_proc"] = True
+    except OSError as e:
+        got["proc_error"] = str(e)
+    number = PIVOT_ROOT.get(platform.machine())
+    os.chdir(root)
+    if number is not None and _libc.syscall(number, b".", b".") == 0:
+        if _libc.umount2(b".", MNT_DETACH) != 0:  # the old root, stacked under the new one
+            os._exit(122)  # host tree still reachable: refuse to run user code
+        got["private_root"] = True
+    else:
+        os.chroot(".")
+        got["root_error"] = "pivot_root unavailable; chroot used"
+    os.chdir("/work")
+    os.environ["HOME"] = "/work"
+    os.environ["TMPDIR"] = "/tmp"
+    return got
+'''.replace("__SCRATCH_INODES__", str(SCRATCH_INODES))
