@@ -315,14 +315,22 @@ main()
 '''.replace("# __WORLD__", WORLD_SOURCE)
 
 
-def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits(),
+               pass_fds: tuple[int, ...] = ()) -> SandboxResult:
     """Run `code` as a script in a fresh sandboxed interpreter, feeding it `stdin`; never raises for what the code
-    does (crashes, time-outs, output floods are reported in the result)."""
-    if not sys.platform.startswith("linux"):
-        raise SandboxError(f"pmd.sandbox relies on Linux rlimits, /proc and namespaces; this is {sys.platform}")
-    uid = _dedicated_uid() if os.geteuid() == 0 else None
-    python = _interpreter(uid is not None)
-    workdir = _make_workdir(uid)
+    does (crashes, time-outs, output floods are reported in the result).
+
+    `pass_fds` (e.g. pipe ends joining two runs) are inherited by the run under the same numbers and are closed here
+    in every case, so the far end sees EOF as soon as the run ends."""
+    try:
+        if not sys.platform.startswith("linux"):
+            raise SandboxError(f"pmd.sandbox relies on Linux rlimits, /proc and namespaces; this is {sys.platform}")
+        uid = _dedicated_uid() if os.geteuid() == 0 else None
+        python = _interpreter(uid is not None)
+        workdir = _make_workdir(uid)
+    except BaseException:
+        _close_all(pass_fds)
+        raise
     status_r, status_w = os.pipe()
     try:
         script = os.path.join(workdir, _SOLUTION)
@@ -350,7 +358,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                     stderr=subprocess.PIPE,
                     cwd=workdir,
                     env=_clean_env(workdir),
-                    pass_fds=(status_w,),
+                    pass_fds=(status_w, *pass_fds),
                     start_new_session=True,
                     umask=0o077,
                     **({"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}),
@@ -359,6 +367,8 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                 raise SandboxError(f"cannot start the sandbox interpreter {python}: {e}") from e
         os.close(status_w)
         status_w = -1
+        _close_all(pass_fds)
+        pass_fds = ()
         try:
             deadline = start + limits.wall_seconds
             stdout, stderr, timed_out, truncated = _pump(proc, deadline, limits.max_output_bytes, uid)
@@ -374,9 +384,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
         if "world_error" in status:
             raise SandboxError(f"cannot build the sandbox's private filesystem: {status['world_error']}")
     finally:
-        for fd in (status_r, status_w):
-            if fd >= 0:
-                os.close(fd)
+        _close_all([fd for fd in (status_r, status_w) if fd >= 0] + list(pass_fds))
         _kill_all(None, uid)
         _remove_tree(workdir)
 
@@ -411,6 +419,14 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
             memory_bound_mb=_memory_bound(limits, status.get("nproc"), uid, bool(world.get("private_tmp"))),
         ),
     )
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _memory_bound(limits: SandboxLimits, nproc: int | None, uid: int | None, scratch: bool) -> int | None:
