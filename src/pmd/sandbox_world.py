@@ -5,9 +5,10 @@ source that the sandbox runner (running as the run's dedicated uid, standard lib
 user + mount + PID namespaces, as the PID namespace's init, before any user code exists:
 
   * every mount is made private, so nothing done here propagates to the host;
-  * a tmpfs of `scratch_mb` (and at most `_INODES` files) becomes the new root. It holds /work (the working
-    directory, with main.py), /tmp, /var/tmp and /dev/shm: the whole writable world, so a run's files in RAM are
-    bounded by one number and vanish with the mount namespace (no directory walk to clean up, whatever the count);
+  * a small tmpfs becomes the new root, read-only once built. One more tmpfs of `scratch_mb` (and at most
+    SCRATCH_INODES files) supplies /work (the working directory, with main.py), /tmp, /var/tmp and /dev/shm as bind
+    mounts of its subdirectories: the whole writable world, so a run's files in RAM are bounded by one number and
+    vanish with the mount namespace (no directory walk to clean up, whatever the count);
   * read-only bind mounts supply what an interpreter needs: /usr (and /bin, /lib, /lib64, /sbin, as directories or
     the same symlinks as on the host), the interpreter's own prefix when it lives outside /usr, a short list of
     /etc files (loader cache, time zone, passwd/group, hosts), and the device nodes null, zero, full, random and
@@ -91,13 +92,23 @@ def build_world(cfg, source):
     got = {"mount_namespace": True, "private_root": False, "fresh_proc": False, "private_tmp": False}
     root = os.getcwd()  # the host work dir (ours, 0700): the mount point of the new root
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _mount("pmd-sandbox", root, "tmpfs", MS_NOSUID | MS_NODEV,
+    _mount("pmd-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    scratch = root + "/.scratch"
+    os.mkdir(scratch)
+    _mount("pmd-scratch", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
            "size=%dm,nr_inodes=%d,mode=755" % (cfg["scratch_mb"], SCRATCH_INODES))
-    for d in ("work", "tmp", "var/tmp", "dev/shm", "proc", "etc"):
+    for d, mode in (("work", 0o700), ("tmp", 0o1777), ("var/tmp", 0o1777), ("dev/shm", 0o1777)):
         os.makedirs(root + "/" + d, exist_ok=True)
-    for d in ("tmp", "var/tmp", "dev/shm"):
-        os.chmod(root + "/" + d, 0o1777)
-    os.chmod(root + "/work", 0o700)
+        os.mkdir(scratch + "/" + d.replace("/", "_"))
+        os.chmod(scratch + "/" + d.replace("/", "_"), mode)
+        _mount(scratch + "/" + d.replace("/", "_"), root + "/" + d, None, MS_BIND)
+    with open(root + "/work/main.py", "w", encoding="utf-8", errors="replace") as f:
+        f.write(source)
+    if _libc.umount2(scratch.encode(), MNT_DETACH) != 0:  # the four binds keep the one scratch tmpfs alive
+        raise OSError(ctypes.get_errno(), "umount scratch")
+    os.rmdir(scratch)
+    for d in ("proc", "etc"):
+        os.makedirs(root + "/" + d, exist_ok=True)
     system = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
     for path in system:
         _mirror(path, root)
@@ -113,8 +124,7 @@ def build_world(cfg, source):
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, root + "/dev/" + name)
-    with open(root + "/work/main.py", "w", encoding="utf-8", errors="replace") as f:
-        f.write(source)
+    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)  # the skeleton; binds stay writable
     got["private_tmp"] = True
     try:
         _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
