@@ -68,8 +68,10 @@ Hygiene, not a security boundary
 
 Fallbacks, reported in `SandboxResult.isolation` rather than hidden: without a mount namespace the run uses a
 throwaway directory on the host's disk (removed afterwards) and sees the host filesystem with its uid's rights;
-not root, the child keeps the caller's uid, so it can read and write whatever the caller can, and without user
-namespaces it could also signal the caller and use the network. A mount namespace that exists but whose world
+not root, the child keeps the caller's uid (the private world still hides the host's files; memory_bound_mb is
+None because RLIMIT_NPROC then counts the caller's other processes too), and with neither a mount namespace nor a
+dedicated uid it can read and write whatever the caller can; without user namespaces it could also signal the
+caller and use the network. A mount namespace that exists but whose world
 cannot be built stops the run with SandboxError; user code never runs in a half-built world. As root the
 interpreter is the first of sys.executable and the system python3 that the dedicated uid can execute (a pyenv
 under /root is not).
