@@ -596,7 +596,7 @@ def run_all(names: list[str] | None = None) -> list[tuple[str, bool, str]]:
 def main(argv: list[str]) -> int:
     results = run_all(argv or None)
     for name, contained, detail in results:
-        print(f"{'contained' if contained else 'NOT CONTAINED':14} {name}: {detail}")
+        print(f"{'contained' if contained else 'NOT CONTAINED':14} {name}: {' '.join(detail.split())}")
     isolation = run_python("pass").isolation
     print(f"isolation: {isolation}")
     print(f"{len(results)} tried, {sum(c for _, c, _ in results)} contained")
