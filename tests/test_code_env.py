@@ -131,7 +131,7 @@ def test_all_164_canonical_solutions_pass():
     failures = [(p.metadata["task_id"], v.feedback) for p in _all(env)
                 if not (v := env.verify(p, p.metadata["canonical_solution"])).passed]
     assert failures == []
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 60  # two sandboxes per problem (candidate and check() apart): ~20 s when idle
 
 
 def test_humaneval_wrong_return_shows_expected_and_actual(humaneval):
