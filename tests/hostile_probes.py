@@ -7,7 +7,8 @@ figures:
 
 A probe returns (contained, detail). Reward-hacking probes are contained when the cheat scores 0; private-world
 probes when the run cannot see, keep or reach what it tries to. Each probe sets up its own bait (a dataset file
-under /tmp, a fake run's memory.sqlite, a listening socket, ...) and removes it afterwards.
+under /tmp, a fake run's memory.sqlite, a listening socket, ...) and removes it afterwards. The file is over 500
+lines because it is one flat list of probes, each a few lines long; splitting it would only scatter the count.
 """
 
 from __future__ import annotations
