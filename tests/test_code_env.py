@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import pickle
-import time
 import zlib
 from pathlib import Path
 
@@ -127,11 +126,9 @@ def test_humaneval_sample_of_canonical_solutions_pass(humaneval):
 
 def test_all_164_canonical_solutions_pass():
     env = CodeEnvironment(source="humaneval")  # default limits
-    start = time.monotonic()
     failures = [(p.metadata["task_id"], v.feedback) for p in _all(env)
                 if not (v := env.verify(p, p.metadata["canonical_solution"])).passed]
-    assert failures == []
-    assert time.monotonic() - start < 60  # two sandboxes per problem (candidate and check() apart): ~20 s when idle
+    assert failures == []  # ~20 s on 2 idle cores: two sandboxes per problem (candidate and check() apart)
 
 
 def test_humaneval_wrong_return_shows_expected_and_actual(humaneval):
