@@ -128,14 +128,16 @@ FLOAT_SPELLINGS = [("1e-4", 1e-4), ("5E3", 5e3), (".5", 0.5), ("+1.5e-3", 1.5e-3
 
 @pytest.mark.parametrize("text, value", FLOAT_SPELLINGS)
 def test_float_fields_take_every_yaml_number_spelling_from_set_and_file(tmp_path, text, value):
-    from_set = load_config(None, [f"train.temperature={text}", f"memory.consolidation.similarity_threshold={text}"]
-                           if 0 < value <= 1 else [f"train.temperature={text}"])
-    assert from_set.train.temperature == pytest.approx(value) and isinstance(from_set.train.temperature, float)
-    from_file = load_config(write(tmp_path, f"train:\n  temperature: {text}\n  learning_rate: {text}\n"
-                                            if value > 0 else f"train:\n  temperature: {text}\n"))
-    assert from_file.train.temperature == pytest.approx(value)
-    quoted = load_config(write(tmp_path, f"train:\n  temperature: '{text}'\n"))  # a quoted number is still one
-    assert quoted.train.temperature == pytest.approx(value)
+    # train.success_reward_threshold takes any finite number; the ranged fields get the values their range allows
+    ranged = [f"train.learning_rate={text}", f"memory.consolidation.similarity_threshold={text}"] if 0 < value <= 1 else []
+    from_set = load_config(None, [f"train.success_reward_threshold={text}", *ranged])
+    assert from_set.train.success_reward_threshold == pytest.approx(value)
+    assert isinstance(from_set.train.success_reward_threshold, float)
+    from_file = load_config(write(tmp_path, f"train:\n  success_reward_threshold: {text}\n"
+                                            + (f"  temperature: {text}\n" if value > 0 else "")))
+    assert from_file.train.success_reward_threshold == pytest.approx(value)
+    quoted = load_config(write(tmp_path, f"train:\n  success_reward_threshold: '{text}'\n"))  # still a number
+    assert quoted.train.success_reward_threshold == pytest.approx(value)
 
 
 def test_the_issue_case_learning_rate_1e_4():

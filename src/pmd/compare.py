@@ -20,15 +20,12 @@ import statistics
 import time
 from pathlib import Path
 
-from .config import RunConfig, config_changes, save_config
+from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
 
 logger = logging.getLogger(__name__)
-
-VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher")
-
 
 def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
     """The run config of one (variant, seed): only the algorithm switches differ between variants."""
