@@ -215,12 +215,162 @@ def batch_that_fits_no_ranks(tmp, cfg):
     return [], ["cfg.yaml", "train.per_device_batch_size 3", "4 sequences"]
 
 
+# ------------------------------------------------------------------ issue 16, "Configs and inputs": strict configs
+
+
+def empty_yaml(tmp, cfg):
+    (tmp / "cfg.yaml").write_text("# all defaults?\n", encoding="utf-8")
+    return [], ["cfg.yaml", "empty config"]
+
+
+def duplicate_key(tmp, cfg):
+    text = yaml.safe_dump(cfg, sort_keys=False).replace("  steps: 1\n", "  steps: 1\n  steps: 300\n")
+    (tmp / "cfg.yaml").write_text(text, encoding="utf-8")
+    line = text.splitlines().index("  steps: 300") + 1
+    return [], ["cfg.yaml", f"line {line}", "duplicate key 'steps'"]
+
+
+def yaml_alias_bomb(tmp, cfg):
+    """600 bytes that expand to 9**9 items: refused at the first anchor, before anything is expanded."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+    (tmp / "cfg.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [], ["cfg.yaml", "line 1", "anchors and aliases are not allowed"]
+
+
+def yaml_60_mb(tmp, cfg):
+    with (tmp / "cfg.yaml").open("w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump(cfg))
+        line = "# " + "x" * 77 + "\n"
+        fh.write(line * (60 * 2**20 // len(line)))
+    return [], ["cfg.yaml", "too large for a run config"]
+
+
+def yaml_nested_too_deep(tmp, cfg):
+    (tmp / "cfg.yaml").write_text("train: {trl: {x: " + "[" * 5000 + "]" * 5000 + "}}\n", encoding="utf-8")
+    return [], ["cfg.yaml", "nested more than 64 levels deep"]
+
+
+def setting(section: str, key: str, value, *expect: str):
+    """A case that sets cfg[section][key] = value (section "" = top level) and expects the words `expect`."""
+    def case(tmp, cfg):
+        (cfg.setdefault(section, {}) if section else cfg)[key] = value
+        return [], ["cfg.yaml", *expect]
+    case.__name__ = f"{section or 'top'}_{key}_{value!r}"
+    return case
+
+
+def distillation_topk_beyond_vocabulary(tmp, cfg):
+    cfg["train"]["distillation_topk"] = 100000
+    return [], ["train.distillation_topk", "100000 is more than", "vocabulary of 167 tokens"]
+
+
+def completion_beyond_context(tmp, cfg):
+    cfg["train"]["max_completion_length"] = 100000
+    return [], ["train.max_completion_length", "100256 tokens", "context of 1024"]
+
+
+def prompts_per_step_beyond_training_set(tmp, cfg):
+    """Was: exit 0, 0 steps trained, and the base model saved as final."""
+    cfg["train"]["prompts_per_step"] = 50
+    return [], ["train.prompts_per_step", "50 distinct problems per step", "training set has 2"]
+
+
+def lenient_credit(value, *expect):
+    def case(tmp, cfg):
+        cfg["env"]["tasks"][0]["params"] = {**PARAMS, "lenient_credit": value}
+        return [], ["env.tasks[0].params.lenient_credit", *expect]
+    case.__name__ = f"lenient_credit_{value!r}"
+    return case
+
+
+def model_random_bytes_as_weights(tmp, cfg):
+    dst = tmp / "random-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    (dst / "model.safetensors").write_bytes(os.urandom(200_000))
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["random-model", "model.safetensors is not a readable safetensors file"]
+
+
+def model_truncated_weights(tmp, cfg):
+    dst = tmp / "truncated-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    data = (dst / "model.safetensors").read_bytes()
+    (dst / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["truncated-model", "not a readable safetensors file"]
+
+
+def model_weights_of_another_shape(tmp, cfg):
+    """config.json of one model, weights of another (random values, valid file): the shapes disagree."""
+    import torch
+    from safetensors.torch import save_file
+
+    dst = tmp / "mismatched-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    vocab = json.loads((dst / "config.json").read_text())["vocab_size"]
+    save_file({"model.embed_tokens.weight": torch.randn(vocab, 64)}, str(dst / "model.safetensors"))
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["mismatched-model", "model.embed_tokens.weight of shape [167, 64]", "expects [167, 32]"]
+
+
+def hf_id_while_offline(tmp, cfg):
+    """Was 12 lines (huggingface_hub's retries) after 25 s. The test runs with HF_HUB_OFFLINE=1."""
+    cfg["model"]["name_or_path"] = "pmd-test-org/no-such-model"
+    return [], ["pmd-test-org/no-such-model", "not in the local Hugging Face cache", "HF_HUB_OFFLINE"]
+
+
+def missing_reflector(tmp, cfg):
+    """Was: the run directory was created before the reflector failed to load."""
+    cfg["memory"] = {"reflector": str(tmp / "no-such-reflector")}
+    return [], ["memory.reflector", "no-such-reflector", "does not exist"]
+
+
+def run_dir_in_proc(tmp, cfg):
+    cfg["run_dir"] = "/proc/x"
+    return [], ["run_dir", "/proc/x"]
+
+
+STRICT_CONFIG_CASES = [
+    empty_yaml, duplicate_key, yaml_alias_bomb, yaml_60_mb, yaml_nested_too_deep,
+    setting("train", "steps", 1e30, "train.steps: expected an integer"),
+    setting("train", "steps", 10**14, "train.steps", "at most 2147483647"),
+    setting("train", "save_steps", -1, "train.save_steps: expected >= 0"),
+    setting("train", "learning_rate", float("inf"), "train.learning_rate: expected a finite number"),
+    setting("train", "learning_rate", float("nan"), "train.learning_rate: expected a finite number"),
+    setting("train", "learning_rate", 3.0, "train.learning_rate: expected a value in (0, 1]"),
+    setting("train", "top_p", 0, "train.top_p: expected a value in (0, 1]"),
+    setting("train", "temperature", -1, "train.temperature: expected > 0"),
+    setting("train", "max_prompt_length", 0, "train.max_prompt_length: expected a positive integer"),
+    setting("train", "logging_steps", 0, "train.logging_steps: expected a positive integer"),
+    setting("train", "num_generations", 1, "train.num_generations: expected >= 2"),
+    setting("eval", "top_p", 1.5, "eval.top_p: expected a value in (0, 1]"),
+    setting("", "run_dir", "", "run_dir: expected a non-empty string"),
+    setting("", "run_dir", "runs/a\x00b", "run_dir: expected text without NUL characters"),
+    setting("compare", "seeds", [], "compare.seeds: expected at least 1 item"),
+    setting("compare", "variants", [], "compare.variants: expected at least 1 item"),
+    setting("compare", "seeds", [0, 0], "compare.seeds", "names 0 twice"),
+    lenient_credit("abc", "expected a number, got 'abc'"),
+    lenient_credit(1.5, "expected a value in [0, 1]"),
+    distillation_topk_beyond_vocabulary, completion_beyond_context, prompts_per_step_beyond_training_set,
+    model_random_bytes_as_weights, model_truncated_weights, model_weights_of_another_shape, hf_id_while_offline,
+    missing_reflector,
+    # The writability of run_dir is checked by the run-dir work of issue 16 (pipeline.py); until it lands here this
+    # case fails with a traceback, and the strict xfail says so (remove the mark once it passes).
+    pytest.param(run_dir_in_proc, marks=pytest.mark.xfail(strict=True, reason="run_dir writability: pipeline.py")),
+]
+
+
 CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config, missing_model,
          model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
          memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field,
          trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks, report_to_package_missing,
          vllm_where_it_cannot_run, own_task_missing_column, own_task_unimportable_function,
-         own_task_reward_raises_on_first_rows]
+         own_task_reward_raises_on_first_rows, *STRICT_CONFIG_CASES]
+
+
+def case_id(case) -> str:
+    return getattr(case, "__name__", None) or case.values[0].__name__
 
 
 def existing_run(run_dir: Path) -> None:
@@ -234,10 +384,11 @@ def existing_run(run_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, resume, tmp_path, tiny_model_path, capsys,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = tmp_path / "run"
     cfg = base_config(tiny_model_path, run_dir)
     if resume:
