@@ -410,6 +410,210 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, resume, tmp_path
     assert run_dir.exists() == resume
 
 
+# ------------------------------------------------------------------ every subcommand
+# Each case gets (tmp dir, tiny model path), prepares what it needs under tmp and returns (argv, words the one line
+# must hold). It runs with tmp as the working directory; nothing under tmp may change.
+
+
+def small_run(tmp: Path, name: str = "run") -> Path:
+    """A run directory as `pmd train` starts one: config, metrics and a memory store with a row."""
+    from pmd.config import RunConfig, save_config
+
+    run = tmp / name
+    run.mkdir()
+    save_config(RunConfig(), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    with MemoryStore(run / "memory.sqlite") as store:
+        store.meta_set("last_reflected_step", 0)
+    return run
+
+
+def eval_set_without_config(tmp, model):
+    """Was: --set ignored without a config file, and the full default evaluation run."""
+    return ["eval", "--model", str(model), "--set", "eval.top_p=0"], ["--set eval.top_p=0", "eval.top_p"]
+
+
+def eval_memory_without_memory_at_inference(tmp, model):
+    small_run(tmp)
+    return ["eval", "--model", str(model), "--memory", "run"], ["--memory run", "eval.memory_at_inference"]
+
+
+def eval_model_random_bytes_as_weights(tmp, model):
+    dst = tmp / "random-model"
+    shutil.copytree(model, dst)
+    (dst / "model.safetensors").write_bytes(os.urandom(200_000))
+    return ["eval", "--model", str(dst), "--set", "env.eval_size=2"], ["random-model", "not a readable safetensors"]
+
+
+def eval_hf_id_offline(tmp, model):
+    return (["eval", "--model", "pmd-test-org/no-such-model", "--set", "env.eval_size=2"],
+            ["pmd-test-org/no-such-model", "not in the local Hugging Face cache"])
+
+
+def compare_config(tmp, model, **compare) -> list[str]:
+    cfg = base_config(model, tmp / "unused")
+    cfg["compare"] = {"out_dir": str(tmp / "cmp"), **compare}
+    write_yaml(tmp / "cfg.yaml", cfg)
+    return ["compare", "cfg.yaml"]
+
+
+def compare_no_seeds(tmp, model):
+    """Was: exit 0 and nothing run."""
+    return compare_config(tmp, model, seeds=[]), ["compare.seeds: expected at least 1 item"]
+
+
+def compare_no_variants(tmp, model):
+    return compare_config(tmp, model, variants=[]), ["compare.variants: expected at least 1 item"]
+
+
+def compare_unknown_variant(tmp, model):
+    return compare_config(tmp, model, variants=["pmd", "ppo"]), ["compare.variants[1]", "unknown variant 'ppo'"]
+
+
+def compare_prompts_per_step_beyond_training_set(tmp, model):
+    argv = compare_config(tmp, model, variants=["grpo"], seeds=[0])
+    cfg = yaml.safe_load((tmp / "cfg.yaml").read_text())
+    cfg["train"]["prompts_per_step"] = 50
+    write_yaml(tmp / "cfg.yaml", cfg)
+    return argv, ["train.prompts_per_step", "training set has 2"]
+
+
+def explain_relative_run_without_final(tmp, model):
+    """Was: `run/final` looked up on the model hub (54 s, 23 lines)."""
+    small_run(tmp)
+    return ["explain", "run"], ["run/final", "no final weights"]
+
+
+def report_truncated_summary(tmp, model):
+    run = small_run(tmp)
+    (run / "summary.json").write_text('{"algo": "pmd", "steps"')
+    return ["report", "run"], ["summary.json", "unreadable"]
+
+
+def report_wrong_typed_summary(tmp, model):
+    run = small_run(tmp)
+    (run / "summary.json").write_text('[1, 2, 3]')
+    return ["report", "run"], ["summary.json"]
+
+
+def memory_stats_not_a_store(tmp, model):
+    (tmp / "notes.sqlite").write_bytes(os.urandom(4096))
+    return ["memory", "stats", "notes.sqlite"], ["notes.sqlite", "not a SQLite database"]
+
+
+def memory_export_onto_its_store(tmp, model):
+    """Was: the store truncated to 0 bytes."""
+    small_run(tmp)
+    return ["memory", "export", "run", "--out", "run/memory.sqlite"], ["--out run/memory.sqlite", "memory store"]
+
+
+def train_empty_config(tmp, model):
+    (tmp / "cfg.yaml").write_text("")
+    return ["train", "cfg.yaml"], ["cfg.yaml", "empty config"]
+
+
+SUBCOMMAND_CASES = [
+    train_empty_config, eval_set_without_config, eval_memory_without_memory_at_inference,
+    eval_model_random_bytes_as_weights, eval_hf_id_offline, compare_no_seeds, compare_no_variants,
+    compare_unknown_variant, compare_prompts_per_step_beyond_training_set, explain_relative_run_without_final,
+    report_truncated_summary,
+    # A summary.json of the wrong type is the report work of issue 16 (report.py); remove the mark once it passes.
+    pytest.param(report_wrong_typed_summary, marks=pytest.mark.xfail(strict=True, reason="report.py: typed summary")),
+    memory_stats_not_a_store, memory_export_onto_its_store,
+]
+
+
+@pytest.mark.parametrize("case", SUBCOMMAND_CASES, ids=case_id)
+def test_each_subcommand_turns_bad_input_into_one_line(case, tmp_path, tiny_model_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv, expect = case(tmp_path, tiny_model_path)
+    before = snapshot(tmp_path)
+
+    code = main(argv)
+
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pmd: error: "), err
+    assert out == ""
+    for word in expect:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(tmp_path) == before, "no file was created, changed or removed"
+
+
+# ------------------------------------------------------------------ rightly accepted
+# Inputs at the edges of what is allowed: they must load and pass preflight (which writes nothing), so that the
+# strict checks above refuse only what is wrong.
+
+
+def accept(section: str, key: str, value):
+    def case(tmp, cfg):
+        (cfg.setdefault(section, {}) if section else cfg)[key] = value
+    case.__name__ = f"{section or 'top'}_{key}_{value!r}"
+    return case
+
+
+def yaml_12_number_spellings(tmp, cfg):
+    text = yaml.safe_dump(cfg).replace("  steps: 1\n", "  steps: 1\n  learning_rate: 1e-4\n  temperature: '0.7'\n")
+    (tmp / "cfg.yaml").write_text(text, encoding="utf-8")
+
+
+def prompts_per_step_equal_to_training_set(tmp, cfg):
+    cfg["train"]["prompts_per_step"] = 2  # the training set holds 2 problems
+
+
+def completion_up_to_the_context(tmp, cfg):
+    cfg["train"]["max_prompt_length"] = 24
+    cfg["train"]["max_completion_length"] = 1000  # 24 + 1000 = the tiny model's 1024 positions
+
+
+def distillation_topk_equal_to_vocabulary(tmp, cfg):
+    cfg["train"]["distillation_topk"] = 167
+
+
+def lenient_credit_at_its_bounds(tmp, cfg):
+    cfg["env"]["tasks"] = [{"name": "basic_arithmetic", "params": {**PARAMS, "lenient_credit": 1}},
+                           {"name": "chain_sum", "params": {"lenient_credit": 0.0}}]
+
+
+def relative_run_dir(tmp, cfg):
+    cfg["run_dir"] = "runs/first"
+
+
+def config_of_half_a_megabyte(tmp, cfg):
+    cfg["env"]["system_prompt"] = "Be brief. " * 50_000
+
+
+def anchors_inside_quoted_text(tmp, cfg):
+    cfg["env"]["system_prompt"] = "Use &a and *b as names, and repeat: steps: 3"
+
+
+ACCEPTED_CASES = [
+    yaml_12_number_spellings, prompts_per_step_equal_to_training_set, completion_up_to_the_context,
+    distillation_topk_equal_to_vocabulary, lenient_credit_at_its_bounds, relative_run_dir,
+    config_of_half_a_megabyte, anchors_inside_quoted_text,
+    accept("train", "top_p", 1), accept("train", "learning_rate", 1.0), accept("train", "save_steps", 0),
+    accept("train", "seed", 2**31 - 1), accept("train", "success_reward_threshold", -2.5),
+    accept("compare", "seeds", [7]), accept("compare", "variants", ["pmd"]),
+]
+
+
+@pytest.mark.parametrize("case", ACCEPTED_CASES, ids=case_id)
+def test_inputs_at_the_edges_are_rightly_accepted(case, tmp_path, tiny_model_path, monkeypatch):
+    from pmd.config import load_config
+    from pmd.pipeline import preflight
+
+    monkeypatch.chdir(tmp_path)
+    cfg = base_config(tiny_model_path, tmp_path / "run")
+    case(tmp_path, cfg)
+    if not (tmp_path / "cfg.yaml").exists():
+        write_yaml(tmp_path / "cfg.yaml", cfg)
+    before = snapshot(tmp_path)
+    preflight(load_config("cfg.yaml"))
+    assert snapshot(tmp_path) == before
+
+
 def test_fresh_run_into_existing_run_is_refused(tmp_path, tiny_model_path, capsys):
     run_dir = tmp_path / "run"
     existing_run(run_dir)

@@ -108,9 +108,12 @@ def run_compare(base: RunConfig) -> Path:
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ConfigError("pmd compare runs each (variant, seed) as its own single-process job; launch it without "
                           "torchrun / accelerate (scale out single runs with pmd train)")
+    from .pipeline import preflight
+
     for v in base.compare.variants:
         for seed in base.compare.seeds:
             _finished(variant_config(base, v, seed))  # validate names and earlier runs before hours of compute
+        preflight(variant_config(base, v, base.compare.seeds[0]))  # what each run checks, before anything is written
     out = Path(base.compare.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(base, out / "config.yaml")

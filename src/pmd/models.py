@@ -320,7 +320,7 @@ def check_models(cfg: RunConfig) -> str:
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "auto", device: str | None = None):
     """Load a causal LM and its tokenizer (pad token set, left padding for generation)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model(name_or_path)
     if device is None:
@@ -332,10 +332,12 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "auto", device: str
     check_hub_id(resolved)
     try:
         with _quiet_hub():
+            if Path(resolved).is_dir():  # headers and shapes first: from_pretrained's own errors are tracebacks
+                check_weights(Path(resolved), AutoConfig.from_pretrained(resolved))
             tokenizer = AutoTokenizer.from_pretrained(resolved)
             model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
-    except OSError as exc:
-        raise ModelNotFoundError(f"cannot load model '{name_or_path}': {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"cannot load model '{name_or_path}': {_first_line(exc)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
