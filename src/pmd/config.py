@@ -414,7 +414,7 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
         return obj
     except ConfigError as exc:  # the class's own range checks (__post_init__): say where in the config
         msg = str(exc)
-        if msg.split(":", 1)[0] in names:  # "field: expected ..." -> "section.field: expected ..."
+        if re.sub(r"(\[\d+\])+$", "", msg.split(":", 1)[0]) in names:  # "field[i]: ..." -> "section.field[i]: ..."
             raise ConfigError(f"{where}{msg}") from None
         raise ConfigError(f"{path}: {msg}" if path else msg) from None
 
