@@ -3,9 +3,15 @@
 Precedence: dataclass defaults < YAML file < CLI `--set section.key=value`. Unknown keys and wrong types raise
 `ConfigError` naming the dotted path and what was expected, so a typo never silently falls back to a default.
 
-One concept over ~600 lines: the sections, how text (YAML files, `--set` with list indices and YAML 1.2 numbers)
-becomes them, and the cross-field checks. They change together (a new field needs its type handled, its range
-checked and its override addressed), and every other module imports them from this one place.
+Every field states its allowed values next to its default (`_f(default, help, ge=..., gt=..., le=...)`, or
+`unbounded=` with the reason), and `check_fields` checks them in one place for every section, however it is built;
+a test holds every number field to it. What one field cannot say (a value against another field, or against the
+model and the data, known only at preflight: `check_training_set`, models.check_model_fits) is checked separately.
+How the YAML text itself is read (size limit, no aliases, no duplicate keys) is yaml_input.py's.
+
+One concept over ~630 lines: the sections, how text (YAML files, `--set` with list indices and YAML 1.2 numbers)
+becomes them, and the range and cross-field checks. They change together (a new field needs its type handled, its
+range declared and its override addressed), and every other module imports them from this one place.
 """
 
 from __future__ import annotations
