@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 
 from .checkpoint import atomic_write_text, checkpoint_step, last_complete_checkpoint, read_manifest
-from .config import RunConfig, config_changes, save_config
+from .config import RunConfig, check_training_set, config_changes, save_config
 from .dist import Ranks
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, ConfigError, DatasetError, PMDError
-from .models import check_model, load_model_and_tokenizer, resolve_model
+from .models import check_models, load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,11 @@ def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuit
         raise ConfigError(f"run_dir: {run_dir} exists and is not a directory")
     check_integrations(cfg)
     trl_config(cfg, str(run_dir / "checkpoints"), world_size=world_size)  # builds TRL's args; writes nothing
-    model_path = resolve_model(cfg.model.name_or_path)
-    check_model(model_path)
+    model_path = check_models(cfg)  # the policy (its lengths fitted) and a model reflector
     suite = EnvironmentSuite.from_config(cfg.env)
     if not suite.problems("train"):
         raise DatasetError("env.tasks: no training problems (check the tasks' datasets and env.train_size)")
+    check_training_set(cfg.train, len(suite.problems("train")))
     if cfg.memory.load_from:
         from .memory.store import MemoryStore
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -216,6 +217,7 @@ def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[s
             raise ConfigError(f"{where}: not a field of TRL's {cls}{hint}")
         if key in PMD_OPTION_FOR:
             raise ConfigError(f"{where}: set {PMD_OPTION_FOR[key]} instead")
+        _check_finite(value, where)
         if key in PMD_DECIDES:
             raise ConfigError(f"{where}: pmd sets this itself: {PMD_DECIDES[key]}")
         if key == "model_init_kwargs":
@@ -224,6 +226,19 @@ def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[s
             for sub in _DTYPE_KEYS:
                 if sub in value:
                     raise ConfigError(f"{where}.{sub}: set model.dtype instead")
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """No NaN or infinity in a value passed to TRL: TRL checks few of its fields' ranges, and a NaN passes every
+    comparison (`max_grad_norm: .nan` would train on NaN gradients)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
 
 
 def check_trl_overrides(algo: str, overrides: Mapping[Any, Any]) -> None:
