@@ -255,14 +255,26 @@ class RetrievalConfig:
 
 @dataclass(frozen=True)
 class ConsolidationConfig:
-    """How insights become cross-problem patterns and when patterns are forgotten (see memory/patterns.py)."""
+    """How insights become cross-problem patterns, and when insights and patterns retire (memory/patterns.py,
+    memory/ageing.py)."""
 
-    similarity_threshold: float = _f(0.5, "Jaccard over content words needed to join a group or match a pattern.",
-                                     gt=0, le=1)
+    mode: Literal["deterministic", "model"] = _f(
+        "deterministic", "Who writes a pattern: 'deterministic' (templates keyed by the insights' tag) or 'model' "
+        "(the reflector model, memory.reflector, summarises the cluster; checked like a template).")
+    similarity_threshold: float = _f(
+        0.5, "model mode: a written line this similar (Jaccard over content words) to another active pattern of the "
+        "same kind is a duplicate and is not used.", gt=0, le=1)
     min_problems: int = _f(2, "Distinct problems a behaviour must recur in (freshly) to be an active pattern.", ge=1)
     stale_after_steps: int = _f(20, "An insight confirmed more than this many steps ago no longer counts as evidence.",
                                 ge=0)
     max_active: int = _f(64, "Cap on active patterns; the least supported are retired first.", ge=0)
+    model_notes: int = _f(6, "model mode: insights (one per problem) shown to the model for one pattern.", ge=2,
+                          expect=">= 2 (a pattern spans problems)")
+    lesson_stale_after_attempts: int = _f(
+        16, "Retire a lesson once its problem's last N attempts since it was confirmed show no recurrence of its "
+        "failure kind (0 = never).", ge=0)
+    strategy_failed_attempts: int = _f(
+        16, "Retire a strategy once its problem's last K attempts since it was confirmed all failed (0 = never).", ge=0)
 
     def __post_init__(self) -> None:  # also for Python callers, who build it directly
         check_fields(self)
@@ -597,6 +609,9 @@ def validate(cfg: RunConfig) -> None:
                           "the Trainer deletes older checkpoints before pmd marks the newest complete, so a kill "
                           "then would leave none to resume from")
     _check_compare(cfg.compare)
+    if cfg.memory.consolidation.mode == "model" and cfg.memory.reflector == "feedback-stats":
+        raise ConfigError("memory.consolidation.mode: 'model' needs a model to write patterns: set memory.reflector "
+                          "to 'policy' or a model's HF id / path (feedback-stats generates no text)")
     _check_lora(cfg.train)
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
                         cfg.train.gradient_accumulation_steps)
