@@ -5,7 +5,8 @@ Four levels, in priority order (within a level, earlier items win):
    most useful failure (most recent failed attempt with non-empty feedback);
 2. insight: its own insights (strategies, then lessons, each by age-weighted support);
 3. pattern: active patterns most similar to the problem (same family first, then BM25 over question + family);
-4. similar: insights of the most similar other problems (same family first, then BM25 over their prompts).
+4. similar: insights of the most similar other problems (same family first, then BM25 over their prompts), except
+   those that carry their problem's numbers or quotes (`patterns.problem_specific`).
 
 Budget by level (`pack`, a pure function). Each level has a reserved share of `token_budget`
 (`memory.retrieval.level_shares`, default experience 0.35, insight 0.25, pattern 0.2, similar 0.2). Pass 1 adds, in
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pmd.config import RetrievalConfig
 from pmd.envs.base import Problem
 from pmd.memory.index import problem_index
+from pmd.memory.patterns import problem_specific  # another problem's numbers or quotes never reach this teacher
 from pmd.memory.store import Experience, Insight, MemoryStore, RetrievalRecord
 from pmd.memory.text import normalize_text, tokenize
 from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PASSED_ATTEMPT, insight_line, pattern_line
@@ -218,7 +220,7 @@ def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, e
                               normalize_text(text)))
     if config.include_insights and config.max_similar_problems > 0:
         for theirs in _similar_insights(store, index, query, problem, config.max_similar_problems):
-            ranked_theirs = rank_insights(theirs, now, half_life)
+            ranked_theirs = [i for i in rank_insights(theirs, now, half_life) if not problem_specific(i.text)]
             items += [_insight_item(i, similar=True) for i in ranked_theirs[: config.max_insights_per_similar_problem]]
     return items
 
