@@ -211,6 +211,8 @@ def test_leak_guard_rejects_digits_quotes_answers_and_copies() -> None:
     assert pat.leak_reasons("When unsure, the answer is B for such questions.", [src]) == ["answer"]
     assert pat.leak_reasons("Say: the capital city of France is well known.", [src]) == ["copy"]
     assert pat.leak_reasons("A “quoted” reply is never general.", []) == ["quote"]
+    masked = "A recurring failure to avoid: No gradable answer: the reply has no final line '...' and no \\boxed{}."
+    assert pat.problem_specific(masked) == []  # the reflector's masked value quotes nothing
 
 
 def test_leak_guard_accepts_behaviours_placeholders_and_family_names() -> None:

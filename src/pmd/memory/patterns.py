@@ -93,7 +93,7 @@ class ProblemContent:
 
 
 def problem_specific(text: str, allowed: Iterable[str] = ()) -> list[str]:
-    """The checks that need no sources: digits (a problem's numbers) and quoted text without a <placeholder> (a
+    """The checks that need no sources: digits (a problem's numbers) and quoted words without a <placeholder> (a
     quoted reply or value). `allowed` phrases (family names such as 'gsm8k') are ignored. [] = neither."""
     for phrase in sorted(allowed, key=len, reverse=True):
         if phrase:
@@ -101,7 +101,8 @@ def problem_specific(text: str, allowed: Iterable[str] = ()) -> list[str]:
     reasons = []
     if _DIGIT.search(text):
         reasons.append("digits")
-    if any(not _PLACEHOLDER.search(next(g for g in m.groups() if g is not None)) for m in _QUOTE.finditer(text)):
+    spans = (next(g for g in m.groups() if g is not None) for m in _QUOTE.finditer(text))
+    if any(re.search(r"\w", q) and not _PLACEHOLDER.search(q) for q in spans):  # '...' (a mask) quotes nothing
         reasons.append("quote")
     return reasons
 
