@@ -162,7 +162,8 @@ def reflection_messages(question: str, attempts: Sequence[Attempt], system_promp
 # A pattern states a BEHAVIOUR that recurred across problems, never one problem's content (its answer, its numbers,
 # a quoted reply). Deterministic consolidation writes a pattern from these templates, keyed by the insights' tag:
 # lessons by failure kind (`pmd.memory.records.FAILURE_KINDS`), named with their family; strategies by behaviour
-# key, across families. A tag with no template here becomes a pattern only when a model writes it (mode: model).
+# key, across families. A tag with no template here (e.g. the unspecific lesson "other") becomes a pattern only when
+# a model writes it (mode: model).
 # Keep these free of digits and of quotes without a <placeholder>: the leak guard (memory/patterns.py) rejects both.
 
 LESSON_PATTERNS = {
@@ -180,11 +181,13 @@ LESSON_PATTERNS = {
     "timeout": "In {family} problems, code that is too slow is a common failure: avoid repeated work over large "
                "inputs.",
 }
-STRATEGY_PATTERNS = {
+STRATEGY_PATTERNS = {  # keys: the feedback-stats reflector's strategy tags (how passing attempts gave the result)
     "answer_line": "State the final result on its own line as 'Answer: <answer>'.",
-    "concise": "Keep the reply short: the computation, then the final answer line.",
-    "worked_steps": "Work the problem out step by step before stating the final result.",
-    "code_block": "Reply with the complete solution in a single Python code block.",
+    "boxed": "Put the final result in \\boxed{} at the end of the reply.",
+    "final_sentence": "End the reply with one sentence 'The answer is <answer>'.",
+    "code_block": "Reply with one complete program in a single Python code block.",
+    "worked_out": "Work the problem out step by step, then state the result in the required format.",
+    "short": "Keep the reply short: go straight to the result and stop once it is stated.",
 }
 
 
