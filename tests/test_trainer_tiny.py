@@ -234,3 +234,17 @@ def test_sdpo_and_pmd_honour_the_new_sdpo_options(tmp_path, tiny_model_path):
         assert (trainer.args.reprompt_template == REPROMPT_TEMPLATE) == (algo == "pmd")
         if loop is not None:
             loop.store.close()
+
+
+def test_active_tokens_with_a_teacher_server_is_refused(tmp_path):
+    """TRL's server loss is a second method the override does not cover: refused, in one line, before training."""
+    from pmd.errors import ConfigError
+    from pmd.trl_args import trl_config
+
+    cfg = make_cfg(tmp_path, "train.algo=sdpo", "train.trl={use_teacher_server: true}")
+    with pytest.raises(ConfigError, match="train.distillation_normalization: active_tokens is not implemented for "
+                                          "train.trl.use_teacher_server"):
+        trl_config(cfg, str(tmp_path / "out"))
+    ok = make_cfg(tmp_path, "train.algo=sdpo", "train.distillation_normalization=all_samples",
+                  "train.trl={use_teacher_server: true}")
+    assert trl_config(ok, str(tmp_path / "out")).use_teacher_server
