@@ -18,7 +18,8 @@ the same here; with every memory empty PMD's teacher prompts are TRL's, token fo
 
 One deliberate difference: a teacher prompt over `max_reprompt_len` is not simply cut from the left (TRL), which
 drops the problem statement first; `fit_teacher_prompt` cuts memory first, then the demonstration, then the
-feedback, and the problem only as a last resort (each counted per step: pmd/teacher_*_cut_fraction).
+feedback, and the problem only as a last resort (each counted per step: pmd/teacher_*_cut_fraction). The SDPO
+baseline keeps TRL's builder and its left cut; where no prompt exceeds the limit, the two agree exactly.
 """
 
 from __future__ import annotations
