@@ -177,8 +177,17 @@ class TrainConfig:
     distillation_weight: float = _f(1.0, "SDPO/PMD: weight of distillation vs the GRPO policy-gradient term, in "
                                           "[0, 1].", ge=0, le=1)
     teacher_model_kind: Literal["base", "live", "ema"] = _f("ema", "Teacher weights (base = frozen initial policy).")
-    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (left-truncated).", gt=0)
+    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (PMD cuts memory, then the demonstration, then the "
+                                     "feedback, before the problem; SDPO cuts from the left, as TRL).", gt=0)
     include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
+    remove_thinking_from_demonstration: bool = _f(False, "SDPO/PMD: drop <think>...</think> from a sibling's "
+                                                         "demonstration (False as TRL; the SDPO reference uses True).")
+    distillation_normalization: Literal["active_tokens", "all_samples"] = _f(
+        "active_tokens", "SDPO/PMD distillation loss average per micro-batch: active_tokens = over the tokens of "
+        "teacher-active samples, as the SDPO reference; all_samples = TRL's per-sequence mean over every sample "
+        "(inactive = 0), which scales the distillation weight with the active fraction. Default active_tokens: SDPO "
+        "and PMD activate different fractions, and should differ in signal, not in step size."
+    )
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.",
                                          unbounded="rewards are weighted sums of your functions: any scale")
     save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).",

@@ -74,9 +74,13 @@ def livecodebench_question(question: str, title: str = "", starter_code: str = "
 # ------------------------------------------------------------------------------------------- teacher
 
 MEMORY_BLOCK = "\nNotes from your earlier practice on this and similar problems:\n{memory}\n"
-# TRL's default SDPO `reprompt_template` with one more slot, {memory}, between the problem and the demonstration;
-# with no memory it is TRL's template exactly (tests/test_teacher_prompt.py checks this).
+# TRL's default SDPO `reprompt_template` with one more named field, {memory}, between the problem and the
+# demonstration; with no memory it is TRL's template exactly (tests/test_teacher_prompt.py checks this). PMD passes
+# it to TRL as `reprompt_template`; `train.trl.reprompt_template` replaces it and must then place {memory} itself
+# (pmd.trl_args.check_reprompt_template refuses one without it at config load, rather than guess where notes go).
 REPROMPT_TEMPLATE = "{prompt}{memory}{solution}{feedback}\n\nCorrectly solve the original question.\n"
+REPROMPT_FIELDS = ("prompt", "solution", "feedback")  # SDPO's (TRL's and the reference's) fields
+MEMORY_FIELD = "memory"  # PMD's one more field
 
 
 def memory_block(memory: str) -> str:
@@ -84,10 +88,11 @@ def memory_block(memory: str) -> str:
     return MEMORY_BLOCK.format(memory=memory) if memory else ""
 
 
-def teacher_text(prompt: str, memory: str, solution: str, feedback: str) -> str:
-    """The exact user text the PMD teacher sees. `solution` and `feedback` come already filled into TRL's
-    `solution_template` / `feedback_template` ('' when absent)."""
-    return REPROMPT_TEMPLATE.format(prompt=prompt, memory=memory_block(memory), solution=solution, feedback=feedback)
+def teacher_text(prompt: str, memory: str, solution: str, feedback: str, template: str = REPROMPT_TEMPLATE) -> str:
+    """The exact user text the PMD teacher sees: `template` (the run's `reprompt_template`) with SDPO's fields
+    filled as TRL fills them and {memory} with `memory_block(memory)`. `solution` and `feedback` come already
+    filled into TRL's `solution_template` / `feedback_template` ('' when absent)."""
+    return template.format(prompt=prompt, memory=memory_block(memory), solution=solution, feedback=feedback)
 
 
 def student_text_with_memory(question: str, memory: str) -> str:
