@@ -2,7 +2,8 @@
 
 `MemoryLoop` is the memory's whole interface to training (trainer.py's steps 3, 6 and 8):
 - `retrieve(problem_uids, step)`: memory for each sample's teacher, as it was *before* this step;
-- `record(step, judged, retrieved)`: every rollout becomes experience, and what each teacher saw is logged;
+- `record(step, judged, retrieved)`: every rollout becomes experience (with its structured outcome: the extracted
+  answer and the failure kind), and what each teacher saw is logged;
 - `end_step(step)`: reflection (insights) and consolidation (patterns) on their schedules.
 
 Freezing memory (`memory.mode: frozen`) stops recording, reflection and consolidation after
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..config import MemoryConfig
 from ..dist import Ranks, SharedGeneration
-from ..envs import EnvironmentSuite
+from ..envs import EnvironmentSuite, Verdict
 from ..rewards import Judged
 from .patterns import consolidate
 from .reflect import ReflectionResult, Reflector
@@ -96,6 +97,7 @@ class MemoryLoop:
                 problem_uid=j.problem.uid, family=j.problem.family, prompt=self.suite.format_prompt(j.problem),
                 response=j.response, reward=j.verdict.reward, passed=j.verdict.passed,
                 feedback=j.verdict.feedback, step=step, sample_index=i,
+                answer=j.verdict.extracted, failure_kind=failure_kind_of(j.verdict),
             )
             for i, j in enumerate(judged)
         ])
@@ -126,7 +128,7 @@ class MemoryLoop:
             for uid, drafts in _by_problem(attempts, result).items():
                 for d in drafts:
                     self.store.upsert_insight(uid, self.suite.problem(uid).family, d.kind, d.text,
-                                              self.reflector.name, list(d.experience_ids), step)
+                                              self.reflector.name, list(d.experience_ids), step, tag=d.tag)
             self.store.meta_set(LAST_REFLECTED, step)
         s = self.stats
         s.reflections += 1
@@ -157,6 +159,12 @@ class MemoryLoop:
         out["memory/patterns_promoted_total"] = float(s.promoted)
         out["memory/patterns_retired_total"] = float(s.retired)
         return out
+
+
+def failure_kind_of(verdict: Verdict) -> str:
+    """The failure kind an experience stores: "" exactly when the rollout passed, and "other" for a failure whose
+    environment named no kind (so a failed experience is never mistaken for a passing one)."""
+    return "" if verdict.passed else verdict.failure_kind or "other"
 
 
 def _by_problem(attempts: dict[str, list[Experience]], result: ReflectionResult) -> dict[str, list]:
