@@ -129,8 +129,11 @@ QUESTION = "Calculate 17 - 9."
     # restating the task
     ("Calculate 17 - 9 correctly.", "restates_task"),
     ("The lesson is to calculate 17 - 9 and give the answer.", "restates_task"),
-    # values, not an operation
+    # values, not an operation (the last three are the 135M policy's own proposals)
     ("The answer to this is 8.", "only_values"),
+    ("The answer to the equation 17 - 9 is 12.", "only_values"),
+    ("1. 2. 3. 4. 5. 6. 7. 8. 9. 10. 11. 12.", "only_values"),
+    ("The final answer to this arithmetic problem is 7.", "only_values"),
 ])
 def test_content_free_lines_are_rejected_with_their_reason(line, reason):
     assert is_content_free(line, QUESTION) == reason

@@ -192,13 +192,19 @@ class FeedbackStatsReflector:
 
 _LINE = re.compile(r"^\s*[-*\d.)]*\s*\**(strategy|lesson)\**\s*[:：]\s*(.+?)\s*$", re.IGNORECASE)
 
-# Words that carry no action a teacher could take: the task's own vocabulary (answer, question, solve, correct),
-# exhortations (always, carefully, make sure, pay attention), meta words (lesson, strategy, key, approach, attempt)
-# and verbs of merely giving a result (find, get, give, write, state). A line made only of these (and stopwords) says
-# "answer the question correctly" in some words. Compared after `tokenize`, i.e. lower-cased and lightly stemmed.
+# Words that carry no action a teacher could take: the task's own vocabulary (answer, question, solve, correct,
+# equation, calculate), exhortations (always, carefully, make sure, pay attention), meta words (lesson, strategy, key,
+# approach, attempt, concept) and verbs of merely giving a result (find, get, give, write, state). A line made only of
+# these (and stopwords) says "answer the question correctly" in some words. Operations (add, borrow, divide), checks
+# (check, verify), formats (line, boxed) and quantities (sign, remainder, digit) are deliberately absent. Compared
+# after `tokenize`, i.e. lower-cased and lightly stemmed.
 GENERIC_WORDS = frozenset(tokenize("""
     answer answers question questions problem problems task tasks solution solutions solve solving solved result results
     correct correctly right wrong true accurate accurately exact exactly final finally
+    equation equations expression expressions arithmetic math mathematics mathematical number numbers value values
+    calculate calculating calculation calculations compute computing computation evaluate determine figure out
+    operation operations perform concept concepts fundamental basic simple practice combination rely relies lies
+    involve involves require requires
     find finding found get getting give giving given provide providing make making sure ensure ensuring certain
     write writing state stating show showing
     always never just simply really also even still first next then again every each any all one thing things
