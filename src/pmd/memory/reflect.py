@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import median
 from typing import Protocol
 
 from ..prompts import reflection_messages
@@ -99,7 +100,7 @@ STRATEGY_TEXTS: dict[str, str] = {
     "short": "Passing attempts were short: they went straight to the result and stopped once it was stated.",
 }
 SHORT_RATIO = 0.5  # "short": passing attempts' median length at most this share of the failing attempts' median
-_HOW_TAG = {"answer_line": "answer_line", "boxed": "boxed", "final_sentence": "final_sentence"}
+_ANSWER_FORMS = frozenset({"answer_line", "boxed", "final_sentence"})  # `Extraction.how` values that are strict
 
 
 def behaviour_text(kind: str, tag: str) -> str | None:
@@ -113,8 +114,8 @@ def answer_form(response: str) -> str:
     from ..envs.answer import extract_answer  # the environments' reading, not a second parser
 
     how = extract_answer(response).how
-    if how in _HOW_TAG:
-        return _HOW_TAG[how]
+    if how in _ANSWER_FORMS:
+        return how
     return "code_block" if "```" in response else "worked_out"
 
 
@@ -123,12 +124,6 @@ def _quote(answer: str, limit: int = 80) -> str:
     text = " ".join(answer.split())
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return f'"{text}"' if "'" in text else f"'{text}'"
-
-
-def _median(values: list[int]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return float(ordered[mid]) if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 class FeedbackStatsReflector:
@@ -182,7 +177,7 @@ class FeedbackStatsReflector:
             form = max(forms, key=lambda f: (forms[f], f))
             drafts.append(InsightDraft("strategy", STRATEGY_TEXTS[form],
                                        ids([e for e in passed if answer_form(e.response) == form]), tag=form))
-            words = lambda es: _median([len(e.response.split()) for e in es])  # noqa: E731
+            words = lambda es: median(len(e.response.split()) for e in es)  # noqa: E731
             if failed and words(passed) <= SHORT_RATIO * words(failed):
                 drafts.append(InsightDraft("strategy", STRATEGY_TEXTS["short"], ids(passed), tag="short"))
         return drafts
