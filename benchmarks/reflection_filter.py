@@ -45,7 +45,8 @@ def collect(args: argparse.Namespace) -> None:
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [f"env.train_size={args.problems}"])
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [f"env.train_size={args.problems}",
+                                                              f"env.seed={args.env_seed}"])
     suite = EnvironmentSuite.from_config(cfg.env)
     by_family = [env.problems("train") for env in suite.environments.values()]
     problems = [p for group in zip(*by_family) for p in group]  # families interleaved
@@ -141,7 +142,8 @@ def main() -> None:
     c.add_argument("--batch-size", type=int, default=16)
     c.add_argument("--chunk", type=int, default=8, help="problems per chunk (attempts, then reflections, then saved)")
     c.add_argument("--threads", type=int, default=2)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="sampling seed")
+    c.add_argument("--env-seed", type=int, default=0, help="env.seed: which problems (another seed, other problems)")
     s = sub.add_parser("score", help="acceptance before/after the content check, with examples (markdown)")
     s.add_argument("path")
     s.add_argument("--examples", type=int, default=10)

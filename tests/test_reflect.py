@@ -134,6 +134,11 @@ QUESTION = "Calculate 17 - 9."
     ("The answer to the equation 17 - 9 is 12.", "only_values"),
     ("1. 2. 3. 4. 5. 6. 7. 8. 9. 10. 11. 12.", "only_values"),
     ("The final answer to this arithmetic problem is 7.", "only_values"),
+    ("The answer is incorrect.", "tautology"),
+    # one problem's computation, and a line cut off mid-sentence (both also from the 135M policy)
+    ("8 is a positive integer and 0 is positive. So, 8 * 0 = 0.", "worked_example"),
+    ("8 is a positive integer and", "unfinished"),
+    ("The answer to the problem is to multiply a fraction by a decimal, but since you're", "unfinished"),
 ])
 def test_content_free_lines_are_rejected_with_their_reason(line, reason):
     assert is_content_free(line, QUESTION) == reason

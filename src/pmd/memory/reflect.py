@@ -34,7 +34,7 @@ from typing import Protocol
 
 from ..prompts import reflection_messages
 from .store import Experience
-from .text import normalize_text, tokenize
+from .text import STOPWORDS, normalize_text, tokenize
 
 MIN_WORDS, MAX_WORDS = 4, 60
 COPY_OVERLAP = 0.8  # token-set Jaccard above which a line is considered copied from the problem or an attempt
@@ -199,7 +199,7 @@ GENERIC_WORDS = frozenset(tokenize("""
     equation equations expression expressions arithmetic math mathematics mathematical number numbers value values
     calculate calculating calculation calculations compute computing computation evaluate determine figure out
     operation operations perform concept concepts fundamental basic simple practice combination rely relies lies
-    involve involves require requires
+    involve involves require requires incorrect not no crucial essential critical necessary original
     find finding found get getting give giving given provide providing make making sure ensure ensuring certain
     write writing state stating show showing
     always never just simply really also even still first next then again every each any all one thing things
@@ -213,6 +213,10 @@ GENERIC_WORDS = frozenset(tokenize("""
 GOAL_WORDS = frozenset(tokenize("answer question problem task solution solve result correct find"))
 
 
+_WORKED = re.compile(r"\d\s*[-+*/×÷x]\s*\(?-?\d[\d.]*\)?\s*=\s*-?\d")  # "8 * 0 = 0": one problem's computation
+_DANGLING = frozenset(STOPWORDS | {"not", "since", "because", "than", "you're", "it's", "whether"})
+
+
 def is_content_free(line: str, question: str) -> str | None:
     """Why a reflection line teaches nothing, or None when it names something to do. Rules, in order, over the
     line's content words (`tokenize`: stopwords removed, lightly stemmed):
@@ -223,6 +227,10 @@ def is_content_free(line: str, question: str) -> str | None:
     - "restates_task": the non-generic words all come from the question: "Calculate 5 + 3 correctly" for
       "Calculate 5 + 3.".
     - "only_values": what is left is numbers or single letters, not an operation: "The answer is 8".
+    - "worked_example": it writes out one computation with its result ("8 * 0 = 0"): that problem's content, not a
+      behaviour.
+    - "unfinished": it stops on a function word without closing punctuation ("8 is a positive integer and"): the
+      generation ran out of tokens mid-sentence.
 
     What passes names at least one word outside the generic list and the question: an operation ("add", "carry"),
     a check ("double-check the sign"), a format ("a final line 'Answer: <answer>'") or a quantity ("the remainder").
@@ -237,6 +245,11 @@ def is_content_free(line: str, question: str) -> str | None:
         return "restates_task"
     if not any(sum(c.isalpha() for c in w) >= 2 for w in new):
         return "only_values"
+    if _WORKED.search(line):
+        return "worked_example"
+    last = line.rstrip().split()[-1].lower() if line.strip() else ""
+    if last and last[-1] not in ".!?)'\"`" and last.strip(",;:") in _DANGLING:
+        return "unfinished"
     return None
 
 
