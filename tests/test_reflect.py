@@ -247,3 +247,11 @@ def test_memory_stores_structured_outcomes_and_tagged_insights(tmp_path):
                                               "computation."),
                     ("strategy", "answer_line", STRATEGY_TEXTS["answer_line"])}
     assert failure_kind_of(Verdict(1.0, True, "ok", failure_kind="")) == ""
+    with MemoryStore(tmp_path / "memory2.db") as store:  # a model reflector: rejections are counted by reason
+        tautology = ModelReflector(lambda prompts: ["Strategy: always find the answer to the question."] * len(prompts))
+        loop = MemoryLoop(store, MemoryConfig(reflect_every=1), suite, len, tautology)
+        loop.record(0, [Judged(problem, r, v) for r, v in zip(responses, verdicts)], [seen] * 4)
+        loop.maybe_reflect(0)
+        metrics = loop.metrics()
+    assert metrics["memory/reflection_rejected_tautology_total"] == 1.0
+    assert metrics["memory/reflection_acceptance_rate"] == 0.0

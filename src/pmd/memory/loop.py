@@ -156,6 +156,8 @@ class MemoryLoop:
         out = {f"memory/{k}": float(v) for k, v in counts.items()}
         out["memory/reflection_acceptance_rate"] = s.accepted / s.proposed if s.proposed else 0.0
         out["memory/reflection_proposed_total"] = float(s.proposed)
+        for reason, n in sorted(s.rejected.items()):  # which filter fires (e.g. "tautology", "copied")
+            out[f"memory/reflection_rejected_{reason}_total"] = float(n)
         out["memory/patterns_promoted_total"] = float(s.promoted)
         out["memory/patterns_retired_total"] = float(s.retired)
         return out
