@@ -412,3 +412,26 @@ def test_split_is_deterministic_disjoint_and_deduplicated(tmp_path):
     assert [p.uid for p in eval_] == [f"livecodebench/eval/7/{i}" for i in range(5)]
     named = _lcb_env(tmp_path, rows, name="lcb-v5")
     assert named.name == "lcb-v5" and all(p.family == "lcb-v5" for p in _all(named))
+
+
+# ---- structured outcome ----
+
+@pytest.mark.parametrize("passed, status, kind", [
+    (True, "passed", ""), (False, "wrong_answer", "wrong_answer_on_test"), (False, "runtime_error", "runtime_error"),
+    (False, "time_limit", "timeout"), (False, "memory_limit", "runtime_error"), (False, "compile_error", "compile_error"),
+    (False, "no_code", "compile_error"), (False, "not_run", "other"), (False, "something new", "other"),
+])
+def test_code_failure_kind(passed, status, kind):
+    from pmd.envs.code.environment import code_failure_kind
+    from pmd.memory.records import FAILURE_KINDS
+
+    assert code_failure_kind(passed, status) == kind and kind in FAILURE_KINDS
+
+
+def test_code_verdicts_carry_a_failure_kind(humaneval):
+    problem = _by_task(humaneval, "HumanEval/0")
+    cases = {"no code at all": "compile_error", _fenced("def has_close_elements(numbers, threshold:\n    pass"):
+             "compile_error", _fenced("def has_close_elements(numbers, threshold):\n    return 42"):
+             "wrong_answer_on_test", _fenced("    raise KeyError('boom')"): "runtime_error",
+             problem.metadata["canonical_solution"]: ""}
+    assert {r: humaneval.verify(problem, r).failure_kind for r in cases} == cases

@@ -271,3 +271,25 @@ def test_built_in_verifiers_score_dataset_rows_with_verdict_first_feedback(tmp_p
     right, wrong = e.verify_batch([p, p], [f"Answer: {p.answer}.0", "Answer: 1000"])
     assert right.passed and right.reward == 1.0 and right.feedback.startswith("Correct.")
     assert not wrong.passed and wrong.feedback.startswith("Wrong answer:") and "Extracted answer: '1000'." in wrong.feedback
+
+
+def test_dataset_verdicts_carry_a_failure_kind(tmp_path, rewards_file):
+    """A verifier's own kind; "other" for a function's failed check, a raising function, or a missed threshold."""
+    from pmd.envs.dataset import combined_failure_kind
+
+    e = DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl")), rewards=[{"verifier": "numeric"}])
+    p = e.problems("train")[0]
+    kinds = [v.failure_kind for v in e.verify_batch([p] * 3, [f"Answer: {p.answer}", "Answer: 1000", "no idea"])]
+    assert kinds == ["", "wrong_value", "no_answer"]
+    strict = DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl")), rewards=[{"verifier": "numeric"}],
+                                pass_threshold=2.0)  # unreachable: even a right answer fails, for a reason of its own
+    assert strict.verify(p, f"Answer: {p.answer}").failure_kind == "other"
+    mixed = env(write_jsonl(tmp_path / "d.jsonl"), rewards=[
+        {"verifier": "numeric"}, {"function": f"{rewards_file}:with_feedback", "weight": 1.0}])
+    right, wrong = mixed.verify_batch([p, p], [f"Answer: {p.answer}", "Answer: -1"])
+    assert (right.failure_kind, wrong.failure_kind) == ("", "wrong_value")  # the worst term's kind
+    functions = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file)
+    assert functions.verify(p, "Answer: -1").failure_kind == "other"
+    raising = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function="raises_later")
+    assert raising.verify_batch([p], ["boom"])[0].failure_kind == "other"
+    assert combined_failure_kind(True, []) == ""

@@ -90,9 +90,22 @@ def test_bad_params_for_other_kinds_name_the_task():
         EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(kind="reasoning_gym")]))
 
 
+def test_verdicts_carry_the_extracted_answer_and_failure_kind(env):
+    p = env.problems("train")[0]
+    assert (env.verify(p, f"Answer: {p.answer}").failure_kind, env.verify(p, f"Answer: {p.answer}").extracted) == \
+        ("", p.answer)
+    wrong = env.verify(p, "Work.\nAnswer: 99999")
+    assert (wrong.failure_kind, wrong.extracted) == ("wrong_value", "99999")
+    loose = env.verify(p, f"I computed {p.answer} here.\nDone")
+    assert (loose.failure_kind, loose.extracted) == ("format", None)
+    nothing = env.verify(p, "I do not know.")
+    assert (nothing.failure_kind, nothing.extracted) == ("no_answer", None)
+
+
 def test_wrong_formatted_answers_give_a_lesson_that_names_the_failure(env):
-    """Regression: feedback used to open with "Format: followed", so repeated wrong answers became that 'lesson'."""
-    from pmd.memory.reflect import FeedbackStatsReflector
+    """Regression: feedback used to open with "Format: followed", so repeated wrong answers became that 'lesson'.
+    The lesson now comes from the structured failure kind, identical across problems."""
+    from pmd.memory.reflect import LESSON_TEXTS, FeedbackStatsReflector
     from pmd.memory.store import Experience
 
     lessons = set()
@@ -102,7 +115,7 @@ def test_wrong_formatted_answers_give_a_lesson_that_names_the_failure(env):
             v = env.verify(p, reply)
             exps.append(Experience(problem_uid=p.uid, family=p.family, prompt=p.question, response=reply,
                                    reward=v.reward, passed=v.passed, feedback=v.feedback, step=0,
-                                   sample_index=i, id=i))
+                                   sample_index=i, answer=v.extracted, failure_kind=v.failure_kind, id=i))
         drafts = FeedbackStatsReflector().reflect({p.uid: exps}).insights
-        lessons |= {d.text for d in drafts if d.kind == "lesson"}
-    assert lessons == {"A recurring failure to avoid: Wrong answer: the extracted answer is incorrect."}
+        lessons |= {(d.tag, d.text) for d in drafts if d.kind == "lesson"}
+    assert lessons == {("wrong_value", LESSON_TEXTS["wrong_value"])}

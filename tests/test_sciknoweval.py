@@ -126,6 +126,16 @@ def test_unparseable_and_missing_answers(env):
     assert empty.extracted is None and empty.reward == 0.0 and "No answer found" in empty.feedback
 
 
+def test_verdicts_carry_a_failure_kind(env):
+    atp = _find(env, "Which organelle")
+    kinds = {response: env.verify(atp, response).failure_kind for response in [
+        "Answer: B", "Answer: A", "I believe the answer is (B).\nThanks.", "I believe the answer is (C).\nThanks.",
+        "Answer: the second one", ""]}
+    assert kinds == {"Answer: B": "", "Answer: A": "wrong_value", "I believe the answer is (B).\nThanks.": "format",
+                     "I believe the answer is (C).\nThanks.": "no_answer", "Answer: the second one": "no_answer",
+                     "": "no_answer"}
+
+
 def test_feedback_never_leaks_the_gold_answer(env, tmp_path):
     for problem in _all(env):
         gold_text = problem.metadata["choices"][problem.metadata["labels"].index(problem.answer)]

@@ -12,7 +12,6 @@ from pmd.envs.verifiers import (
     parse_number, read_choice, regex_score,
 )
 from pmd.errors import ConfigError
-from pmd.memory.reflect import _answer_of, failure_signature
 
 PATH = "env.tasks[0].params.rewards[1]"
 
@@ -215,14 +214,9 @@ def test_verifier_verdicts(name, params, reference, right, wrong, headline):
     bad = verifier(wrong, reference)
     assert (bad.reward, bad.passed, bad.format_ok) == (0.0, False, True)
     assert bad.feedback.startswith(f"{headline} Extracted answer: ")
-    assert _answer_of_text(bad.feedback) == extract_answer(wrong).strict  # the reflector reads the answer back
-
-
-def _answer_of_text(feedback):
-    from pmd.memory.records import Experience  # the reflector's own parser, on a minimal record
-
-    return _answer_of(Experience(problem_uid="u", family="f", prompt="q", response="r", reward=0.0, passed=False,
-                                 feedback=feedback, step=0, sample_index=0))
+    # the memory stores the structured outcome: the answer as extracted, and why it failed
+    assert (bad.extracted, bad.failure_kind) == (extract_answer(wrong).strict, "wrong_value")
+    assert ok.failure_kind == ""
 
 
 def test_unformatted_reply_earns_only_lenient_credit():
@@ -273,12 +267,14 @@ def test_verifiers_never_raise_on_model_text(name, response):
     assert 0.0 <= v.reward <= 1.0 and isinstance(v.feedback, str) and v.feedback
 
 
-def test_first_sentences_give_recurring_lessons():
-    """Two wrong answers to different rows share a failure signature (the reflector's lesson key)."""
+def test_failure_kinds_recur_across_rows():
+    """Wrong answers to different rows fail the same way (the reflector's lesson key); a missing answer differs."""
     verifier = make_verifier("numeric", {}, PATH)
     a, b = verifier("Answer: 12", "13"), verifier("Answer: 7.5", "8")
-    assert failure_signature(a.feedback) == failure_signature(b.feedback)
-    assert failure_signature(verifier("Answer: many", "8").feedback) != failure_signature(a.feedback)
+    assert a.failure_kind == b.failure_kind == verifier("Answer: many", "8").failure_kind == "wrong_value"
+    assert verifier("I think it is 8", "8").failure_kind == "format"
+    assert verifier("no idea", "8").failure_kind == "no_answer"
+    assert verifier("Answer: 5", "about five").failure_kind == "other"  # an ungradable row is not the reply's fault
 
 
 # ---------------------------------------------------------------------------------------- configuration

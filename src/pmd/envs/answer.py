@@ -6,8 +6,9 @@ Lenient (recorded separately, never the default reward): the last number in the 
 non-empty line. Keeping the two apart lets a run see whether the policy learned the format or only the content.
 
 `answer_verdict` turns an extraction and its scores into the Verdict every text-answer environment gives, so that
-reasoning-gym tasks and dataset tasks (`envs.verifiers`) word their feedback the same way: the reflector parses
-the "Extracted answer: '...'." sentence and keys lessons on the first one.
+reasoning-gym tasks and dataset tasks (`envs.verifiers`) word their feedback the same way. The outcome also travels
+structured: `Verdict.extracted` (the strict answer) and `Verdict.failure_kind` (`answer_failure_kind`), which the
+memory stores on each experience, so the reflector never re-reads the feedback prose.
 """
 
 from __future__ import annotations
@@ -83,6 +84,22 @@ def extract_answer(response: str) -> Extraction:
     return Extraction(strict=None, lenient=None, how="none")
 
 
+def answer_failure_kind(passed: bool, strict: str | None, lenient_correct: bool, fault: bool = False) -> str:
+    """Why a text answer failed, as one of `pmd.memory.records.FAILURE_KINDS` ("" when it passed).
+
+    A row that cannot be graded is "other" (the reply is not at fault); a strictly extracted answer that is wrong is
+    "wrong_value"; with no strict answer, a correct value read only leniently is "format" (the right value without
+    the required format), anything else "no_answer" (nothing gradable was given).
+    """
+    if passed:
+        return ""
+    if fault:
+        return "other"
+    if strict is not None:
+        return "wrong_value"
+    return "format" if lenient_correct else "no_answer"
+
+
 def truncate(text: str, limit: int = 200) -> str:
     """Shorten text for feedback so one runaway response cannot flood the teacher prompt."""
     text = text.strip()
@@ -100,13 +117,13 @@ def answer_verdict(
     wrong: str = WRONG_ANSWER,
     fault: str | None = None,
 ) -> Verdict:
-    """The Verdict for an answer read by `extract_answer` and scored (in [0, 1]) on its strict and lenient readings.
+    """The Verdict for an answer read by `extract_answer` and scored (in [0, 1]) on its strict and lenient readings,
+    with its `failure_kind` (`answer_failure_kind`).
 
     Reward is the strict score when the format was followed, else `lenient_credit` times the lenient score, so the
     policy is paid for the format and a run still sees (in `details["lenient_correct"]`) when only the format was
     missed. `passed` needs a strict score of 1. The feedback leads with the verdict ("Correct." / `wrong` / "No
-    gradable answer: ...") because the teacher reads it and the memory's reflector keys lessons on the first sentence
-    and reads the answer back from "Extracted answer: '...'."; a wrong-but-formatted answer must not open with
+    gradable answer: ...") because the teacher reads it first; a wrong-but-formatted answer must not open with
     "Format: followed". `reference` is named only when `reveal` is on and the answer was not correct (it leaks the
     label). `fault` (a full sentence) marks a row that cannot be graded (a broken reference): it replaces the verdict
     headline, scores 0 for every reply, and reveals nothing.
@@ -136,4 +153,5 @@ def answer_verdict(
         extracted=ext.strict,
         format_ok=ext.strict is not None,
         details=details,
+        failure_kind=answer_failure_kind(passed, ext.strict, lenient_score >= 1.0, fault is not None),
     )

@@ -30,7 +30,7 @@ class Verdict:
     `failure_kind` says why it failed, one of `pmd.memory.records.FAILURE_KINDS` ("" when passed): memory stores
     it with the experience so reflection and consolidation never re-parse the feedback prose.
     `feedback` starts with a verdict headline that names how the response failed ("Wrong answer: ...") and keeps
-    problem-specific values out of that first sentence (or quoted): the reflector keys recurring lessons on it.
+    problem-specific values out of that first sentence (or quoted): the teacher reads it first.
     """
 
     reward: float

@@ -7,8 +7,9 @@ reference answer; every column of a row is passed on to reward functions, as TRL
 
 The reward is TRL's combination: the weighted sum of `rewards` (built-in verifiers from `verifiers.py`, functions
 from `reward_functions.py`). Feedback starts with the verdict, like the built-in environments', because SDPO's and
-PMD's teacher read it and the memory's reflector keys lessons on its first sentence: a verifier's own feedback, a
-function's `(reward, feedback)` text, or a sentence saying which check failed.
+PMD's teacher read it: a verifier's own feedback, a function's `(reward, feedback)` text, or a sentence saying which
+check failed. The memory reads the structured outcome instead (`Verdict.extracted`, `Verdict.failure_kind`): a
+verifier's own failure kind, "other" for a function's failed check (a function says no more than its score).
 
 Bad input fails before anything is written: a missing file or column, a function that cannot be imported or does
 not take TRL's arguments, and any reward that raises on the first rows (each reward is called once, on the first
@@ -218,23 +219,32 @@ class DatasetEnvironment:
             self.stop_reason = (f"{self.where}: reward function {term.spec.label} raised {type(exc).__name__}: "
                                 f"{first_line(exc, 300)} (strict: true)")
         text = f"Not scored: the reward function {term.spec.label} failed on this batch."
-        return [Verdict(reward=0.0, passed=False, feedback=text)] * n
+        return [Verdict(reward=0.0, passed=False, feedback=text, failure_kind="other")] * n
 
     def _combine(self, verdicts: list[Verdict], response: str) -> Verdict:
         weights = [t.spec.weight for t in self.terms]
         reward = sum(w * v.reward for w, v in zip(weights, verdicts, strict=True))
         passed = reward >= self.threshold - 1e-9
         if len(verdicts) == 1:
-            return replace(verdicts[0], reward=reward, passed=passed)
-        # the worst-scoring failing term speaks first: the first sentence is the verdict the reflector keys on
+            return replace(verdicts[0], reward=reward, passed=passed,
+                           failure_kind=combined_failure_kind(passed, verdicts))
+        # the worst-scoring failing term speaks first, in the feedback and in the failure kind
         ordered = sorted(verdicts, key=lambda v: (v.passed, v.reward))
         feedback = " ".join(v.feedback for v in ordered if v.feedback)
         first_verifier = next((v for t, v in zip(self.terms, verdicts) if t.spec.verifier), None)
         shown = first_verifier or _function_verdict("", reward_functions.Scored(reward), response)
         return Verdict(reward=reward, passed=passed, feedback=feedback, extracted=shown.extracted,
-                       format_ok=shown.format_ok,
+                       format_ok=shown.format_ok, failure_kind=combined_failure_kind(passed, ordered),
                        details={"lenient_correct": shown.details.get("lenient_correct", passed),
                                 "terms": {t.spec.label: v.reward for t, v in zip(self.terms, verdicts)}})
+
+
+def combined_failure_kind(passed: bool, verdicts: Sequence[Verdict]) -> str:
+    """The failure kind of a combined verdict: "" when it passed, else that of the first failing term in `verdicts`
+    (ordered worst first), else "other" (every term passed on its own, yet the weighted sum missed the threshold)."""
+    if passed:
+        return ""
+    return next((v.failure_kind or "other" for v in verdicts if not v.passed), "other")
 
 
 def _function_verdict(label: str, scored: reward_functions.Scored, response: str) -> Verdict:
@@ -244,7 +254,8 @@ def _function_verdict(label: str, scored: reward_functions.Scored, response: str
                                    f"Failed check {label}: it scored {scored.reward:g} of 1.")
     ext = extract_answer(response)
     return Verdict(reward=scored.reward, passed=passed, feedback=feedback, extracted=ext.strict,
-                   format_ok=ext.strict is not None, details={"lenient_correct": passed})
+                   format_ok=ext.strict is not None, details={"lenient_correct": passed},
+                   failure_kind="" if passed else "other")
 
 
 def _key(record: dict[str, Any]) -> tuple[str, str]:

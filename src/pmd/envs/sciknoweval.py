@@ -18,7 +18,7 @@ from typing import Any
 from ..config import _f
 from ..errors import ConfigError, DatasetError
 from ..prompts import mcq_question
-from .answer import extract_answer
+from .answer import answer_failure_kind, extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, clip, dataset_files, dedupe_and_split, read_rows
 
@@ -131,7 +131,7 @@ class SciKnowEvalEnvironment:
             "level": problem.metadata.get("level"),
             "type": problem.metadata.get("type"),
         }
-        # Verdict first: the teacher reads this, and the reflector keys lessons on the first sentence.
+        # Verdict first: the teacher reads this first (the memory reads `failure_kind`, not this text).
         if strict is not None:
             head = "Correct." if correct else "Wrong answer: the chosen option is incorrect."
             feedback = f"{head} Your final answer was read as {strict} (from {where}). Format: followed."
@@ -148,7 +148,10 @@ class SciKnowEvalEnvironment:
         if self.params.reveal_answer_in_feedback and not correct and gold is not None:
             text = options.texts[options.labels.index(gold)]
             feedback += f" The correct answer is {gold}" + (f": {text}." if text != gold else ".")
-        return Verdict(reward, correct, feedback, extracted=chosen, format_ok=strict is not None, details=details)
+        # An answer line that names no option is no gradable answer: "format" if the text still chose the right one.
+        kind = answer_failure_kind(correct, strict, lenient_correct)
+        return Verdict(reward, correct, feedback, extracted=chosen, format_ok=strict is not None, details=details,
+                       failure_kind=kind)
 
     # ---- loading ----
 

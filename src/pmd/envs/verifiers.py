@@ -4,7 +4,8 @@ A dataset task brings questions and reference answers (strings); one of these ve
 got the answer. Each is a small pure scoring function `score(candidate, reference) -> float in [0, 1]` with typed
 params, wrapped in a callable that reads the answer the way reasoning-gym tasks do (`envs.answer.extract_answer`:
 strict "Answer:" line / \\boxed{} / "the answer is X" sentence, lenient last number or line) and words its feedback
-with the same `answer_verdict`, so the self-teacher and the memory's reflector read every task kind alike.
+with the same `answer_verdict` (and its structured `failure_kind`), so the self-teacher and the memory read every
+task kind alike.
 
 - `exact`: normalised string equality (NFKC, casefold, collapsed whitespace, no surrounding quotes/$/final period).
 - `numeric`: numbers equal within a tolerance ("1,234", "3/4", "2.5e-3", "50%"); text that is not a number scores 0.
@@ -318,7 +319,7 @@ class _AnswerVerifier:
         return None
 
     def wrong_headline(self, candidate: str) -> str:
-        """The first sentence for a formatted but wrong answer: it names the failure the reflector keys on."""
+        """The first sentence for a formatted but wrong answer: it names the failure for the teacher."""
         return self.wrong
 
     def reveal_text(self, reference: str) -> str:

@@ -2,9 +2,10 @@
 
 `MemoryLoop` is the memory's whole interface to training (trainer.py's steps 3, 6 and 8):
 - `retrieve(problem_uids, step)`: memory for each sample's teacher, as it was *before* this step;
-- `record(step, judged, retrieved)`: every rollout becomes experience, and what each teacher saw is logged;
+- `record(step, judged, retrieved)`: every rollout becomes experience (with its structured outcome: the extracted
+  answer and the failure kind), and what each teacher saw is logged;
 - `end_step(step)`: reflection (insights), then on the consolidation schedule ageing (insights that recent attempts
-  contradict retire) and consolidation (patterns), each on its schedule.
+  contradict retire) and consolidation (patterns).
 
 Freezing memory (`memory.mode: frozen`) stops recording, reflection and consolidation after
 `freeze_after_steps`; retrieval continues from the frozen store.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ..config import MemoryConfig
 from ..dist import Ranks, SharedGeneration
-from ..envs import EnvironmentSuite
+from ..envs import EnvironmentSuite, Verdict
 from ..rewards import Judged
 from .ageing import age
 from .patterns import ModelPatternWriter, consolidate
@@ -103,6 +104,7 @@ class MemoryLoop:
                 problem_uid=j.problem.uid, family=j.problem.family, prompt=self.suite.format_prompt(j.problem),
                 response=j.response, reward=j.verdict.reward, passed=j.verdict.passed,
                 feedback=j.verdict.feedback, step=step, sample_index=i,
+                answer=j.verdict.extracted, failure_kind=failure_kind_of(j.verdict),
             )
             for i, j in enumerate(judged)
         ])
@@ -133,7 +135,7 @@ class MemoryLoop:
             for uid, drafts in _by_problem(attempts, result).items():
                 for d in drafts:
                     self.store.upsert_insight(uid, self.suite.problem(uid).family, d.kind, d.text,
-                                              self.reflector.name, list(d.experience_ids), step)
+                                              self.reflector.name, list(d.experience_ids), step, tag=d.tag)
             self.store.meta_set(LAST_REFLECTED, step)
         s = self.stats
         s.reflections += 1
@@ -179,6 +181,8 @@ class MemoryLoop:
         out = {f"memory/{k}": float(v) for k, v in counts.items()}
         out["memory/reflection_acceptance_rate"] = s.accepted / s.proposed if s.proposed else 0.0
         out["memory/reflection_proposed_total"] = float(s.proposed)
+        for reason, n in sorted(s.rejected.items()):  # which filter fires (e.g. "tautology", "copied")
+            out[f"memory/reflection_rejected_{reason}_total"] = float(n)
         out["memory/patterns_promoted_total"] = float(s.promoted)
         out["memory/patterns_retired_total"] = float(s.retired)
         out["memory/insights_retired_total"] = float(s.insights_retired)
@@ -186,6 +190,12 @@ class MemoryLoop:
         if self.level_frac:  # per teacher call of the last step: does its memory hold this level at all?
             out.update({f"pmd/memory_level_frac/{lvl}": self.level_frac.get(lvl, 0.0) for lvl in LEVELS})
         return out
+
+
+def failure_kind_of(verdict: Verdict) -> str:
+    """The failure kind an experience stores: "" exactly when the rollout passed, and "other" for a failure whose
+    environment named no kind (so a failed experience is never mistaken for a passing one)."""
+    return "" if verdict.passed else verdict.failure_kind or "other"
 
 
 def _by_problem(attempts: dict[str, list[Experience]], result: ReflectionResult) -> dict[str, list]:

