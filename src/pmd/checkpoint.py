@@ -48,7 +48,8 @@ MANIFEST_FILE = "pmd_checkpoint.json"
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FORMAT = 1
 LOCK_FILE = ".pmd.lock"
-# Kernel pseudo-filesystems: a directory there cannot hold a run (mkdir fails or writes go nowhere).
+# Kernel pseudo-filesystems: a directory there cannot hold a run (mkdir fails or writes go nowhere). /dev/shm, a
+# plain tmpfs, is allowed.
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 # Logged once by the Trainer when train() ends; a resumed run logs its own.
@@ -114,7 +115,7 @@ def check_run_dir(run_dir: str | Path) -> None:
         raise ConfigError("run_dir: empty; expected a directory path for the run (e.g. runs/my-run)")
     resolved = Path(text).resolve()
     for root in map(Path, PSEUDO_FILESYSTEMS):
-        if resolved == root or root in resolved.parents:
+        if (resolved == root or root in resolved.parents) and not _under(resolved, Path("/dev/shm")):
             raise ConfigError(f"run_dir: {text} is under {root}, a kernel pseudo-filesystem; expected a directory "
                               "on disk")
     if resolved.exists() and not resolved.is_dir():
@@ -127,6 +128,10 @@ def check_run_dir(run_dir: str | Path) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "the run directory" if existing == resolved else f"{existing}, where it would be created,"
         raise ConfigError(f"run_dir: {text}: {what} is not writable (read-only filesystem or permissions)")
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 class RunDirLock:
