@@ -246,13 +246,14 @@ def test_a_second_train_and_a_concurrent_resume_stop_while_the_first_trains(tiny
             time.sleep(0.1)
         assert (tmp_path / "parked").exists(), "the first run never reached its final save"
         before = snapshot(run)
-        for extra in ([], ["--resume"]):
-            second = subprocess.run(_train_cmd(config, "--no-eval", *extra), env=ENV, capture_output=True,
-                                    text=True, timeout=300)
-            lines = second.stderr.strip().splitlines()
-            assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+        others = [subprocess.Popen(_train_cmd(config, "--no-eval", *extra), env=ENV, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for extra in ([], ["--resume"])]
+        for other in others:  # started together: each would have trained into the same directory
+            out, err = other.communicate(timeout=300)
+            lines = err.strip().splitlines()
+            assert other.returncode == 2 and len(lines) == 1 and out == "", err[-2000:]
             assert f"another pmd process (pid {first.pid}) is writing this run directory" in lines[0]
-            assert snapshot(run) == before
+        assert snapshot(run) == before
     finally:
         gate.touch()
         _, err = first.communicate(timeout=300)
