@@ -621,3 +621,13 @@ def test_a_read_only_run_dir_is_one_line_and_still_readable(finished, tiny_model
     assert main(["memory", "stats", str(run)]) == 0
     assert json.loads(capsys.readouterr().out)["experiences"] == 12
     assert snapshot(run) == before and LOCK_FILE in os.listdir(run)
+
+
+def test_a_missing_reflector_model_is_refused_before_the_run_dir_exists(tiny_model_path, tmp_path, capsys):
+    data = run_config(tiny_model_path, tmp_path / "run")
+    data["memory"]["reflector"] = str(tmp_path / "no-such-reflector")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(data))
+    line = one_line_error(capsys, main(["train", str(config)]))
+    assert "memory.reflector: model path" in line and "does not exist" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]

@@ -26,7 +26,7 @@ from .checkpoint import (LOCK_FILE, RunDirLock, atomic_write_text, check_run_dir
 from .config import RunConfig, config_changes, to_dict
 from .dist import Ranks
 from .envs import EnvironmentSuite
-from .errors import CheckpointError, ConfigError, DatasetError, PMDError
+from .errors import CheckpointError, ConfigError, DatasetError, ModelNotFoundError, PMDError
 from .models import check_model, load_model_and_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,11 @@ def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuit
     trl_config(cfg, str(run_dir / "checkpoints"), world_size=world_size)  # builds TRL's args; writes nothing
     model_path = resolve_model(cfg.model.name_or_path)
     check_model(model_path)
+    if cfg.train.algo == "pmd" and cfg.memory.reflector not in ("feedback-stats", "policy"):
+        try:  # a separate reflector model: found before any write, not when the first reflection runs
+            check_model(resolve_model(cfg.memory.reflector))
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"memory.reflector: {exc}") from None
     suite = EnvironmentSuite.from_config(cfg.env)
     if not suite.problems("train"):
         raise DatasetError("env.tasks: no training problems (check the tasks' datasets and env.train_size)")
