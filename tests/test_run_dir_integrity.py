@@ -315,7 +315,7 @@ def _stores(finished: Path, tmp_path: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("argv", [["memory", "stats"], ["memory", "show"], ["memory", "show", "--level", "retrievals"],
-                                  ["memory", "export"]])
+                                  ["memory", "export"]], ids=["stats", "show", "show-retrievals", "export"])
 def test_memory_commands_leave_the_store_byte_for_byte(argv, finished, tmp_path, capsys):
     for db in _stores(finished, tmp_path):
         before, mtime = db.read_bytes(), db.stat().st_mtime_ns
@@ -505,7 +505,8 @@ def test_explain_a_relative_run_without_final_is_one_line_and_never_looks_for_a_
 
 @pytest.mark.parametrize("run_dir, needle", [("", "run_dir: empty"), ("   ", "run_dir: empty"),
                                              ("/proc/x", "kernel pseudo-filesystem"),
-                                             ("/sys/pmd-run", "kernel pseudo-filesystem")])
+                                             ("/sys/pmd-run", "kernel pseudo-filesystem")],
+                         ids=["empty", "blank", "proc", "sys"])
 def test_impossible_run_dirs_are_refused_before_any_write(run_dir, needle, tiny_model_path, tmp_path, capsys,
                                                           monkeypatch):
     config = tmp_path / "run.yaml"
