@@ -59,7 +59,8 @@ CASES: list[tuple[str, str, str]] = [
      F + "test_explain_a_relative_run_without_final_is_one_line_and_never_looks_for_a_model"),
     *[("bad_input", f"run_dir {what}", F + f"test_impossible_run_dirs_are_refused_before_any_write[{what}]")
       for what in ("empty", "blank", "proc", "sys")],
-    ("bad_input", "disk full while writing config.yaml", F + "test_a_full_disk_while_writing_the_config_leaves_nothing"),
+    ("bad_input", "disk full while writing config.yaml",
+     F + "test_a_full_disk_while_writing_the_config_leaves_nothing"),
     ("bad_input", "full 4 MB tmpfs: export, report, train (root only)",
      F + "test_a_full_disk_is_one_line_and_leaves_no_temporary_or_empty_file"),
     ("bad_input", "read-only run dir: train --resume, report, export; stats still reads (root only)",
