@@ -25,6 +25,8 @@ CASES: list[tuple[str, str, str]] = [
      F + "test_killed_while_writing_the_report_resumes_to_the_same_end"),
     ("kill", "real SIGKILL of pmd train inside the final save, then --resume",
      F + "test_kill_9_during_the_final_save_then_resume"),
+    ("kill", "disk full at the first checkpoint (one line), then --resume with room (root only)",
+     F + "test_a_disk_that_fills_during_training_is_one_line_and_the_run_resumes_once_there_is_room"),
     ("writer", "held run dir: fresh start, resume, fresh start on an empty dir",
      F + "test_a_held_run_dir_refuses_a_fresh_start_and_a_resume_and_writes_nothing"),
     ("writer", "second pmd train and concurrent --resume while the first trains",

@@ -632,3 +632,22 @@ def test_a_missing_reflector_model_is_refused_before_the_run_dir_exists(tiny_mod
     line = one_line_error(capsys, main(["train", str(config)]))
     assert "memory.reflector: model path" in line and "does not exist" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+def test_a_disk_that_fills_during_training_is_one_line_and_the_run_resumes_once_there_is_room(
+        finished, tiny_model_path, tmpfs, tmp_path, capsys):
+    """200 KB hold the config, the memory and the metrics but not a checkpoint: training stops with one line at
+    its first save (a half checkpoint, like a kill's); with room again, --resume ends where an uninterrupted run
+    does."""
+    subprocess.run(["mount", "-o", "remount,size=200k", str(tmpfs)], check=True)
+    run = tmpfs / "run"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(run_config(tiny_model_path, run)))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("pmd: error: ") and "No space left on device" in err
+    assert "then pmd train --resume" in err and not (run / "summary.json").exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tmpfs)], check=True)
+    assert main(["train", str(config), "--resume"]) == 0
+    assert_same_end(finished, run)
