@@ -17,7 +17,7 @@ A checkpoint at the run's last step (a kill during the final save, evaluation or
 again) leaves no step to train: resume then redoes only that tail (trainer.py stops transformers from training a
 step past `train.steps`).
 
-One writer per run directory: `RunDirLock` holds an exclusive `flock` on `RUN_DIR/.pmd.lock` while a process trains
+One writer per run directory: `RunDirLock` holds an exclusive `flock` on the run directory while a process trains
 into it, so a second `pmd train` (or a `--resume` while the first still runs) stops with one line before it writes.
 The kernel drops the lock when its holder dies, kill -9 included, so a killed run never leaves a stale lock behind.
 Readers (`pmd memory`, `report`, `explain`) take no lock: they only read.
@@ -135,13 +135,14 @@ def _under(path: Path, root: Path) -> bool:
 
 
 class RunDirLock:
-    """An exclusive advisory lock on a run directory (`flock` on RUN_DIR/.pmd.lock), held by its one writer.
+    """An exclusive advisory lock on a run directory, held by its one writer: `flock` on the directory itself.
 
     `acquire` never waits: a run directory held by another process is an error (CheckpointError) raised before
-    anything is written. The lock belongs to the open file, so the kernel releases it when the holder exits or is
-    killed; the file itself stays (deleting a lock file on exit races with the next process to open it). A second
-    lock on the same directory in the same process is refused too: it would be a second writer. `mark` records the
-    holder's pid in the file, once it has decided to write, so the message of the process refused can name it."""
+    anything is written, and taking the lock writes nothing either (no lock file is created, so a refused command
+    leaves the directory exactly as it was). The lock belongs to the open directory, so the kernel releases it when
+    the holder exits or is killed: a killed run never leaves a stale lock. A second lock on the same directory in the
+    same process is refused too: it would be a second writer. `mark` records the holder's pid in RUN_DIR/.pmd.lock
+    once it has decided to write, so that the message of a process refused later can name it."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
@@ -155,17 +156,18 @@ class RunDirLock:
     def acquire(self) -> RunDirLock:
         if self._fd is not None:
             return self
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(self.run_dir, flags)
         except OSError as exc:
             raise CheckpointError(f"{self.run_dir}: cannot lock the run directory ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = _lock_holder(fd)
             os.close(fd)
-            raise CheckpointError(f"{self.run_dir}: another pmd process{holder} is writing this run directory (one "
-                                  "writer per run); wait for it to end or stop it, then pmd train --resume") from None
+            raise CheckpointError(f"{self.run_dir}: another pmd process{_lock_holder(self.path)} is writing this run "
+                                  "directory (one writer per run); wait for it to end or stop it, then pmd train "
+                                  "--resume") from None
         self._fd = fd
         return self
 
@@ -173,13 +175,12 @@ class RunDirLock:
         """Record this process as the writer (the lock is held)."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+                self.path.write_text(f"{os.getpid()}\n", encoding="ascii")
 
     def release(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)  # closing the only descriptor of the open file releases the flock
+            os.close(fd)  # closing the only descriptor of the open directory releases the flock
 
     def __enter__(self) -> RunDirLock:
         return self.acquire()
@@ -188,10 +189,10 @@ class RunDirLock:
         self.release()
 
 
-def _lock_holder(fd: int) -> str:
-    """' (pid N)' from a lock file's content, or '' when it holds none."""
+def _lock_holder(path: Path) -> str:
+    """' (pid N)' from the holder's mark, or '' when there is none yet."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = path.read_text(encoding="ascii", errors="replace")[:32].strip()
     except OSError:
         return ""
     return f" (pid {text})" if text.isdigit() else ""
