@@ -215,12 +215,162 @@ def batch_that_fits_no_ranks(tmp, cfg):
     return [], ["cfg.yaml", "train.per_device_batch_size 3", "4 sequences"]
 
 
+# ------------------------------------------------------------------ issue 16, "Configs and inputs": strict configs
+
+
+def empty_yaml(tmp, cfg):
+    (tmp / "cfg.yaml").write_text("# all defaults?\n", encoding="utf-8")
+    return [], ["cfg.yaml", "empty config"]
+
+
+def duplicate_key(tmp, cfg):
+    text = yaml.safe_dump(cfg, sort_keys=False).replace("  steps: 1\n", "  steps: 1\n  steps: 300\n")
+    (tmp / "cfg.yaml").write_text(text, encoding="utf-8")
+    line = text.splitlines().index("  steps: 300") + 1
+    return [], ["cfg.yaml", f"line {line}", "duplicate key 'steps'"]
+
+
+def yaml_alias_bomb(tmp, cfg):
+    """600 bytes that expand to 9**9 items: refused at the first anchor, before anything is expanded."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+    (tmp / "cfg.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [], ["cfg.yaml", "line 1", "anchors and aliases are not allowed"]
+
+
+def yaml_60_mb(tmp, cfg):
+    with (tmp / "cfg.yaml").open("w", encoding="utf-8") as fh:
+        fh.write(yaml.safe_dump(cfg))
+        line = "# " + "x" * 77 + "\n"
+        fh.write(line * (60 * 2**20 // len(line)))
+    return [], ["cfg.yaml", "too large for a run config"]
+
+
+def yaml_nested_too_deep(tmp, cfg):
+    (tmp / "cfg.yaml").write_text("train: {trl: {x: " + "[" * 5000 + "]" * 5000 + "}}\n", encoding="utf-8")
+    return [], ["cfg.yaml", "nested more than 64 levels deep"]
+
+
+def setting(section: str, key: str, value, *expect: str):
+    """A case that sets cfg[section][key] = value (section "" = top level) and expects the words `expect`."""
+    def case(tmp, cfg):
+        (cfg.setdefault(section, {}) if section else cfg)[key] = value
+        return [], ["cfg.yaml", *expect]
+    case.__name__ = f"{section or 'top'}_{key}_{value!r}"
+    return case
+
+
+def distillation_topk_beyond_vocabulary(tmp, cfg):
+    cfg["train"]["distillation_topk"] = 100000
+    return [], ["train.distillation_topk", "100000 is more than", "vocabulary of 167 tokens"]
+
+
+def completion_beyond_context(tmp, cfg):
+    cfg["train"]["max_completion_length"] = 100000
+    return [], ["train.max_completion_length", "100256 tokens", "context of 1024"]
+
+
+def prompts_per_step_beyond_training_set(tmp, cfg):
+    """Was: exit 0, 0 steps trained, and the base model saved as final."""
+    cfg["train"]["prompts_per_step"] = 50
+    return [], ["train.prompts_per_step", "50 distinct problems per step", "training set has 2"]
+
+
+def lenient_credit(value, *expect):
+    def case(tmp, cfg):
+        cfg["env"]["tasks"][0]["params"] = {**PARAMS, "lenient_credit": value}
+        return [], ["env.tasks[0].params.lenient_credit", *expect]
+    case.__name__ = f"lenient_credit_{value!r}"
+    return case
+
+
+def model_random_bytes_as_weights(tmp, cfg):
+    dst = tmp / "random-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    (dst / "model.safetensors").write_bytes(os.urandom(200_000))
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["random-model", "model.safetensors is not a readable safetensors file"]
+
+
+def model_truncated_weights(tmp, cfg):
+    dst = tmp / "truncated-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    data = (dst / "model.safetensors").read_bytes()
+    (dst / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["truncated-model", "not a readable safetensors file"]
+
+
+def model_weights_of_another_shape(tmp, cfg):
+    """config.json of one model, weights of another (random values, valid file): the shapes disagree."""
+    import torch
+    from safetensors.torch import save_file
+
+    dst = tmp / "mismatched-model"
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    vocab = json.loads((dst / "config.json").read_text())["vocab_size"]
+    save_file({"model.embed_tokens.weight": torch.randn(vocab, 64)}, str(dst / "model.safetensors"))
+    cfg["model"]["name_or_path"] = str(dst)
+    return [], ["mismatched-model", "model.embed_tokens.weight of shape [167, 64]", "expects [167, 32]"]
+
+
+def hf_id_while_offline(tmp, cfg):
+    """Was 12 lines (huggingface_hub's retries) after 25 s. The test runs with HF_HUB_OFFLINE=1."""
+    cfg["model"]["name_or_path"] = "pmd-test-org/no-such-model"
+    return [], ["pmd-test-org/no-such-model", "not in the local Hugging Face cache", "HF_HUB_OFFLINE"]
+
+
+def missing_reflector(tmp, cfg):
+    """Was: the run directory was created before the reflector failed to load."""
+    cfg["memory"] = {"reflector": str(tmp / "no-such-reflector")}
+    return [], ["memory.reflector", "no-such-reflector", "does not exist"]
+
+
+def run_dir_in_proc(tmp, cfg):
+    cfg["run_dir"] = "/proc/x"
+    return [], ["run_dir", "/proc/x"]
+
+
+STRICT_CONFIG_CASES = [
+    empty_yaml, duplicate_key, yaml_alias_bomb, yaml_60_mb, yaml_nested_too_deep,
+    setting("train", "steps", 1e30, "train.steps: expected an integer"),
+    setting("train", "steps", 10**14, "train.steps", "at most 2147483647"),
+    setting("train", "save_steps", -1, "train.save_steps: expected >= 0"),
+    setting("train", "learning_rate", float("inf"), "train.learning_rate: expected a finite number"),
+    setting("train", "learning_rate", float("nan"), "train.learning_rate: expected a finite number"),
+    setting("train", "learning_rate", 3.0, "train.learning_rate: expected a value in (0, 1]"),
+    setting("train", "top_p", 0, "train.top_p: expected a value in (0, 1]"),
+    setting("train", "temperature", -1, "train.temperature: expected > 0"),
+    setting("train", "max_prompt_length", 0, "train.max_prompt_length: expected a positive integer"),
+    setting("train", "logging_steps", 0, "train.logging_steps: expected a positive integer"),
+    setting("train", "num_generations", 1, "train.num_generations: expected >= 2"),
+    setting("eval", "top_p", 1.5, "eval.top_p: expected a value in (0, 1]"),
+    setting("", "run_dir", "", "run_dir: expected a non-empty string"),
+    setting("", "run_dir", "runs/a\x00b", "run_dir: expected text without NUL characters"),
+    setting("compare", "seeds", [], "compare.seeds: expected at least 1 item"),
+    setting("compare", "variants", [], "compare.variants: expected at least 1 item"),
+    setting("compare", "seeds", [0, 0], "compare.seeds", "names 0 twice"),
+    lenient_credit("abc", "expected a number, got 'abc'"),
+    lenient_credit(1.5, "expected a value in [0, 1]"),
+    distillation_topk_beyond_vocabulary, completion_beyond_context, prompts_per_step_beyond_training_set,
+    model_random_bytes_as_weights, model_truncated_weights, model_weights_of_another_shape, hf_id_while_offline,
+    missing_reflector,
+    # The writability of run_dir is checked by the run-dir work of issue 16 (pipeline.py); until it lands here this
+    # case fails with a traceback, and the strict xfail says so (remove the mark once it passes).
+    pytest.param(run_dir_in_proc, marks=pytest.mark.xfail(strict=True, reason="run_dir writability: pipeline.py")),
+]
+
+
 CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config, missing_model,
          model_without_weights, model_broken_config, memory_not_sqlite, memory_foreign, memory_newer_schema,
          memory_corrupt, dataset_malformed_row, dataset_empty, dataset_not_utf8, dataset_missing_field,
          trl_unknown_field, trl_field_pmd_owns, report_to_typo, batch_that_fits_no_ranks, report_to_package_missing,
          vllm_where_it_cannot_run, own_task_missing_column, own_task_unimportable_function,
-         own_task_reward_raises_on_first_rows]
+         own_task_reward_raises_on_first_rows, *STRICT_CONFIG_CASES]
+
+
+def case_id(case) -> str:
+    return getattr(case, "__name__", None) or case.values[0].__name__
 
 
 def existing_run(run_dir: Path) -> None:
@@ -234,10 +384,11 @@ def existing_run(run_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["fresh", "resume"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, resume, tmp_path, tiny_model_path, capsys,
                                                           monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run_dir = tmp_path / "run"
     cfg = base_config(tiny_model_path, run_dir)
     if resume:
@@ -257,6 +408,210 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, resume, tmp_path
         assert word in lines[0], (word, lines[0])
     assert snapshot(tmp_path) == before, "no file was created, changed or removed"
     assert run_dir.exists() == resume
+
+
+# ------------------------------------------------------------------ every subcommand
+# Each case gets (tmp dir, tiny model path), prepares what it needs under tmp and returns (argv, words the one line
+# must hold). It runs with tmp as the working directory; nothing under tmp may change.
+
+
+def small_run(tmp: Path, name: str = "run") -> Path:
+    """A run directory as `pmd train` starts one: config, metrics and a memory store with a row."""
+    from pmd.config import RunConfig, save_config
+
+    run = tmp / name
+    run.mkdir()
+    save_config(RunConfig(), run / "config.yaml")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    with MemoryStore(run / "memory.sqlite") as store:
+        store.meta_set("last_reflected_step", 0)
+    return run
+
+
+def eval_set_without_config(tmp, model):
+    """Was: --set ignored without a config file, and the full default evaluation run."""
+    return ["eval", "--model", str(model), "--set", "eval.top_p=0"], ["--set eval.top_p=0", "eval.top_p"]
+
+
+def eval_memory_without_memory_at_inference(tmp, model):
+    small_run(tmp)
+    return ["eval", "--model", str(model), "--memory", "run"], ["--memory run", "eval.memory_at_inference"]
+
+
+def eval_model_random_bytes_as_weights(tmp, model):
+    dst = tmp / "random-model"
+    shutil.copytree(model, dst)
+    (dst / "model.safetensors").write_bytes(os.urandom(200_000))
+    return ["eval", "--model", str(dst), "--set", "env.eval_size=2"], ["random-model", "not a readable safetensors"]
+
+
+def eval_hf_id_offline(tmp, model):
+    return (["eval", "--model", "pmd-test-org/no-such-model", "--set", "env.eval_size=2"],
+            ["pmd-test-org/no-such-model", "not in the local Hugging Face cache"])
+
+
+def compare_config(tmp, model, **compare) -> list[str]:
+    cfg = base_config(model, tmp / "unused")
+    cfg["compare"] = {"out_dir": str(tmp / "cmp"), **compare}
+    write_yaml(tmp / "cfg.yaml", cfg)
+    return ["compare", "cfg.yaml"]
+
+
+def compare_no_seeds(tmp, model):
+    """Was: exit 0 and nothing run."""
+    return compare_config(tmp, model, seeds=[]), ["compare.seeds: expected at least 1 item"]
+
+
+def compare_no_variants(tmp, model):
+    return compare_config(tmp, model, variants=[]), ["compare.variants: expected at least 1 item"]
+
+
+def compare_unknown_variant(tmp, model):
+    return compare_config(tmp, model, variants=["pmd", "ppo"]), ["compare.variants[1]", "unknown variant 'ppo'"]
+
+
+def compare_prompts_per_step_beyond_training_set(tmp, model):
+    argv = compare_config(tmp, model, variants=["grpo"], seeds=[0])
+    cfg = yaml.safe_load((tmp / "cfg.yaml").read_text())
+    cfg["train"]["prompts_per_step"] = 50
+    write_yaml(tmp / "cfg.yaml", cfg)
+    return argv, ["train.prompts_per_step", "training set has 2"]
+
+
+def explain_relative_run_without_final(tmp, model):
+    """Was: `run/final` looked up on the model hub (54 s, 23 lines)."""
+    small_run(tmp)
+    return ["explain", "run"], ["run/final", "no final weights"]
+
+
+def report_truncated_summary(tmp, model):
+    run = small_run(tmp)
+    (run / "summary.json").write_text('{"algo": "pmd", "steps"')
+    return ["report", "run"], ["summary.json", "unreadable"]
+
+
+def report_wrong_typed_summary(tmp, model):
+    run = small_run(tmp)
+    (run / "summary.json").write_text('[1, 2, 3]')
+    return ["report", "run"], ["summary.json"]
+
+
+def memory_stats_not_a_store(tmp, model):
+    (tmp / "notes.sqlite").write_bytes(os.urandom(4096))
+    return ["memory", "stats", "notes.sqlite"], ["notes.sqlite", "not a SQLite database"]
+
+
+def memory_export_onto_its_store(tmp, model):
+    """Was: the store truncated to 0 bytes."""
+    small_run(tmp)
+    return ["memory", "export", "run", "--out", "run/memory.sqlite"], ["--out run/memory.sqlite", "memory store"]
+
+
+def train_empty_config(tmp, model):
+    (tmp / "cfg.yaml").write_text("")
+    return ["train", "cfg.yaml"], ["cfg.yaml", "empty config"]
+
+
+SUBCOMMAND_CASES = [
+    train_empty_config, eval_set_without_config, eval_memory_without_memory_at_inference,
+    eval_model_random_bytes_as_weights, eval_hf_id_offline, compare_no_seeds, compare_no_variants,
+    compare_unknown_variant, compare_prompts_per_step_beyond_training_set, explain_relative_run_without_final,
+    report_truncated_summary,
+    # A summary.json of the wrong type is the report work of issue 16 (report.py); remove the mark once it passes.
+    pytest.param(report_wrong_typed_summary, marks=pytest.mark.xfail(strict=True, reason="report.py: typed summary")),
+    memory_stats_not_a_store, memory_export_onto_its_store,
+]
+
+
+@pytest.mark.parametrize("case", SUBCOMMAND_CASES, ids=case_id)
+def test_each_subcommand_turns_bad_input_into_one_line(case, tmp_path, tiny_model_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv, expect = case(tmp_path, tiny_model_path)
+    before = snapshot(tmp_path)
+
+    code = main(argv)
+
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pmd: error: "), err
+    assert out == ""
+    for word in expect:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(tmp_path) == before, "no file was created, changed or removed"
+
+
+# ------------------------------------------------------------------ rightly accepted
+# Inputs at the edges of what is allowed: they must load and pass preflight (which writes nothing), so that the
+# strict checks above refuse only what is wrong.
+
+
+def accept(section: str, key: str, value):
+    def case(tmp, cfg):
+        (cfg.setdefault(section, {}) if section else cfg)[key] = value
+    case.__name__ = f"{section or 'top'}_{key}_{value!r}"
+    return case
+
+
+def yaml_12_number_spellings(tmp, cfg):
+    text = yaml.safe_dump(cfg).replace("  steps: 1\n", "  steps: 1\n  learning_rate: 1e-4\n  temperature: '0.7'\n")
+    (tmp / "cfg.yaml").write_text(text, encoding="utf-8")
+
+
+def prompts_per_step_equal_to_training_set(tmp, cfg):
+    cfg["train"]["prompts_per_step"] = 2  # the training set holds 2 problems
+
+
+def completion_up_to_the_context(tmp, cfg):
+    cfg["train"]["max_prompt_length"] = 24
+    cfg["train"]["max_completion_length"] = 1000  # 24 + 1000 = the tiny model's 1024 positions
+
+
+def distillation_topk_equal_to_vocabulary(tmp, cfg):
+    cfg["train"]["distillation_topk"] = 167
+
+
+def lenient_credit_at_its_bounds(tmp, cfg):
+    cfg["env"]["tasks"] = [{"name": "basic_arithmetic", "params": {**PARAMS, "lenient_credit": 1}},
+                           {"name": "chain_sum", "params": {"lenient_credit": 0.0}}]
+
+
+def relative_run_dir(tmp, cfg):
+    cfg["run_dir"] = "runs/first"
+
+
+def config_of_half_a_megabyte(tmp, cfg):
+    cfg["env"]["system_prompt"] = "Be brief. " * 50_000
+
+
+def anchors_inside_quoted_text(tmp, cfg):
+    cfg["env"]["system_prompt"] = "Use &a and *b as names, and repeat: steps: 3"
+
+
+ACCEPTED_CASES = [
+    yaml_12_number_spellings, prompts_per_step_equal_to_training_set, completion_up_to_the_context,
+    distillation_topk_equal_to_vocabulary, lenient_credit_at_its_bounds, relative_run_dir,
+    config_of_half_a_megabyte, anchors_inside_quoted_text,
+    accept("train", "top_p", 1), accept("train", "learning_rate", 1.0), accept("train", "save_steps", 0),
+    accept("train", "seed", 2**31 - 1), accept("train", "success_reward_threshold", -2.5),
+    accept("compare", "seeds", [7]), accept("compare", "variants", ["pmd"]),
+]
+
+
+@pytest.mark.parametrize("case", ACCEPTED_CASES, ids=case_id)
+def test_inputs_at_the_edges_are_rightly_accepted(case, tmp_path, tiny_model_path, monkeypatch):
+    from pmd.config import load_config
+    from pmd.pipeline import preflight
+
+    monkeypatch.chdir(tmp_path)
+    cfg = base_config(tiny_model_path, tmp_path / "run")
+    case(tmp_path, cfg)
+    if not (tmp_path / "cfg.yaml").exists():
+        write_yaml(tmp_path / "cfg.yaml", cfg)
+    before = snapshot(tmp_path)
+    preflight(load_config("cfg.yaml"))
+    assert snapshot(tmp_path) == before
 
 
 def test_fresh_run_into_existing_run_is_refused(tmp_path, tiny_model_path, capsys):

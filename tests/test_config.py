@@ -128,14 +128,16 @@ FLOAT_SPELLINGS = [("1e-4", 1e-4), ("5E3", 5e3), (".5", 0.5), ("+1.5e-3", 1.5e-3
 
 @pytest.mark.parametrize("text, value", FLOAT_SPELLINGS)
 def test_float_fields_take_every_yaml_number_spelling_from_set_and_file(tmp_path, text, value):
-    from_set = load_config(None, [f"train.temperature={text}", f"memory.consolidation.similarity_threshold={text}"]
-                           if 0 < value <= 1 else [f"train.temperature={text}"])
-    assert from_set.train.temperature == pytest.approx(value) and isinstance(from_set.train.temperature, float)
-    from_file = load_config(write(tmp_path, f"train:\n  temperature: {text}\n  learning_rate: {text}\n"
-                                            if value > 0 else f"train:\n  temperature: {text}\n"))
-    assert from_file.train.temperature == pytest.approx(value)
-    quoted = load_config(write(tmp_path, f"train:\n  temperature: '{text}'\n"))  # a quoted number is still one
-    assert quoted.train.temperature == pytest.approx(value)
+    # train.success_reward_threshold takes any finite number; the ranged fields get the values their range allows
+    ranged = [f"train.learning_rate={text}", f"memory.consolidation.similarity_threshold={text}"] if 0 < value <= 1 else []
+    from_set = load_config(None, [f"train.success_reward_threshold={text}", *ranged])
+    assert from_set.train.success_reward_threshold == pytest.approx(value)
+    assert isinstance(from_set.train.success_reward_threshold, float)
+    from_file = load_config(write(tmp_path, f"train:\n  success_reward_threshold: {text}\n"
+                                            + (f"  temperature: {text}\n" if value > 0 else "")))
+    assert from_file.train.success_reward_threshold == pytest.approx(value)
+    quoted = load_config(write(tmp_path, f"train:\n  success_reward_threshold: '{text}'\n"))  # still a number
+    assert quoted.train.success_reward_threshold == pytest.approx(value)
 
 
 def test_the_issue_case_learning_rate_1e_4():
@@ -263,3 +265,167 @@ def test_bad_list_addressing_is_one_error_naming_the_set(tmp_path, override, nee
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, TWO_TASKS), [override])
     assert str(info.value).startswith(needle), str(info.value)
+
+
+# ------------------------------------------------------------------------------- strict YAML (issue 16)
+
+import dataclasses  # noqa: E402
+import time  # noqa: E402
+import typing  # noqa: E402
+
+from pmd.config import INT_MAX, check_training_set  # noqa: E402
+from pmd.yaml_input import MAX_CONFIG_BYTES  # noqa: E402
+
+
+def alias_bomb() -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "c.yaml: empty config"),
+    ("# only a comment\n\n", "c.yaml: empty config"),
+    ("train:\n  steps: 3\n  algo: pmd\n  steps: 300\n", "c.yaml: line 4 invalid YAML: duplicate key 'steps' (first on line 2)"),
+    ("train: {steps: 3}\nenv: {}\ntrain: {steps: 4}\n", "c.yaml: line 3 invalid YAML: duplicate key 'train' (first on line 1)"),
+    ("env:\n  tasks:\n    - name: a\n      params: {x: 1, x: 2}\n", "line 4 invalid YAML: duplicate key 'x'"),
+    ("train: &t {steps: 3}\nenv: {}\n", "c.yaml: line 1 invalid YAML: anchor &t (anchors and aliases are not allowed"),
+    (alias_bomb(), "c.yaml: line 1 invalid YAML: anchor &a"),
+    ("train: {trl: {x: " + "[" * 200 + "]" * 200 + "}}\n", "c.yaml: line 1 invalid YAML: nested more than 64 levels"),
+])
+def test_yaml_that_is_empty_repeated_aliased_or_too_deep_is_refused(tmp_path, text, needle):
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert needle in str(info.value)
+    assert time.monotonic() - start < 1
+
+
+def test_an_alias_given_by_set_is_refused():
+    with pytest.raises(ConfigError, match=r"^--set train.trl=\*x: value '\*x' is not valid YAML \(alias \*x"):
+        load_config(None, ["train.trl=*x"])
+
+
+def test_a_60_mb_yaml_is_refused_by_its_size_in_well_under_a_second(tmp_path):
+    path = tmp_path / "big.yaml"
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("train:\n  steps: 3\n")
+        line = "# " + "x" * 77 + "\n"
+        fh.write(line * (60 * 2**20 // len(line)))
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"big.yaml: larger than 1024 KiB, too large for a run config"):
+        load_config(path)
+    assert time.monotonic() - start < 0.5
+
+
+def test_a_config_just_under_the_size_limit_loads(tmp_path):
+    prompt = "x" * (MAX_CONFIG_BYTES - 100)
+    assert len(load_config(write(tmp_path, f"env:\n  system_prompt: {prompt}\n")).env.system_prompt) == len(prompt)
+
+
+def test_an_explicit_empty_mapping_means_every_default(tmp_path):
+    assert load_config(write(tmp_path, "{}\n")) == load_config(None)
+
+
+# ------------------------------------------------------------------------------- every number has a range
+
+def numeric_fields():
+    """(dotted key, field, item type) for every number (or list of numbers) in the run config, sections included."""
+    out = []
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+                continue
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else (args[0] if len(args) == 1 else tp)
+            if item in (int, float):
+                out.append((f"{prefix}{f.name}", f, item))
+
+    walk(RunConfig, "")
+    return out
+
+
+NUMERIC = numeric_fields()
+
+
+def test_every_number_field_states_its_range_or_why_it_has_none():
+    assert len(NUMERIC) > 40
+    for key, f, _ in NUMERIC:
+        assert f.metadata.get("range") or f.metadata.get("unbounded"), f"{key}: no range in its _f(...)"
+        bounds = f.metadata.get("range", {})
+        assert "ge" in bounds or "gt" in bounds or f.metadata.get("unbounded"), f"{key}: no lower bound"
+
+
+def outside(bounds, kind):
+    """Values just outside `bounds`."""
+    step = 1 if kind is int else 0.5
+    values = []
+    if "ge" in bounds:
+        values.append(bounds["ge"] - step)
+    if "gt" in bounds:
+        values.append(bounds["gt"])
+    if "le" in bounds:
+        values.append(bounds["le"] + step)
+    if "lt" in bounds:
+        values.append(bounds["lt"])
+    return [int(v) if kind is int else float(v) for v in values]
+
+
+@pytest.mark.parametrize("key, f, kind", [n for n in NUMERIC if n[1].metadata.get("range")], ids=lambda x: x
+                         if isinstance(x, str) else "")
+def test_every_ranged_field_refuses_values_outside_its_range_by_name(key, f, kind):
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    for value in outside(f.metadata["range"], kind):
+        text = f"[{value}]" if isinstance(default, list) else str(value)
+        with pytest.raises(ConfigError) as info:
+            load_config(None, [f"{key}={text}"])
+        assert f"{key}: expected" in str(info.value) or f"{key}[0]: expected" in str(info.value), str(info.value)
+    if kind is int:
+        with pytest.raises(ConfigError, match=f"at most {INT_MAX}"):
+            load_config(None, [f"{key}={'[' if isinstance(default, list) else ''}{INT_MAX + 1}"
+                               f"{']' if isinstance(default, list) else ''}"])
+    else:
+        for bad in (".nan", ".inf"):
+            with pytest.raises(ConfigError, match=f"{key}: expected a finite number"):
+                load_config(None, [f"{key}={bad}"])
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.steps=1e30", "train.steps: expected an integer, got 1e+30"),
+    ("train.steps=100000000000000", "train.steps: expected an integer of at most 2147483647 in size"),
+    ("train.save_steps=-1", "train.save_steps: expected >= 0 (0 = no checkpoints), got -1"),
+    ("train.learning_rate=.inf", "train.learning_rate: expected a finite number, got inf"),
+    ("train.learning_rate=.nan", "train.learning_rate: expected a finite number, got nan"),
+    ("train.top_p=0", "train.top_p: expected a value in (0, 1], got 0.0"),
+    ("train.temperature=-1", "train.temperature: expected > 0, got -1.0"),
+    ("train.max_prompt_length=0", "train.max_prompt_length: expected a positive integer, got 0"),
+    ("train.logging_steps=0", "train.logging_steps: expected a positive integer, got 0"),
+    ("env.tasks[0].params.lenient_credit=abc", "env.tasks[0].params.lenient_credit: expected a number, got 'abc'"),
+    ("env.tasks[0].params.lenient_credit=1.5", "env.tasks[0].params.lenient_credit: expected a value in [0, 1]"),
+    ("run_dir=", "run_dir: expected a non-empty string, got ''"),
+    ("run_dir='  '", "run_dir: expected a non-empty string"),
+    ('run_dir="a\\0b"', "run_dir: expected text without NUL characters"),
+    ("model.name_or_path=''", "model.name_or_path: expected a non-empty string"),
+    ("compare.seeds=[]", "compare.seeds: expected at least 1 item, got []"),
+    ("compare.variants=[]", "compare.variants: expected at least 1 item, got []"),
+    ("compare.seeds=[1, -1]", "compare.seeds[1]: expected >= 0, got -1"),
+    ("compare.seeds=[1, 2, 1]", "compare.seeds: [1, 2, 1] names 1 twice"),
+    ("compare.variants=[pmd, ppo]", "compare.variants[1]: unknown variant 'ppo'"),
+    ("compare.variants=[pmd, pmd]", "compare.variants: ['pmd', 'pmd'] names pmd twice"),
+])
+def test_the_issue_cases_are_one_error_naming_the_field(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert needle in str(info.value)
+
+
+def test_prompts_per_step_beyond_the_training_set_is_refused():
+    train = load_config(None, ["train.prompts_per_step=50"]).train
+    with pytest.raises(ConfigError, match=r"^train.prompts_per_step: 50 distinct problems per step, but the training "
+                                          r"set has 4; lower train.prompts_per_step to at most 4"):
+        check_training_set(train, 4)
+    check_training_set(train, 50)

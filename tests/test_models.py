@@ -51,3 +51,149 @@ def test_load_model_and_tokenizer_sets_padding(tiny_model_path):
     model, tok = models.load_model_and_tokenizer(str(tiny_model_path), device="cpu")
     assert tok.pad_token is not None and tok.padding_side == "left"
     assert next(model.parameters()).dtype.is_floating_point
+
+
+# ------------------------------------------------------------------ preflight: hub ids, weights, lengths (issue 16)
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+from pmd.config import load_config  # noqa: E402
+from pmd.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture
+def no_hub(monkeypatch, tmp_path):
+    """An empty Hugging Face cache, no proxy, and the hub on a closed local port."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var in models._PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path / "hub-cache"
+
+
+def test_hf_id_offline_is_one_line_at_once(no_hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match=r"^model org/absent: not in the local Hugging Face cache, and "
+                                                 r"HF_HUB_OFFLINE is set; download it .*hf download org/absent"):
+        models.check_hub_id("org/absent")
+
+
+def test_hf_id_with_the_hub_unreachable_is_one_line_without_retries(no_hub):
+    start = time.monotonic()
+    with pytest.raises(ModelNotFoundError, match=r"^model org/absent: not in the local Hugging Face cache, and "
+                                                 r"http://127.0.0.1:9 cannot be reached \("):
+        models.check_hub_id("org/absent")
+    assert time.monotonic() - start < 5  # huggingface_hub's own retries take 25 s
+
+
+def test_hf_id_in_the_cache_or_behind_a_proxy_passes(no_hub, monkeypatch, tiny_model_path):
+    snapshot = no_hub / "models--org--cached" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (no_hub / "models--org--cached" / "refs").mkdir()
+    (no_hub / "models--org--cached" / "refs" / "main").write_text("abc123")
+    models.check_hub_id("org/cached")
+    models.check_hub_id(str(tiny_model_path))  # a local folder is not a hub id
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # only the proxy knows: from_pretrained decides
+    models.check_hub_id("org/absent")
+
+
+def copy_model(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_weights_of_random_bytes_or_truncated_are_one_line(tmp_path, tiny_model_path):
+    noise = copy_model(tiny_model_path, tmp_path / "noise")
+    (noise / "model.safetensors").write_bytes(os.urandom(100_000))
+    with pytest.raises(ModelNotFoundError, match=r"noise: model.safetensors is not a readable safetensors file "
+                                                 r"\(Error while deserializing header"):
+        models.check_model(str(noise))
+    cut = copy_model(tiny_model_path, tmp_path / "cut")
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) - 100])
+    with pytest.raises(ModelNotFoundError, match="cut: model.safetensors is not a readable safetensors file"):
+        models.check_model(str(cut))
+    with pytest.raises(ModelNotFoundError, match="noise: model.safetensors is not a readable"):
+        models.load_model_and_tokenizer(str(noise), device="cpu")  # pmd eval / compare load this way
+
+
+def test_weights_whose_shapes_disagree_with_config_json(tmp_path, tiny_model_path):
+    import torch
+    from safetensors.torch import save_file
+
+    other = copy_model(tiny_model_path, tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    config["hidden_size"] = 64  # config.json of a wider model, the narrow model's weights
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelNotFoundError, match=r"other: model.safetensors holds \S+ of shape \[.*\], but "
+                                                 r"config.json \(llama\) expects"):
+        models.check_model(str(other))
+    # right names, right shapes, random values: a model like any other (tests train such models)
+    fresh = copy_model(tiny_model_path, tmp_path / "fresh")
+    from safetensors import safe_open
+
+    with safe_open(str(fresh / "model.safetensors"), "pt") as f:
+        tensors = {k: torch.randn_like(f.get_tensor(k)) for k in f.keys()}
+    save_file(tensors, str(fresh / "model.safetensors"), metadata={"format": "pt"})
+    models.check_model(str(fresh))
+
+
+def test_a_sharded_checkpoint_missing_a_shard(tmp_path, tiny_model_path):
+    sharded = copy_model(tiny_model_path, tmp_path / "sharded")
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00002.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(ModelNotFoundError, match=r"names model-00002-of-00002.safetensors, which is missing "
+                                                 r"\(1 of 2 shards missing\)"):
+        models.check_model(str(sharded))
+    (sharded / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(ModelNotFoundError, match="unreadable model.safetensors.index.json"):
+        models.check_model(str(sharded))
+
+
+def llama(**kw):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=100, max_position_embeddings=512, **kw)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["train.max_prompt_length=500", "train.max_completion_length=13"],
+     "train.max_prompt_length + train.max_completion_length = 500 + 13 = 513 tokens, more than m's context of 512"),
+    (["train.max_completion_length=100000"], "= 256 + 100000 = 100256 tokens"),
+    (["eval.max_new_tokens=512"], "eval.max_new_tokens: 512 tokens, more than m's context of 512"),
+    (["train.algo=pmd", "train.distillation_topk=101"],
+     "train.distillation_topk: 101 is more than m's vocabulary of 100 tokens"),
+])
+def test_lengths_the_model_cannot_hold(overrides, needle):
+    with pytest.raises(ConfigError) as info:
+        models.check_model_fits(llama(), load_config(None, overrides), "m")
+    assert needle in str(info.value)
+
+
+def test_lengths_the_model_holds():
+    models.check_model_fits(llama(), load_config(None, ["train.max_prompt_length=500", "train.max_completion_length=12",
+                                                        "train.algo=pmd", "train.distillation_topk=100"]), "m")
+    # k is unused without top-k distillation; RoPE scaling extends the context
+    models.check_model_fits(llama(), load_config(None, ["train.algo=grpo", "train.distillation_topk=1000"]), "m")
+    scaled = llama(rope_scaling={"rope_type": "linear", "factor": 4.0})
+    models.check_model_fits(scaled, load_config(None, ["train.max_completion_length=1500"]), "m")
+
+
+def test_check_models_checks_a_model_reflector_before_anything_is_written(tmp_path, tiny_model_path):
+    base = [f"model.name_or_path={tiny_model_path}", f"run_dir={tmp_path / 'run'}"]
+    assert models.check_models(load_config(None, base + ["train.algo=pmd"])) == str(tiny_model_path)
+    missing = load_config(None, base + ["train.algo=pmd", f"memory.reflector={tmp_path / 'nope'}"])
+    with pytest.raises(ModelNotFoundError, match=r"^memory.reflector: model path .*nope does not exist"):
+        models.check_models(missing)
+    assert models.check_models(load_config(None, base + ["train.algo=pmd", f"memory.reflector={tiny_model_path}"]))
+    assert models.check_models(load_config(None, base + ["train.algo=sdpo", f"memory.reflector={tmp_path / 'nope'}"]))
+    assert not (tmp_path / "run").exists()

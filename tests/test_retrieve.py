@@ -75,8 +75,8 @@ def test_priority_order(store: MemoryStore, filled: dict[str, int]) -> None:
         f"insight:{filled['strategy']}",
         f"insight:{filled['lesson']}",
         f"pattern:{filled['pattern']}",  # the logic pattern shares no word with the question
-        f"insight:{filled['sim_arith']}",  # same family first
-        f"insight:{filled['sim_logic2']}",  # other family, but lexically similar ("add the two numbers")
+        f"similar:{filled['sim_arith']}",  # same family first
+        f"similar:{filled['sim_logic2']}",  # other family, but lexically similar ("add the two numbers")
     ]
     lines = got.text.split("\n")
     assert lines[0] == "A past attempt that passed: Answer: 42 (current step)"
@@ -115,10 +115,12 @@ def test_budget_is_respected_exactly(store: MemoryStore, filled: dict[str, int])
     assert retrieve(store, PROBLEM, words, RetrievalConfig(token_budget=words(full.text))) == full
 
 
-def test_greedy_packing_skips_what_does_not_fit(store: MemoryStore, filled: dict[str, int]) -> None:
+def test_zero_shares_pack_greedily_in_priority_order(store: MemoryStore, filled: dict[str, int]) -> None:
+    # With nothing reserved, pass 2 alone packs in priority order and skips what does not fit.
+    none = {level: 0.0 for level in ("experience", "insight", "pattern", "similar")}
     full = retrieve(store, PROBLEM, words, BIG).text.split("\n")
     budget = words("\n".join(full[:3])) + 1  # the lesson (5 words) no longer fits, the 6-word pattern neither
-    got = retrieve(store, PROBLEM, words, RetrievalConfig(token_budget=budget))
+    got = retrieve(store, PROBLEM, words, RetrievalConfig(token_budget=budget, level_shares=none))
     assert got.text.split("\n")[:3] == full[:3]
     assert f"insight:{filled['lesson']}" not in got.item_refs
     assert got.truncated and got.n_tokens <= budget
@@ -141,11 +143,11 @@ def test_long_first_attempt_is_shortened_not_dropped(store: MemoryStore) -> None
 def test_similar_problem_selection(store: MemoryStore, filled: dict[str, int]) -> None:
     cfg = RetrievalConfig(token_budget=10_000, include_experience=False, include_patterns=False, max_similar_problems=1)
     got = retrieve(store, PROBLEM, words, cfg)
-    assert got.item_refs[-1] == f"insight:{filled['sim_arith']}"
+    assert got.item_refs[-1] == f"similar:{filled['sim_arith']}"
     # A logic problem: its family first, ranked by BM25 ("knave"/"lie" match logic-1 better than logic-2).
     logic = Problem(uid="logic-9", family="logic", question="Islanders may lie. Who is the knave?")
     got = retrieve(store, logic, words, RetrievalConfig(token_budget=10_000, include_patterns=False))
-    assert got.item_refs == [f"insight:{filled['sim_logic']}", f"insight:{filled['sim_logic2']}"]
+    assert got.item_refs == [f"similar:{filled['sim_logic']}", f"similar:{filled['sim_logic2']}"]
     # An unseen family with no lexical overlap gets nothing from other problems.
     other = Problem(uid="geo-1", family="geometry", question="Compute the area of a circle of radius 3.")
     assert retrieve(store, other, words, BIG).item_refs == []
@@ -165,11 +167,15 @@ def test_include_switches(store: MemoryStore, filled: dict[str, int]) -> None:
     assert refs and not any(r.startswith("experience:") for r in refs)
 
 
-def test_duplicate_texts_are_shown_once(store: MemoryStore) -> None:
+def test_duplicate_texts_are_shown_once_at_the_pattern_level(store: MemoryStore) -> None:
     i = store.upsert_insight("arith-1", "arith", "lesson", "Check the sign.", "policy", [], 1)
     j = store.upsert_insight("arith-2", "arith", "lesson", "Check the sign.", "policy", [], 1)
-    store.add_pattern("lesson", "check the sign", [i, j], 2, step=1)
-    assert retrieve(store, PROBLEM, words, BIG).item_refs == [f"insight:{i}"]
+    p = store.add_pattern("lesson", "check the sign", [i, j], 2, step=1)
+    # The pattern equals this problem's own insight and a similar problem's: shown once, as the pattern.
+    assert retrieve(store, PROBLEM, words, BIG).item_refs == [f"pattern:{p}"]
+    # Without patterns the own insight wins over the similar problem's copy.
+    no_patterns = RetrievalConfig(token_budget=10_000, include_patterns=False)
+    assert retrieve(store, PROBLEM, words, no_patterns).item_refs == [f"insight:{i}"]
 
 
 def test_record_round_trip_and_cache_sees_new_writes(store: MemoryStore, filled: dict[str, int]) -> None:
@@ -181,17 +187,18 @@ def test_record_round_trip_and_cache_sees_new_writes(store: MemoryStore, filled:
     assert f"insight:{new}" in retrieve(store, PROBLEM, words, BIG).item_refs
 
 
-def test_index_cache_survives_log_writes_only(store: MemoryStore, filled: dict[str, int]) -> None:
-    from pmd.memory.retrieve import _index
+def test_index_syncs_on_memory_writes_only(store: MemoryStore, filled: dict[str, int]) -> None:
+    from pmd.memory.index import problem_index
 
-    first = _index(store)
+    index = problem_index(store)
+    syncs = index.syncs
     got = retrieve(store, PROBLEM, words, BIG)
     store.log_retrieval([got.to_record(step=4, problem_uid=PROBLEM.uid, sample_index=0)])
     store.meta_set("last_reflected_step", 4)
-    assert _index(store) is first  # logging what the teacher saw does not force a rebuild per sample
+    assert problem_index(store) is index and index.syncs == syncs  # logging what the teacher saw: no work
     store.add_experiences([attempt("arith-3", 4, 0, "x", False, 0.0)])
-    assert _index(store) is not first
+    assert problem_index(store) is index and index.syncs == syncs + 1  # updated in place, not rebuilt
+    assert "arith-3" in index.doc_of
     with MemoryStore(store.path) as other:  # a write through another connection is seen too
-        second = _index(store)
         other.upsert_insight("arith-3", "arith", "lesson", "Another lesson.", "policy", [], 4)
-    assert _index(store) is not second
+    assert problem_index(store).syncs == syncs + 2

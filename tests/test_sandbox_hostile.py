@@ -160,7 +160,10 @@ def test_writing_or_deleting_outside_the_work_dir_fails(tmp_path):
     assert "own work dir is writable" in result.stdout
     assert victim.read_text() == "precious" and sorted(p.name for p in victims.iterdir()) == ["keep.txt"]
     workdir = result.stdout.split("cwd ", 1)[1].split("\n", 1)[0]
-    assert not os.path.exists(workdir)  # the throwaway work dir is removed
+    if result.isolation.private_tmp:
+        assert workdir == "/work"  # a private tmpfs, gone with the run's mount namespace
+    else:
+        assert not os.path.exists(workdir)  # the throwaway work dir is removed
 
 
 def test_network_connections_fail(isolation):
@@ -220,7 +223,9 @@ def test_environment_secrets_are_not_visible(monkeypatch, isolation):
     assert result.ok, result.stderr
     assert "hunter2" not in result.stdout
     assert result.stdout.splitlines()[0] == "['HOME', 'LANG', 'LC_ALL', 'PATH', 'TMPDIR']"
-    assert result.stdout.count("denied PermissionError") == 2
+    # our own pid: not there at all in a fresh /proc, else owned by root; the parent is the run's own init (which
+    # holds only the clean environment) under PID namespaces, else this runner (another uid)
+    assert f"environ of {os.getpid()} denied" in result.stdout
 
 
 def test_signalling_the_parent_does_not_reach_it(isolation):
@@ -269,3 +274,78 @@ def test_isolation_on_this_machine(isolation):
     assert isolation.nproc_limit is not None
     if os.geteuid() == 0:
         assert isolation.dedicated_uid is not None and isolation.dedicated_uid != 0
+        default = SandboxLimits()
+        assert isolation.memory_bound_mb == isolation.nproc_limit * default.memory_mb + default.scratch_mb
+        assert isolation.memory_bound_mb <= 4096  # the defaults bound the whole tree to a sane figure
+
+
+def _needs_private_world(isolation) -> None:
+    if not (isolation.mount_namespace and isolation.private_root):
+        pytest.skip("no mount namespace here: the run shares the host filesystem (reported in isolation)")
+
+
+def test_private_world_properties(isolation):
+    """Fresh /proc with only the run's pids, empty private /tmp /var/tmp /dev/shm, no project or host paths."""
+    _needs_private_world(isolation)
+    assert isolation.fresh_proc and isolation.private_tmp
+    here = os.path.abspath(__file__)
+    result = _run(f"""
+        import os
+        print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+        print([os.listdir(d) for d in ("/tmp", "/var/tmp", "/dev/shm")])
+        print([os.path.exists(p) for p in ({here!r}, "/root", "/home", "/work/main", "/sys")])
+        print(os.getcwd(), os.environ["HOME"], os.environ["TMPDIR"])
+    """)
+    assert result.ok, result.stderr
+    pids, scratch, seen, where = result.stdout.splitlines()
+    assert pids == "[1, 2]"
+    assert scratch == "[[], [], []]"
+    assert seen == "[False, False, False, False, False]"
+    assert where == "/work /work /tmp"
+
+
+def test_legitimate_sockets_asyncio_and_multiprocessing_work():
+    result = _run("""
+        import asyncio, multiprocessing, socket
+        a, b = socket.socketpair()
+        a.sendall(b"ping")
+        print(b.recv(4).decode())
+        socket.socket(socket.AF_UNIX).close()
+        async def main():
+            await asyncio.sleep(0)
+            return "async"
+        print(asyncio.run(main()))
+        left, right = multiprocessing.Pipe()
+        left.send({"n": 1})
+        print(right.recv())
+        try:
+            socket.create_connection(("127.0.0.1", 9), timeout=1)
+            print("CONNECTED")
+        except OSError:
+            print("no network")
+    """)
+    assert result.ok, result.stderr
+    assert result.stdout.splitlines() == ["ping", "async", "{'n': 1}", "no network"]
+
+
+def test_world_build_failure_is_loud(monkeypatch, isolation):
+    """A run never continues on a half-built private world: the runner reports it and run_python raises."""
+    _needs_private_world(isolation)
+    from pmd import sandbox
+
+    marker = '    got = {"mount_namespace": True'
+    assert marker in sandbox._RUNNER
+    monkeypatch.setattr(sandbox, "_RUNNER", sandbox._RUNNER.replace(marker, '    raise OSError(1, "on purpose")\n' + marker))
+    with pytest.raises(sandbox.SandboxError, match="private filesystem.*on purpose"):
+        run_python("print('ran')")
+
+
+# ---- every escape and cheat probe of tests/hostile_probes.py (also a script printing "N tried, M contained") ----
+
+from hostile_probes import PROBES  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(PROBES))
+def test_probe_is_contained(name):
+    contained, detail = PROBES[name]()
+    assert contained, detail

@@ -74,3 +74,227 @@ def test_plan_rejects_misaligned_inputs():
 
 def test_remove_thinking():
     assert remove_thinking("<think>scratch\nwork</think> Answer: 4") == "Answer: 4"
+
+
+def test_feedback_only_without_solution_as_trl():
+    """SDPO's `environment_feedback_only_without_solution`: feedback only where no demonstration is shown."""
+    s = PlanSettings(group_size=2, success_threshold=1.0, feedback_only_without_solution=True)
+    plans = plan_teachers([1.0, 0.0, 0.0, 0.0], ["ok", "Wrong.", "Wrong.", None], [""] * 4, s)
+    assert [(p.demo, p.feedback, p.active) for p in plans] == [
+        (None, "ok", True), (0, None, True), (None, "Wrong.", True), (None, None, False)]
+
+
+# ------------------------------------------------------------------------------------------- fitting the limit
+
+from pmd.teacher import TeacherParts, cut_plan, fit_teacher_prompt, shorten  # noqa: E402
+
+
+def words(text):
+    return text.split()
+
+
+def render_words(problem):
+    """A tiny 'tokenizer' (one token per word) and renderer: problem, memory, demo, feedback, an instruction."""
+    def tokens_of(parts):
+        text = " ".join(x for x in (problem, parts.memory, parts.demo or "", parts.feedback or "", "Solve it.") if x)
+        return words(text)
+    return tokens_of
+
+
+def test_cut_plan_takes_memory_first_then_demo_then_feedback_then_the_problem():
+    sizes = {"memory": 5, "demo": 4, "feedback": 3}
+    assert cut_plan(0, sizes) == {"memory": 0, "demo": 0, "feedback": 0, "problem": 0}
+    assert cut_plan(3, sizes) == {"memory": 3, "demo": 0, "feedback": 0, "problem": 0}
+    assert cut_plan(7, sizes) == {"memory": 5, "demo": 2, "feedback": 0, "problem": 0}
+    assert cut_plan(14, sizes) == {"memory": 5, "demo": 4, "feedback": 3, "problem": 2}
+
+
+def test_shorten_memory_by_whole_lines_and_text_by_tokens():
+    decode = " ".join
+    assert shorten("a b\nc d\ne f", 2, words, decode, by_lines=True) == "a b\nc d"
+    assert shorten("a b\nc d\ne f", 3, words, decode, by_lines=True) == "a b"  # no half line
+    assert shorten("a b c d", 3, words, decode) == "a"
+    assert shorten("a b", 5, words, decode) == ""
+
+
+def test_fit_keeps_the_problem_and_cuts_memory_first():
+    problem = "What is 9 - 2 ?"  # 6 tokens, + 2 for "Solve it."
+    parts = TeacherParts(memory="Lesson: one\nLesson: two\nLesson: three", demo="Answer: 7 because", feedback="Wrong.")
+    tokens_of = render_words(problem)
+    assert len(tokens_of(parts)) == 6 + 6 + 3 + 1 + 2
+    ids, cut = fit_teacher_prompt(parts, 16, tokens_of, words, " ".join)
+    assert cut == {"memory"} and ids[:6] == words(problem) and len(ids) <= 16
+    assert "two" in ids and "three" not in ids  # memory's last line went, whole
+    ids, cut = fit_teacher_prompt(parts, 11, tokens_of, words, " ".join)
+    assert cut == {"memory", "demo"} and ids[:6] == words(problem)
+    assert "Lesson:" not in ids and ids[6:8] == ["Answer:", "7"]
+    ids, cut = fit_teacher_prompt(parts, 4, tokens_of, words, " ".join)  # even the bare problem does not fit
+    assert cut == {"memory", "demo", "feedback", "problem"} and ids == ["2", "?", "Solve", "it."]  # TRL's left cut
+    ids, cut = fit_teacher_prompt(parts, 100, tokens_of, words, " ".join)
+    assert cut == set() and ids == tokens_of(parts)
+
+
+# ------------------------------------------------------------------------------------------- parity with TRL
+
+
+def word_tokenizer():
+    """A whitespace word-level tokenizer with a chat template, whose vocabulary holds <think> as one word."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import CHAT_TEMPLATE
+
+    vocab = ["<unk>", "<pad>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "Answer:", "4", "5", "Wrong.",
+             "Q1", "Q2", "Lesson:", "add", "Correct", "solution:", "hmm"]
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def fake_trainer(tok, **overrides):
+    """What both builders read of an SDPOTrainer, on one process."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import torch
+    from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SDPOConfig) if f.default is not dataclasses.MISSING}
+    args = SimpleNamespace(**{**defaults, "success_reward_threshold": 1.0, **overrides})
+    acc = SimpleNamespace(device=torch.device("cpu"), process_index=0, gather=lambda t: t,
+                          pad_across_processes=lambda t, dim, pad_index: t)
+    fake = SimpleNamespace(args=args, accelerator=acc, model=SimpleNamespace(training=True), num_generations=2,
+                           state=SimpleNamespace(global_step=0), _tokenizer=tok, processing_class=tok,
+                           chat_template_kwargs={})
+    fake._tokenize_prompts_untruncated = lambda msgs: SDPOTrainer._tokenize_prompts_untruncated(fake, msgs)
+    return fake
+
+
+class FakeMemory:
+    def __init__(self, texts):
+        self.texts = texts
+
+    def retrieve(self, uids, step):
+        from pmd.memory.retrieve import RetrievedMemory
+
+        return [RetrievedMemory(t, [], len(t.split()), False) for t in self.texts]
+
+    def record(self, step, judged, retrieved):
+        pass
+
+
+class FakeVerdicts:
+    def __init__(self, judged):
+        self.judged = judged
+
+    def take_verdicts(self, n):
+        assert n == len(self.judged)
+        return self.judged
+
+
+def batch(tok):
+    """Two groups of two: group Q1 has a success (with thinking) and a failure; group Q2 two failures."""
+    from types import SimpleNamespace
+
+    import torch
+
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    rows = [ids("<think> hmm </think> Answer: 4"), ids("Answer: 5"), ids("Answer: 5 5"), ids("hmm")]
+    width = max(map(len, rows))
+    completion_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    output = {"completion_ids": completion_ids, "completion_mask": (completion_ids != tok.pad_token_id).long()}
+    prompts = [[{"role": "user", "content": q}] for q in ("Q1", "Q1", "Q2", "Q2")]
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    judged = [SimpleNamespace(problem=SimpleNamespace(uid=q), verdict=SimpleNamespace(passed=r == 1.0, feedback=f))
+              for q, r, f in zip(("Q1", "Q1", "Q2", "Q2"), rewards.tolist(), ("ok", "Wrong.", "Wrong.", ""))]
+    return output, prompts, rewards, judged
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"include_environment_feedback": True},
+    {"include_environment_feedback": True, "environment_feedback_only_without_solution": True},
+    {"include_environment_feedback": True, "remove_thinking_from_demonstration": True},
+    {"include_environment_feedback": True, "reprompt_template": "Fix: {feedback}|{solution}|{prompt}"},
+    {"use_successful_as_teacher": False, "include_environment_feedback": True},
+])
+def test_pmd_teacher_prompts_are_trls_when_memory_is_empty(overrides):
+    """TRL's builder and PMD's, on the same batch and settings, memory empty: the same tensors, token for token.
+    PMD's template is the same with a {memory} field (TRL's default: prompts.REPROMPT_TEMPLATE). Within
+    max_reprompt_len only: over it, PMD cuts the demonstration and feedback before the problem, TRL the problem."""
+    import torch
+    from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder
+
+    from pmd.prompts import REPROMPT_TEMPLATE
+    from pmd.rewards import failure_feedback
+    from pmd.teacher import MemoryTeacherContextBuilder
+
+    tok = word_tokenizer()
+    output, prompts, rewards, judged = batch(tok)
+    trl_trainer = fake_trainer(tok, **overrides)
+    template = overrides.get("reprompt_template")
+    pmd_template = REPROMPT_TEMPLATE if template is None else template.replace("{prompt}", "{prompt}{memory}")
+    pmd_trainer = fake_trainer(tok, **{**overrides, "reprompt_template": pmd_template})
+    theirs = SuccessfulRolloutTeacherContextBuilder(trl_trainer).build(output, prompts, rewards,
+                                                                        feedbacks=failure_feedback(judged))
+    builder = MemoryTeacherContextBuilder(pmd_trainer, memory=FakeMemory([""] * 4), verdicts=FakeVerdicts(judged))
+    ours = builder.build(output, prompts, rewards)
+    for key in ("teacher_input_ids", "teacher_attention_mask", "self_distillation_mask"):
+        assert torch.equal(ours[key], theirs[key]), key
+    assert ours["self_distillation_mask"].sum() > 0  # something was reprompted in every case
+
+
+def test_memory_lands_in_its_field_and_thinking_is_removed():
+    from pmd.prompts import memory_block
+    from pmd.teacher import MemoryTeacherContextBuilder
+
+    tok = word_tokenizer()
+    output, prompts, rewards, judged = batch(tok)
+    trainer = fake_trainer(tok, reprompt_template="{memory}|{prompt}|{solution}|{feedback}",
+                           remove_thinking_from_demonstration=True, include_environment_feedback=True,
+                           environment_feedback_only_without_solution=True)
+    builder = MemoryTeacherContextBuilder(trainer, memory=FakeMemory(["Lesson: add"] * 4), verdicts=FakeVerdicts(judged))
+    plans = plan_teachers(rewards.tolist(), ["Wrong."] * 4, ["Lesson: add"] * 4,
+                          PlanSettings.from_args(trainer.args, 2))
+    text = builder._render(prompts[1], builder._parts(plans[1], output["completion_ids"]))[-1]["content"]
+    solution = trainer.args.solution_template.format(successful_previous_attempt="Answer: 4")
+    assert text == f"{memory_block('Lesson: add')}|Q1|{solution}|"  # no thinking; no feedback beside a solution
+    result = builder.build(output, prompts, rewards)
+    assert result["self_distillation_mask"].tolist() == [1.0] * 4  # memory alone activates Q2's teacher
+    assert builder.last_metrics["pmd/teacher_memory_cut_fraction"] == 0.0
+
+
+def test_an_over_long_teacher_prompt_loses_memory_not_the_problem():
+    from pmd.teacher import MemoryTeacherContextBuilder
+
+    tok = word_tokenizer()
+    output, prompts, rewards, judged = batch(tok)
+    memory = "\n".join(["Lesson: add add add"] * 6)
+    from pmd.prompts import REPROMPT_TEMPLATE
+
+    trainer = fake_trainer(tok, max_reprompt_len=30, reprompt_template=REPROMPT_TEMPLATE)
+    builder = MemoryTeacherContextBuilder(trainer, memory=FakeMemory([memory] * 4), verdicts=FakeVerdicts(judged))
+    result = builder.build(output, prompts, rewards)
+    m = builder.last_metrics
+    assert m["pmd/teacher_memory_cut_fraction"] == 1.0 and m["pmd/teacher_problem_cut_fraction"] == 0.0
+    width = output["completion_ids"].shape[1]
+    for row, q in zip(result["teacher_input_ids"], ("Q1", "Q1", "Q2", "Q2")):
+        prompt = [t for t in row[:-width].tolist() if t != tok.pad_token_id]
+        assert len(prompt) <= 30 and tok.convert_tokens_to_ids(q) in prompt
+
+
+@pytest.mark.parametrize("algo, template, needle", [
+    ("pmd", "{prompt}{solution}{feedback}", "has none; put {memory} where the notes should go"),
+    ("sdpo", "{prompt}{memory}{solution}", "unknown field {memory}"),
+    ("pmd", "{prompt}{memory}{answer}", "unknown field {answer}"),
+    ("pmd", "{prompt{memory}", "not a valid format string"),
+])
+def test_reprompt_template_is_checked_when_the_config_loads(algo, template, needle):
+    from pmd.config import load_config
+    from pmd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"train.algo={algo}", f"train.trl={{reprompt_template: '{template}'}}"])
+    assert needle in str(info.value) and "\n" not in str(info.value)

@@ -175,3 +175,76 @@ def test_verdicts_are_handed_over_once_and_must_match_the_batch():
     reward(prompts=[None, None], completions=["a", "b"], problem_uid=uids)
     with pytest.raises(RuntimeError, match="of 3 rollouts just scored, found 2"):
         reward.take_verdicts(3)
+
+
+def test_distillation_normalization_on_a_tiny_model(tmp_path, tiny_model_path):
+    """Half the samples inactive: `active_tokens` gives the loss of the active samples alone (the SDPO reference's
+    token mean), `all_samples` TRL's own value, half of it (inactive rows count as 0 in TRL's mean)."""
+    from pathlib import Path
+
+    import torch
+    from trl.experimental.sdpo import SDPOTrainer as TRLSDPOTrainer
+
+    cfg = make_cfg(tmp_path, "train.algo=sdpo")
+    assert cfg.train.distillation_normalization == "active_tokens"  # the default
+    trainer, _ = build_trainer(cfg, str(tiny_model_path), EnvironmentSuite.from_config(cfg.env), Path(cfg.run_dir))
+    assert trainer.distillation_normalization == "active_tokens"
+    trainer.model.eval()  # no gradient-accumulation scaling in compute_loss; the tiny Llama has no dropout
+    torch.manual_seed(0)
+    B, P, T = 4, 3, 5
+    vocab = trainer.model.config.vocab_size
+    inputs = {
+        "prompt_ids": torch.randint(10, vocab, (B, P)), "prompt_mask": torch.ones(B, P, dtype=torch.long),
+        "completion_ids": torch.randint(10, vocab, (B, T)), "completion_mask": torch.ones(B, T, dtype=torch.long),
+        "teacher_input_ids": torch.randint(10, vocab, (B, P + 2 + T)),
+        "teacher_attention_mask": torch.ones(B, P + 2 + T, dtype=torch.long),
+        "self_distillation_mask": torch.tensor([1.0, 0.0, 1.0, 0.0]),
+    }
+    inputs["teacher_input_ids"][:, -T:] = inputs["completion_ids"]
+    active = {k: v[[0, 2]] for k, v in inputs.items()}
+
+    def loss(normalization, batch):
+        trainer.distillation_normalization = normalization
+        with torch.no_grad():
+            return trainer.compute_loss(trainer.model, batch).item()
+
+    alone = loss("all_samples", active)
+    assert alone > 0 and loss("active_tokens", active) == pytest.approx(alone, rel=1e-5)
+    assert loss("active_tokens", inputs) == pytest.approx(alone, rel=1e-5)
+    assert loss("all_samples", inputs) == pytest.approx(alone / 2, rel=1e-5)
+    with torch.no_grad():
+        logits = trainer._compute_teacher_student_logits(trainer.model, trainer.teacher_model, inputs)
+        trl_value = TRLSDPOTrainer._compute_self_distillation_loss(trainer, trainer.model, inputs, logits).item()
+    assert loss("all_samples", inputs) == pytest.approx(trl_value, rel=1e-6)
+
+
+def test_sdpo_and_pmd_honour_the_new_sdpo_options(tmp_path, tiny_model_path):
+    from pathlib import Path
+
+    from pmd.prompts import REPROMPT_TEMPLATE
+
+    suite = None
+    for algo in ("sdpo", "pmd"):
+        cfg = make_cfg(tmp_path / algo, f"train.algo={algo}", "train.remove_thinking_from_demonstration=true",
+                       "train.distillation_normalization=all_samples")
+        suite = suite or EnvironmentSuite.from_config(cfg.env)
+        trainer, loop = build_trainer(cfg, str(tiny_model_path), suite, Path(cfg.run_dir))
+        assert trainer.args.remove_thinking_from_demonstration is True
+        assert trainer.distillation_normalization == "all_samples"
+        assert (trainer.args.reprompt_template == REPROMPT_TEMPLATE) == (algo == "pmd")
+        if loop is not None:
+            loop.store.close()
+
+
+def test_active_tokens_with_a_teacher_server_is_refused(tmp_path):
+    """TRL's server loss is a second method the override does not cover: refused, in one line, before training."""
+    from pmd.errors import ConfigError
+    from pmd.trl_args import trl_config
+
+    cfg = make_cfg(tmp_path, "train.algo=sdpo", "train.trl={use_teacher_server: true}")
+    with pytest.raises(ConfigError, match="train.distillation_normalization: active_tokens is not implemented for "
+                                          "train.trl.use_teacher_server"):
+        trl_config(cfg, str(tmp_path / "out"))
+    ok = make_cfg(tmp_path, "train.algo=sdpo", "train.distillation_normalization=all_samples",
+                  "train.trl={use_teacher_server: true}")
+    assert trl_config(ok, str(tmp_path / "out")).use_teacher_server

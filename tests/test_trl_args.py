@@ -444,3 +444,15 @@ def test_every_install_hint_names_a_pinned_extra():
     for name in hinted | {"deepspeed"}:
         assert extras[name] and all("==" in req for req in extras[name]), (name, extras[name])
     assert "trl[vllm]==1.16.0" in extras["vllm"]  # TRL's own extra, at TRL's pin
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.trl={max_grad_norm: .nan}", "train.trl.max_grad_norm: expected a finite number, got nan"),
+    ("train.trl={epsilon: .inf}", "train.trl.epsilon: expected a finite number, got inf"),
+    ("train.trl={model_init_kwargs: {x: [1, -.inf]}}", "train.trl.model_init_kwargs.x[1]: expected a finite number"),
+])
+def test_trl_values_must_be_finite(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert needle in str(info.value)
+    assert load_config(None, ["train.trl={max_grad_norm: 0.5}"]).train.trl == {"max_grad_norm": 0.5}

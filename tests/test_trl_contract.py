@@ -3,6 +3,7 @@ without its teacher (trl.experimental may change in any release; we pin trl==1.1
 
 import inspect
 
+import pytest
 import trl
 from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
 from trl.experimental.sdpo import sdpo_trainer
@@ -57,7 +58,56 @@ def test_our_teacher_tokenisation_matches_trls(tiny_model_path):
     fake._tokenize_prompts_untruncated = lambda msgs: SDPOTrainer._tokenize_prompts_untruncated(fake, msgs)
     builder = MemoryTeacherContextBuilder(fake, memory=None, verdicts=None)
     msgs = [[{"role": "user", "content": "Calculate 2 + 3 ."}], [{"role": "user", "content": "2"}]]
-    ours, truncated = builder._tokenize_counting_truncation(msgs)
+    ours, cuts = builder._tokenize_fitting(msgs, [None, None])  # prompts with nothing to cut but the problem
     theirs = builder._tokenize_teacher_messages(msgs)
     assert torch.equal(ours["prompt_ids"], theirs["prompt_ids"]) and torch.equal(ours["prompt_mask"], theirs["prompt_mask"])
-    assert truncated == 1
+    assert cuts == [{"problem"}, set()]
+
+
+def test_distillation_loss_seam_and_normalisation():
+    """`train.distillation_normalization` overrides one TRL method and relies on its aggregation: per row
+    `(loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)`, then the mean over ALL rows (inactive ones as 0), with
+    the logged value the mean over active tokens. Checked on numbers, so a TRL change fails here, loudly."""
+    import dataclasses
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    import torch
+    from trl.experimental.sdpo.loss_utils import compute_full_logit_self_distillation_loss
+
+    from pmd.trainer import SDPOTrainer as PMDSDPOTrainer
+
+    sig = inspect.signature(SDPOTrainer._compute_self_distillation_loss)
+    assert list(sig.parameters) == ["self", "model", "inputs", "distillation_logits"]
+    assert "self._compute_self_distillation_loss(model, inputs, distillation_logits)" in inspect.getsource(
+        SDPOTrainer.compute_loss)
+    assert "loss_mask" in {f.name for f in dataclasses.fields(sdpo_trainer.DistillationLogits)}
+
+    torch.manual_seed(0)
+    B, T, V = 4, 3, 7
+    mask = torch.tensor([[1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 0, 0]], dtype=torch.float)  # rows 1, 3 inactive
+    logits = sdpo_trainer.DistillationLogits(torch.zeros(B, T, dtype=torch.long), torch.ones(B, T), mask,
+                                             torch.randn(B, T, V), torch.randn(B, T, V))
+    per_token = compute_full_logit_self_distillation_loss(logits.student_logits, logits.teacher_logits,
+                                                          distillation_alpha=0.5)
+    all_samples = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    active_tokens = (per_token * mask).sum() / mask.sum()
+
+    def fake(cls, normalization):
+        obj = cls.__new__(cls)  # no __init__: only what the loss reads
+        obj.args = SimpleNamespace(distillation_mode="full_logits", distillation_alpha=0.5, distillation_is_clip=None)
+        obj.accelerator = SimpleNamespace(gather=lambda t: t)
+        obj._metrics = {"train": defaultdict(list)}
+        obj.distillation_normalization = normalization
+        return obj
+
+    model = SimpleNamespace(training=True)
+    trl = fake(SDPOTrainer, None)
+    assert torch.allclose(SDPOTrainer._compute_self_distillation_loss(trl, model, {}, logits), all_samples)
+    for normalization, expected in (("all_samples", all_samples), ("active_tokens", active_tokens)):
+        ours = fake(PMDSDPOTrainer, normalization)
+        assert torch.allclose(ours._compute_self_distillation_loss(model, {}, logits), expected), normalization
+        # the logged distillation loss is TRL's active-token mean either way
+        assert ours._metrics["train"]["self_distillation/distillation_loss"] == pytest.approx(
+            trl._metrics["train"]["self_distillation/distillation_loss"])
+    assert not torch.allclose(all_samples, active_tokens)

@@ -166,7 +166,11 @@ def cmd_memory(args) -> int:
             raise PMDError(f"--out {out}: {refusal}")
     with MemoryStore.open_existing(db, read_only=True) as store, _stdout():  # inspection never writes the store
         if args.action == "stats":
-            print(json.dumps(store.counts(), indent=2))
+            from .memory.retrieve import level_fractions
+
+            refs = [r for _, r in store.retrieval_item_refs()]  # each logged teacher call
+            print(json.dumps({**store.counts(), "teacher_calls": len(refs),
+                              "level_fraction": level_fractions(refs)}, indent=2))
         elif args.action == "export":
             if out == "-":
                 store.export_jsonl(sys.stdout, args.limit)
@@ -246,7 +250,7 @@ def _show(store, db: Path, problem: str | None, level: str, limit: int) -> None:
     """`pmd memory show`: every listing holds at most `limit` entries."""
     if problem:
         experiences = store.experiences(problem_uid=problem)
-        insights = store.insights(problem_uid=problem)
+        insights = store.insights(problem_uid=problem, status=None)
         retrievals = store.retrievals(problem_uid=problem)
         if not (experiences or insights or retrievals):
             raise PMDError(f"{db}: no problem {problem!r} in this memory (problem ids: pmd memory show RUN "
@@ -256,16 +260,24 @@ def _show(store, db: Path, problem: str | None, level: str, limit: int) -> None:
             print(f"[step {e.step} #{e.sample_index}] reward={e.reward:.2f} passed={e.passed}: "
                   f"{e.response.strip()[:160]!r}\n    feedback: {e.feedback}")
         for i in _listing("insights", insights, limit):
-            print(f"[{i.kind} x{i.support}, step {i.updated_step}] {i.text}")
+            retired = f", retired at step {i.retired_step}" if i.status == "retired" else ""
+            print(f"[{i.kind} x{i.support}, step {i.updated_step}{retired}] {i.text}")
         for r in _listing("what its teacher saw", retrievals, limit, latest=True):
             print(f"[teacher saw at step {r.step}, {r.n_tokens} tokens, {r.item_refs}]\n{r.text}")
         return
-    if level in ("insights", "all"):
+    if level in ("insights", "all"):  # retired ones (contradicted by recent attempts) get their own listing
         for i in _listing("insights", store.insights(), limit):
             print(f"[{i.kind} x{i.support}] {i.problem_uid}: {i.text}")
+        retired = store.insights(status="retired")
+        for i in _listing("retired insights", retired, limit) if retired else []:
+            print(f"[{i.kind} x{i.support}, retired at step {i.retired_step}] {i.problem_uid}: {i.text}")
     if level in ("patterns", "all"):
-        for p in _listing("patterns", store.patterns(status=None), limit):
-            print(f"[{p.kind}, {p.status}, {p.support_problems} problems] {p.text}")
+        for p in _listing("patterns", store.patterns(), limit):
+            print(f"[{p.kind}, {p.support_problems} problems, since step {p.created_step}] {p.text}")
+        retired = store.patterns(status="retired")
+        for p in _listing("retired patterns", retired, limit) if retired else []:
+            print(f"[{p.kind}, {p.support_problems} problems, retired, last changed at step {p.updated_step}] "
+                  f"{p.text}")
     if level in ("experiences", "all"):
         for e in _listing("experiences", store.experiences(), limit, latest=True):
             print(f"[step {e.step}] {e.problem_uid} reward={e.reward:.2f}: {e.response.strip()[:120]!r}")

@@ -21,15 +21,12 @@ import time
 from pathlib import Path
 
 from .checkpoint import RunDirLock
-from .config import RunConfig, config_changes, save_config
+from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
 
 logger = logging.getLogger(__name__)
-
-VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher")
-
 
 def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
     """The run config of one (variant, seed): only the algorithm switches differ between variants."""
@@ -113,9 +110,12 @@ def run_compare(base: RunConfig) -> Path:
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ConfigError("pmd compare runs each (variant, seed) as its own single-process job; launch it without "
                           "torchrun / accelerate (scale out single runs with pmd train)")
+    from .pipeline import preflight
+
     for v in base.compare.variants:
         for seed in base.compare.seeds:
             _finished(variant_config(base, v, seed))  # validate names and earlier runs before hours of compute
+        preflight(variant_config(base, v, base.compare.seeds[0]))  # what each run checks, before anything is written
     out = Path(base.compare.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(base, out / "config.yaml")

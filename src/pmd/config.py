@@ -3,9 +3,15 @@
 Precedence: dataclass defaults < YAML file < CLI `--set section.key=value`. Unknown keys and wrong types raise
 `ConfigError` naming the dotted path and what was expected, so a typo never silently falls back to a default.
 
-One concept over ~600 lines: the sections, how text (YAML files, `--set` with list indices and YAML 1.2 numbers)
-becomes them, and the cross-field checks. They change together (a new field needs its type handled, its range
-checked and its override addressed), and every other module imports them from this one place.
+Every field states its allowed values next to its default (`_f(default, help, ge=..., gt=..., le=...)`, or
+`unbounded=` with the reason), and `check_fields` checks them in one place for every section, however it is built;
+a test holds every number field to it. What one field cannot say (a value against another field, or against the
+model and the data, known only at preflight: `check_training_set`, models.check_model_fits) is checked separately.
+How the YAML text itself is read (size limit, no aliases, no duplicate keys) is yaml_input.py's.
+
+One concept over ~630 lines: the sections, how text (YAML files, `--set` with list indices and YAML 1.2 numbers)
+becomes them, and the range and cross-field checks. They change together (a new field needs its type handled, its
+range declared and its override addressed), and every other module imports them from this one place.
 """
 
 from __future__ import annotations
@@ -25,18 +31,96 @@ import yaml
 from .errors import ConfigError
 from .prompts import ANSWER_INSTRUCTION
 from .trl_args import check_batch_options, check_report_to, check_trl_overrides
+from .yaml_input import load_yaml, read_config_file, yaml_number
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with a default and its one-line help (mutable defaults copied per instance)."""
+# Every integer a config holds fits a signed 32-bit int: seeds reach numpy (which takes < 2**32) and counts reach
+# int32 tensors and C libraries; nothing pmd counts (steps, tokens, problems) comes near it. A larger integer is a
+# typo (`steps: 10000000000000`), refused at load like a float where an integer belongs (`steps: 1e30`).
+INT_MAX = 2**31 - 1
+
+
+def _f(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+       lt: float | None = None, expect: str = "", min_len: int = 0, nonempty: bool = False,
+       unbounded: str = "") -> Any:
+    """A dataclass field with a default, its one-line help and its allowed values, checked in one place
+    (`check_fields`) for every section however it is built:
+
+    * ge / gt / le / lt: bounds of a number, or of each item of a list of numbers (`expect` replaces the generated
+      "expected >= 0" text where the meaning needs saying, e.g. "0 = derive");
+    * min_len: the fewest items a list may have; nonempty: a string that may not be blank;
+    * unbounded: for a number that may take any finite value, why (every number field states one or the other, and
+      a test holds every section to it).
+
+    Mutable defaults are copied per instance."""
+    metadata: dict[str, Any] = {"help": help}
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    if bounds:
+        metadata["range"] = bounds
+    for key, value in (("expect", expect), ("min_len", min_len), ("nonempty", nonempty), ("unbounded", unbounded)):
+        if value:
+            metadata[key] = value
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: typing.cast(Any, type(d))(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: typing.cast(Any, type(d))(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def range_text(bounds: dict[str, float], integer: bool) -> str:
+    """"a positive integer", ">= 0", "a value in (0, 1]", ... for a field's bounds."""
+    lo = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    hi = ("]", bounds["le"]) if "le" in bounds else (")", bounds["lt"]) if "lt" in bounds else None
+    if lo and hi:
+        return f"a value in {lo[0]}{_fmt(lo[1])}, {_fmt(hi[1])}{hi[0]}"
+    if lo:
+        if integer and lo == ("(", 0):
+            return "a positive integer"
+        return f"{'>=' if lo[0] == '[' else '>'} {_fmt(lo[1])}"
+    if hi:
+        return f"{'<=' if hi[0] == ']' else '<'} {_fmt(hi[1])}"
+    return "a number"
+
+
+def _in_range(value: float, bounds: dict[str, float]) -> bool:
+    return (math.isfinite(value) and value >= bounds.get("ge", -math.inf) and value > bounds.get("gt", -math.inf)
+            and value <= bounds.get("le", math.inf) and value < bounds.get("lt", math.inf))
+
+
+def check_fields(obj: Any) -> None:
+    """Every field of dataclass instance `obj` against its `_f` metadata: numbers (and lists' numeric items) within
+    their bounds and finite, integers within INT_MAX, lists long enough, strings that must be non-blank. Raises
+    ConfigError("field: expected ..., got ...") (callers prefix the section). One place, so no field is forgotten."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        meta = f.metadata
+        if meta.get("nonempty") and isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{f.name}: expected a non-empty string, got {value!r}")
+        if isinstance(value, list):
+            if len(value) < meta.get("min_len", 0):
+                raise ConfigError(f"{f.name}: expected at least {meta['min_len']} item"
+                                  f"{'s' if meta['min_len'] != 1 else ''}, got []")
+            items = [(f"{f.name}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(f.name, value)]
+        for name, v in items:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, int) and abs(v) > INT_MAX:
+                raise ConfigError(f"{name}: expected an integer of at most {INT_MAX} in size, got {v}")
+            bounds = meta.get("range", {})
+            if not _in_range(v, bounds):
+                expect = meta.get("expect") or range_text(bounds, isinstance(v, int))
+                if not math.isfinite(v):
+                    expect = "a finite number" if not bounds else f"a finite number, {expect}"
+                raise ConfigError(f"{name}: expected {expect}, got {v!r}")
 
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = _f("smollm2-135m-instruct", "Built-in name, HF model id, or local folder.")
+    name_or_path: str = _f("smollm2-135m-instruct", "Built-in name, HF model id, or local folder.", nonempty=True)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "auto = float32 on CPU, bfloat16 on GPU.")
 
 
@@ -52,9 +136,9 @@ class TaskConfig:
 @dataclass
 class EnvConfig:
     tasks: list[TaskConfig] = _f([], "Task families to train and evaluate on (default: basic_arithmetic).")
-    train_size: int = _f(64, "Training problems per task family.")
-    eval_size: int = _f(32, "Held-out problems per task family.")
-    seed: int = _f(0, "Seed of the problem generators; eval uses a disjoint derived seed.")
+    train_size: int = _f(64, "Training problems per task family.", gt=0)
+    eval_size: int = _f(32, "Held-out problems per task family.", gt=0)
+    seed: int = _f(0, "Seed of the problem generators; eval uses a disjoint derived seed.", ge=0)
     reveal_answer_in_feedback: bool = _f(False, "Put the gold answer into verifier feedback (leaks the label).")
     system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
     answer_instruction: str = _f(
@@ -70,40 +154,55 @@ class EnvConfig:
 @dataclass
 class TrainConfig:
     algo: Literal["grpo", "sdpo", "pmd"] = _f("sdpo", "Training algorithm.")
-    steps: int = _f(8, "Optimizer steps.")
-    learning_rate: float = _f(1e-5, "AdamW learning rate.")
+    steps: int = _f(8, "Optimizer steps.", gt=0)
+    learning_rate: float = _f(1e-5, "AdamW learning rate, in (0, 1].", gt=0, le=1)
     prompts_per_step: int = _f(4, "Distinct problems per optimizer step over all ranks (each gets num_generations "
-                                  "rollouts).")
-    num_generations: int = _f(4, "Rollouts per problem (the group).")
-    per_device_batch_size: int = _f(0, "Sequences per device per forward/backward micro-batch (0 = derive).")
+                                  "rollouts).", gt=0)
+    num_generations: int = _f(4, "Rollouts per problem (the group).", ge=2, expect=">= 2 (groups need siblings)")
+    per_device_batch_size: int = _f(0, "Sequences per device per forward/backward micro-batch (0 = derive).", ge=0,
+                                   expect=">= 0 (0 = derive)")
     gradient_accumulation_steps: int = _f(0, "Micro-batches per device per optimizer step (0 = derive; 1 if both are "
-                                             "0).")
-    max_prompt_length: int = _f(256, "Student prompt tokens kept (left-truncated).")
-    max_completion_length: int = _f(48, "Generated tokens per rollout.")
-    temperature: float = _f(1.0, "Sampling temperature for rollouts.")
-    top_p: float = _f(1.0, "Nucleus sampling for rollouts (1.0 = off).")
-    seed: int = _f(0, "Training seed.")
+                                             "0).", ge=0, expect=">= 0 (0 = derive)")
+    max_prompt_length: int = _f(256, "Student prompt tokens kept (left-truncated).", gt=0)
+    max_completion_length: int = _f(48, "Generated tokens per rollout (with max_prompt_length, within the model's "
+                                                 "context: checked at preflight).", gt=0)
+    temperature: float = _f(1.0, "Sampling temperature for rollouts (> 0).", gt=0)
+    top_p: float = _f(1.0, "Nucleus sampling for rollouts, in (0, 1] (1.0 = off).", gt=0, le=1)
+    seed: int = _f(0, "Training seed.", ge=0)
     distillation_mode: Literal["sampled_token", "full_logits", "topk_logits"] = _f(
         "topk_logits", "SDPO distillation objective (top-k keeps memory bounded at scale)."
     )
-    distillation_topk: int = _f(20, "k for topk_logits.")
+    distillation_topk: int = _f(20, "k for topk_logits (at most the vocabulary: checked at preflight).", gt=0)
     distillation_add_tail: bool = _f(True, "Add a tail bucket for the non-top-k mass.")
-    distillation_weight: float = _f(1.0, "SDPO/PMD: weight of distillation vs the GRPO policy-gradient term.")
+    distillation_weight: float = _f(1.0, "SDPO/PMD: weight of distillation vs the GRPO policy-gradient term, in "
+                                          "[0, 1].", ge=0, le=1)
     teacher_model_kind: Literal["base", "live", "ema"] = _f("ema", "Teacher weights (base = frozen initial policy).")
-    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (left-truncated).")
+    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (PMD cuts memory, then the demonstration, then the "
+                                     "feedback, before the problem; SDPO cuts from the left, as TRL).", gt=0)
     include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
-    success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.")
-    save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).")
-    save_total_limit: int = _f(2, "Keep the newest N checkpoints (0 = all; 1 is refused: see validate).")
+    remove_thinking_from_demonstration: bool = _f(False, "SDPO/PMD: drop <think>...</think> from a sibling's "
+                                                         "demonstration (False as TRL; the SDPO reference uses True).")
+    distillation_normalization: Literal["active_tokens", "all_samples"] = _f(
+        "active_tokens", "SDPO/PMD distillation loss average per micro-batch: active_tokens = over the tokens of "
+        "teacher-active samples, as the SDPO reference; all_samples = TRL's per-sequence mean over every sample "
+        "(inactive = 0), which scales the distillation weight with the active fraction. Default active_tokens: SDPO "
+        "and PMD activate different fractions, and should differ in signal, not in step size."
+    )
+    success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.",
+                                         unbounded="rewards are weighted sums of your functions: any scale")
+    save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).",
+                         ge=0, expect=">= 0 (0 = no checkpoints)")
+    save_total_limit: int = _f(2, "Keep the newest N checkpoints (0 = all; 1 is refused: see validate).", ge=0)
     save_optimizer: bool = _f(True, "False: checkpoints keep weights, EMA teacher and memory only (about half the "
                                     "size) and cannot be resumed.")
-    logging_steps: int = _f(1, "Log metrics every N steps.")
+    logging_steps: int = _f(1, "Log metrics every N steps.", gt=0)
     report_to: str | list[str] = _f("none", "'none', or one or a list of transformers' integrations (wandb, "
                                             "tensorboard, trackio, mlflow, ...).")
     use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
-    lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).")
-    lora_alpha: int = _f(0, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r (0 = 2 x lora_r).")
-    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch's input during training, in [0, 1).")
+    lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).", ge=0, expect=">= 0 (0 = full fine-tuning)")
+    lora_alpha: int = _f(0, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r (0 = 2 x lora_r).",
+                         ge=0, expect="> 0, or 0 for 2 x train.lora_r")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch's input during training, in [0, 1).", ge=0, lt=1)
     lora_target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: 'all-linear' (every linear "
                                                             "layer but the output head) or a list of names, e.g. "
                                                             "[q_proj, v_proj].")
@@ -111,59 +210,97 @@ class TrainConfig:
     trl: dict[str, Any] = _f({}, "Any other GRPOConfig/SDPOConfig field, passed through to TRL unchanged.")
 
 
+# Default reserved shares of the retrieval budget: raw attempts no longer take it all before insights and patterns.
+RETRIEVAL_LEVEL_SHARES = {"experience": 0.35, "insight": 0.25, "pattern": 0.2, "similar": 0.2}
+
+
+def check_level_shares(shares: Any) -> dict[str, float]:
+    """Validated `memory.retrieval.level_shares`: known levels only, each a finite number >= 0, missing levels at
+    their default, total <= 1 (a share is a reservation; a total above 1 would reserve more than the budget, so it is
+    refused rather than silently rescaled)."""
+    if not isinstance(shares, dict):
+        raise ConfigError(f"level_shares: expected a mapping of level -> share, got {shares!r}")
+    unknown = sorted(set(shares) - set(RETRIEVAL_LEVEL_SHARES))
+    if unknown:
+        raise ConfigError(f"level_shares: unknown level {unknown[0]!r} (known: {', '.join(RETRIEVAL_LEVEL_SHARES)})")
+    out = dict(RETRIEVAL_LEVEL_SHARES)
+    for level, value in shares.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"level_shares: {level}: expected a finite number >= 0, got {value!r}")
+        out[level] = float(value)
+    total = sum(out.values())
+    if total > 1.0 + 1e-9:
+        raise ConfigError(f"level_shares: shares add up to {total:g} (with defaults for levels not given: {out}); "
+                          "expected <= 1")
+    return out
+
+
 @dataclass(frozen=True)
 class RetrievalConfig:
     """What the teacher may see of memory, and how much of it (see memory/retrieve.py for the priority order)."""
 
-    token_budget: int = _f(192, "Tokens of retrieved memory in the teacher prompt (hard cap).")
-    max_similar_problems: int = _f(3, "Other problems whose insights may be shown.")
+    token_budget: int = _f(192, "Tokens of retrieved memory in the teacher prompt (hard cap).", ge=0)
+    max_similar_problems: int = _f(3, "Other problems whose insights may be shown.", ge=0)
     include_experience: bool = _f(True, "Show this problem's past attempts (best pass, most useful failure).")
     include_insights: bool = _f(True, "Show this problem's and similar problems' strategies and lessons.")
     include_patterns: bool = _f(True, "Show active cross-problem patterns.")
-    max_own_insights: int = _f(8, "Cap on this problem's insights considered.")
-    max_patterns: int = _f(4, "Cap on patterns considered.")
-    max_insights_per_similar_problem: int = _f(2, "Cap on insights shown per similar problem.")
-    max_feedback_chars: int = _f(300, "Feedback quoted with a failed attempt is clipped to this many characters.")
+    max_own_insights: int = _f(8, "Cap on this problem's insights considered.", ge=0)
+    max_patterns: int = _f(4, "Cap on patterns considered.", ge=0)
+    max_insights_per_similar_problem: int = _f(2, "Cap on insights shown per similar problem.", ge=0)
+    max_feedback_chars: int = _f(300, "Feedback quoted with a failed attempt is clipped to this many characters.",
+                                 ge=0)
+    level_shares: dict[str, float] = _f(
+        dict(RETRIEVAL_LEVEL_SHARES),
+        "Share of token_budget reserved per level (experience, insight, pattern, similar); a level left out keeps its "
+        "default; total <= 1. What a level leaves unused, and the unreserved rest, go to all levels in priority order.")
+    recency_half_life_steps: float = _f(
+        20.0, "Within a level, an insight's support and an attempt's reward halve in weight every N steps since last "
+              "confirmed/made (0 = no ageing).", ge=0)
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, bool) and value < 0:
-                raise ConfigError(f"{f.name}: expected >= 0, got {value}")
+    def __post_init__(self) -> None:  # also for Python callers, who build it directly
+        check_fields(self)
+        object.__setattr__(self, "level_shares", check_level_shares(self.level_shares))  # frozen dataclass
 
 
 @dataclass(frozen=True)
 class ConsolidationConfig:
-    """How insights become cross-problem patterns and when patterns are forgotten (see memory/patterns.py)."""
+    """How insights become cross-problem patterns, and when insights and patterns retire (memory/patterns.py,
+    memory/ageing.py)."""
 
-    similarity_threshold: float = _f(0.5, "Jaccard over content words needed to join a group or match a pattern.")
-    min_problems: int = _f(2, "Distinct problems a behaviour must recur in (freshly) to be an active pattern.")
-    stale_after_steps: int = _f(20, "An insight confirmed more than this many steps ago no longer counts as evidence.")
-    max_active: int = _f(64, "Cap on active patterns; the least supported are retired first.")
+    mode: Literal["deterministic", "model"] = _f(
+        "deterministic", "Who writes a pattern: 'deterministic' (templates keyed by the insights' tag) or 'model' "
+        "(the reflector model, memory.reflector, summarises the cluster; checked like a template).")
+    similarity_threshold: float = _f(
+        0.5, "model mode: a written line this similar (Jaccard over content words) to another active pattern of the "
+        "same kind is a duplicate and is not used.", gt=0, le=1)
+    min_problems: int = _f(2, "Distinct problems a behaviour must recur in (freshly) to be an active pattern.", ge=1)
+    stale_after_steps: int = _f(20, "An insight confirmed more than this many steps ago no longer counts as evidence.",
+                                ge=0)
+    max_active: int = _f(64, "Cap on active patterns; the least supported are retired first.", ge=0)
+    model_notes: int = _f(6, "model mode: insights (one per problem) shown to the model for one pattern.", ge=2,
+                          expect=">= 2 (a pattern spans problems)")
+    lesson_stale_after_attempts: int = _f(
+        16, "Retire a lesson once its problem's last N attempts since it was confirmed show no recurrence of its "
+        "failure kind (0 = never).", ge=0)
+    strategy_failed_attempts: int = _f(
+        16, "Retire a strategy once its problem's last K attempts since it was confirmed all failed (0 = never).", ge=0)
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.similarity_threshold <= 1.0:
-            raise ConfigError(f"similarity_threshold: expected a value in (0, 1], got {self.similarity_threshold}")
-        if self.min_problems < 1:
-            raise ConfigError(f"min_problems: expected >= 1, got {self.min_problems}")
-        if self.stale_after_steps < 0:
-            raise ConfigError(f"stale_after_steps: expected >= 0, got {self.stale_after_steps}")
-        if self.max_active < 0:
-            raise ConfigError(f"max_active: expected >= 0, got {self.max_active}")
+    def __post_init__(self) -> None:  # also for Python callers, who build it directly
+        check_fields(self)
 
 
 @dataclass
 class MemoryConfig:
     mode: Literal["evolving", "frozen"] = _f("evolving", "frozen: memory stops growing after freeze_after_steps.")
-    freeze_after_steps: int = _f(0, "frozen mode: steps of memory growth before the freeze (0 = load only).")
+    freeze_after_steps: int = _f(0, "frozen mode: steps of memory growth before the freeze (0 = load only).", ge=0)
     load_from: str = _f("", "Start from this memory DB (copied into the run directory).")
-    reflect_every: int = _f(2, "Reflect on problems with new attempts every N steps.")
+    reflect_every: int = _f(2, "Reflect on problems with new attempts every N steps.", gt=0)
     reflector: str = _f(
-        "feedback-stats", "Insight source: 'policy', 'feedback-stats' (deterministic), or an HF id/path."
+        "feedback-stats", "Insight source: 'policy', 'feedback-stats' (deterministic), or an HF id/path.", nonempty=True
     )
-    reflection_max_tokens: int = _f(64, "Tokens generated per reflection.")
-    reflection_batch_size: int = _f(16, "Reflection prompts per generate() call (model-written reflection).")
-    consolidate_every: int = _f(4, "Consolidate patterns every N steps.")
+    reflection_max_tokens: int = _f(64, "Tokens generated per reflection.", gt=0)
+    reflection_batch_size: int = _f(16, "Reflection prompts per generate() call (model-written reflection).", gt=0)
+    consolidate_every: int = _f(4, "Consolidate patterns every N steps.", gt=0)
     teacher: Literal["evolving", "frozen"] = _f("evolving", "frozen: the teacher uses the initial policy weights.")
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig, metadata={"help": "What the teacher sees."})
     consolidation: ConsolidationConfig = field(
@@ -181,25 +318,31 @@ MOVED_KEYS = {
 
 @dataclass
 class EvalConfig:
-    num_samples: int = _f(4, "Samples per problem for avg@k / pass@k (in addition to one greedy pass).")
-    temperature: float = _f(1.0, "Sampling temperature for avg@k.")
-    top_p: float = _f(1.0, "Nucleus sampling for avg@k (1.0 = off).")
-    max_new_tokens: int = _f(48, "Generated tokens per answer.")
-    batch_size: int = _f(32, "Prompts per generate() call.")
+    num_samples: int = _f(4, "Samples per problem for avg@k / pass@k (in addition to one greedy pass).", ge=0)
+    temperature: float = _f(1.0, "Sampling temperature for avg@k (> 0).", gt=0)
+    top_p: float = _f(1.0, "Nucleus sampling for avg@k, in (0, 1] (1.0 = off).", gt=0, le=1)
+    max_new_tokens: int = _f(48, "Generated tokens per answer.", gt=0)
+    batch_size: int = _f(32, "Prompts per generate() call.", gt=0)
     every_steps: int = _f(0, "pmd train: memory-free held-out evaluation every N steps and at the last (0 = off), "
-                             "logged through the Trainer (eval/... in metrics.jsonl and every report_to tracker).")
+                             "logged through the Trainer (eval/... in metrics.jsonl and every report_to tracker).", ge=0,
+                             expect=">= 0 (0 = off)")
     memory_at_inference: bool = _f(False, "Put retrieved memory in the prompt (comparison only; PMD evals without).")
+
+
+# `pmd compare`'s variants: the three algorithms and PMD's two ablations (compare.variant_config says what each sets).
+VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher")
 
 
 @dataclass
 class CompareConfig:
     variants: list[str] = _f(
-        ["grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher"], "Algorithms/ablations to run side by side."
+        list(VARIANTS), "Algorithms/ablations to run side by side (each once).", min_len=1
     )
-    seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).")
-    eval_every: int = _f(4, "Memory-free held-out evaluation every K steps (and at step 0 and the last step).")
-    frozen_memory_steps: int = _f(4, "pmd-frozen-memory: steps of memory growth before the freeze.")
-    out_dir: str = _f("runs/compare", "Where per-variant run directories, curves and the table go.")
+    seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).",
+                          ge=0, min_len=1)
+    eval_every: int = _f(4, "Memory-free held-out evaluation every K steps (and at step 0 and the last step).", gt=0)
+    frozen_memory_steps: int = _f(4, "pmd-frozen-memory: steps of memory growth before the freeze.", ge=0)
+    out_dir: str = _f("runs/compare", "Where per-variant run directories, curves and the table go.", nonempty=True)
 
 
 @dataclass
@@ -210,41 +353,10 @@ class RunConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
-    run_dir: str = _f("runs/quickstart", "Where config, metrics, memory, checkpoints and the report go.")
+    run_dir: str = _f("runs/quickstart", "Where config, metrics, memory, checkpoints and the report go.", nonempty=True)
 
 
 # ----------------------------------------------------------------------------------------------- parsing
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2 core-schema numbers as numbers: `1e-4`, `5E3`,
-    `+1.5e-3` and `1.0e4` (YAML 1.1 needs a dot and a signed exponent, so PyYAML alone reads these as strings), and
-    `0o17`. Everything PyYAML already reads as a number still is (`1.0e-4`, `.5`, `0x1F`, `1_000`, `.inf`, `.nan`)."""
-
-
-_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?"
-                           r"|[0-9]+[eE][-+]?[0-9]+)$")
-_YAML12_OCTAL = re.compile(r"^[-+]?0o[0-7]+$")
-# Appended after PyYAML's own resolvers, so whatever YAML 1.1 already reads (ints, bools, ...) is unchanged.
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+.0123456789"))
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _YAML12_OCTAL, list("-+0"))
-
-
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-def _yaml_number(text: str) -> int | float | None:
-    """The number the plain (unquoted) YAML scalar `text` spells, in a YAML 1.1 or 1.2 spelling; None if it spells
-    something else ("fast", "nan", "true", "1e-4 apples")."""
-    loader = _Loader("")
-    try:
-        tag = loader.resolve(yaml.ScalarNode, text, (True, False))
-    finally:
-        loader.dispose()
-    if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-        return None
-    return _yaml_load(text)
 
 
 def _type_name(tp: Any) -> str:
@@ -296,7 +408,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str):  # a quoted number, or one from a Python caller: any YAML 1.1/1.2 spelling
-            number = _yaml_number(value.strip())
+            number = yaml_number(value.strip())
             value = value if number is None else number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
@@ -306,6 +418,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
+        if "\x00" in value:  # no path, name or prompt holds one, and os calls raise ValueError on it
+            raise ConfigError(f"{path}: expected text without NUL characters, got {value!r}")
         return value
     raise ConfigError(f"{path}: unsupported annotation {tp!r}")  # pragma: no cover - a bug in this module
 
@@ -322,10 +436,12 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
         raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+        check_fields(obj)
+        return obj
     except ConfigError as exc:  # the class's own range checks (__post_init__): say where in the config
         msg = str(exc)
-        if msg.split(":", 1)[0] in names:  # "field: expected ..." -> "section.field: expected ..."
+        if re.sub(r"(\[\d+\])+$", "", msg.split(":", 1)[0]) in names:  # "field[i]: ..." -> "section.field[i]: ..."
             raise ConfigError(f"{where}{msg}") from None
         raise ConfigError(f"{path}: {msg}" if path else msg) from None
 
@@ -415,10 +531,11 @@ def _apply_override(data: dict[str, Any], assignment: str, origin: str | None = 
     origin = origin or _override_origin(assignment)
     dotted, raw = assignment.split("=", 1)
     try:
-        value = _yaml_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
         steps = _parse_key(dotted.strip())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(f"{origin}: value {raw!r} is not valid YAML "
+                          f"({getattr(exc, 'problem', None) or exc.__class__.__name__})") from None
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     node: Any = data
@@ -476,28 +593,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | None 
 
     Override keys are dotted; list items are addressed by index in brackets (`env.tasks[0].params.max_terms=3`; an
     item must exist: set the whole list to add one). Values are YAML, with numbers in any YAML 1.1 or 1.2 spelling."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
-        try:
-            loaded = _yaml_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(loaded).__name__}")
-        data = loaded
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
     overrides = list(overrides or [])
     origins = list(origins or [])
     origins += [None] * (len(overrides) - len(origins))
@@ -515,38 +611,16 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | None 
 
 
 def validate(cfg: RunConfig) -> None:
-    """Cross-field checks that types alone cannot express."""
-    positive = {
-        "env.train_size": cfg.env.train_size,
-        "env.eval_size": cfg.env.eval_size,
-        "train.steps": cfg.train.steps,
-        "train.prompts_per_step": cfg.train.prompts_per_step,
-        "train.max_completion_length": cfg.train.max_completion_length,
-        "train.distillation_topk": cfg.train.distillation_topk,
-        "memory.reflect_every": cfg.memory.reflect_every,
-        "memory.consolidate_every": cfg.memory.consolidate_every,
-        "eval.max_new_tokens": cfg.eval.max_new_tokens,
-        "eval.batch_size": cfg.eval.batch_size,
-        "compare.eval_every": cfg.compare.eval_every,
-        "memory.reflection_batch_size": cfg.memory.reflection_batch_size,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{name}: expected a positive integer, got {value}")
-    if cfg.train.num_generations < 2:
-        raise ConfigError(f"train.num_generations: expected >= 2 (groups need siblings), got {cfg.train.num_generations}")
-    if not 0.0 <= cfg.train.distillation_weight <= 1.0:
-        raise ConfigError(f"train.distillation_weight: expected a value in [0, 1], got {cfg.train.distillation_weight}")
-    if cfg.train.learning_rate <= 0:
-        raise ConfigError(f"train.learning_rate: expected > 0, got {cfg.train.learning_rate}")
-    if cfg.train.save_total_limit == 1 or cfg.train.save_total_limit < 0:
+    """Cross-field checks that types and one field's range (`_f` metadata, checked in `check_fields`) cannot
+    express."""
+    if cfg.train.save_total_limit == 1:
         raise ConfigError(f"train.save_total_limit: expected 0 (keep all) or >= 2, got {cfg.train.save_total_limit}: "
                           "the Trainer deletes older checkpoints before pmd marks the newest complete, so a kill "
                           "then would leave none to resume from")
-    if cfg.eval.every_steps < 0:
-        raise ConfigError(f"eval.every_steps: expected >= 0 (0 = off), got {cfg.eval.every_steps}")
-    if cfg.eval.num_samples < 0:
-        raise ConfigError(f"eval.num_samples: expected >= 0, got {cfg.eval.num_samples}")
+    _check_compare(cfg.compare)
+    if cfg.memory.consolidation.mode == "model" and cfg.memory.reflector == "feedback-stats":
+        raise ConfigError("memory.consolidation.mode: 'model' needs a model to write patterns: set memory.reflector "
+                          "to 'policy' or a model's HF id / path (feedback-stats generates no text)")
     _check_lora(cfg.train)
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
                         cfg.train.gradient_accumulation_steps)
@@ -554,16 +628,32 @@ def validate(cfg: RunConfig) -> None:
     check_trl_overrides(cfg.train.algo, cfg.train.trl)  # imports TRL only when train.trl is non-empty
 
 
+def _check_compare(c: CompareConfig) -> None:
+    """Known variants, and no variant or seed twice (each (variant, seed) is one run directory)."""
+    for i, variant in enumerate(c.variants):
+        if variant not in VARIANTS:
+            raise ConfigError(f"compare.variants[{i}]: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
+    for key, items in (("compare.variants", c.variants), ("compare.seeds", c.seeds)):
+        twice = sorted({str(x) for x in items if items.count(x) > 1})
+        if twice:
+            raise ConfigError(f"{key}: {items} names {twice[0]} twice")
+
+
+def check_training_set(train: TrainConfig, n_problems: int) -> None:
+    """At preflight, once the environments have loaded: one step draws `train.prompts_per_step` DISTINCT problems
+    (TRL's sampler drops an incomplete batch), so fewer training problems than that would train 0 steps and save the
+    base model as final, exit 0. Refused instead (the number of problems is known only after the data loads)."""
+    if train.prompts_per_step > n_problems:
+        raise ConfigError(f"train.prompts_per_step: {train.prompts_per_step} distinct problems per step, but the "
+                          f"training set has {n_problems}; lower train.prompts_per_step to at most {n_problems} or "
+                          "add problems (env.train_size, more tasks or data)")
+
+
 def _check_lora(t: TrainConfig) -> None:
-    """LoRA's ranges, at load rather than inside PEFT once the run directory exists. A bare string other than
+    """LoRA's target modules, at load rather than inside PEFT once the run directory exists (the ranges of
+    train.lora_* are in their fields' metadata). A bare string other than
     'all-linear' is refused: PEFT would read it as a regular expression over full module paths, so `q_proj` would
     match nothing; a list of names (matched against the ends of module paths) says what is meant."""
-    if t.lora_r < 0:
-        raise ConfigError(f"train.lora_r: expected >= 0 (0 = full fine-tuning), got {t.lora_r}")
-    if t.lora_alpha < 0:
-        raise ConfigError(f"train.lora_alpha: expected > 0, or 0 for 2 x train.lora_r, got {t.lora_alpha}")
-    if not 0.0 <= t.lora_dropout < 1.0:
-        raise ConfigError(f"train.lora_dropout: expected a value in [0, 1), got {t.lora_dropout}")
     targets = t.lora_target_modules
     if isinstance(targets, str):
         if targets != "all-linear":

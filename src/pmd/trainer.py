@@ -9,10 +9,12 @@ One PMD step, in order (TRL's `SDPOTrainer` drives it; each phase names the func
                 global batch and calls `memory.loop.MemoryLoop.retrieve`: memory as it was before this step.
   4. plan       `teacher.plan_teachers` (pure): per sample, active or not, with which sibling demonstration,
                 feedback and memory. Memory alone can activate the teacher; that is PMD's difference from SDPO.
-  5. render     `prompts.teacher_text`, tokenized like TRL's own reprompt.
+  5. render     `prompts.teacher_text` fills the run's `reprompt_template` ({memory} beside SDPO's fields);
+                `teacher.fit_teacher_prompt` fits max_reprompt_len by cutting memory first, the problem last.
   6. record     `MemoryLoop.record`: the step's rollouts become experience; each teacher's retrieval is logged.
   7. loss       TRL's SDPO loss distils the teacher (EMA policy on the teacher prompt) into the student, which
-                never sees memory; the optimizer steps.
+                never sees memory, averaged as `train.distillation_normalization` says (`SDPOTrainer` below:
+                over active tokens as the SDPO reference, or TRL's all-sample mean); the optimizer steps.
   8. reflect    `MemoryCallback.on_step_end` -> `MemoryLoop.end_step`: insights, then patterns, on their schedules.
   9. log, save  `MetricsJSONL.on_log` (TRL's logs + memory counts); `CheckpointCallback.on_save` (memory store, EMA
                 teacher and loop counters beside TRL's checkpoint, at the same step).
@@ -25,6 +27,7 @@ TRL's. SDPO runs the same order without memory: TRL's own builder, given per-rol
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +42,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
+from trl.experimental.sdpo import SDPOTrainer as TRLSDPOTrainer
 
 from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
                          write_manifest)
@@ -219,6 +223,34 @@ def _find_repeat_sampler(loader):
     return None
 
 
+def token_mean_mask(loss_mask: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """A loss mask and factor that turn TRL's distillation average into a mean over the active tokens.
+
+    TRL 1.16 averages `(loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)` over all B rows, so inactive rows count
+    as 0 and the distillation weight scales with the active fraction. With the mask divided by its total N, every
+    row's sum is <= 1, the clamp makes each denominator 1, and B x TRL's value is sum(loss * mask) / N: the SDPO
+    reference's token mean over active tokens. (tests/test_trl_contract.py pins the TRL formula this relies on.)"""
+    total = loss_mask.sum()
+    if total <= 0:  # no active token: TRL returns a graph-attached zero
+        return loss_mask, 1.0
+    return loss_mask / total, float(loss_mask.size(0))
+
+
+class SDPOTrainer(TRLSDPOTrainer):
+    """TRL's SDPOTrainer (used by sdpo and pmd alike), overriding only `_compute_self_distillation_loss`, for
+    `train.distillation_normalization` (TRL has no hook for it). The logged distillation loss is unchanged: TRL
+    already logs the active-token mean."""
+
+    distillation_normalization = "all_samples"  # TRL's own behaviour unless build_trainer says otherwise
+
+    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+        if self.distillation_normalization != "active_tokens":
+            return super()._compute_self_distillation_loss(model, inputs, distillation_logits)
+        mask, factor = token_mean_mask(distillation_logits.loss_mask)
+        scaled = dataclasses.replace(distillation_logits, loss_mask=mask)
+        return factor * super()._compute_self_distillation_loss(model, inputs, scaled)
+
+
 def ema_teacher(trainer) -> torch.nn.Module | None:
     """SDPO's separate EMA teacher, or None where there is nothing extra to save: GRPO, a live teacher (the policy),
     a frozen base teacher (rebuilt identically from the model path), or a LoRA-adapter teacher."""
@@ -351,9 +383,8 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
 
         trainer = GRPOTrainer(**common)
     else:
-        from trl.experimental.sdpo import SDPOTrainer
-
         trainer = SDPOTrainer(**common)
+        trainer.distillation_normalization = cfg.train.distillation_normalization
         if algo == "sdpo":
             trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, verdicts=reward)
         else:

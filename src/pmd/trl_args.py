@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ PMD_OPTION_FOR = {
     "teacher_model_kind": "train.teacher_model_kind",
     "max_reprompt_len": "train.max_reprompt_len",
     "include_environment_feedback": "train.include_environment_feedback",
+    "remove_thinking_from_demonstration": "train.remove_thinking_from_demonstration",
     "success_reward_threshold": "train.success_reward_threshold",
     # Precision follows the weights' dtype: a second switch could disagree with it (fp16 autocast over bf16
     # weights, bf16 autocast where float32 was asked for) and silently change the numerics.
@@ -170,9 +172,10 @@ PMD_DECIDES = {
 }
 
 # Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
-# distillation_alpha (1.0 for sampled_token, else 0.5), disable_tqdm False, and model_init_kwargs, which is merged
-# (pmd adds the dtype from model.dtype; e.g. attn_implementation is yours to set).
-PMD_DEFAULTS = ("beta", "loss_type", "distillation_alpha", "disable_tqdm", "model_init_kwargs")
+# distillation_alpha (1.0 for sampled_token, else 0.5), disable_tqdm False, model_init_kwargs, which is merged
+# (pmd adds the dtype from model.dtype; e.g. attn_implementation is yours to set), and for pmd reprompt_template
+# (prompts.REPROMPT_TEMPLATE: TRL's with a {memory} field; see check_reprompt_template).
+PMD_DEFAULTS = ("beta", "loss_type", "distillation_alpha", "disable_tqdm", "model_init_kwargs", "reprompt_template")
 
 # Keys of model_init_kwargs that model.dtype owns.
 _DTYPE_KEYS = ("dtype", "torch_dtype")
@@ -216,6 +219,7 @@ def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[s
             raise ConfigError(f"{where}: not a field of TRL's {cls}{hint}")
         if key in PMD_OPTION_FOR:
             raise ConfigError(f"{where}: set {PMD_OPTION_FOR[key]} instead")
+        _check_finite(value, where)
         if key in PMD_DECIDES:
             raise ConfigError(f"{where}: pmd sets this itself: {PMD_DECIDES[key]}")
         if key == "model_init_kwargs":
@@ -226,12 +230,54 @@ def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[s
                     raise ConfigError(f"{where}.{sub}: set model.dtype instead")
 
 
+def _check_finite(value: Any, where: str) -> None:
+    """No NaN or infinity in a value passed to TRL: TRL checks few of its fields' ranges, and a NaN passes every
+    comparison (`max_grad_norm: .nan` would train on NaN gradients)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
 def check_trl_overrides(algo: str, overrides: Mapping[Any, Any]) -> None:
     """`check_trl_keys` against the installed TRL's config classes (imports TRL: call only when non-empty)."""
     if not overrides:
         return
     others = trl_fields("sdpo" if algo == "grpo" else "grpo")
     check_trl_keys(algo, overrides, trl_fields(algo), others)
+    if "reprompt_template" in overrides and algo != "grpo":
+        check_reprompt_template(algo, overrides["reprompt_template"])
+
+
+def check_reprompt_template(algo: str, template: Any) -> None:
+    """`train.trl.reprompt_template` names only the fields its trainer fills: SDPO's {prompt}, {solution},
+    {feedback} (as TRL and the SDPO reference), and for pmd also {memory}, which a pmd template must contain: one
+    without it would activate the teacher on memory the teacher is never shown. Refused at load, not appended
+    somewhere: where the notes go is the template author's choice. Otherwise `str.format` fails at step 1."""
+    import string
+
+    from .prompts import MEMORY_FIELD, REPROMPT_FIELDS
+
+    where = "train.trl.reprompt_template"
+    if not isinstance(template, str):
+        raise ConfigError(f"{where}: expected a string, got {template!r}")
+    allowed = set(REPROMPT_FIELDS) | ({MEMORY_FIELD} if algo == "pmd" else set())
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a valid format string ({exc}); write literal braces as {{{{ }}}}") from None
+    for name in names:
+        if name not in allowed:
+            extra = " ({memory} is filled by train.algo pmd only)" if name == MEMORY_FIELD else ""
+            raise ConfigError(f"{where}: unknown field {{{name}}}; allowed: "
+                              f"{', '.join('{' + n + '}' for n in sorted(allowed))}{extra}")
+    if algo == "pmd" and MEMORY_FIELD not in names:
+        raise ConfigError(f"{where}: train.algo pmd shows memory through a {{memory}} field and this template has "
+                          "none; put {memory} where the notes should go (pmd's default: after {prompt})")
 
 
 # ----------------------------------------------------------------------------------------------- integrations
@@ -382,8 +428,13 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
             teacher_model_kind="base" if (t.algo == "pmd" and cfg.memory.teacher == "frozen") else t.teacher_model_kind,
             max_reprompt_len=t.max_reprompt_len,
             include_environment_feedback=t.include_environment_feedback,
+            remove_thinking_from_demonstration=t.remove_thinking_from_demonstration,
             success_reward_threshold=t.success_reward_threshold,
         )
+        if t.algo == "pmd":
+            from .prompts import REPROMPT_TEMPLATE
+
+            kwargs["reprompt_template"] = REPROMPT_TEMPLATE
     kwargs.update(passthrough)
     cls = trl_config_class(t.algo)
     try:
@@ -393,6 +444,9 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
             raise  # pmd's own values: a bug here, not bad input
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"train.trl: TRL's {cls.__name__} rejected {sorted(t.trl)}: {text}") from None
+    if getattr(args, "use_teacher_server", False) and t.distillation_normalization == "active_tokens":
+        raise ConfigError("train.distillation_normalization: active_tokens is not implemented for "
+                          "train.trl.use_teacher_server; set it to all_samples")
     if args.world_size != world_size:
         raise RuntimeError(f"trl_config(world_size={world_size}), but this process runs with {args.world_size} "
                            "ranks: pass the launched world size, or train.prompts_per_step stops being global")

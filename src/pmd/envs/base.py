@@ -27,6 +27,8 @@ class Verdict:
 
     `passed` is the strict success bit (format followed and answer correct). `extracted` is what the verifier read
     as the answer (None when nothing could be extracted). `format_ok` says whether the strict answer format was used.
+    `failure_kind` says why it failed, one of `pmd.memory.records.FAILURE_KINDS` ("" when passed): memory stores
+    it with the experience so reflection and consolidation never re-parse the feedback prose.
     `feedback` starts with a verdict headline that names how the response failed ("Wrong answer: ...") and keeps
     problem-specific values out of that first sentence (or quoted): the reflector keys recurring lessons on it.
     """
@@ -37,6 +39,7 @@ class Verdict:
     extracted: str | None = None
     format_ok: bool = False
     details: dict[str, Any] = field(default_factory=dict)
+    failure_kind: str = ""
 
 
 @runtime_checkable

@@ -33,7 +33,8 @@ class ReasoningGymParams:
     are checked when the config is loaded, and create_dataset checks the values again when the environment is built.
     """
 
-    lenient_credit: float = _f(0.0, "Reward for a correct answer found only by the lenient fallback (format missed).")
+    lenient_credit: float = _f(0.0, "Reward, in [0, 1], for a correct answer found only by the lenient fallback "
+                                    "(format missed).", ge=0, le=1)
     generator: dict[str, Any] = _f({}, "The generator's own config keys (written flat next to lenient_credit).")
 
 

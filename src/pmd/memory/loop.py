@@ -3,7 +3,8 @@
 `MemoryLoop` is the memory's whole interface to training (trainer.py's steps 3, 6 and 8):
 - `retrieve(problem_uids, step)`: memory for each sample's teacher, as it was *before* this step;
 - `record(step, judged, retrieved)`: every rollout becomes experience, and what each teacher saw is logged;
-- `end_step(step)`: reflection (insights) and consolidation (patterns) on their schedules.
+- `end_step(step)`: reflection (insights), then on the consolidation schedule ageing (insights that recent attempts
+  contradict retire) and consolidation (patterns), each on its schedule.
 
 Freezing memory (`memory.mode: frozen`) stops recording, reflection and consolidation after
 `freeze_after_steps`; retrieval continues from the frozen store.
@@ -25,9 +26,10 @@ from ..config import MemoryConfig
 from ..dist import Ranks, SharedGeneration
 from ..envs import EnvironmentSuite
 from ..rewards import Judged
-from .patterns import consolidate
+from .ageing import age
+from .patterns import ModelPatternWriter, consolidate
 from .reflect import ReflectionResult, Reflector
-from .retrieve import RetrievedMemory, retrieve
+from .retrieve import LEVELS, RetrievedMemory, level_fractions, retrieve
 from .store import Experience, MemoryStore
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class LoopStats:
     accepted: int = 0
     promoted: int = 0
     retired: int = 0
+    insights_retired: int = 0
+    pattern_texts_rejected: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
 
 
@@ -60,6 +64,7 @@ class MemoryLoop:
         self.count_tokens = count_tokens
         self.reflector = reflector
         self.stats = LoopStats()
+        self.level_frac: dict[str, float] = {}  # the last step's fraction of teacher calls holding each level
 
     @property
     def is_writer(self) -> bool:
@@ -81,7 +86,9 @@ class MemoryLoop:
                     by_uid[uid] = retrieve(self.store, self.suite.problem(uid), self.count_tokens,
                                            self.cfg.retrieval, exclude_experience_step=step)
         by_uid = self.ranks.broadcast(by_uid)
-        return [by_uid[uid] for uid in problem_uids]
+        out = [by_uid[uid] for uid in problem_uids]
+        self.level_frac = level_fractions([m.item_refs for m in out])
+        return out
 
     def record(self, step: int, judged: list[Judged], retrieved: list[RetrievedMemory]) -> None:
         """Log what each teacher saw and store this step's rollouts as experience (one transaction each)."""
@@ -137,12 +144,30 @@ class MemoryLoop:
         return result
 
     def maybe_consolidate(self, step: int):
-        """Promote and retire cross-problem patterns, every `consolidate_every` steps."""
-        if self.store is None or not self.growing(step) or (step + 1) % self.cfg.consolidate_every:
+        """Every `consolidate_every` steps: retire the insights that the attempts since the last run contradict,
+        then promote and retire cross-problem patterns. With `consolidation.mode: model` the reflector's model
+        writes new patterns, so every rank calls this and the others serve that generation."""
+        if not self.growing(step) or (step + 1) % self.cfg.consolidate_every:
             return None
-        report = consolidate(self.store, step, self.cfg.consolidation)
-        self.stats.promoted += report.promoted
-        self.stats.retired += report.retired
+        model = self.cfg.consolidation.mode == "model"
+        generate = getattr(self.reflector, "generate", None)
+        if model and generate is None:  # on every rank, before any waits for another
+            raise ValueError("consolidation.mode 'model' needs a model reflector (config validation checks this)")
+        shared = self.shared if model else None
+        if self.store is None:
+            if shared is not None:
+                shared.serve()
+            return None
+        aged = age(self.store, step, step + 1 - self.cfg.consolidate_every, self.cfg.consolidation)
+        writer = (ModelPatternWriter(generate, self.cfg.consolidation.model_notes,  # type: ignore[arg-type]
+                                     getattr(self.reflector, "system_prompt", "")) if model else None)
+        with shared.session() if shared is not None else contextlib.nullcontext():
+            report = consolidate(self.store, step, self.cfg.consolidation, writer)
+        s = self.stats
+        s.insights_retired += aged.lessons + aged.strategies
+        s.promoted += report.promoted
+        s.retired += report.retired
+        s.pattern_texts_rejected += report.rejected
         return report
 
     def metrics(self) -> dict[str, float]:
@@ -156,6 +181,10 @@ class MemoryLoop:
         out["memory/reflection_proposed_total"] = float(s.proposed)
         out["memory/patterns_promoted_total"] = float(s.promoted)
         out["memory/patterns_retired_total"] = float(s.retired)
+        out["memory/insights_retired_total"] = float(s.insights_retired)
+        out["memory/pattern_texts_rejected_total"] = float(s.pattern_texts_rejected)
+        if self.level_frac:  # per teacher call of the last step: does its memory hold this level at all?
+            out.update({f"pmd/memory_level_frac/{lvl}": self.level_frac.get(lvl, 0.0) for lvl in LEVELS})
         return out
 
 

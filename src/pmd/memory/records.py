@@ -23,7 +23,23 @@ PatternStatus = Literal["active", "retired"]
 KINDS: tuple[str, ...] = ("strategy", "lesson")
 STATUSES: tuple[str, ...] = ("active", "retired")
 
-SCHEMA_VERSION = 2  # 2: no history tables (insight_events, pattern_versions), no policy_version, meta is key/value
+SCHEMA_VERSION = 3  # 3: structured outcomes (experiences.answer, failure_kind); insight tag, status, retired_step
+# 2: no history tables (insight_events, pattern_versions), no policy_version, meta is key/value
+
+# Why a rollout failed, as the environment judged it ("" when it passed). Reflection and consolidation key on these
+# instead of re-reading feedback prose; see `pmd.envs.base.Verdict.failure_kind`.
+FAILURE_KINDS: tuple[str, ...] = (
+    "",  # passed
+    "wrong_value",  # an answer was extracted and is wrong
+    "no_answer",  # nothing could be extracted
+    "format",  # the right value without the required format
+    "wrong_answer_on_test",  # code: ran, but some test's output differs
+    "runtime_error",  # code: raised / non-zero exit
+    "compile_error",  # code: does not parse / no code found
+    "timeout",  # code: wall or CPU limit
+    "other",
+)
+InsightStatus = Literal["active", "retired"]
 
 SCHEMA = """
 CREATE TABLE experiences (
@@ -37,6 +53,8 @@ CREATE TABLE experiences (
     feedback TEXT NOT NULL,
     step INTEGER NOT NULL,
     sample_index INTEGER NOT NULL,
+    answer TEXT,
+    failure_kind TEXT NOT NULL DEFAULT '',
     UNIQUE (step, problem_uid, sample_index)
 );
 CREATE INDEX experiences_by_problem ON experiences (problem_uid, step);
@@ -53,6 +71,9 @@ CREATE TABLE insights (
     experience_ids TEXT NOT NULL,
     created_step INTEGER NOT NULL,
     updated_step INTEGER NOT NULL,
+    tag TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'retired')),
+    retired_step INTEGER,
     UNIQUE (problem_uid, kind, norm_text)
 );
 
@@ -101,6 +122,8 @@ class Experience:
     feedback: str
     step: int
     sample_index: int
+    answer: str | None = None  # what the verifier extracted as the answer (None: nothing extractable)
+    failure_kind: str = ""  # one of FAILURE_KINDS; "" when passed
     id: int | None = field(default=None, kw_only=True)
 
 
@@ -117,7 +140,10 @@ class Insight:
     experience_ids: list[int]
     created_step: int
     updated_step: int
-    id: int | None = None
+    tag: str = ""  # behaviour key consolidation groups on: a failure kind for lessons, a strategy key for strategies
+    status: InsightStatus = "active"  # retired: contradicted by recent evidence; kept for `pmd memory show`
+    retired_step: int | None = None
+    id: int | None = field(default=None, kw_only=True)
 
 
 @dataclass

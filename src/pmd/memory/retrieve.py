@@ -1,30 +1,69 @@
-"""Retrieval for the self-teacher: the most useful memory for one problem, packed under a token budget.
+"""Retrieval for the self-teacher: the most useful memory for one problem, packed under a token budget by level.
 
-Priority order (earlier items win the budget):
-1. this problem's best past attempt that passed (highest reward, then most recent);
-2. its most useful failure (most recent failed attempt with non-empty feedback);
-3. its own insights (strategies, then lessons, each by support);
-4. active patterns most similar to the problem (same family first, then BM25 over question + family);
-5. insights of the most similar other problems (same family first, then BM25 over their prompts).
+Four levels, in priority order (within a level, earlier items win):
+1. experience: this problem's best past attempt that passed (highest age-weighted reward, then most recent), then its
+   most useful failure (most recent failed attempt with non-empty feedback);
+2. insight: its own insights (strategies, then lessons, each by age-weighted support);
+3. pattern: active patterns most similar to the problem (same family first, then BM25 over question + family);
+4. similar: insights of the most similar other problems (same family first, then BM25 over their prompts), except
+   those that carry their problem's numbers or quotes (`patterns.problem_specific`).
 
-Each item is one labelled line; lines are joined with "\\n" and added greedily while `count_tokens` of the whole
-text stays within `token_budget` (items that do not fit are skipped; a first item that is an attempt is shortened
-in the middle rather than dropped). Lexical similarity only: deterministic and independent of the policy's drift.
-Attempts from `exclude_experience_step` are skipped, so the teacher does not see the current step's own rollouts.
+Budget by level (`pack`, a pure function). Each level has a reserved share of `token_budget`
+(`memory.retrieval.level_shares`, default experience 0.35, insight 0.25, pattern 0.2, similar 0.2). Pass 1 adds, in
+priority order, each item that fits its level's remaining share (each line counted alone) and the whole budget.
+Pass 2 hands out everything left (unused shares, the unreserved rest) in priority order: an item that fits is added,
+an attempt that does not is shortened in the middle to the room left. So raw attempts no longer crowd out insights
+and patterns, and no budget is left unused while something would fit. The final text keeps priority order; the hard
+cap is always checked with `count_tokens` on the whole text.
+
+Duplicates (`dedupe`): items with the same normalised text are shown once, at the most general level: a pattern
+over an own insight over a similar problem's insight. A pattern equal to one of this problem's insights is shown as
+the pattern (it says the behaviour held across problems) and counts as the pattern level.
+
+Ageing (`recency_weight`): an item's weight halves every `recency_half_life_steps` steps of age (0 = off): an
+insight scores support x 0.5^((now - updated_step) / half_life), a passing attempt reward x 0.5^((now - step) /
+half_life), so a lesson confirmed long ago gives way to a recent one. `now` is the current step (the step whose
+rollouts are excluded), else the newest step in memory.
+
+Item refs name the level and the row: `experience:ID`, `insight:ID`, `pattern:ID`, `similar:ID` (an insight of
+another problem); `ref_level` reads the level back (per-step `pmd/memory_level_frac/*`, `pmd memory stats`).
+Lexical similarity only: deterministic and independent of the policy's drift. Attempts from
+`exclude_experience_step` are skipped, so the teacher does not see the current step's own rollouts.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pmd.config import RetrievalConfig
 from pmd.envs.base import Problem
-from pmd.memory.store import Experience, Insight, MemoryStore, Pattern, RetrievalRecord
-from pmd.memory.text import BM25, normalize_text, tokenize
+from pmd.memory.index import problem_index
+from pmd.memory.patterns import problem_specific  # another problem's numbers or quotes never reach this teacher
+from pmd.memory.store import Experience, Insight, MemoryStore, RetrievalRecord
+from pmd.memory.text import normalize_text, tokenize
 from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PASSED_ATTEMPT, insight_line, pattern_line
+
+LEVELS: tuple[str, ...] = ("experience", "insight", "pattern", "similar")
+_DEDUPE_RANK = {"pattern": 0, "insight": 1, "similar": 2}  # which copy of a repeated text is kept (lowest)
+
+
+def ref_level(ref: str) -> str:
+    """The level an item ref names ("similar:12" -> "similar"); refs logged before levels were named
+    ("insight:12" for a similar problem's insight too) read as their table."""
+    return ref.split(":", 1)[0]
+
+
+def level_fractions(refs_per_call: Sequence[Sequence[str]]) -> dict[str, float]:
+    """For each level, the fraction of teacher calls whose retrieved memory holds at least one item of it."""
+    n = len(refs_per_call)
+    counts = dict.fromkeys(LEVELS, 0)
+    for refs in refs_per_call:
+        for level in {ref_level(r) for r in refs}:
+            if level in counts:
+                counts[level] += 1
+    return {level: (c / n if n else 0.0) for level, c in counts.items()}
 
 
 @dataclass
@@ -43,96 +82,126 @@ class RetrievedMemory:
 
 
 @dataclass(frozen=True)
-class _Item:
+class Item:
+    """One candidate line: its level, ref, label (`head`), the part that may be shortened (`body`, an attempt's
+    response; "" otherwise) and its normalised text for de-duplication ("" = never a duplicate)."""
+
+    level: str
     ref: str
-    head: str  # label (and anything before the body)
-    body: str  # the part that may be shortened (an attempt's response); "" for insights/patterns
-    key: str = ""  # normalised text for de-duplication ("" = never a duplicate)
+    head: str
+    body: str = ""
+    key: str = ""
 
     @property
     def line(self) -> str:
         return self.head + self.body
 
 
-@dataclass
-class _Index:
-    """Everything retrieval needs that does not depend on the query problem; rebuilt only when the store changes."""
-
-    insights_by_problem: dict[str, list[Insight]]
-    patterns: list[Pattern]
-    pattern_families: list[set[str]]
-    pattern_bm25: BM25
-    problem_uids: list[str]
-    problem_families: list[str]
-    problem_bm25: BM25
+# ------------------------------------------------------------------------------------------- pure decisions
 
 
-_CACHE: weakref.WeakKeyDictionary[MemoryStore, tuple[tuple[int, int], _Index]] = weakref.WeakKeyDictionary()
+def recency_weight(age_steps: float, half_life_steps: float) -> float:
+    """0.5^(age / half_life): 1 for an item from now, 0.5 one half-life ago; 1 always when ageing is off (0).
+    A negative age (an item newer than `now`, e.g. a seeded store) counts as 0."""
+    if half_life_steps <= 0:
+        return 1.0
+    return 0.5 ** (max(0.0, age_steps) / half_life_steps)
 
 
-def _build_index(store: MemoryStore) -> _Index:
-    insights = store.insights()
-    by_problem: dict[str, list[Insight]] = {}
-    family_of_insight: dict[int, str] = {}
-    for ins in insights:
-        by_problem.setdefault(ins.problem_uid, []).append(ins)
-        family_of_insight[ins.id or 0] = ins.family
-    patterns = sorted(store.patterns("active"), key=lambda p: p.id or 0)
-    families = [{family_of_insight[i] for i in p.insight_ids if i in family_of_insight} for p in patterns]
-    prompts = store.latest_prompts()
-    uids = sorted(by_problem)
-    docs, fams = [], []
-    for uid in uids:
-        family, prompt = prompts.get(uid, (by_problem[uid][0].family, ""))
-        fams.append(family)
-        docs.append(tokenize(prompt or " ".join(i.text for i in by_problem[uid])))
-    return _Index(
-        insights_by_problem=by_problem,
-        patterns=patterns,
-        pattern_families=families,
-        pattern_bm25=BM25([tokenize(p.text) for p in patterns]),
-        problem_uids=uids,
-        problem_families=fams,
-        problem_bm25=BM25(docs),
-    )
+def rank_insights(insights: Sequence[Insight], now: int | None, half_life_steps: float) -> list[Insight]:
+    """Strategies before lessons; within a kind by support x recency weight, then most recently confirmed, then id."""
+    def key(i: Insight) -> tuple:
+        w = recency_weight((now - i.updated_step) if now is not None else 0, half_life_steps)
+        return (i.kind != "strategy", -i.support * w, -i.updated_step, i.id or 0)
+
+    return sorted(insights, key=key)
 
 
-def _index(store: MemoryStore) -> _Index:
-    key = store.revision()
-    cached = _CACHE.get(store)
-    if cached is None or cached[0] != key:
-        cached = (key, _build_index(store))
-        _CACHE[store] = cached
-    return cached[1]
+def best_attempt(attempts: Sequence[tuple[int, float, int]], now: int | None, half_life_steps: float) -> int | None:
+    """The id among (id, reward, step) with the highest reward x recency weight, then the most recent, then the
+    latest id; None when there is none."""
+    def key(a: tuple[int, float, int]) -> tuple:
+        ident, reward, step = a
+        return (reward * recency_weight((now - step) if now is not None else 0, half_life_steps), step, ident)
+
+    return max(attempts, key=key)[0] if attempts else None
 
 
-def _insight_item(ins: Insight, similar: bool) -> _Item:
+def dedupe(items: Sequence[Item]) -> list[Item]:
+    """Items in their order, each normalised text kept once: at the most general level (pattern, then own insight,
+    then similar problem's insight), the earliest among equals."""
+    keep: dict[str, Item] = {}
+    for it in items:
+        if it.key and (it.key not in keep or _DEDUPE_RANK.get(it.level, 9) < _DEDUPE_RANK.get(keep[it.key].level, 9)):
+            keep[it.key] = it
+    return [it for it in items if not it.key or keep[it.key] is it]
+
+
+def pack(items: Sequence[Item], count_tokens: Callable[[str], int], budget: int,
+         shares: Mapping[str, float]) -> tuple[list[tuple[Item, str]], bool]:
+    """Choose the lines to show under `budget` (see the module docstring: pass 1 by reserved share, pass 2 the rest
+    in priority order, shortening attempts). Returns (item, line) in `items` order and whether anything was left out
+    or shortened. Deterministic given `count_tokens`; the result's joined text always counts <= `budget`."""
+    chosen: dict[int, str] = {}
+
+    def fits(index: int, line: str) -> bool:
+        lines = [chosen[i] if i != index else line for i in sorted({*chosen, index})]
+        return count_tokens("\n".join(lines)) <= budget
+
+    if budget > 0:
+        quota = {level: int(shares.get(level, 0.0) * budget) for level in LEVELS}
+        used = dict.fromkeys(LEVELS, 0)
+        for i, it in enumerate(items):  # pass 1: each level within its reserved share
+            cost = count_tokens(it.line)
+            if used.get(it.level, 0) + cost <= quota.get(it.level, 0) and fits(i, it.line):
+                chosen[i] = it.line
+                used[it.level] = used.get(it.level, 0) + cost
+        for i, it in enumerate(items):  # pass 2: what is left, in priority order
+            if i in chosen:
+                continue
+            if fits(i, it.line):
+                chosen[i] = it.line
+            elif it.body:
+                shortened = _shorten(it, lambda line, i=i: fits(i, line))
+                if shortened is not None:
+                    chosen[i] = shortened
+    out = [(items[i], chosen[i]) for i in sorted(chosen)]
+    truncated = len(out) < len(items) or any(line != it.line for it, line in out)
+    return out, truncated
+
+
+# ------------------------------------------------------------------------------------------- candidates
+
+
+def _insight_item(ins: Insight, similar: bool) -> Item:
     text = " ".join(ins.text.split())
-    return _Item(f"insight:{ins.id}", insight_line(ins.kind, text, ins.support, similar), "", normalize_text(text))
+    level = "similar" if similar else "insight"
+    return Item(level, f"{level}:{ins.id}", insight_line(ins.kind, text, ins.support, similar), "",
+                normalize_text(text))
 
 
-def _ordered_insights(insights: list[Insight]) -> list[Insight]:
-    """Strategies before lessons, each by support (the store's order within a kind is kept)."""
-    return [i for i in insights if i.kind == "strategy"] + [i for i in insights if i.kind == "lesson"]
-
-
-def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, exclude_step: int | None) -> list[_Item]:
-    items: list[_Item] = []
+def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, exclude_step: int | None,
+                now: int | None) -> list[Item]:
+    half_life = config.recency_half_life_steps
+    now = now if now is not None else store.newest_step()
+    items: list[Item] = []
     if config.include_experience:
-        best = store.best_passing_experience(problem.uid, exclude_step)
+        best_id = best_attempt(store.passing_attempts(problem.uid, exclude_step), now, half_life)
+        best = store.experience(best_id) if best_id is not None else None
         if best is not None:
-            items.append(_Item(f"experience:{best.id}", PASSED_ATTEMPT, best.response.strip()))
+            items.append(Item("experience", f"experience:{best.id}", PASSED_ATTEMPT, best.response.strip()))
         fail: Experience | None = store.latest_failure_with_feedback(problem.uid, exclude_step)
         if fail is not None:
             feedback = " ".join(fail.feedback.split())
             if len(feedback) > config.max_feedback_chars:
                 feedback = feedback[: config.max_feedback_chars].rstrip() + "..."
-            items.append(_Item(f"experience:{fail.id}", FAILED_ATTEMPT.format(feedback=feedback), fail.response.strip()))
+            items.append(Item("experience", f"experience:{fail.id}", FAILED_ATTEMPT.format(feedback=feedback),
+                              fail.response.strip()))
     if not (config.include_insights or config.include_patterns):
         return items
-    index = _index(store)
+    index = problem_index(store)
     if config.include_insights:
-        own = _ordered_insights(index.insights_by_problem.get(problem.uid, []))
+        own = rank_insights(store.active_insights_of([problem.uid]).get(problem.uid, []), now, half_life)
         items += [_insight_item(i, similar=False) for i in own[: config.max_own_insights]]
     query = tokenize(f"{problem.question} {problem.family}")
     if config.include_patterns and index.patterns:
@@ -147,24 +216,29 @@ def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, e
         )
         for _, _, p in ranked[: config.max_patterns]:
             text = " ".join(p.text.split())
-            items.append(_Item(f"pattern:{p.id}", pattern_line(text, p.support_problems), "", normalize_text(text)))
-    if config.include_insights and config.max_similar_problems > 0 and index.problem_uids:
-        scores = index.problem_bm25.scores(query)
-        ranked_uids = sorted(
-            (
-                (fam == problem.family, score, uid)
-                for uid, fam, score in zip(index.problem_uids, index.problem_families, scores)
-                if uid != problem.uid and (fam == problem.family or score > 0)
-            ),
-            key=lambda t: (not t[0], -t[1], t[2]),
-        )
-        for _, _, uid in ranked_uids[: config.max_similar_problems]:
-            theirs = _ordered_insights(index.insights_by_problem[uid])
-            items += [_insight_item(i, similar=True) for i in theirs[: config.max_insights_per_similar_problem]]
+            items.append(Item("pattern", f"pattern:{p.id}", pattern_line(text, p.support_problems), "",
+                              normalize_text(text)))
+    if config.include_insights and config.max_similar_problems > 0:
+        for theirs in _similar_insights(store, index, query, problem, config.max_similar_problems):
+            ranked_theirs = [i for i in rank_insights(theirs, now, half_life) if not problem_specific(i.text)]
+            items += [_insight_item(i, similar=True) for i in ranked_theirs[: config.max_insights_per_similar_problem]]
     return items
 
 
-def _shorten(item: _Item, fits: Callable[[str], bool]) -> str | None:
+def _similar_insights(store: MemoryStore, index, query: list[str], problem: Problem, k: int) -> list[list[Insight]]:
+    """Active insights of the `k` most similar other problems that have any (problems whose insights all retired
+    are passed over): ask the index for a few more candidates than needed, widening until enough or none left."""
+    want = k + 4
+    while True:
+        uids = index.ranked_problems(query, problem.family, problem.uid, want)
+        found = store.active_insights_of(uids)
+        picked = [found[u] for u in uids if u in found][:k]
+        if len(picked) >= k or len(uids) < want:
+            return picked
+        want *= 4
+
+
+def _shorten(item: Item, fits: Callable[[str], bool]) -> str | None:
     """The longest middle-elided version of `item` (start and end of its body kept) that fits, or None when no
     version with any of the body fits. Binary search; the result is always re-checked, so a counter that is not
     monotone in the text length can cost length but never break the budget."""
@@ -201,32 +275,13 @@ def retrieve(
     count_tokens: Callable[[str], int],
     config: RetrievalConfig = RetrievalConfig(),
     exclude_experience_step: int | None = None,
+    now: int | None = None,
 ) -> RetrievedMemory:
-    """Pack the memory most useful to the teacher for `problem` (see the module docstring). Deterministic."""
-    lines: list[str] = []
-    refs: list[str] = []
-    seen_texts: set[str] = set()
-    truncated = False
-
-    def fits(candidate_line: str) -> bool:
-        return count_tokens("\n".join([*lines, candidate_line])) <= config.token_budget
-
-    for item in _candidates(store, problem, config, exclude_experience_step):
-        if item.key and item.key in seen_texts:  # e.g. a pattern whose text is this problem's own insight
-            continue
-        if config.token_budget > 0 and fits(item.line):
-            line = item.line
-        elif config.token_budget > 0 and not lines and item.body:
-            shortened = _shorten(item, fits)
-            truncated = True
-            if shortened is None:
-                continue
-            line = shortened
-        else:
-            truncated = True
-            continue
-        lines.append(line)
-        refs.append(item.ref)
-        seen_texts.add(item.key)
-    text = "\n".join(lines)
-    return RetrievedMemory(text=text, item_refs=refs, n_tokens=count_tokens(text) if text else 0, truncated=truncated)
+    """Pack the memory most useful to the teacher for `problem` (see the module docstring). Deterministic. `now`:
+    the step ages are measured from (default: `exclude_experience_step`, else the newest step in memory)."""
+    now = now if now is not None else exclude_experience_step
+    items = dedupe(_candidates(store, problem, config, exclude_experience_step, now))
+    chosen, truncated = pack(items, count_tokens, config.token_budget, config.level_shares)
+    text = "\n".join(line for _, line in chosen)
+    return RetrievedMemory(text=text, item_refs=[it.ref for it, _ in chosen],
+                           n_tokens=count_tokens(text) if text else 0, truncated=truncated)

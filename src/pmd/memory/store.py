@@ -32,6 +32,7 @@ from typing import IO, Any
 from pmd.errors import MemoryStoreError
 from pmd.memory.dbfile import APPLICATION_ID, atomic_copy, check_existing, connect_readonly, expected, validate
 from pmd.memory.records import (  # re-exported: `from pmd.memory.store import Experience` is the usual import
+    FAILURE_KINDS,
     KINDS,
     SCHEMA,
     SCHEMA_VERSION,
@@ -44,7 +45,14 @@ from pmd.memory.records import (  # re-exported: `from pmd.memory.store import E
     RetrievalRecord,
     _from_row,
 )
+from pmd.memory.queries import RetrievalQueries
 from pmd.memory.text import normalize_text
+
+
+def _failure_kind(kind: str) -> str:
+    if kind not in FAILURE_KINDS:
+        raise ValueError(f"failure_kind must be one of {FAILURE_KINDS}, got {kind!r}")
+    return kind
 
 
 def _id_list(ids: Sequence[int]) -> str:
@@ -52,7 +60,7 @@ def _id_list(ids: Sequence[int]) -> str:
     return json.dumps(sorted({int(i) for i in ids}))
 
 
-class MemoryStore:
+class MemoryStore(RetrievalQueries):
     """The memory of one run in one SQLite file. Not thread-safe: use it from the process's main thread only."""
 
     def __init__(self, path: str | Path, *, verify: bool = True, read_only: bool = False) -> None:
@@ -218,9 +226,9 @@ class MemoryStore:
             for r in rows:
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO experiences (problem_uid, family, prompt, response, reward, passed, "
-                    "feedback, step, sample_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "feedback, step, sample_index, answer, failure_kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (r.problem_uid, r.family, r.prompt, r.response, float(r.reward), int(bool(r.passed)),
-                     r.feedback, int(r.step), int(r.sample_index)),
+                     r.feedback, int(r.step), int(r.sample_index), r.answer, _failure_kind(r.failure_kind)),
                 )
                 if cur.rowcount == 1:
                     ids.append(int(cur.lastrowid))
@@ -277,9 +285,11 @@ class MemoryStore:
     # -- insights --------------------------------------------------------------------------------------------
 
     def upsert_insight(self, problem_uid: str, family: str, kind: InsightKind, text: str, source: str,
-                       experience_ids: Sequence[int], step: int) -> int:
+                       experience_ids: Sequence[int], step: int, tag: str = "") -> int:
         """Record a strategy/lesson for a problem. The same normalised text for the same problem+kind is a
-        re-confirmation: support += 1, experience ids merged, updated_step advanced. Returns the insight id."""
+        re-confirmation: support += 1, experience ids merged, updated_step advanced, and a retired insight becomes
+        active again (the evidence came back). `tag` is the behaviour key consolidation groups on (kept from the
+        first write). Returns the insight id."""
         if kind not in KINDS:
             raise ValueError(f"insight kind must be one of {KINDS}, got {kind!r}")
         norm = normalize_text(text)
@@ -296,25 +306,42 @@ class MemoryStore:
                 return int(
                     conn.execute(
                         "INSERT INTO insights (problem_uid, family, kind, text, norm_text, source, support, "
-                        "experience_ids, created_step, updated_step) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-                        (problem_uid, family, kind, text.strip(), norm, source, _id_list(experience_ids), step, step),
+                        "experience_ids, created_step, updated_step, tag) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                        (problem_uid, family, kind, text.strip(), norm, source, _id_list(experience_ids), step, step,
+                         tag),
                     ).lastrowid
                 )
             conn.execute(
                 "UPDATE insights SET support = support + 1, experience_ids = ?, "
-                "updated_step = MAX(updated_step, ?) WHERE id = ?",
+                "updated_step = MAX(updated_step, ?), status = 'active', retired_step = NULL WHERE id = ?",
                 (_id_list([*json.loads(row["experience_ids"]), *experience_ids]), int(step), row["id"]),
             )
             return int(row["id"])
 
-    def insights(self, problem_uid: str | None = None) -> list[Insight]:
-        """Insights (optionally of one problem), most supported first, then most recently confirmed, then oldest."""
+    def insights(self, problem_uid: str | None = None, status: str | None = "active") -> list[Insight]:
+        """Insights (optionally of one problem) with `status` (None = all), most supported first, then most recently
+        confirmed, then oldest. Retrieval and consolidation read the active ones; `pmd memory show` reads all."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"insight status must be one of {STATUSES} or None, got {status!r}")
         rows = self._db.execute(
-            "SELECT * FROM insights WHERE (?1 IS NULL OR problem_uid = ?1) "
+            "SELECT * FROM insights WHERE (?1 IS NULL OR problem_uid = ?1) AND (?2 IS NULL OR status = ?2) "
             "ORDER BY support DESC, updated_step DESC, id ASC",
-            (problem_uid,),
+            (problem_uid, status),
         )
         return [_from_row(Insight, r) for r in rows]
+
+    def retire_insight(self, insight_id: int, step: int) -> None:
+        """Mark an insight retired at `step` (recent evidence contradicts it). It stays in the store, visible to
+        `pmd memory show`, and becomes active again if `upsert_insight` re-confirms it."""
+        with self.transaction():
+            self._touched = True
+            cur = self._db.execute(
+                "UPDATE insights SET status = 'retired', retired_step = ? WHERE id = ? AND status = 'active'",
+                (int(step), int(insight_id)),
+            )
+            if cur.rowcount == 0 and self._db.execute("SELECT 1 FROM insights WHERE id = ?",
+                                                      (int(insight_id),)).fetchone() is None:
+                raise KeyError(f"{self.path}: no insight with id {insight_id}")
 
     # -- patterns --------------------------------------------------------------------------------------------
 

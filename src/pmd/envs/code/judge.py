@@ -1,18 +1,20 @@
 """The judge of the code environment: run a compiled candidate against a problem's tests in the sandbox and turn
 the outcomes into a verdict, the way an online judge reports them (first failure first, with its input).
 
-Expected outputs of stdin and functional tests never enter the sandbox, so a solution cannot read them; HumanEval's
-`check()` asserts necessarily run next to the candidate (that is the benchmark's format), so there a deliberately
-adversarial solution could tamper with the check: the random end-of-run marker only guards against accidental
-early exits.
+Expected outputs never enter the candidate's sandbox: stdin and functional outputs are compared here, in the
+judge's process, and HumanEval's `check()` runs in a second sandbox with no candidate code, calling the candidate
+through a pipe that carries plain values only (see harness). The candidate's private world (pmd.sandbox) holds no
+dataset file either, so there is nothing to find by globbing. Threat model: pmd.sandbox's docstring.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -109,33 +111,20 @@ class Judge:
         return outcomes
 
     def _run_humaneval(self, source: str, meta: dict[str, Any]) -> Outcome:
+        """The candidate and check() in two sandboxes joined by pipes (see harness): only plain values cross."""
         nonce = secrets.token_hex(8)
-        program = harness.program("humaneval", source, test=meta["test"], entry_point=meta["entry_point"])
-        result = run_python(program, stdin=nonce + "\n", limits=self.limits)
-        markers = harness.markers(result.stdout, nonce)
-        if ("PASSED", "") in markers and result.ok:
-            return Outcome("passed")
-        if ("MISSING", "") in markers:
-            return Outcome("runtime_error", f"No function `{meta['entry_point']}` is defined.")
-        limit = _limit_outcome(result, "while running the tests", None, self.limits)
-        if limit is not None:
-            return limit
-        asserts = [rest for kind, rest in markers if kind == "ASSERT"]
-        if asserts:
+        calls_r, calls_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        serve = harness.serve_program(source, meta["entry_point"], rfd=calls_r, wfd=replies_w)
+        check = harness.check_program(meta["test"], meta["entry_point"], meta.get("prompt") or "",
+                                      rfd=replies_r, wfd=calls_w)
+        with ThreadPoolExecutor(1) as pool:
+            served = pool.submit(run_python, serve, "", self.limits, (calls_r, replies_w))
             try:
-                info = {k: str(v) for k, v in dict(json.loads(asserts[-1])).items()}
-            except (ValueError, TypeError):
-                info = {}
-            message = "Wrong answer: a test assertion failed."
-            if info.get("line"):
-                message += f"\nFailing check: {clip(info['line'])}"
-            if "expected" in info:
-                message += f"\nExpected: {clip(info['expected'])}\nYour result: {clip(info['actual'])}"
-            return Outcome("wrong_answer", message)
-        if result.returncode == 0:
-            return Outcome("runtime_error", "The program exited before the tests finished (e.g. exit() or sys.exit() "
-                                             "was called).")
-        return _crash(result, "while running the tests", None)
+                checked = run_python(check, nonce + "\n", self.limits, (replies_r, calls_w))
+            finally:
+                solution = served.result()
+        return _humaneval_outcome(checked, solution, harness.markers(checked.stdout, nonce), meta, self.limits)
 
     def verdict(self, outcomes: list[Outcome], code: str, how: str, details: dict[str, Any]) -> Verdict:
         """Reward and feedback from the outcomes: the first failure's message leads (the reflector keys on it)."""
@@ -159,6 +148,47 @@ class Judge:
 
 
 # ---- reading outcomes ----
+
+def _humaneval_outcome(checked: SandboxResult, solution: SandboxResult, markers: list[tuple[str, str]],
+                       meta: dict[str, Any], limits: SandboxLimits) -> Outcome:
+    """Verdict from the checker's markers (a process with no candidate code) and the candidate's process result."""
+    kinds = {kind for kind, _ in markers}
+    if "PASSED" in kinds and checked.ok:
+        return Outcome("passed")
+    if "MISSING" in kinds:
+        return Outcome("runtime_error", f"No function `{meta['entry_point']}` is defined.")
+    where = "while running the tests"
+    limit = _limit_outcome(solution, where, None, limits) or _limit_outcome(checked, where, None, limits)
+    if limit is not None:
+        return limit
+    last = {kind: rest for kind, rest in markers}
+    if "ASSERT" in last:
+        try:
+            info = {k: str(v) for k, v in dict(json.loads(last["ASSERT"])).items()}
+        except (ValueError, TypeError):
+            info = {}
+        message = "Wrong answer: a test assertion failed."
+        if info.get("line"):
+            message += f"\nFailing check: {clip(info['line'])}"
+        if "expected" in info:
+            message += f"\nExpected: {clip(info['expected'])}\nYour result: {clip(info['actual'])}"
+        return Outcome("wrong_answer", message)
+    if "RAISED" in last:
+        try:
+            error = str(json.loads(last["RAISED"]))
+        except ValueError:
+            error = ""
+        return Outcome("runtime_error", f"Runtime error {where}.\n{_traceback_tail(error)}".rstrip())
+    if "NOTLITERAL" in last:
+        return Outcome("wrong_answer", "Wrong answer: the function returned a value that is not a plain Python value "
+                                       f"(int, float, str, list, tuple, dict, set, bool, None): {clip(last['NOTLITERAL'])}")
+    if "GONE" in last or "BADREPLY" in last or not markers:
+        if solution.returncode != 0:
+            return _crash(solution, where, None)
+        return Outcome("runtime_error", "The program exited before the tests finished (e.g. exit() or sys.exit() "
+                                         "was called).")
+    return _crash(checked, where, None)
+
 
 def _limit_outcome(result: SandboxResult, where: str, test_input: str | None, limits: SandboxLimits) -> Outcome | None:
     """Time, output and memory limits, judged before looking at the output."""
