@@ -355,9 +355,7 @@ STRICT_CONFIG_CASES = [
     distillation_topk_beyond_vocabulary, completion_beyond_context, prompts_per_step_beyond_training_set,
     model_random_bytes_as_weights, model_truncated_weights, model_weights_of_another_shape, hf_id_while_offline,
     missing_reflector,
-    # The writability of run_dir is checked by the run-dir work of issue 16 (pipeline.py); until it lands here this
-    # case fails with a traceback, and the strict xfail says so (remove the mark once it passes).
-    pytest.param(run_dir_in_proc, marks=pytest.mark.xfail(strict=True, reason="run_dir writability: pipeline.py")),
+    run_dir_in_proc,  # checkpoint.check_run_dir, called by preflight
 ]
 
 
@@ -517,8 +515,7 @@ SUBCOMMAND_CASES = [
     eval_model_random_bytes_as_weights, eval_hf_id_offline, compare_no_seeds, compare_no_variants,
     compare_unknown_variant, compare_prompts_per_step_beyond_training_set, explain_relative_run_without_final,
     report_truncated_summary,
-    # A summary.json of the wrong type is the report work of issue 16 (report.py); remove the mark once it passes.
-    pytest.param(report_wrong_typed_summary, marks=pytest.mark.xfail(strict=True, reason="report.py: typed summary")),
+    report_wrong_typed_summary,  # report.check_inputs
     memory_stats_not_a_store, memory_export_onto_its_store,
 ]
 

@@ -442,3 +442,52 @@ def test_a_seed_is_rebased_into_the_past_so_this_runs_steps_do_not_collide(store
 
 def test_rebasing_an_empty_store_changes_nothing(store: MemoryStore) -> None:
     assert store.rebase_steps(meta_step_keys=("last_reflected_step",)) == 0
+
+
+# -- read-only opens (inspection never writes) ---------------------------------------------------------------------
+
+
+def _sidecar_names(db: Path) -> list[str]:
+    return sorted(p.name for p in db.parent.iterdir() if p.name.startswith(db.name + "-"))
+
+
+@pytest.mark.parametrize("kind", ["checkpoint_copy", "closed_wal_store"])
+def test_read_only_open_changes_no_byte_and_creates_no_sidecar(kind: str, tmp_path: Path) -> None:
+    """A checkpoint's copy is in rollback-journal mode (header bytes 18-19 = 1): a read-write open would switch it to
+    WAL (= 2). A closed live store is in WAL mode with no -wal beside it: a plain `mode=ro` open would create
+    -wal/-shm to read it. Neither happens through `read_only=True`."""
+    live = tmp_path / "live" / "memory.db"
+    with MemoryStore(live) as s:
+        s.add_experiences([exp("p1", 1, i) for i in range(3)])
+        s.backup_to(tmp_path / "ckpt" / "memory.db")
+    db = tmp_path / "ckpt" / "memory.db" if kind == "checkpoint_copy" else live
+    assert db.read_bytes()[18:20] == (b"\x01\x01" if kind == "checkpoint_copy" else b"\x02\x02")
+    before, mtime = db.read_bytes(), db.stat().st_mtime_ns
+    with MemoryStore.open_existing(db, read_only=True) as s:
+        assert s.counts()["experiences"] == 3 and len(s.experiences()) == 3
+        s.export_jsonl(io.StringIO())
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            s.add_experiences([exp("p2")])
+    assert db.read_bytes() == before and db.stat().st_mtime_ns == mtime
+    assert _sidecar_names(db) == []
+
+
+def test_read_only_open_sees_a_live_writers_committed_rows(tmp_path: Path) -> None:
+    db = tmp_path / "memory.db"
+    with MemoryStore(db) as writer:
+        writer.add_experiences([exp("p1", 1, 0)])
+        writer.add_experiences([exp("p1", 2, 0)])  # committed into the WAL, not yet into the main file
+        main_file = db.read_bytes()
+        with MemoryStore.open_existing(db, read_only=True) as reader:
+            assert reader.counts()["experiences"] == 2
+        assert db.read_bytes() == main_file
+
+
+def test_restore_leaves_a_wal_mode_source_untouched(tmp_path: Path) -> None:
+    """`memory.load_from` may name another run's live store (WAL mode): seeding from it writes nothing beside it."""
+    src = tmp_path / "other_run" / "memory.db"
+    with MemoryStore(src) as s:
+        s.add_experiences([exp("p1", 1, 0)])
+    before = src.read_bytes()
+    MemoryStore.restore(src, tmp_path / "run" / "memory.db")
+    assert src.read_bytes() == before and _sidecar_names(src) == []

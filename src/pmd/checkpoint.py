@@ -13,11 +13,20 @@ trainer_state.json) plus what only pmd knows about, written by `CheckpointCallba
 Resume puts the run directory back to step N (`restore_run_state`): the live memory store is replaced by the
 checkpoint's copy, metrics.jsonl keeps only rows up to step N, and checkpoints from later, unfinished saves go.
 Everything after step N is then recomputed, so a killed-and-resumed run ends where an uninterrupted one does.
+A checkpoint at the run's last step (a kill during the final save, evaluation or report, or a finished run resumed
+again) leaves no step to train: resume then redoes only that tail (trainer.py stops transformers from training a
+step past `train.steps`).
+
+One writer per run directory: `RunDirLock` holds an exclusive `flock` on the run directory while a process trains
+into it, so a second `pmd train` (or a `--resume` while the first still runs) stops with one line before it writes.
+The kernel drops the lock when its holder dies, kill -9 included, so a killed run never leaves a stale lock behind.
+Readers (`pmd memory`, `report`, `explain`) take no lock: they only read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -28,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,10 @@ TEACHER_FILE = "teacher_model.safetensors"
 MANIFEST_FILE = "pmd_checkpoint.json"
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FORMAT = 1
+LOCK_FILE = ".pmd.lock"
+# Kernel pseudo-filesystems: a directory there cannot hold a run (mkdir fails or writes go nowhere). /dev/shm, a
+# plain tmpfs, is allowed.
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 # Logged once by the Trainer when train() ends; a resumed run logs its own.
 _END_OF_TRAINING_KEYS = ("train_runtime",)
@@ -88,6 +101,101 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_path(path.parent)
+
+
+# ------------------------------------------------------------------------------------------------ the run directory
+
+
+def check_run_dir(run_dir: str | Path) -> None:
+    """Raise ConfigError unless `run_dir` can hold a run: not empty (an empty path trains into the current
+    directory), not under a kernel pseudo-filesystem, not an existing file, and its nearest existing ancestor a
+    directory this process may write. Reads only, so preflight can call it before anything is written."""
+    text = str(run_dir)
+    if not text.strip():
+        raise ConfigError("run_dir: empty; expected a directory path for the run (e.g. runs/my-run)")
+    resolved = Path(text).resolve()
+    for root in map(Path, PSEUDO_FILESYSTEMS):
+        if (resolved == root or root in resolved.parents) and not _under(resolved, Path("/dev/shm")):
+            raise ConfigError(f"run_dir: {text} is under {root}, a kernel pseudo-filesystem; expected a directory "
+                              "on disk")
+    if resolved.exists() and not resolved.is_dir():
+        raise ConfigError(f"run_dir: {text} exists and is not a directory")
+    existing = resolved
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir: {text}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "the run directory" if existing == resolved else f"{existing}, where it would be created,"
+        raise ConfigError(f"run_dir: {text}: {what} is not writable (read-only filesystem or permissions)")
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+class RunDirLock:
+    """An exclusive advisory lock on a run directory, held by its one writer: `flock` on the directory itself.
+
+    `acquire` never waits: a run directory held by another process is an error (CheckpointError) raised before
+    anything is written, and taking the lock writes nothing either (no lock file is created, so a refused command
+    leaves the directory exactly as it was). The lock belongs to the open directory, so the kernel releases it when
+    the holder exits or is killed: a killed run never leaves a stale lock. A second lock on the same directory in the
+    same process is refused too: it would be a second writer. `mark` records the holder's pid in RUN_DIR/.pmd.lock
+    once it has decided to write, so that the message of a process refused later can name it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> RunDirLock:
+        if self._fd is not None:
+            return self
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.run_dir, flags)
+        except OSError as exc:
+            raise CheckpointError(f"{self.run_dir}: cannot lock the run directory ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise CheckpointError(f"{self.run_dir}: another pmd process{_lock_holder(self.path)} is writing this run "
+                                  "directory (one writer per run); wait for it to end or stop it, then pmd train "
+                                  "--resume") from None
+        self._fd = fd
+        return self
+
+    def mark(self) -> None:
+        """Record this process as the writer (the lock is held)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.write_text(f"{os.getpid()}\n", encoding="ascii")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor of the open directory releases the flock
+
+    def __enter__(self) -> RunDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _lock_holder(path: Path) -> str:
+    """' (pid N)' from the holder's mark, or '' when there is none yet."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")[:32].strip()
+    except OSError:
+        return ""
+    return f" (pid {text})" if text.isdigit() else ""
 
 
 # ------------------------------------------------------------------------------------------------ finding

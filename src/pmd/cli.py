@@ -20,6 +20,7 @@ import os
 import sys
 import time
 import typing
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,9 +161,10 @@ def cmd_memory(args) -> int:
     out = args.out or "-"
     if out != "-":
         _check_out_path(out)
-        if Path(out).resolve() == db.resolve():
-            raise PMDError(f"--out {out}: is the memory store being exported (choose a .jsonl path)")
-    with MemoryStore.open_existing(db) as store, _stdout():
+        refusal = export_refusal(Path(out), db)
+        if refusal:
+            raise PMDError(f"--out {out}: {refusal}")
+    with MemoryStore.open_existing(db, read_only=True) as store, _stdout():  # inspection never writes the store
         if args.action == "stats":
             from .memory.retrieve import level_fractions
 
@@ -174,14 +176,65 @@ def cmd_memory(args) -> int:
                 store.export_jsonl(sys.stdout, args.limit)
             else:
                 try:
-                    n = store.export_jsonl(out, args.limit)
+                    n = _export_to_file(store, Path(out), args.limit)
                 except OSError as exc:
-                    raise PMDError(f"--out {out}: cannot write ({exc.strerror})") from None
+                    raise PMDError(f"--out {out}: cannot write ({exc.strerror or exc}); nothing written") from None
                 print(f"wrote {n} rows to {out}")
         else:
             _show(store, db, args.problem, args.level or "all", args.limit or 20)
         sys.stdout.flush()  # inside the guard: a reader that left after the last line is still a closed stdout
     return 0
+
+
+EXPORT_LEVELS = ("experience", "insight", "pattern", "retrieval", "meta")
+
+
+def export_refusal(out: Path, source: Path) -> str | None:
+    """Why `pmd memory export --out OUT` must not write `out`, or None. Refused: the store being exported (by any
+    path: a link, `RUN/./memory.sqlite`, a hard link) and its -wal/-shm/-journal files, and any existing regular
+    file that is not an earlier export (overwriting it would destroy it: another store, a config, a checkpoint).
+    An earlier export, an empty file, a new path or a device such as /dev/stdout is fine. Reads only."""
+    from .memory.dbfile import sidecars
+
+    for own in (source, *sidecars(source)):
+        if out.resolve() == own.resolve() or (out.exists() and own.exists() and os.path.samefile(out, own)):
+            return "is the memory store being exported (choose a new .jsonl path)"
+    if not out.is_file() or out.stat().st_size == 0:
+        return None
+    try:
+        with open(out, "rb") as fh:
+            head = fh.readline(1 << 16)
+    except OSError as exc:
+        return f"cannot read it to check what it is ({exc.strerror})"
+    if head.startswith(b"SQLite format 3\x00"):
+        return "is a SQLite database; exporting onto it would destroy it (choose a new .jsonl path)"
+    try:
+        first = json.loads(head)
+    except ValueError:
+        first = None
+    if isinstance(first, dict) and first.get("level") in EXPORT_LEVELS:
+        return None
+    return "exists and is not a pmd memory export; exporting onto it would destroy it (choose a new path or remove it)"
+
+
+def _export_to_file(store, out: Path, limit: int | None) -> int:
+    """Export into a temporary file beside `out`, renamed over it when complete: a full disk or a read-only
+    directory leaves no empty or half export, and an earlier export stays whole. A device or FIFO is written in
+    place."""
+    if out.exists() and not out.is_file():
+        with open(out, "w", encoding="utf-8") as fh:
+            return store.export_jsonl(fh, limit)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            n = store.export_jsonl(fh, limit)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return n
 
 
 def _listing(title: str, items: list, limit: int, latest: bool = False) -> list:
@@ -272,13 +325,7 @@ def cmd_report(args) -> int:
         raise PMDError(f"{run}: no such run directory")
     if not run.is_dir() or not any((run / name).is_file() for name in RUN_MARKERS):
         raise PMDError(f"{run}: not a PMD run directory (expected {', '.join(RUN_MARKERS[:-1])} or {RUN_MARKERS[-1]})")
-    for name in ("summary.json", "eval_base.json", "eval_trained.json"):  # what the report reads whole
-        if (run / name).is_file():
-            try:
-                json.loads((run / name).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise PMDError(f"{run / name}: unreadable ({exc.__class__.__name__}: {exc})") from None
-    try:
+    try:  # checks summary.json, eval_*.json and the memory store before it writes anything
         path = write_report(run)
     except OSError as exc:
         raise PMDError(f"{exc.filename or run}: cannot write the report ({exc.strerror})") from None
@@ -354,6 +401,29 @@ def _leave_process_group(together: bool) -> None:
     dist.destroy_process_group()
 
 
+# Errors that are the disk's fault, not pmd's: full, over quota, read-only, not permitted, file too large.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG}
+_DISK_MESSAGES = ("No space left on device", "os error 28", "database or disk is full", "readonly database",
+                  "Read-only file system")
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """One line for an exception caused by the disk (full, read-only, no permission), wherever it sits in the
+    exception's chain (torch, safetensors and SQLite wrap the OSError or only quote it); None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_ERRNOS:
+            where = f"{current.filename}: " if current.filename else ""
+            return f"{where}{current.strerror or os.strerror(current.errno)}"
+        text = " ".join(str(current).split())
+        if any(m in text for m in _DISK_MESSAGES):
+            return text if len(text) <= 200 else text[:200] + "..."
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -378,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pmd: interrupted after {time.time() - start:.0f}s", file=sys.stderr)
         return 130
+    except Exception as exc:  # a full or read-only disk is the user's to fix: one line, not a traceback
+        line = disk_error(exc)
+        if line is None:
+            raise
+        hint = "; free space or fix permissions" + (", then pmd train --resume" if args.command == "train" else "")
+        print(f"pmd: error: {line}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

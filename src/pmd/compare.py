@@ -20,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+from .checkpoint import RunDirLock
 from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
@@ -71,6 +72,7 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    RunDirLock(run_dir).acquire().mark()  # held until this spawned process ends: one writer per run directory
     save_config(cfg, run_dir / "config.yaml")
     metrics = run_dir / "metrics.jsonl"
     resume_from = _last_checkpoint(run_dir)
@@ -133,6 +135,8 @@ def run_isolated(cfg: RunConfig, base_eval: dict) -> None:
     if _finished(cfg):
         logger.info("compare: %s already finished, skipping", cfg.run_dir)
         return
+    if Path(cfg.run_dir).is_dir():  # a run another process is writing: say so in one line, before spawning
+        RunDirLock(cfg.run_dir).acquire().release()
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=run_one, args=(cfg, base_eval), name=f"pmd-compare-{Path(cfg.run_dir).parent.name}")
     proc.start()

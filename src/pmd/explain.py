@@ -51,11 +51,12 @@ def completion_logprobs(model, tokenizer, messages: list[dict], completion: str)
 def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: int = 8) -> list[Explanation]:
     cfg = load_config(run_dir / "config.yaml")
     suite = EnvironmentSuite.from_config(cfg.env)
-    model, tok = load_model_and_tokenizer(model_name or str(run_dir / "final"), cfg.model.dtype)
-    model.eval()
     out: list[Explanation] = []
     seen: set[str] = set()
-    with MemoryStore.open_existing(run_dir / "memory.sqlite") as store:
+    # the store first (read-only: explaining never writes it), so a foreign or corrupt one fails before a model loads
+    with MemoryStore.open_existing(run_dir / "memory.sqlite", read_only=True) as store:
+        model, tok = load_model_and_tokenizer(model_name or str(run_dir / "final"), cfg.model.dtype)
+        model.eval()
         records = [r for r in reversed(store.retrievals()) if r.text]
         for rec in records:
             if rec.problem_uid in seen or len(out) >= limit:

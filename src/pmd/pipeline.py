@@ -11,6 +11,7 @@ process alone decides about and writes the run directory, and evaluation is shar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -20,8 +21,9 @@ from typing import Any
 
 import yaml
 
-from .checkpoint import atomic_write_text, checkpoint_step, last_complete_checkpoint, read_manifest
-from .config import RunConfig, check_training_set, config_changes, save_config
+from .checkpoint import (LOCK_FILE, RunDirLock, atomic_write_text, check_run_dir, checkpoint_step,
+                         last_complete_checkpoint, read_manifest)
+from .config import RunConfig, check_training_set, config_changes, to_dict
 from .dist import Ranks
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, ConfigError, DatasetError, PMDError
@@ -66,7 +68,7 @@ def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | Non
 
     if not memory_db:
         raise PMDError("eval.memory_at_inference needs --memory PATH (a run's memory.sqlite)")
-    store = MemoryStore.open_existing(memory_db)
+    store = MemoryStore.open_existing(memory_db, read_only=True)  # evaluation reads memory, never writes it
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -85,9 +87,8 @@ def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuit
     resolved model path and the environment suite."""
     from .trl_args import check_integrations, trl_config
 
+    check_run_dir(cfg.run_dir)  # "" (the current directory), /proc/..., a file or a read-only place: refused
     run_dir = Path(cfg.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run_dir: {run_dir} exists and is not a directory")
     check_integrations(cfg)
     trl_config(cfg, str(run_dir / "checkpoints"), world_size=world_size)  # builds TRL's args; writes nothing
     model_path = check_models(cfg)  # the policy (its lengths fitted) and a model reflector
@@ -151,27 +152,67 @@ def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[str | Non
     return str(ckpt), extension
 
 
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool,
-                     evaluate_models: bool) -> tuple[str | None, dict[str, int] | None, bool]:
-    """Main process: where training starts, the extension if any, and whether the base model still needs
-    evaluating. Writes the resolved config when training starts from step 0; a resumed run's config.yaml (the one
-    it started with) is never overwritten."""
-    resume_from, extension = _start_point(cfg, run_dir, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume_from is None:
-        tmp = run_dir / ".config.yaml.tmp"
-        save_config(cfg, tmp)
-        os.replace(tmp, run_dir / "config.yaml")
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, evaluate_models: bool,
+                     lock: RunDirLock) -> tuple[str | None, dict[str, int] | None, bool]:
+    """Main process: take the run directory's lock (one writer per run), then decide where training starts, the
+    extension if any, and whether the base model still needs evaluating. Writes the resolved config when training
+    starts from step 0; a resumed run's config.yaml (the one it started with) is never overwritten. When it fails,
+    it leaves the disk as it was: a directory it created is removed again."""
+    created = _missing_dirs(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # before any decision about the directory's content: a second writer stops here
+        resume_from, extension = _start_point(cfg, run_dir, resume)
+        lock.mark()
+        if resume_from is None:
+            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    except BaseException as exc:
+        _undo_start(lock, created)
+        if isinstance(exc, OSError):  # disk full, read-only: one line, nothing left behind
+            raise CheckpointError(f"{exc.filename or run_dir}: cannot write the run directory "
+                                  f"({exc.strerror or exc})") from None
+        raise
     return resume_from, extension, evaluate_models and not (run_dir / "eval_base.json").is_file()
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """`path` and those of its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _undo_start(lock: RunDirLock, created: list[Path]) -> None:
+    """Undo a failed start: release the lock and remove the directories this start created (deepest first), when
+    they hold nothing but the lock file it made. A lock file is only removed by the process that held it, never
+    from under another writer."""
+    held = lock.held
+    lock.release()
+    for d in created:
+        with contextlib.suppress(OSError):
+            if held and d == created[0]:
+                (d / LOCK_FILE).unlink(missing_ok=True)
+            d.rmdir()
+
+
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
-    """Every rank calls this; the main process's summary carries the report path, the others' do not."""
+    """Every rank calls this; the main process's summary carries the report path, the others' do not. The main
+    process holds the run directory's lock from before its first write until the run ends (or fails)."""
+    lock = RunDirLock(cfg.run_dir)
+    try:
+        return _run_training(cfg, evaluate_models, resume, lock)
+    finally:
+        lock.release()
+
+
+def _run_training(cfg: RunConfig, evaluate_models: bool, resume: bool, lock: RunDirLock) -> dict[str, Any]:
     ranks = Ranks.current()
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg, ranks.world)  # fail fast before any work or write (every rank, read-only)
     resume_from, extension, need_base = ranks.on_main(
-        lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models))
+        lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models, lock))
     from .report import write_report
     from .trainer import train
 

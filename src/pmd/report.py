@@ -1,13 +1,17 @@
 """Reports from a run directory: markdown with base vs trained held-out accuracy, memory growth and examples.
 
 Reads only files the run wrote (config.yaml, metrics.jsonl, eval_*.json, memory.sqlite), so a report can be
-regenerated at any time with `pmd report RUN_DIR`.
+regenerated at any time with `pmd report RUN_DIR`, even while the run trains: the memory store is opened read-only
+and the report's own files are replaced atomically, only after every input passed its checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +25,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         line = line.strip()
         if line:
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill mid-write; the rest of the log is still usable
+            if isinstance(row, dict) and _is_int(row.get("step", 0)):  # a foreign or damaged row is no step
+                rows.append(row)
     return rows
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _fmt(v: Any) -> str:
@@ -113,13 +127,13 @@ def plot_panels(panels: list[tuple[str, dict[str, list[tuple[int, float]]]]], ou
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, format="png")  # `out` may be a temporary name
     plt.close(fig)
     return [name for name, _ in panels]
 
 
 def _series(rows: list[dict], keys: list[str]) -> dict[str, list[tuple[int, float]]]:
-    return {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+    return {k: [(r["step"], r[k]) for r in rows if _is_number(r.get(k))] for k in keys}
 
 
 def plot_curves(rows: list[dict], out: Path, keys: list[str], title: str) -> bool:
@@ -156,9 +170,63 @@ MEMORY_KEYS = ["memory/experiences", "memory/insights", "memory/patterns_active"
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except ValueError:
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+# summary.json keys the report reads, and the type each must have when present.
+_SUMMARY_TYPES: dict[str, tuple[str, Any]] = {
+    "steps": ("an integer", _is_int), "train_seconds": ("a number", _is_number),
+    "eval_seconds": ("a number", _is_number), "algo": ("a string", lambda v: isinstance(v, str)),
+    "model": ("a string", lambda v: isinstance(v, str)), "reflector": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def input_problem(name: str, data: Any) -> str | None:
+    """What is wrong with the parsed content of a run file the report reads whole (summary.json, eval_base.json,
+    eval_trained.json), or None. Pure: `check_inputs` turns it into an error naming the file."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    if name == "summary.json":
+        for key, (what, ok) in _SUMMARY_TYPES.items():
+            if data.get(key) is not None and not ok(data[key]):
+                return f"'{key}' is {data[key]!r}, expected {what}"
+        return None
+    overall, families = data.get("overall"), data.get("families")
+    if not isinstance(overall, dict) or not isinstance(families, dict):
+        return "expected an evaluation with 'overall' and 'families' objects"
+    if "step" in data and not _is_int(data["step"]):
+        return f"'step' is {data['step']!r}, expected an integer"
+    for family, metrics in [("overall", overall), *families.items()]:
+        if not isinstance(metrics, dict):
+            return f"family '{family}': expected an object of metrics"
+        if not _is_int(metrics.get("n_problems")):
+            return f"'{family}': 'n_problems' is {metrics.get('n_problems')!r}, expected an integer"
+        bad = next((k for k, v in metrics.items() if not _is_number(v)), None)
+        if bad is not None:
+            return f"'{family}': '{bad}' is {metrics[bad]!r}, expected a number"
+    missing = [k for k in ("greedy_accuracy", "greedy_format_rate") if k not in overall]
+    return f"'overall' has no {', '.join(missing)}" if missing else None
+
+
+def check_inputs(run_dir: Path) -> None:
+    """Raise PMDError (one line, naming the file) unless every JSON file the report reads whole is readable and of
+    the shape it expects. Called before the report writes anything."""
+    from .errors import PMDError
+
+    for name in ("summary.json", "eval_base.json", "eval_trained.json"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise PMDError(f"{path}: unreadable ({exc.__class__.__name__}: {exc})") from None
+        problem = input_problem(name, data)
+        if problem:
+            raise PMDError(f"{path}: {problem}")
 
 
 def _read_config(run_dir: Path) -> dict:
@@ -226,10 +294,42 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
 
     The title and header come from the run directory (summary.json, config.yaml), never from the caller, so a
     report written at the end of `pmd train` and one regenerated by `pmd report` are the same. `title` is
-    accepted and ignored only so that existing callers keep working."""
+    accepted and ignored only so that existing callers keep working.
+
+    Nothing in the run directory changes until every input has been read and checked (the JSON files' shapes,
+    the memory store through a read-only connection): report.md and the PNGs are written aside and then renamed
+    into place, so a bad input or a kill leaves the previous report whole."""
     del title
     run_dir = Path(run_dir)
+    check_inputs(run_dir)
+    staged: dict[str, Path] = {}  # file name -> its new content, written aside; renamed into place at the end
+    try:
+        text = _render(run_dir, staged)
+        _stage_text(run_dir, "report.md", text, staged)
+        for name, tmp in staged.items():  # every input has passed: only now does the run directory change
+            os.replace(tmp, run_dir / name)
+    finally:
+        for tmp in staged.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return run_dir / "report.md"
+
+
+def _staging(run_dir: Path, name: str, staged: dict[str, Path]) -> Path:
+    """A temporary path beside `name` (swept by resume as a leftover if a kill leaves it), recorded in `staged`."""
+    staged[name] = run_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    return staged[name]
+
+
+def _stage_text(run_dir: Path, name: str, text: str, staged: dict[str, Path]) -> None:
+    _staging(run_dir, name, staged).write_text(text, encoding="utf-8")
+
+
+def _render(run_dir: Path, staged: dict[str, Path]) -> str:
+    """The report's markdown; its figures are written to staged temporary files. The memory store is read (read
+    only) before any figure is drawn, so a foreign or corrupt store stops the report before it writes anything."""
     rows = read_metrics(run_dir)
+    examples = _memory_examples(run_dir) if memory_rows(rows) else None
     summary = _read_json(run_dir / "summary.json")
     ident = run_identity(run_dir, rows)
     parts = [f"# {report_title(ident)}", ""]
@@ -267,7 +367,9 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
         parts += [eval_table(evals), ""]
     steps = training_rows(rows)
     if steps:
-        plotted = plot_training(rows, run_dir / "training.png")
+        plotted = plot_training(rows, _staging(run_dir, "training.png", staged))
+        if not plotted:
+            staged.pop("training.png")
         if plotted:
             parts += ["## Training", "", "![training](training.png)", "",
                       "Panels: " + "; ".join(f"{name} ({', '.join(f'`{k}`' for k in keys)})"
@@ -284,46 +386,52 @@ def write_report(run_dir: Path, title: str | None = None) -> Path:
                 line += (f" (SDPO's rule on the same rollouts, sibling success or feedback: **{sdpo:.3f}**; "
                          f"active through memory alone: {only:.3f})")
             parts += [line, ""]
-    if memory_rows(rows):
-        parts += _memory_section(run_dir, rows)
-    out = run_dir / "report.md"
-    out.write_text("\n".join(parts), encoding="utf-8")
-    return out
+    if examples is not None:
+        parts += _memory_section(run_dir, rows, examples, staged)
+    return "\n".join(parts)
 
 
 def _mean_of(rows: list[dict], key: str) -> float | None:
-    values = [r[key] for r in rows if key in r]
+    values = [r[key] for r in rows if _is_number(r.get(key))]
     return sum(values) / len(values) if values else None
 
 
 def memory_rows(rows: list[dict]) -> list[dict]:
     """One row of memory counts per step, in step order. The end-of-training row repeats the last step's counts
     (taken after that step's memory update), so for each step the last row logged wins."""
-    by_step = {r["step"]: r for r in rows if "step" in r and all(k in r for k in MEMORY_KEYS)}
+    by_step = {r["step"]: r for r in rows if "step" in r and all(_is_number(r.get(k)) for k in MEMORY_KEYS)}
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _memory_section(run_dir: Path, rows: list[dict]) -> list[str]:
+def _memory_examples(run_dir: Path) -> tuple[list, list]:
+    """A few insights and patterns from the run's store, read through a read-only connection (never written)."""
+    db = run_dir / "memory.sqlite"
+    if not db.is_file():
+        return [], []
+    from .memory.store import MemoryStore
+
+    with MemoryStore.open_existing(db, read_only=True) as store:
+        return store.insights()[:5], store.patterns(status=None)[:5]
+
+
+def _memory_section(run_dir: Path, rows: list[dict], examples: tuple[list, list],
+                    staged: dict[str, Path]) -> list[str]:
     parts = ["## Memory", ""]
     counts = memory_rows(rows)
-    if plot_curves(counts, run_dir / "memory.png", MEMORY_KEYS, "memory growth"):
+    if plot_curves(counts, _staging(run_dir, "memory.png", staged), MEMORY_KEYS, "memory growth"):
         parts += ["![memory growth](memory.png)", ""]
+    else:
+        staged.pop("memory.png")
     parts += ["| step | experiences | insights | patterns (active) | patterns (retired) |", "|---|---|---|---|---|"]
     for r in counts:
         parts.append(f"| {r['step']} | {int(r['memory/experiences'])} | {int(r['memory/insights'])} | "
                      f"{int(r['memory/patterns_active'])} | {int(r['memory/patterns_retired'])} |")
     parts.append("")
-    db = run_dir / "memory.sqlite"
-    if db.is_file():
-        from .memory.store import MemoryStore
-
-        with MemoryStore.open_existing(db) as store:
-            insights = store.insights()[:5]
-            patterns = store.patterns(status=None)[:5]
-        if insights:
-            parts += ["Example insights:", ""] + [
-                f"- [{i.kind}, {i.problem_uid}, support {i.support}] {i.text}" for i in insights] + [""]
-        if patterns:
-            parts += ["Example patterns:", ""] + [
-                f"- [{p.kind}, {p.status}, {p.support_problems} problems] {p.text}" for p in patterns] + [""]
+    insights, patterns = examples
+    if insights:
+        parts += ["Example insights:", ""] + [
+            f"- [{i.kind}, {i.problem_uid}, support {i.support}] {i.text}" for i in insights] + [""]
+    if patterns:
+        parts += ["Example patterns:", ""] + [
+            f"- [{p.kind}, {p.status}, {p.support_problems} problems] {p.text}" for p in patterns] + [""]
     return parts

@@ -174,6 +174,23 @@ class ScheduleOnResume(TrainerCallback):
                 group["lr"] = rate
 
 
+class _NoStepLeft(Exception):
+    """Raised by `StopAtTheEnd` to leave `Trainer.train` before it trains a step past `max_steps`."""
+
+
+class StopAtTheEnd(TrainerCallback):
+    """A run resumed from the checkpoint of its last step (killed during the final save, evaluation or report, or
+    finished and resumed again) has no step left; transformers would still train one more, because its loop checks
+    `max_steps` only after a step. This leaves `train` at `on_train_begin`, once the checkpoint's weights, optimizer
+    and state are loaded and the model is prepared, so the tail (evaluation, final save) runs on the same weights.
+    It runs before every other callback, so no progress bar or tracker run is opened for a session that trains
+    nothing."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            raise _NoStepLeft()
+
+
 class SamplerReplayCallback(TrainerCallback):
     """On resume, replays the shuffles of the epochs already trained. TRL's RepeatSampler draws each epoch's order
     from one generator seeded once, and transformers 5 no longer iterates past finished epochs on resume, so
@@ -418,7 +435,12 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     try:
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)
-        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.callback_handler.callbacks.insert(0, StopAtTheEnd())  # first: no progress bar, no tracker run
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        except _NoStepLeft:
+            logger.info("resume: %s is at the last step (%d); redoing only the final save and evaluation", ckpt,
+                        trainer.state.global_step)
         if guard.reason is not None:
             raise RewardFunctionError(f"{guard.reason} (its checkpoint is saved: fix the function, then "
                                       "pmd train --resume)")

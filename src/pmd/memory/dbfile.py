@@ -7,6 +7,8 @@ writes), its checkpoint copies (`MemoryStore.backup_to`) and resume (`MemoryStor
 - Validated before any write: a file that is not ours (not SQLite, foreign `application_id`, another schema
   version, missing tables, corrupt) is checked through a read-only connection and rejected with
   `MemoryStoreError`, untouched; no -wal/-shm file is created next to it.
+- Read-only opens write nothing (`connect_readonly`): `pmd memory`, `report`, `explain` and `eval --memory` leave
+  the file byte-for-byte as it was and create no -wal/-shm beside it.
 - Crash-safe copies: a copy is written to `dst.tmp` with SQLite's online backup, made a single rollback-journal
   file, fsynced and renamed over `dst` (then the directory is fsynced), so a checkpoint never holds half a copy
   and a stale WAL next to `dst` is never replayed onto it.
@@ -69,17 +71,40 @@ def check_existing(path: Path, verify: bool = True) -> None:
         raise MemoryStoreError(f"{path}: cannot read ({e}); {expected()}") from e
     if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
         raise MemoryStoreError(f"{path}: not a SQLite database; {expected()}")
-    # With no -wal/-journal beside it the file alone is the database: read it as immutable, which creates no
-    # sidecar files next to a file we may be about to reject. Otherwise a plain read-only open reads the WAL too.
-    quiet = not any(p.exists() for p in sidecars(path) if not p.name.endswith("-shm"))
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True)
+        conn = connect_readonly(path)
         try:
             validate(conn, path, verify)
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
         raise MemoryStoreError(f"{path}: corrupt or unreadable SQLite database ({e}); {expected()}") from e
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that reads `path` and can write nothing: not the file (its header included: a read-write open
+    of a checkpoint copy would switch bytes 18-19 to WAL), nor a -wal/-shm file beside it.
+
+    `mode=ro` alone is not enough: on a WAL-mode file with no -wal beside it SQLite creates -wal and -shm to read
+    it. So when no -wal/-journal is beside the file (a checkpoint copy, a closed store) the file alone is the whole
+    database and it is opened `immutable=1`, which creates nothing. With a -wal beside it (a store a run is writing
+    now) a plain read-only open reads the WAL too, through the existing -shm, so a run being trained can be
+    inspected; in a directory this process cannot write that may fail, and then the file is read immutable (the
+    state of its last WAL checkpoint). An immutable file that changes while it is read can give wrong results:
+    inspection of a live run goes through the WAL path instead."""
+    uri = path.resolve().as_uri()
+    quiet = not any(p.exists() for p in sidecars(path) if not p.name.endswith("-shm"))
+    if quiet:
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    if os.access(path.parent, os.W_OK):
+        return conn
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
 
 
 def sidecars(path: Path) -> list[Path]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pmd.errors import MemoryStoreError
-from pmd.memory.dbfile import APPLICATION_ID, atomic_copy, check_existing, expected, validate
+from pmd.memory.dbfile import APPLICATION_ID, atomic_copy, check_existing, connect_readonly, expected, validate
 from pmd.memory.records import (  # re-exported: `from pmd.memory.store import Experience` is the usual import
     FAILURE_KINDS,
     KINDS,
@@ -63,29 +63,32 @@ def _id_list(ids: Sequence[int]) -> str:
 class MemoryStore(RetrievalQueries):
     """The memory of one run in one SQLite file. Not thread-safe: use it from the process's main thread only."""
 
-    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+    def __init__(self, path: str | Path, *, verify: bool = True, read_only: bool = False) -> None:
         """Open `path`, creating a fresh store if it is missing (or an empty file). `verify` runs PRAGMA quick_check
-        on an existing file before use (linear in its size; cheap for memory-sized databases)."""
+        on an existing file before use (linear in its size; cheap for memory-sized databases). `read_only`: an
+        existing store, read through a connection that writes nothing (`dbfile.connect_readonly`); writes fail."""
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._depth = 0
         self._revision = 0  # commits that changed experiences/insights/patterns (what retrieval indexes)
         self._touched = False
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        fresh = not read_only and (not self.path.exists() or self.path.stat().st_size == 0)
         if fresh:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         else:
             check_existing(self.path, verify)
         try:
-            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            conn = (connect_readonly(self.path) if read_only
+                    else sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0))
         except sqlite3.Error as e:
             raise MemoryStoreError(f"{self.path}: cannot open ({e}); {expected()}") from e
         conn.row_factory = sqlite3.Row
         self._conn = conn
         try:
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            if not read_only:  # journal_mode=WAL rewrites the header of a file that is not in WAL mode yet
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
             if fresh:
                 self._init_schema(verify)
         except sqlite3.DatabaseError as e:
@@ -96,12 +99,13 @@ class MemoryStore(RetrievalQueries):
             raise
 
     @classmethod
-    def open_existing(cls, path: str | Path, *, verify: bool = True) -> MemoryStore:
-        """Open a store that must already exist (e.g. for `pmd memory` inspection); never creates one."""
+    def open_existing(cls, path: str | Path, *, verify: bool = True, read_only: bool = False) -> MemoryStore:
+        """Open a store that must already exist; never creates one. Inspection (`pmd memory`, `report`, `explain`,
+        `eval --memory`) passes `read_only=True`: the file stays byte-for-byte as it was."""
         p = Path(path)
         if not p.is_file() or p.stat().st_size == 0:
             raise MemoryStoreError(f"{p}: no memory store there; {expected()}")
-        return cls(p, verify=verify)
+        return cls(p, verify=verify, read_only=read_only)
 
     @staticmethod
     def check(path: str | Path) -> None:
@@ -492,7 +496,7 @@ class MemoryStore(RetrievalQueries):
         if dst.exists() and dst.resolve() == src.resolve():
             raise MemoryStoreError(f"{dst}: restore source and target are the same file")
         check_existing(src, verify=True)
-        conn = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+        conn = connect_readonly(src)  # the source (a checkpoint's copy, another run's store) is never written
         try:
             atomic_copy(conn, dst)
         finally:
