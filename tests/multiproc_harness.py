@@ -45,8 +45,8 @@ def main() -> int:
 
     teacher_text = pmd.teacher.teacher_text
 
-    def probed_teacher_text(question, memory, solution, feedback):
-        text = teacher_text(question, memory, solution, feedback)
+    def probed_teacher_text(question, memory, solution, feedback, *template):
+        text = teacher_text(question, memory, solution, feedback, *template)
         emit(kind="teacher", step=state["step"], memory=memory, text=text)
         return text
 

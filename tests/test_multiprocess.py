@@ -31,7 +31,8 @@ def write_config(tmp: Path, model: Path, algo: str = "pmd") -> Path:
     params = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
     cfg = {
         "model": {"name_or_path": str(model)},
-        "env": {"tasks": [{"name": "basic_arithmetic", "params": params}, {"name": "chain_sum", "params": params}],
+        "env": {"tasks": [{"name": "basic_arithmetic", "params": params},
+                          {"name": "chain_sum", "params": dict(params)}],  # no shared dict: YAML would alias it
                 "train_size": 4, "eval_size": 3},
         "train": {"algo": algo, "steps": STEPS, "save_steps": 1, "prompts_per_step": PROMPTS,
                   "num_generations": GENERATIONS, "max_completion_length": 6, "learning_rate": 0.001},

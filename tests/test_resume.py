@@ -35,7 +35,8 @@ def run_config(tiny_model_path: Path, run_dir: Path) -> dict:
     params = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}  # copied per task: one shared
     return {  # dict would be written by yaml.safe_dump as an anchor and alias, which user configs may not use
         "model": {"name_or_path": str(tiny_model_path)},
-        "env": {"tasks": [{"name": "basic_arithmetic", "params": params}, {"name": "chain_sum", "params": dict(params)}],
+        "env": {"tasks": [{"name": "basic_arithmetic", "params": params},
+                          {"name": "chain_sum", "params": dict(params)}],  # no shared dict: YAML would alias it
                 "train_size": 2, "eval_size": 2},
         "train": {"algo": "pmd", "steps": STEPS, "save_steps": SAVE, "prompts_per_step": 2, "num_generations": 2,
                   "max_completion_length": 6, "learning_rate": 0.001},
