@@ -12,8 +12,10 @@ the case expects (the field, file or row), raises nothing, and no file under the
 removed. An accepted input is right when `load_config` and `pipeline.preflight` pass and write nothing. Cases the
 test suite marks xfail run too and count as they come out: the figure is what a user gets today.
 
-Other suites can add their figures: a module under tests/ with a function `reliability_figures()` that returns one
-line of text (e.g. "kills: 19 tried, 19 recovered cleanly") has it printed after this one.
+Other suites add their figures: a module under tests/ with a function `reliability_figures()` that returns one
+line of text has it printed after this one. Today: tests/hostile_probes.py (sandbox escape and cheat attempts) and
+tests/reliability_cases_rundir.py (kills and recoveries, second writers, read-only commands, run-dir bad inputs;
+it runs those tests with pytest, a few minutes).
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/reliability.py [--verbose]
 """
@@ -163,8 +165,8 @@ def accepted_cases(model: Path) -> list[tuple[str, Callable[[Path], None]]]:
 
 def other_figures() -> list[str]:
     lines = []
-    for path in sorted(TESTS.glob("test_*.py")):
-        if path.stem in ("test_bad_input", "test_cli_errors"):
+    for path in sorted(TESTS.glob("*.py")):
+        if path.stem in ("test_bad_input", "test_cli_errors", "conftest"):
             continue
         if "def reliability_figures(" not in path.read_text(encoding="utf-8"):
             continue

@@ -604,5 +604,11 @@ def main(argv: list[str]) -> int:
     return 0 if all(c for _, c, _ in results) else 1
 
 
+def reliability_figures() -> str:
+    """One line for benchmarks/reliability.py."""
+    results = run_all()
+    return f"sandbox escape and cheat attempts: {len(results)} tried, {sum(c for _, c, _ in results)} contained"
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

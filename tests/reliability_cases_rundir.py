@@ -76,5 +76,34 @@ def node_ids(category: str | None = None) -> list[str]:
     return [node for cat, _, node in CASES if category in (None, cat)]
 
 
+LABELS = {"kill": "kills and clean recoveries", "writer": "second writers refused or outlived",
+          "read_only": "read commands left the store byte for byte", "bad_input": "run-dir bad inputs clean"}
+
+
+def reliability_figures() -> str:
+    """One line for benchmarks/reliability.py: each category's cases run by pytest in a subprocess (the kill cases
+    start real `pmd train` processes); a case is clean when its test passes. Takes a few minutes."""
+    import subprocess
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    root = Path(__file__).resolve().parent.parent
+    with TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
+                        *node_ids()], cwd=root, capture_output=True, text=True)
+        failed = set()
+        for case in ET.parse(report).iter("testcase"):
+            if case.find("failure") is not None or case.find("error") is not None or case.find("skipped") is not None:
+                failed.add(f"{case.get('name')}")
+    parts = []
+    for cat, label in LABELS.items():
+        nodes = node_ids(cat)
+        clean = sum(node.split("::")[-1] not in failed for node in nodes)
+        parts.append(f"{label}: {clean} of {len(nodes)}")
+    return "; ".join(parts)
+
+
 if __name__ == "__main__":
     print("\n".join(node_ids(sys.argv[1] if len(sys.argv) > 1 else None)))
