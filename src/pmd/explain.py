@@ -17,7 +17,7 @@ from .config import load_config
 from .envs import EnvironmentSuite
 from .memory.store import MemoryStore
 from .models import load_model_and_tokenizer
-from .prompts import student_messages, teacher_text
+from .prompts import REPROMPT_TEMPLATE, student_messages, teacher_text
 
 
 @dataclass
@@ -53,6 +53,7 @@ def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: i
     suite = EnvironmentSuite.from_config(cfg.env)
     out: list[Explanation] = []
     seen: set[str] = set()
+    template = cfg.train.trl.get("reprompt_template", REPROMPT_TEMPLATE)  # the run's template, as its teacher read it
     # the store first (read-only: explaining never writes it), so a foreign or corrupt one fails before a model loads
     with MemoryStore.open_existing(run_dir / "memory.sqlite", read_only=True) as store:
         model, tok = load_model_and_tokenizer(model_name or str(run_dir / "final"), cfg.model.dtype)
@@ -68,8 +69,8 @@ def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: i
             seen.add(rec.problem_uid)
             exp = match[0]
             prompt = suite.format_prompt(suite.problem(rec.problem_uid))
-            with_memory = student_messages(cfg.env.system_prompt, teacher_text(prompt, rec.text, "", ""))
-            without = student_messages(cfg.env.system_prompt, teacher_text(prompt, "", "", ""))
+            with_memory = student_messages(cfg.env.system_prompt, teacher_text(prompt, rec.text, "", "", template))
+            without = student_messages(cfg.env.system_prompt, teacher_text(prompt, "", "", "", template))
             ids, lp_mem = completion_logprobs(model, tok, with_memory, exp.response)
             _, lp_plain = completion_logprobs(model, tok, without, exp.response)
             delta = lp_mem - lp_plain
