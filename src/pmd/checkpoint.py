@@ -35,9 +35,12 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 from .errors import CheckpointError, ConfigError
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +91,14 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `path` so that a reader (or a process killed mid-write) sees the old file or the new one, never half."""
+def atomic_write(path: Path, write: Callable[[IO[str]], _T]) -> _T:
+    """Call `write` on a temporary text file beside `path`, then rename it over `path`: a reader (or a process
+    killed mid-write, or a full disk) sees the old file or the new one, never half of one, and no temporary is left.
+    Returns what `write` returned."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            result = write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -101,6 +106,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_path(path.parent)
+    return result
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` of a whole text."""
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 # ------------------------------------------------------------------------------------------------ the run directory

@@ -20,10 +20,10 @@ import os
 import sys
 import time
 import typing
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from .checkpoint import atomic_write
 from .config import RunConfig, load_config, save_config
 from .errors import PMDError
 
@@ -224,17 +224,7 @@ def _export_to_file(store, out: Path, limit: int | None) -> int:
     if out.exists() and not out.is_file():
         with open(out, "w", encoding="utf-8") as fh:
             return store.export_jsonl(fh, limit)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            n = store.export_jsonl(fh, limit)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return n
+    return atomic_write(out, lambda fh: store.export_jsonl(fh, limit))
 
 
 def _listing(title: str, items: list, limit: int, latest: bool = False) -> list:
