@@ -17,6 +17,8 @@ nothing needs to roll it back to an earlier step. Design choices, and why:
   RetrievalRecord, re-exported here) live in `records`. Rows become dataclasses through one mapper
   (`records._from_row`) driven by the dataclass fields, so a column added to a table and its dataclass needs no
   hand-written conversion.
+- Retrieval's indexed read queries are a mixin (`queries`). What stays here, just over 500 lines, is one concept:
+  every write, the transactions that group them and the whole-store operations (backup, restore, export).
 """
 
 from __future__ import annotations
