@@ -12,14 +12,14 @@ def mean_over_steps(rows, key):
     v = [r[key] for r in rows if key in r]
     return statistics.mean(v) if v else None
 
-print("| sweep | variant | seeds | final greedy acc | format rate | lenient acc | teacher active | memory in context | memory-only active | memory tokens | trunc | refl. accept | CPU-min |")
-print("|" + "---|" * 13)
+print("| sweep | variant | seeds | final greedy acc | format rate | lenient acc | teacher active | memory in context | memory-only active | memory tokens | trunc | refl. accept | CPU-min | insight in ctx | pattern in ctx |")
+print("|" + "---|" * 15)
 for d in sys.argv[1:]:
     d = Path(d)
     for vdir in sorted(p for p in d.iterdir() if p.is_dir()):
         seeds = sorted(vdir.glob("seed-*/summary.json"))
         if not seeds: continue
-        cols = {k: [] for k in ["acc", "fmt", "len", "ta", "mc", "mo", "mt", "tr", "ra", "cpu"]}
+        cols = {k: [] for k in ["acc", "fmt", "len", "ta", "mc", "mo", "mt", "tr", "ra", "cpu", "li", "lp"]}
         for s in seeds:
             summ = json.loads(s.read_text())
             rows = [json.loads(l) for l in (s.parent / "metrics.jsonl").read_text().splitlines() if l.strip()]
@@ -34,4 +34,7 @@ for d in sys.argv[1:]:
             ra = [r["memory/reflection_acceptance_rate"] for r in rows if "memory/reflection_acceptance_rate" in r]
             cols["ra"].append(ra[-1] if ra else None)
             cols["cpu"].append(summ.get("cpu_minutes"))
+            # fraction of teacher prompts holding each memory level (logged since the level budget; None before)
+            cols["li"].append(mean_over_steps(rows, "pmd/memory_level_frac/insight"))
+            cols["lp"].append(mean_over_steps(rows, "pmd/memory_level_frac/pattern"))
         print(f"| {d.name} | {vdir.name} | {len(seeds)} | " + " | ".join(ms(cols[k]) for k in cols) + " |")
