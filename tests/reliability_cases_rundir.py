@@ -93,14 +93,15 @@ def reliability_figures() -> str:
         report = Path(tmp) / "junit.xml"
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}",
                         *node_ids()], cwd=root, capture_output=True, text=True)
-        failed = set()
-        for case in ET.parse(report).iter("testcase"):
-            if case.find("failure") is not None or case.find("error") is not None or case.find("skipped") is not None:
-                failed.add(f"{case.get('name')}")
+        passed = set()  # a case counts only when pytest ran it and it passed (not absent, skipped or failed)
+        if report.exists():
+            for case in ET.parse(report).iter("testcase"):
+                if not any(case.find(tag) is not None for tag in ("failure", "error", "skipped")):
+                    passed.add(case.get("name"))
     parts = []
     for cat, label in LABELS.items():
         nodes = node_ids(cat)
-        clean = sum(node.split("::")[-1] not in failed for node in nodes)
+        clean = sum(node.split("::")[-1] in passed for node in nodes)
         parts.append(f"{label}: {clean} of {len(nodes)}")
     return "; ".join(parts)
 
