@@ -126,7 +126,7 @@ def check_run_dir(run_dir: str | Path) -> None:
         raise ConfigError("run_dir: empty; expected a directory path for the run (e.g. runs/my-run)")
     resolved = Path(text).resolve()
     for root in map(Path, PSEUDO_FILESYSTEMS):
-        if (resolved == root or root in resolved.parents) and not _under(resolved, Path("/dev/shm")):
+        if _under(resolved, root) and not _under(resolved, Path("/dev/shm")):
             raise ConfigError(f"run_dir: {text} is under {root}, a kernel pseudo-filesystem; expected a directory "
                               "on disk")
     if resolved.exists() and not resolved.is_dir():

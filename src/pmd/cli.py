@@ -186,9 +186,6 @@ def cmd_memory(args) -> int:
     return 0
 
 
-EXPORT_LEVELS = ("experience", "insight", "pattern", "retrieval", "meta")
-
-
 def export_refusal(out: Path, source: Path) -> str | None:
     """Why `pmd memory export --out OUT` must not write `out`, or None. Refused: the store being exported (by any
     path: a link, `RUN/./memory.sqlite`, a hard link) and its -wal/-shm/-journal files, and any existing regular
@@ -212,6 +209,8 @@ def export_refusal(out: Path, source: Path) -> str | None:
         first = json.loads(head)
     except ValueError:
         first = None
+    from .memory.store import EXPORT_LEVELS
+
     if isinstance(first, dict) and first.get("level") in EXPORT_LEVELS:
         return None
     return "exists and is not a pmd memory export; exporting onto it would destroy it (choose a new path or remove it)"

@@ -512,12 +512,9 @@ class MemoryStore(RetrievalQueries):
         if isinstance(path_or_file, (str, Path)):
             with open(path_or_file, "w", encoding="utf-8") as f:
                 return self.export_jsonl(f, limit)
-        levels: list[tuple[str, type]] = [
-            ("experience", Experience), ("insight", Insight), ("pattern", Pattern), ("retrieval", RetrievalRecord)
-        ]
         n = 0
         with self._snapshot() as conn:
-            for level, cls in levels:
+            for level, cls in _EXPORT_ROWS:
                 rows = conn.execute(f"SELECT * FROM {level}s ORDER BY id LIMIT ?", (-1 if limit is None else limit,))
                 for r in rows:
                     path_or_file.write(_jsonl(level, {"id": r["id"], **asdict(_from_row(cls, r))}))
@@ -526,6 +523,13 @@ class MemoryStore(RetrievalQueries):
                 path_or_file.write(_jsonl("meta", {"key": key, "value": json.loads(value)}))
                 n += 1
         return n
+
+
+# What `export_jsonl` writes, level by level (table = level + "s"), then the meta rows. `pmd memory export` reads
+# EXPORT_LEVELS to recognise an earlier export it may overwrite.
+_EXPORT_ROWS: tuple[tuple[str, type], ...] = (
+    ("experience", Experience), ("insight", Insight), ("pattern", Pattern), ("retrieval", RetrievalRecord))
+EXPORT_LEVELS: tuple[str, ...] = (*(level for level, _ in _EXPORT_ROWS), "meta")
 
 
 def _jsonl(level: str, obj: dict[str, Any]) -> str:
