@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -60,3 +61,10 @@ def smollm2_path() -> str:
         return resolve_model("smollm2-135m-instruct")
     except ModelNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under `root` with its mtime and content hash: what "wrote nothing" is checked against (the
+    bad-input, CLI-error and run-dir tests and benchmarks/reliability.py share it)."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if p.is_file()}

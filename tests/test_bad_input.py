@@ -4,7 +4,6 @@ fresh run directory is not even created."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import snapshot
 from pmd.cli import main
 from pmd.memory.store import MemoryStore
 
@@ -35,12 +35,6 @@ def base_config(model: Path, run_dir: Path) -> dict:
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file under root with its mtime and content hash."""
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------- the bad inputs

@@ -3,7 +3,6 @@ a closed stdout (`| head`) stops quietly; `--limit` holds for every listing it i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import snapshot
 import pmd
 from pmd.cli import main
 from pmd.config import RunConfig, save_config
@@ -40,11 +40,6 @@ def run_dir(tmp_path_factory) -> Path:
         store.log_retrieval([RetrievalRecord(step=s, problem_uid="p1", sample_index=0, text=f"memory at step {s}",
                                              item_refs=["i1"], n_tokens=4) for s in range(9)])
     return run
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def one_line_error(capsys, code: int) -> str:

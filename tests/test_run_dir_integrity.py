@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from conftest import snapshot
 import pmd.report
 import pmd.trainer
 from pmd.checkpoint import LOCK_FILE, RunDirLock, check_run_dir
@@ -53,12 +53,6 @@ def run_config(model: Path, run_dir: Path, **train) -> dict:
         "eval": {"num_samples": 1, "max_new_tokens": 4},
         "run_dir": str(run_dir),
     }
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file under `root`: mtime and content hash (what "wrote nothing" is checked against)."""
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def one_line_error(capsys, code: int) -> str:
