@@ -137,6 +137,10 @@ def summarise(samples: list[Sample], k: int, memory_at_inference: bool = False) 
         "overall": _metrics(samples, k),
         "families": families,
         "examples": [s.__dict__ for s in samples if s.greedy][:8],
+        # one row per problem (greedy pass): what paired comparisons (`pmd compare`'s bootstrap) resample
+        "per_problem": [{"uid": s.problem_uid, "family": s.family, "passed": s.passed, "format_ok": s.format_ok,
+                         "lenient_correct": s.lenient_correct, "chars": len(s.response)}
+                        for s in samples if s.greedy],
     }
 
 
@@ -180,8 +184,10 @@ class PeriodicEval(TrainerCallback):
     taking its share. The result joins that step's log through the Trainer (`eval/...` keys), so metrics.jsonl and
     every `report_to` tracker get it; `attach` routes it there."""
 
-    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, every: int, ranks: Ranks):
+    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, every: int, ranks: Ranks,
+                 out_dir: Path | None = None):
         self.trainer, self.cfg, self.suite, self.every, self.ranks = trainer, cfg, suite, every, ranks
+        self.out_dir = out_dir  # the main rank writes each whole result there (eval-step-N.json), per problem
         self.pending: dict[str, float] = {}
 
     def attach(self) -> PeriodicEval:
@@ -200,7 +206,10 @@ class PeriodicEval(TrainerCallback):
         step = state.global_step
         if step % self.every and step != state.max_steps:
             return
-        self.pending = eval_metrics(evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks))
+        result = evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks)
+        if self.out_dir is not None and self.ranks.is_main:
+            write_eval(self.out_dir / f"eval-step-{step}.json", result)
+        self.pending = eval_metrics(result)
         control.should_log = True  # this step's row carries the result, whatever logging_steps says
 
 
@@ -217,6 +226,14 @@ def eval_metrics(result: dict) -> dict[str, float]:
     for fam, metrics in result["families"].items():
         row[f"eval/{fam}/greedy_accuracy"] = metrics["greedy_accuracy"]
     return row
+
+
+def write_eval(path: Path, result: dict) -> None:
+    """One whole evaluation (per-problem rows included) as JSON, replaced atomically."""
+    from .checkpoint import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1))
 
 
 def append_eval(path: Path, step: int, result: dict) -> None:

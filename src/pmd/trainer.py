@@ -431,7 +431,7 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     guard = StopOnRewardError(suite, ranks)
     trainer.add_callback(guard)
     if eval_every:
-        trainer.add_callback(PeriodicEval(trainer, cfg, suite, eval_every, ranks).attach())
+        trainer.add_callback(PeriodicEval(trainer, cfg, suite, eval_every, ranks, out_dir=run_dir / "evals").attach())
     try:
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)
