@@ -70,15 +70,22 @@ def paired_bootstrap(variant: np.ndarray, reference: np.ndarray, n_samples: int 
     diff = v - r
     n_seeds, n_problems = diff.shape
     rng = np.random.default_rng(seed)
-    # drawing with replacement = multinomial counts per resample; the resampled mean is then a bilinear form
-    seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_samples)
-    problem_counts = rng.multinomial(n_problems, np.full(n_problems, 1.0 / n_problems), size=n_samples)
+    # a resample is known by how often it drew each seed / problem; its mean is then a bilinear form in the counts
+    seed_counts = _draw_counts(rng, n_seeds, n_samples)
+    problem_counts = _draw_counts(rng, n_problems, n_samples)
     stats = ((seed_counts @ diff) * problem_counts).sum(axis=1) / (n_seeds * n_problems)
     lo, hi = np.percentile(stats, [2.5, 97.5])
     return Interval(float(diff.mean()), float(lo), float(hi))
 
 
-def outcome_matrix(runs: Sequence[Mapping[str, float]], uids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def _draw_counts(rng: np.random.Generator, n: int, n_samples: int) -> np.ndarray:
+    """(n_samples, n): how many times each of n items was drawn in n draws with replacement, per resample."""
+    idx = rng.integers(0, n, size=(n_samples, n)) + np.arange(n_samples)[:, None] * n
+    return np.bincount(idx.ravel(), minlength=n_samples * n).reshape(n_samples, n)
+
+
+def outcome_matrix(runs: Sequence[Mapping[str, float]],
+                   uids: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Per-seed {uid: outcome} mappings as a (seeds, problems) array with columns in `uids` order (sorted uids of
     the first run if None). Every run must hold exactly the same problems: a comparison over different held-out
     sets would pair unrelated outcomes."""
@@ -94,7 +101,8 @@ def outcome_matrix(runs: Sequence[Mapping[str, float]], uids: Sequence[str] | No
     return np.array([[float(run[u]) for u in order] for run in runs], dtype=float), order
 
 
-def compare_outcomes(variant: Sequence[Mapping[str, float]], reference: Sequence[Mapping[str, float]] | Mapping[str, float],
+def compare_outcomes(variant: Sequence[Mapping[str, float]],
+                     reference: Sequence[Mapping[str, float]] | Mapping[str, float],
                      n_samples: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> Interval:
     """`paired_bootstrap` on uid-keyed outcomes. `reference` is a list paired with `variant` by position (same
     seeds, same order) or one mapping shared by every seed (the base model). Different problem sets: ValueError."""
