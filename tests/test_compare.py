@@ -5,7 +5,8 @@ import json
 import pytest
 
 from pmd.cli import main
-from pmd.compare import comparison_table, variant_config
+from pmd.compare import variant_config
+from pmd.compare_tables import comparison_table
 from pmd.config import load_config
 from pmd.errors import ConfigError
 
@@ -45,6 +46,12 @@ def test_compare_runs_skips_and_tabulates(tmp_path, tiny_model_path, capsys):
     table = (out / "table.md").read_text()
     assert "| sdpo | 2 |" in table and "| pmd | 2 |" in table
     assert (out / "curves.png").stat().st_size > 0
+    # records hold each run's final per-problem outcomes on the base model's held-out problems, paired for intervals
+    records = json.loads((out / "records.json").read_text())
+    assert set(records["base"]["per_problem"]) == set(records["problems"]) and len(records["problems"]) == 2
+    for runs in records["variants"].values():
+        assert [set(r["per_problem"]) for r in runs] == [set(records["problems"])] * 2
+    assert "Δ strict vs SDPO [95% CI]" in table
     rows = [json.loads(l) for l in (out / "pmd" / "seed-1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "eval/greedy_accuracy" in r] == [0, 1, 2]
     summary = out / "pmd" / "seed-0" / "summary.json"

@@ -3,8 +3,10 @@
 Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT/seed-S`, evaluated memory-free on
 the held-out problems every `compare.eval_every` steps (rows with `eval/...` keys in its metrics.jsonl). A finished
 run (summary.json present) is skipped, an unfinished one resumes from its last checkpoint, so the command can be
-re-run after an interruption. The output is a learning-curve PNG and a markdown table of final held-out accuracy
-(mean ± std over seeds) with CPU-minutes per run.
+re-run after an interruption. The output is records.json (`collect`: setup, the base model's and every run's
+per-problem outcomes, collapse diagnostics), table.md rendered from it alone (compare_tables.render_table: final
+held-out accuracy, mean ± std over seeds, and paired-bootstrap intervals against the base model and SDPO), and a
+learning-curve PNG.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import resource
 import statistics
 import time
 from pathlib import Path
 
 from .checkpoint import RunDirLock
+from .compare_tables import RECORDS_FORMAT, render_table, runs_by_variant
 from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
+from .stats import DEFAULT_SAMPLES, DEFAULT_SEED
 
 logger = logging.getLogger(__name__)
 
@@ -158,44 +163,129 @@ def _read_json(path: Path, *keys: str) -> dict:
     return data
 
 
-def collect(base: RunConfig) -> dict[str, list[dict]]:
-    """Per variant: one record per finished seed with its curve, final metrics and CPU-minutes."""
-    out: dict[str, list[dict]] = {}
+def collect(base: RunConfig, n_samples: int = DEFAULT_SAMPLES) -> dict:
+    """records.json (format 2): the setup, the base model's per-problem outcomes and, per variant, one record per
+    finished seed (curve, final metrics, CPU-minutes, teacher-active fraction, per-problem outcomes of the final
+    evaluation, collapse diagnostics). Empty `variants` when nothing has finished."""
+    out = Path(base.compare.out_dir)
+    base_eval = _read_json(out / "eval_base.json", "overall") if (out / "eval_base.json").is_file() else None
+    problems = ({p["uid"]: p["family"] for p in base_eval["per_problem"]}
+                if base_eval is not None and "per_problem" in base_eval else {})
+    variants: dict[str, list[dict]] = {}
     for variant in base.compare.variants:
         for seed in base.compare.seeds:
             run_dir = Path(variant_config(base, variant, seed).run_dir)
-            summary_path = run_dir / "summary.json"
-            if not summary_path.is_file():
-                continue
-            summary = _read_json(summary_path, "final_eval", "cpu_minutes")
-            rows = read_metrics(run_dir)
-            curve = [(r["step"], r["eval/greedy_accuracy"]) for r in rows if "eval/greedy_accuracy" in r]
-            train_rows = [r for r in rows if "self_distillation/teacher_active_fraction" in r]
-            active = statistics.fmean(r["self_distillation/teacher_active_fraction"] for r in train_rows) if train_rows else math.nan
-            out.setdefault(variant, []).append({"seed": seed, "curve": curve, "final": summary["final_eval"],
-                                                "cpu_minutes": summary["cpu_minutes"], "teacher_active": active})
-    return out
+            if (run_dir / "summary.json").is_file():
+                variants.setdefault(variant, []).append(_run_record(run_dir, seed, base_eval, problems))
+    first = next((runs[0] for runs in variants.values()), None)
+    overall = (base_eval or {}).get("overall") or (_base_from_metrics(first) if first else {})
+    return {
+        "format": RECORDS_FORMAT,
+        "setup": {"model": base.model.name_or_path, "tasks": [t.name for t in base.env.tasks],
+                  "steps": base.train.steps, "prompts_per_step": base.train.prompts_per_step,
+                  "num_generations": base.train.num_generations, "seeds": list(base.compare.seeds),
+                  "variants": list(base.compare.variants), "feedback": base.train.include_environment_feedback,
+                  "eval_every": base.compare.eval_every,
+                  "n_heldout": overall.get("n_problems", first["final"].get("n_problems", 0) if first else 0),
+                  "bootstrap": {"samples": n_samples, "seed": DEFAULT_SEED}},
+        "base": {"overall": {k: overall[k] for k in _OVERALL if k in overall},
+                 "per_problem": _compact(base_eval["per_problem"]) if problems else None},
+        "problems": problems,
+        "variants": variants,
+    }
 
 
-def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+_OVERALL = ("n_problems", "greedy_accuracy", "greedy_lenient_accuracy", "greedy_format_rate")
 
 
-def comparison_table(records: dict[str, list[dict]]) -> str:
-    keys = sorted({k for recs in records.values() for r in recs for k in r["final"]
-                   if k in ("greedy_accuracy", "greedy_format_rate") or k.startswith(("avg@", "pass@"))})
-    lines = ["| variant | seeds | " + " | ".join(f"final {k}" for k in keys) + " | teacher active | CPU-min/run |",
-             "|---" * (4 + len(keys)) + "|"]
-    for variant, recs in records.items():
-        cells = [_mean_std([r["final"].get(k, math.nan) for r in recs]) for k in keys]
-        lines.append(f"| {variant} | {len(recs)} | " + " | ".join(cells) +
-                     f" | {_mean_std([r['teacher_active'] for r in recs])} | {_mean_std([r['cpu_minutes'] for r in recs])} |")
-    return "\n".join(lines)
+def _compact(rows: list[dict]) -> dict[str, list[int]]:
+    """Per-problem evaluation rows as {uid: [passed, lenient_correct, format_ok]} in 0/1."""
+    return {r["uid"]: [int(r["passed"]), int(r["lenient_correct"]), int(r["format_ok"])] for r in rows}
+
+
+def _base_from_metrics(record: dict) -> dict:
+    """The base model's overall numbers when eval_base.json is missing: step 0 of a run's curve (strict only)."""
+    return {"greedy_accuracy": record["curve"][0][1]} if record["curve"] and record["curve"][0][0] == 0 else {}
+
+
+def _run_record(run_dir: Path, seed: int, base_eval: dict | None, problems: dict[str, str]) -> dict:
+    summary = _read_json(run_dir / "summary.json", "final_eval", "cpu_minutes")
+    rows = read_metrics(run_dir)
+    curve = [(r["step"], r["eval/greedy_accuracy"]) for r in rows if "eval/greedy_accuracy" in r]
+    active = [r["self_distillation/teacher_active_fraction"] for r in rows
+              if "self_distillation/teacher_active_fraction" in r]
+    base_overall = (base_eval or {}).get("overall") or {
+        k[5:]: v for k, v in (rows[0] if rows and rows[0].get("step") == 0 else {}).items() if k.startswith("eval/")}
+    return {"seed": seed, "curve": curve, "final": summary["final_eval"], "cpu_minutes": summary["cpu_minutes"],
+            "teacher_active": statistics.fmean(active) if active else math.nan,
+            "per_problem": _final_outcomes(run_dir, summary["final_eval"], curve, problems),
+            "diagnostics": collapse_diagnostics(rows, base_overall)}
+
+
+def _final_outcomes(run_dir: Path, final: dict, curve: list, problems: dict[str, str]) -> dict | None:
+    """The final evaluation's per-problem outcomes (evals/eval-step-N.json, largest N); None for a run made before
+    they were kept. One that is not the final evaluation, or holds other problems than the base model's, is an
+    error: its intervals would pair unrelated outcomes."""
+    files = {int(p.stem.rsplit("-", 1)[1]): p for p in (run_dir / "evals").glob("eval-step-*.json")
+             if p.stem.rsplit("-", 1)[1].isdigit()}
+    if not files:
+        return None
+    step = max(files)
+    data = _read_json(files[step], "per_problem", "overall")
+    if (curve and curve[-1][0] != step) or not math.isclose(
+            data["overall"].get("greedy_accuracy", -1.0), final.get("greedy_accuracy", -2.0), abs_tol=1e-9):
+        raise PMDError(f"compare: {files[step]} is not the final evaluation of {run_dir} (last evaluated step "
+                       f"{curve[-1][0] if curve else '?'}); re-run that run or move it away")
+    if problems and {p["uid"]: p["family"] for p in data["per_problem"]} != problems:
+        raise PMDError(f"compare: {files[step]}: its held-out problems differ from eval_base.json's; the run was "
+                       "made on another held-out set, move it away")
+    return _compact(data["per_problem"])
+
+
+# Collapse thresholds: a collapsed seed is reported as such, not averaged silently into its variant's mean.
+FORMAT_FLOOR = 0.5  # final format rate below this fraction of the base model's
+CAPPED_LIMIT = 0.5  # fraction of training completions hitting the length cap, last quarter of the steps
+LENGTH_GROWTH = 1.5  # mean completion length, last quarter over first quarter of the steps
+
+
+def collapse_diagnostics(rows: list[dict], base_overall: dict) -> dict:
+    """Whether one run collapsed, from its metrics.jsonl rows and the base model's overall evaluation.
+
+    Flags "format" (final format rate 0, or below half the base model's), "length" (over half of the training
+    completions hit the length cap in the last quarter of the steps, or their mean length there is over 1.5x the
+    first quarter's: TRL's completions/clipped_ratio and completions/mean_length), "accuracy" (final strict
+    accuracy 0 while the base model's is above 0). The numbers behind the flags are kept so a table can show them."""
+    evals = [r for r in rows if "eval/greedy_accuracy" in r and r.get("step", 0) > 0]
+    train = sorted((r for r in rows if "completions/mean_length" in r), key=lambda r: r["step"])
+    final = evals[-1] if evals else {}
+    fmt, acc = final.get("eval/greedy_format_rate", math.nan), final.get("eval/greedy_accuracy", math.nan)
+    base_fmt, base_acc = base_overall.get("greedy_format_rate", math.nan), base_overall.get("greedy_accuracy", math.nan)
+    quarter = max(1, len(train) // 4)
+    early, late = train[:quarter], train[-quarter:]
+
+    def mean_of(group: list[dict], key: str) -> float:
+        vals = [r[key] for r in group if key in r]
+        return statistics.fmean(vals) if vals else math.nan
+
+    capped = mean_of(late, "completions/clipped_ratio")
+    growth = mean_of(late, "completions/mean_length") / mean_of(early, "completions/mean_length") if train else math.nan
+    flags = []
+    if fmt == 0 or fmt < FORMAT_FLOOR * base_fmt:
+        flags.append("format")
+    if capped > CAPPED_LIMIT or growth > LENGTH_GROWTH:
+        flags.append("length")
+    if acc == 0 and base_acc > 0:
+        flags.append("accuracy")
+    return {"final_format_rate": fmt, "base_format_rate": base_fmt, "final_accuracy": acc,
+            "late_clipped_ratio": capped, "length_growth": growth, "flags": flags}
+
+
+def records_json(records: dict) -> str:
+    """records.json's text: indented, but every list of plain values (a curve point, a per-problem row) on one
+    line, so 240 problems x seeds stay readable and diffable."""
+    text = json.dumps(records, indent=1)
+    return re.sub(r"\[[^\[\]{}\"]*\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",")
+                                                             if x.strip()) + "]", text) + "\n"
 
 
 def plot_comparison(records: dict[str, list[dict]], path: Path) -> None:
@@ -227,23 +317,13 @@ def write_comparison(base: RunConfig) -> Path:
     finished for `pmd compare --table-only`). None finished is an error, raised before anything is written."""
     out = Path(base.compare.out_dir)
     records = collect(base)
-    if not records:
+    if not records["variants"]:
         raise PMDError(f"compare: nothing to tabulate under compare.out_dir {out}: no finished run "
                        f"(VARIANT/seed-S/summary.json) for variants {', '.join(base.compare.variants)}, seeds "
                        f"{', '.join(map(str, base.compare.seeds))}; run pmd compare without --table-only first")
-    base_path = out / "eval_base.json"
-    b = _read_json(base_path, "overall")["overall"] if base_path.is_file() else None
-    table = comparison_table(records)
-    plot_comparison(records, out / "curves.png")
-    text = ["# pmd compare", "", f"Model `{base.model.name_or_path}`, tasks "
-            f"{', '.join(t.name for t in base.env.tasks)}, {base.train.steps} steps x "
-            f"{base.train.prompts_per_step * base.train.num_generations} rollouts, seeds {base.compare.seeds}.",
-            "Final = memory-free held-out evaluation after the last step (mean ± std over seeds).", ""]
-    if b is not None:
-        text += [f"Base model (step 0, same held-out set): greedy accuracy {b['greedy_accuracy']:.3f}, "
-                 f"format rate {b['greedy_format_rate']:.3f}, n = {b['n_problems']}.", ""]
-    text += [table, "", "![learning curves](curves.png)", ""]
+    table = render_table(records)
+    plot_comparison(runs_by_variant(records), out / "curves.png")
     path = out / "table.md"
-    path.write_text("\n".join(text), encoding="utf-8")
-    (out / "records.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
+    path.write_text(table, encoding="utf-8")
+    (out / "records.json").write_text(records_json(records), encoding="utf-8")
     return path
