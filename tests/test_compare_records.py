@@ -105,11 +105,12 @@ def test_table_shows_intervals_verdicts_families_and_underpowered(tmp_path, out)
     main_rows = section(table, "Final held-out accuracy")
     assert main_rows["base model"].startswith("| base model | - | 0.250 | 0.375 | 0.875 |")
     # sdpo == base on every problem: exactly 0 with a [0, 0] interval
-    assert "| sdpo | 2 | 0.250 ± 0.000 | 0.250 ± 0.000 | 1.000 ± 0.000 | +0.000 [+0.000, +0.000] no difference " \
-           "shown | - |" in table
+    assert ("| sdpo | 2 | 0.250 ± 0.000 | 0.250 ± 0.000 | 1.000 ± 0.000 | +0.000 [+0.000, +0.000] no difference "
+            "shown | - |") in table
     # pmd: +2 of 8 problems on both seeds; a resample can draw none of the two, so 0 stays inside the interval
     pmd = main_rows["pmd"]
-    assert "| +0.250 [+0.000, +0." in pmd and "] no difference shown |" in pmd and "| 2 |" in pmd and "2.500 ± 0.000" in pmd
+    assert "| +0.250 [+0.000, +0." in pmd and "] no difference shown |" in pmd
+    assert "| 2 |" in pmd and "2.500 ± 0.000" in pmd
     assert "**Underpowered:** n = 8 held-out problems" in table
     assert "| chain_sum | 4 | 0.250 | 0.500 | 0.250 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.000 | +0.250 [" \
            in table
@@ -149,6 +150,29 @@ def test_old_and_new_runs_mixed_or_without_per_problem_rows_render_without_inter
     assert records["variants"]["pmd"][1]["per_problem"] is None
     pmd = section(render_table(records), "Final held-out accuracy")["pmd"]
     assert "| n/a |" in pmd
+
+
+def test_without_a_base_evaluation_file_the_table_says_what_is_missing(tmp_path, out):
+    (out / "eval_base.json").unlink()
+    records = collect(cfg_for(tmp_path))
+    assert records["base"]["overall"] == {"greedy_accuracy": 0.25} and records["base"]["per_problem"] is None
+    table = render_table(records)
+    assert "| base model | - | 0.250 | n/a | n/a |" in table and "per-problem outcomes not recorded" in table
+    rows = section(table, "Final held-out accuracy")
+    assert rows["pmd"].split(" | ")[5] == "n/a"  # no interval vs base
+    assert "+0.250 [+0.000" in rows["pmd"].split(" | ")[6]  # vs SDPO still paired by seed
+    assert "## Per family" not in table
+
+
+def test_runs_that_cannot_be_paired_are_one_error_and_nothing_written(tmp_path, out):
+    (out / "eval_base.json").unlink()
+    evals = out / "pmd" / "seed-0" / "evals"
+    other = json.loads((evals / "eval-step-4.json").read_text())
+    other["per_problem"][0]["uid"] = "chain_sum/eval/9/9"
+    (evals / "eval-step-4.json").write_text(json.dumps(other))
+    with pytest.raises(PMDError, match="different problem set"):
+        write_comparison(cfg_for(tmp_path))
+    assert not (out / "table.md").exists() and not (out / "records.json").exists()
 
 
 def test_runs_on_another_held_out_set_or_a_stale_eval_are_errors(tmp_path, out):

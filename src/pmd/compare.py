@@ -321,7 +321,10 @@ def write_comparison(base: RunConfig) -> Path:
         raise PMDError(f"compare: nothing to tabulate under compare.out_dir {out}: no finished run "
                        f"(VARIANT/seed-S/summary.json) for variants {', '.join(base.compare.variants)}, seeds "
                        f"{', '.join(map(str, base.compare.seeds))}; run pmd compare without --table-only first")
-    table = render_table(records)
+    try:
+        table = render_table(records)
+    except ValueError as exc:  # runs that cannot be paired (another held-out set): nothing is written
+        raise PMDError(f"compare: {out}: {exc}") from None
     plot_comparison(runs_by_variant(records), out / "curves.png")
     path = out / "table.md"
     path.write_text(table, encoding="utf-8")

@@ -161,10 +161,10 @@ def _render_current(records: Mapping) -> str:
             "Final = memory-free greedy evaluation on the held-out problems after the last step, mean ± std over "
             "seeds. Strict = correct answer in the required format; lenient = correct value whatever the format "
             "(content); format = strict-format rate.", "",
-            f"**Power:** n = {n} held-out problems ({len(families)} families: "
-            f"{', '.join(f'{f} {sum(v == f for v in problems.values())}' for f in families)}), "
-            f"{len(setup['seeds'])} seeds per variant. Δ = variant − reference on the same problems (mean over seeds and problems); [95% CI] from a paired "
-            f"bootstrap over both levels, problems and seeds each resampled with replacement, B = {deltas.samples}, "
+            f"**Power:** n = {n} held-out problems ({_family_sizes(problems, families)}), {len(setup['seeds'])} "
+            "seeds per variant. Δ = variant − reference on the same problems (mean over seeds and problems); "
+            "[95% CI] from a paired bootstrap over both levels, problems and seeds each resampled with replacement, "
+            f"B = {deltas.samples}, "
             f"percentile interval (Generator seed {deltas.seed}). vs base: every seed against the one base-model "
             f"evaluation; vs SDPO: runs of the same seed. win / loss = the interval is entirely above / below 0; "
             f"otherwise no difference shown.", ""]
@@ -175,8 +175,9 @@ def _render_current(records: Mapping) -> str:
     header += ["Δ strict vs SDPO [95% CI]"] * has_ref + ["Δ lenient vs base [95% CI]"]
     header += ["Δ lenient vs SDPO [95% CI]"] * has_ref + ["collapsed seeds", "teacher active", "CPU-min/run"]
     bo = base["overall"]
-    rows = [["base model", "-", f"{bo['greedy_accuracy']:.3f}", f"{bo['greedy_lenient_accuracy']:.3f}",
-             f"{bo['greedy_format_rate']:.3f}"] + ["-"] * (len(header) - 5)]
+    rows = [["base model", "-"] + [f"{bo[k]:.3f}" if k in bo else "n/a" for k in
+                                   ("greedy_accuracy", "greedy_lenient_accuracy", "greedy_format_rate")] +
+            ["-"] * (len(header) - 5)]
     for variant, runs in variants.items():
         ref = variant != REFERENCE
 
@@ -202,6 +203,13 @@ def _render_current(records: Mapping) -> str:
     if families and base.get("per_problem") is not None:
         text += _family_table(variants, base, problems, families, deltas) + [""]
     return "\n".join(text + ["![learning curves](curves.png)", ""])
+
+
+def _family_sizes(problems: Mapping[str, str], families: list[str]) -> str:
+    if not families:
+        return "per-problem outcomes not recorded for the base model: no intervals vs base, no per-family table"
+    sizes = ", ".join(f"{f} {sum(v == f for v in problems.values())}" for f in families)
+    return f"{len(families)} families: {sizes}"
 
 
 def _diagnostics(variants: Mapping[str, list[dict]]) -> list[str]:
