@@ -116,12 +116,15 @@ def test_table_shows_intervals_verdicts_families_and_underpowered(tmp_path, out)
     assert family.startswith("| chain_sum | 4 | 0.250 | 0.500 | 0.250 ± 0.000 | 0.250 ± 0.000 | 0.500 ± 0.000 | "
                              "0.500 ± 0.000 | +0.250 [")
     assert "B = 2000" in table and "problems and seeds each resampled with replacement" in table
+    assert "Only one finished seed" not in table
 
 
 def test_partial_seeds_are_paired_on_the_common_ones(tmp_path, out):
     records = collect(cfg_for(tmp_path))
     records["variants"]["sdpo"] = records["variants"]["sdpo"][:1]
-    assert "(seeds 0)" in render_table(records)
+    table = render_table(records)
+    assert "(seeds 0)" in table and "finished seeds per variant: sdpo 1, pmd 2." in table
+    assert "Only one finished seed for sdpo: its intervals resample problems only" in table
 
 
 def test_a_clear_gain_on_enough_problems_is_a_win(tmp_path):
@@ -226,7 +229,7 @@ def run_rows(fmt=0.8, acc=0.3, length=20.0, clipped=0.1, late_length=None, late_
 def test_healthy_run_has_no_flags():
     d = collapse_diagnostics(run_rows(), BASE_OVERALL)
     assert d["flags"] == [] and d["final_format_rate"] == 0.8 and d["length_growth"] == 1.0
-    assert d["late_clipped_ratio"] == pytest.approx(0.1)
+    assert d["late_clipped_ratio"] == pytest.approx(0.1) == d["early_clipped_ratio"]
 
 
 @pytest.mark.parametrize("fmt, flagged", [(0.0, True), (0.24, True), (0.25, False), (0.9, False)])
@@ -244,6 +247,7 @@ def test_format_rate_zero_is_a_collapse_even_when_the_base_is_zero():
 def test_length_blow_up(kw, flagged):
     d = collapse_diagnostics(run_rows(**kw), BASE_OVERALL)
     assert ("length" in d["flags"]) is flagged
+    assert d["early_clipped_ratio"] == pytest.approx(0.1)  # the first quarter is not the last
 
 
 def test_accuracy_collapse_only_when_the_base_had_some():
@@ -261,4 +265,4 @@ def test_collapsed_seeds_are_named_in_the_table(tmp_path, out):
     records["variants"]["pmd"][1]["diagnostics"]["flags"] = ["format", "length"]
     table = render_table(records)
     assert "| 1: format, length |" in table
-    assert "| pmd | 1 | 1.000 | 0.875 | 0.500 | 0.100 | 1.00 | format collapse, length blow-up |" in table
+    assert "| pmd | 1 | 1.000 | 0.875 | 0.500 | 0.100 | 0.100 | 1.00 | format collapse, length blow-up |" in table

@@ -267,7 +267,7 @@ def collapse_diagnostics(rows: list[dict], base_overall: dict) -> dict:
         vals = [r[key] for r in group if key in r]
         return statistics.fmean(vals) if vals else math.nan
 
-    capped = mean_of(late, "completions/clipped_ratio")
+    capped, capped_early = mean_of(late, "completions/clipped_ratio"), mean_of(early, "completions/clipped_ratio")
     growth = mean_of(late, "completions/mean_length") / mean_of(early, "completions/mean_length") if train else math.nan
     flags = []
     if fmt == 0 or fmt < FORMAT_FLOOR * base_fmt:
@@ -277,7 +277,7 @@ def collapse_diagnostics(rows: list[dict], base_overall: dict) -> dict:
     if acc == 0 and base_acc > 0:
         flags.append("accuracy")
     return {"final_format_rate": fmt, "base_format_rate": base_fmt, "final_accuracy": acc,
-            "late_clipped_ratio": capped, "length_growth": growth, "flags": flags}
+            "early_clipped_ratio": capped_early, "late_clipped_ratio": capped, "length_growth": growth, "flags": flags}
 
 
 def records_json(records: dict) -> str:

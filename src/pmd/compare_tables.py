@@ -161,15 +161,19 @@ def _render_current(records: Mapping) -> str:
             "Final = memory-free greedy evaluation on the held-out problems after the last step, mean ± std over "
             "seeds. Strict = correct answer in the required format; lenient = correct value whatever the format "
             "(content); format = strict-format rate.", "",
-            f"**Power:** n = {n} held-out problems ({_family_sizes(problems, families)}), {len(setup['seeds'])} "
-            "seeds per variant. Δ = variant − reference on the same problems (mean over seeds and problems); "
-            "[95% CI] from a paired bootstrap over both levels, problems and seeds each resampled with replacement, "
-            f"B = {deltas.samples}, "
-            f"percentile interval (Generator seed {deltas.seed}). vs base: every seed against the one base-model "
+            f"**Power:** n = {n} held-out problems ({_family_sizes(problems, families)}); finished seeds per "
+            f"variant: {', '.join(f'{v} {len(runs)}' for v, runs in variants.items())}. Δ = variant − reference on "
+            "the same problems (mean over seeds and problems); [95% CI] from a paired bootstrap over both levels, "
+            f"problems and seeds each resampled with replacement, B = {deltas.samples}, percentile interval "
+            f"(Generator seed {deltas.seed}). vs base: every seed against the one base-model "
             f"evaluation; vs SDPO: runs of the same seed. win / loss = the interval is entirely above / below 0; "
             f"otherwise no difference shown.", ""]
     if n < MIN_PROBLEMS:
         text += [_underpowered(n), ""]
+    single = [v for v, runs in variants.items() if len(runs) == 1]
+    if single:
+        text += [f"Only one finished seed for {', '.join(single)}: its intervals resample problems only, not seeds.",
+                 ""]
     has_ref = REFERENCE in variants
     header = ["variant", "seeds", "strict", "lenient", "format", "Δ strict vs base [95% CI]"]
     header += ["Δ strict vs SDPO [95% CI]"] * has_ref + ["Δ lenient vs base [95% CI]"]
@@ -220,7 +224,8 @@ def _diagnostics(variants: Mapping[str, list[dict]]) -> list[str]:
             if d is None:
                 continue
             rows.append([variant, str(r["seed"]), f"{d['final_format_rate']:.3f}", f"{d['base_format_rate']:.3f}",
-                         f"{d['final_accuracy']:.3f}", f"{d['late_clipped_ratio']:.3f}", f"{d['length_growth']:.2f}",
+                         f"{d['final_accuracy']:.3f}", f"{d.get('early_clipped_ratio', math.nan):.3f}",
+                         f"{d['late_clipped_ratio']:.3f}", f"{d['length_growth']:.2f}",
                          ", ".join(FLAG_NAMES[f] for f in d["flags"]) or "none"])
     if not rows:
         return []
@@ -229,8 +234,8 @@ def _diagnostics(variants: Mapping[str, list[dict]]) -> list[str]:
             "training completions hit the length cap in the last quarter of the steps, or their mean length there "
             "is over 1.5x that of the first quarter. Accuracy collapse: final strict accuracy 0 while the base "
             "model's is above 0.", ""] + _table(
-        ["variant", "seed", "final format", "base format", "final strict", "late capped fraction",
-         "length late/early", "flags"], rows)
+        ["variant", "seed", "final format", "base format", "final strict", "capped, first quarter",
+         "capped, last quarter", "length last/first quarter", "flags"], rows)
 
 
 def _family_table(variants: Mapping[str, list[dict]], base: Mapping, problems: Mapping[str, str],
