@@ -266,3 +266,31 @@ def test_collapsed_seeds_are_named_in_the_table(tmp_path, out):
     table = render_table(records)
     assert "| 1: format, length |" in table
     assert "| pmd | 1 | 1.000 | 0.875 | 0.500 | 0.100 | 0.100 | 1.00 | format collapse, length blow-up |" in table
+
+
+def test_teacher_diagnostics_average_over_steps_and_mark_unlogged_metrics():
+    from pmd.compare import teacher_diagnostics
+
+    rows = [{"step": 1, "self_distillation/teacher_active_fraction": 0.5, "pmd/memory_level_frac/pattern": 0.0},
+            {"step": 2, "self_distillation/teacher_active_fraction": 1.0, "pmd/memory_level_frac/pattern": 0.5},
+            {"step": 2, "eval/greedy_accuracy": 0.3}]
+    got = teacher_diagnostics(rows)
+    assert got["active"] == 0.75 and got["pattern"] == 0.25
+    assert got["memory_only_active"] is None and got["insight"] is None
+
+
+def test_teacher_table_lists_memory_levels_only_for_runs_that_logged_them():
+    from pmd.compare_tables import _teacher_table
+
+    variants = {"sdpo": [{"seed": 0, "teacher": {"active": 0.3, "memory_only_active": None, "experience": None,
+                                                 "insight": None, "pattern": None, "similar": None}}],
+                "pmd": [{"seed": 0, "teacher": {"active": 0.8, "memory_only_active": 0.4, "experience": 0.9,
+                                                "insight": 0.5, "pattern": 0.25, "similar": 0.1}},
+                        {"seed": 1, "teacher": {"active": 0.6, "memory_only_active": 0.2, "experience": 0.9,
+                                                "insight": 0.5, "pattern": 0.75, "similar": 0.1}}]}
+    lines = _teacher_table(variants)
+    sdpo = next(line for line in lines if line.startswith("| sdpo"))
+    pmd = next(line for line in lines if line.startswith("| pmd"))
+    assert sdpo.split(" | ")[1] == "0.300" and "n/a" in sdpo
+    assert "0.700 ± 0.141" in pmd and "0.500 ± 0.354" in pmd
+    assert _teacher_table({"sdpo": [{"seed": 0}]}) == []

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import RunDirLock
-from .compare_tables import RECORDS_FORMAT, render_table, runs_by_variant
+from .compare_tables import RECORDS_FORMAT, TEACHER_KEYS, render_table, runs_by_variant
 from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
@@ -219,7 +219,19 @@ def _run_record(run_dir: Path, seed: int, base_eval: dict | None, problems: dict
     return {"seed": seed, "curve": curve, "final": summary["final_eval"], "cpu_minutes": summary["cpu_minutes"],
             "teacher_active": statistics.fmean(active) if active else math.nan,
             "per_problem": _final_outcomes(run_dir, summary["final_eval"], curve, problems),
-            "diagnostics": collapse_diagnostics(rows, base_overall)}
+            "diagnostics": collapse_diagnostics(rows, base_overall),
+            "teacher": teacher_diagnostics(rows)}
+
+
+def teacher_diagnostics(rows: list[dict]) -> dict[str, float | None]:
+    """Mean over training steps of the teacher-active fraction, the share made active by memory alone, and the share
+    of teacher prompts holding each memory level: why PMD's teacher differs from SDPO's, or does not. None for a
+    metric the run did not log (SDPO logs no memory metrics)."""
+    out: dict[str, float | None] = {}
+    for name, key in TEACHER_KEYS.items():
+        values = [r[key] for r in rows if key in r]
+        out[name] = statistics.fmean(values) if values else None
+    return out
 
 
 def _final_outcomes(run_dir: Path, final: dict, curve: list, problems: dict[str, str]) -> dict | None:

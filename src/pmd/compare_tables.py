@@ -14,6 +14,12 @@ from collections.abc import Mapping
 
 from .stats import DEFAULT_SAMPLES, DEFAULT_SEED, Interval, compare_outcomes
 
+# What the self-teacher saw, averaged over a run's training steps (TRL's and pmd's own step metrics).
+TEACHER_KEYS = {"active": "self_distillation/teacher_active_fraction",
+                "memory_only_active": "pmd/memory_only_active_fraction",
+                "experience": "pmd/memory_level_frac/experience", "insight": "pmd/memory_level_frac/insight",
+                "pattern": "pmd/memory_level_frac/pattern", "similar": "pmd/memory_level_frac/similar"}
+
 RECORDS_FORMAT = 2
 MIN_PROBLEMS = 200  # fewer held-out problems than this cannot resolve differences of a few points (issue 13)
 REFERENCE = "sdpo"  # the baseline PMD must beat; its rows are paired with each variant's by seed
@@ -204,6 +210,7 @@ def _render_current(records: Mapping) -> str:
                      mean_std([r["cpu_minutes"] for r in runs])])
     text += ["## Final held-out accuracy", ""] + _table(header, rows) + [""]
     text += _diagnostics(variants) + [""]
+    text += _teacher_table(variants)
     if families and base.get("per_problem") is not None:
         text += _family_table(variants, base, problems, families, deltas) + [""]
     return "\n".join(text + ["![learning curves](curves.png)", ""])
@@ -236,6 +243,23 @@ def _diagnostics(variants: Mapping[str, list[dict]]) -> list[str]:
             "model's is above 0.", ""] + _table(
         ["variant", "seed", "final format", "base format", "final strict", "capped, first quarter",
          "capped, last quarter", "length last/first quarter", "flags"], rows)
+
+
+def _teacher_table(variants: Mapping[str, list[dict]]) -> list[str]:
+    """Mean over steps and seeds of what the teacher saw (records with a `teacher` entry only)."""
+    rows = []
+    for variant, runs in variants.items():
+        got = [r["teacher"] for r in runs if r.get("teacher")]
+        if got:
+            rows.append([variant] + [mean_std([g[k] for g in got if g.get(k) is not None]) for k in TEACHER_KEYS])
+    if not rows:
+        return []
+    return ["## What the teacher saw", "", "Mean over training steps (then mean ± std over seeds): the fraction of "
+            "samples with an active teacher, the fraction active through memory alone (no successful sibling, no "
+            "feedback), and the fraction of teacher prompts holding each memory level. n/a: not logged (SDPO has "
+            "no memory).", ""] + _table(["variant", "teacher active", "active by memory alone", "experience in "
+                                         "prompt", "insight in prompt", "pattern in prompt", "similar in prompt"],
+                                        rows) + [""]
 
 
 def _family_table(variants: Mapping[str, list[dict]], base: Mapping, problems: Mapping[str, str],
