@@ -1,0 +1,311 @@
+"""Where a training step's time goes, SDPO against PMD, and what removing waste saved, measured in one run.
+
+Trains each algorithm with a realistic config (default configs/compare-smollm2-4fam.yaml: SmolLM2-135M-Instruct,
+4 prompts x 4 rollouts, 40 completion tokens, 4 reasoning-gym families, feedback on) twice in this process with the
+same seed: once as TRL computes the distillation loss ("before": every rollout forwarded, the micro-batch padded as
+one tensor; `SDPOTrainer.distil_active_rows_only = False`, `length_groups = 1`) and once as pmd does ("after": only
+the rollouts whose teacher is active, in groups of similar lengths without their shared padding; src/pmd/sdpo_loss.py).
+Every phase is timed by wrapping the TRL / pmd method that does it (nothing is added to the library):
+
+  generation          SDPOTrainer._generate (sampling the rollouts)
+  rewards             SDPOTrainer._calculate_rewards (the environments verify each rollout)
+  teacher prompts     teacher_context_builder.build, less retrieval and memory writes (plan, render, tokenize)
+  retrieval           MemoryLoop.retrieve (PMD)
+  memory writes       MemoryLoop.record (PMD: the step's rollouts and the teachers' retrieval log)
+  student forward     SDPOTrainer._forward_logits (pmd: _forward_logits_at) with gradients
+  teacher forward     the same without gradients
+  distillation loss   SDPOTrainer._compute_self_distillation_loss (top-k divergence on the logits)
+  backward            accelerator.backward
+  clip + optimizer    Trainer._clip_grad_norm + optimizer.step (between the pre/post optimizer-step callbacks)
+  EMA teacher update  the teacher-sync callback's on_step_end
+  reflection          MemoryLoop.maybe_reflect (PMD)
+  consolidation       MemoryLoop.maybe_consolidate (PMD)
+  logging             Trainer.log (TRL's metrics, metrics.jsonl with the memory counts)
+  other               the rest of the step (data loading, decoding, TRL's metric gathering, scheduler, callbacks)
+
+A step runs from the `on_step_begin` callback to the end of `_maybe_log_save_evaluate`; the checkpoint saved in it
+(`Trainer._save_checkpoint` + pmd's CheckpointCallback: weights, optimizer, EMA teacher, memory; `train.save_steps`
+set to the last step) is reported apart, as is one greedy held-out evaluation (`evaluate.evaluate_policy`, the
+config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means.
+
+Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/profile_step.py [--config PATH] [--algos sdpo,pmd]
+       [--steps 3] [--warmup 1] [--no-eval] [--model NAME|tiny] [--set KEY=VALUE ...] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = ("generation", "rewards", "teacher prompts", "retrieval", "memory writes", "student forward",
+          "teacher forward", "distillation loss", "backward", "clip + optimizer", "EMA teacher update", "reflection",
+          "consolidation", "logging", "other")
+COUNTERS = tuple(f"{who} {what}" for who in ("student", "teacher")
+                 for what in ("forward calls", "rows", "tokens (with padding)", "tokens (real)"))
+
+
+class Profiler:
+    """Seconds per phase for each step (inclusive times per wrapped method; `flat` makes them exclusive)."""
+
+    def __init__(self):
+        self.current: dict[str, float] | None = None
+        self.t0 = 0.0
+        self.steps: list[dict[str, float]] = []
+
+    def add(self, name: str, seconds: float) -> None:
+        if self.current is not None:
+            self.current[name] = self.current.get(name, 0.0) + seconds
+
+    def wrap(self, obj, attr: str, name) -> None:
+        """Replace `obj.attr` by a timed call; `name` is a phase name or a function of the call's arguments."""
+        fn = getattr(obj, attr)
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name(*args, **kwargs) if callable(name) else name, time.perf_counter() - t0)
+
+        setattr(obj, attr, timed)
+
+    def begin(self) -> None:
+        self.current, self.t0 = defaultdict(float), time.perf_counter()
+
+    def end(self, extra: dict[str, float]) -> None:
+        if self.current is None:
+            return
+        self.current["step"] = time.perf_counter() - self.t0 - self.current.get("checkpoint", 0.0)
+        self.current.update(extra)
+        self.steps.append(dict(self.current))
+        self.current = None
+
+
+def flat(step: dict[str, float]) -> dict[str, float]:
+    """Exclusive seconds per reported phase: nested timings (retrieval inside the teacher-prompt builder) are taken
+    out of their parent, and `other` is what no wrapped method accounts for."""
+    out = {p: step.get(p, 0.0) for p in PHASES if p not in ("teacher prompts", "other")}
+    out["teacher prompts"] = step.get("builder", 0.0) - step.get("retrieval", 0.0) - step.get("memory writes", 0.0)
+    out["other"] = step["step"] - sum(out.values())
+    return {p: out[p] for p in PHASES}
+
+
+def instrument(trainer, loop, prof: Profiler) -> None:
+    import torch
+    from transformers import TrainerCallback
+
+    from pmd.trainer import CheckpointCallback
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            prof.begin()
+
+        def on_pre_optimizer_step(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_optimizer_step(self, *a, **k):
+            prof.add("clip + optimizer", time.perf_counter() - self.t)
+
+    extra: dict[str, float] = {}
+    trainer.callback_handler.callbacks.insert(0, Clock())
+    prof.wrap(trainer, "_generate", "generation")
+    prof.wrap(trainer, "_calculate_rewards", "rewards")
+    prof.wrap(trainer.teacher_context_builder, "build", "builder")
+    prof.wrap(trainer, "_compute_self_distillation_loss", "distillation loss")
+    prof.wrap(trainer.accelerator, "backward", "backward")
+    prof.wrap(trainer, "_clip_grad_norm", "clip + optimizer")
+    prof.wrap(trainer, "log", "logging")
+    prof.wrap(trainer, "_save_checkpoint", "checkpoint")
+
+    def forward_name(model, input_ids, attention_mask, *rest, **kwargs):
+        who = "student" if torch.is_grad_enabled() else "teacher"
+        prof.add(f"{who} forward calls", 1.0)  # counters, not seconds
+        prof.add(f"{who} rows", float(input_ids.size(0)))
+        prof.add(f"{who} tokens (with padding)", float(input_ids.numel()))
+        prof.add(f"{who} tokens (real)", float(attention_mask.sum()))
+        return f"{who} forward"
+
+    prof.wrap(trainer, "_forward_logits", forward_name)  # TRL's one padded forward
+    prof.wrap(trainer, "_forward_logits_at", forward_name)  # pmd's forward per length group
+    for cb in trainer.callback_handler.callbacks:
+        if type(cb).__name__ in ("SyncTeacherModelCallback", "PEFTAdapterEMACallback"):
+            prof.wrap(cb, "on_step_end", "EMA teacher update")
+        if isinstance(cb, CheckpointCallback):
+            prof.wrap(cb, "on_save", "checkpoint")
+    if loop is not None:
+        prof.wrap(loop, "retrieve", "retrieval")
+        prof.wrap(loop, "record", "memory writes")
+        prof.wrap(loop, "maybe_reflect", "reflection")
+        prof.wrap(loop, "maybe_consolidate", "consolidation")
+
+    inner = trainer._maybe_log_save_evaluate
+
+    def step_end(*args, **kwargs):
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            metrics = trainer.teacher_context_builder.last_metrics
+            extra["active fraction"] = metrics.get("self_distillation/teacher_active_fraction", float("nan"))
+            prof.end(extra)
+
+    trainer._maybe_log_save_evaluate = step_end
+    log = trainer.log
+
+    def keep_loss(logs, *args, **kwargs):  # the step's logged loss, to compare before and after
+        if "loss" in logs:
+            extra["loss"] = float(logs["loss"])
+        return log(logs, *args, **kwargs)
+
+    trainer.log = keep_loss
+
+
+def run_one(cfg_path: str, overrides: list[str], algo: str, rows_only: bool, steps: int, model_path: str,
+            workdir: Path, evaluate: bool) -> dict:
+    import torch
+
+    from pmd.config import load_config
+    from pmd.dist import Ranks
+    from pmd.envs import EnvironmentSuite
+    from pmd.evaluate import evaluate_policy
+    from pmd.trainer import MetricsJSONL, build_trainer
+
+    tag = f"{algo}-{'after' if rows_only else 'before'}"
+    run_dir = workdir / tag
+    cfg = load_config(cfg_path, [*overrides, f"train.algo={algo}", f"train.steps={steps}",
+                                 f"train.save_steps={steps}", f"run_dir={run_dir}"])
+    suite = EnvironmentSuite.from_config(cfg.env)
+    run_dir.mkdir(parents=True)
+    trainer, loop = build_trainer(cfg, model_path, suite, run_dir)
+    trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop, suite))
+    trainer.distil_active_rows_only = rows_only  # before: TRL's forward over every row, padded as one tensor
+    trainer.length_groups = trainer.length_groups if rows_only else 1
+    prof = Profiler()
+    instrument(trainer, loop, prof)
+    t0 = time.perf_counter()
+    trainer.train()
+    out = {"tag": tag, "train_seconds": time.perf_counter() - t0, "steps": prof.steps}
+    if evaluate:
+        t0 = time.perf_counter()
+        result = evaluate_policy(trainer, cfg, suite, Ranks())
+        out["eval_seconds"] = time.perf_counter() - t0
+        out["eval_problems"] = result["overall"]["n_problems"]
+    if loop is not None and loop.store is not None:
+        loop.store.close()
+    del trainer, loop
+    gc.collect()
+    return out
+
+
+def summary(run: dict, warmup: int) -> dict:
+    measured = run["steps"][warmup:]
+    flats = [flat(s) for s in measured]
+    mean = {p: statistics.fmean(f[p] for f in flats) for p in PHASES}
+    step = statistics.fmean(s["step"] for s in measured)
+    saves = [s["checkpoint"] for s in run["steps"] if s.get("checkpoint")]
+    return {"phases": mean, "step": step, "step_stdev": statistics.stdev([s["step"] for s in measured])
+            if len(measured) > 1 else 0.0, "checkpoint": saves[0] if saves else None,
+            "active": [s.get("active fraction") for s in run["steps"]], "loss": [s.get("loss") for s in run["steps"]],
+            **{k: statistics.fmean(s.get(k, 0.0) for s in measured)
+               for k in COUNTERS}}
+
+
+def print_tables(results: dict, algos: list[str]) -> None:
+    cols = [(a, v) for a in algos for v in ("before", "after")]
+    print("\n| phase | " + " | ".join(f"{a.upper()} {v}: s (share)" for a, v in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for p in PHASES:
+        cells = []
+        for a, v in cols:
+            s = results[a][v]
+            cells.append(f"{s['phases'][p]:.2f} ({100 * s['phases'][p] / s['step']:.1f}%)")
+        print(f"| {p} | " + " | ".join(cells) + " |")
+    print("| **step** | " + " | ".join(f"**{results[a][v]['step']:.2f}** (sd {results[a][v]['step_stdev']:.2f})"
+                                      for a, v in cols) + " |")
+    print("\n| measurement | " + " | ".join(f"{a.upper()} {v}" for a, v in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for key in COUNTERS:
+        print(f"| {key} per step | " + " | ".join(f"{results[a][v][key]:.0f}" for a, v in cols) + " |")
+    print("| teacher-active fraction per step | " + " | ".join(
+        ", ".join(f"{x:.2f}" for x in results[a][v]["active"]) for a, v in cols) + " |")
+    print("| logged loss per step | " + " | ".join(
+        ", ".join(f"{x:.5g}" for x in results[a][v]["loss"] if x is not None) for a, v in cols) + " |")
+    print("| checkpoint save (s) | " + " | ".join(f"{results[a][v]['checkpoint']:.2f}" if results[a][v]["checkpoint"]
+                                                  else "-" for a, v in cols) + " |")
+    print("\n| algorithm | step before (s) | step after (s) | after / before | student+teacher forward, backward, "
+          "loss: after / before |")
+    print("|---|---|---|---|---|")
+    work = ("student forward", "teacher forward", "backward", "distillation loss")
+    for a in algos:
+        b, f = results[a]["before"], results[a]["after"]
+        wb, wf = sum(b["phases"][p] for p in work), sum(f["phases"][p] for p in work)
+        print(f"| {a.upper()} | {b['step']:.2f} | {f['step']:.2f} | **{f['step'] / b['step']:.3f}** | "
+              f"{wf:.2f} / {wb:.2f} = {wf / wb:.3f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "compare-smollm2-4fam.yaml"))
+    ap.add_argument("--algos", default="sdpo,pmd")
+    ap.add_argument("--steps", type=int, default=3, help="measured steps per run (after the warm-up)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    ap.add_argument("--model", default="", help="model.name_or_path override; 'tiny' = the tests' random Llama")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    ap.add_argument("--json", default="", help="write the raw per-step timings here")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "tests"))
+
+    import torch
+
+    from pmd.config import load_config
+    from pmd.models import resolve_model
+
+    algos = [a for a in args.algos.split(",") if a]
+    with tempfile.TemporaryDirectory(prefix="profile-step-") as tmp:
+        workdir = Path(tmp)
+        if args.model == "tiny":
+            from conftest import _build_tiny_model
+
+            model_path = str(_build_tiny_model(workdir / "tiny"))
+        else:
+            name = args.model or load_config(args.config, args.overrides).model.name_or_path
+            model_path = resolve_model(name)
+        load = os.getloadavg()
+        print(f"model {model_path}; torch threads {torch.get_num_threads()} (OMP_NUM_THREADS="
+              f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); load average at start {load[0]:.2f} {load[1]:.2f} "
+              f"{load[2]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+        raw, results, eval_run = {}, defaultdict(dict), None
+        for algo in algos:
+            for rows_only in (False, True):
+                evaluate = not args.no_eval and eval_run is None and rows_only
+                run = run_one(args.config, args.overrides, algo, rows_only, args.warmup + args.steps, model_path,
+                              workdir, evaluate)
+                raw[run["tag"]] = run
+                results[algo]["after" if rows_only else "before"] = summary(run, args.warmup)
+                if evaluate:
+                    eval_run = run
+                print(f"{run['tag']}: {run['train_seconds']:.1f} s for {len(run['steps'])} steps", flush=True)
+    load = os.getloadavg()
+    print(f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print_tables(results, algos)
+    if eval_run is not None:
+        ev = eval_run["eval_seconds"]
+        print(f"\ngreedy held-out evaluation of {eval_run['eval_problems']} problems: {ev:.1f} s = "
+              + ", ".join(f"{ev / results[a]['after']['step']:.1f} {a.upper()} steps" for a in algos))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": raw, "summary": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
