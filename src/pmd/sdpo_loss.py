@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from trl.experimental.sdpo import SDPOTrainer as TRLSDPOTrainer
 from trl.experimental.sdpo.sdpo_trainer import DistillationLogits
 
@@ -178,7 +177,7 @@ class SDPOTrainer(TRLSDPOTrainer):
         them, from one forward per length group over the columns that are not padding in all of its rows."""
         prompt_part, completion_part = attention_mask[:, :-width], attention_mask[:, -width:]
         groups = length_groups(prompt_part.sum(1).tolist(), completion_part.sum(1).tolist(), self.length_groups)
-        parts, order = [], []
+        out = None
         for rows in groups:
             idx = torch.tensor(rows, device=input_ids.device)
             mask = attention_mask.index_select(0, idx)
@@ -189,11 +188,12 @@ class SDPOTrainer(TRLSDPOTrainer):
             end = attention_mask.size(1) - width + keep
             logits = self._forward_logits_at(model, input_ids.index_select(0, idx)[:, start:end], mask[:, start:end],
                                              torch.arange(start, end, device=input_ids.device), keep)
-            parts.append(F.pad(logits, (0, 0, 0, width - keep)))
-            order.extend(rows)
-        inverse = torch.empty(len(order), dtype=torch.long, device=input_ids.device)
-        inverse[torch.tensor(order, device=input_ids.device)] = torch.arange(len(order), device=input_ids.device)
-        return torch.cat(parts).index_select(0, inverse)
+            if len(groups) == 1 and keep == width:
+                return logits
+            if out is None:  # written in place, one group at a time: no second copy of the batch's logits
+                out = logits.new_zeros(attention_mask.size(0), width, logits.size(-1))
+            out[idx, :keep] = logits  # autograd carries the student's gradient through the assignment
+        return out
 
     def _forward_logits_at(self, model, input_ids, attention_mask, position_ids, logits_to_keep: int):
         """TRL's `_forward_logits` with explicit positions (TRL's forward numbers the columns 0..L-1)."""
