@@ -26,7 +26,8 @@ Every phase is timed by wrapping the TRL / pmd method that does it (nothing is a
 A step runs from the `on_step_begin` callback to the end of `_maybe_log_save_evaluate`; the checkpoint saved in it
 (`Trainer._save_checkpoint` + pmd's CheckpointCallback: weights, optimizer, EMA teacher, memory; `train.save_steps`
 set to the last step) is reported apart, as is one greedy held-out evaluation (`evaluate.evaluate_policy`, the
-config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means.
+config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means. Runs go
+in ABBA order (SDPO before, SDPO after, PMD after, PMD before), so a steady drift in the machine's load cancels.
 
 Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/profile_step.py [--config PATH] [--algos sdpo,pmd]
        [--steps 3] [--warmup 1] [--no-eval] [--model NAME|tiny] [--set KEY=VALUE ...] [--json OUT]
@@ -50,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PHASES = ("generation", "rewards", "teacher prompts", "retrieval", "memory writes", "student forward",
           "teacher forward", "distillation loss", "backward", "clip + optimizer", "EMA teacher update", "reflection",
           "consolidation", "logging", "other")
+INSIDE = ("inside: generation prefill", "inside: generation decode", "inside: output layer (student forward)",
+          "inside: output layer (teacher forward)")
 COUNTERS = tuple(f"{who} {what}" for who in ("student", "teacher")
                  for what in ("forward calls", "rows", "tokens (with padding)", "tokens (real)"))
 
@@ -62,8 +65,8 @@ class Profiler:
         self.t0 = 0.0
         self.steps: list[dict[str, float]] = []
 
-    def add(self, name: str, seconds: float) -> None:
-        if self.current is not None:
+    def add(self, name: str | None, seconds: float) -> None:
+        if self.current is not None and name is not None:
             self.current[name] = self.current.get(name, 0.0) + seconds
 
     def wrap(self, obj, attr: str, name) -> None:
@@ -136,6 +139,34 @@ def instrument(trainer, loop, prof: Profiler) -> None:
         prof.add(f"{who} tokens (real)", float(attention_mask.sum()))
         return f"{who} forward"
 
+    # inside phases (reported apart): generation's prompt prefill vs its token-by-token decoding, and the output
+    # layer (the full-vocabulary logits) inside the student and teacher forwards
+    in_generation = {"on": False}
+    generate = trainer._generate
+
+    def flagged(*args, **kwargs):
+        in_generation["on"] = True
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            in_generation["on"] = False
+
+    trainer._generate = flagged
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+
+    def policy_call(*args, input_ids=None, **kwargs):
+        if not in_generation["on"]:
+            return None
+        return "inside: generation prefill" if input_ids is not None and input_ids.size(1) > 1 else \
+            "inside: generation decode"
+
+    prof.wrap(policy, "forward", policy_call)
+    for who, model in (("student", policy), ("teacher", trainer.accelerator.unwrap_model(trainer.teacher_model))):
+        if who == "teacher" and model is policy:
+            continue
+        prof.wrap(model.get_output_embeddings(), "forward",
+                  lambda *a, _who=who, **k: None if in_generation["on"] else
+                  f"inside: output layer ({_who if torch.is_grad_enabled() else 'teacher'} forward)")
     prof.wrap(trainer, "_forward_logits", forward_name)  # TRL's one padded forward
     prof.wrap(trainer, "_forward_logits_at", forward_name)  # pmd's forward per length group
     for cb in trainer.callback_handler.callbacks:
@@ -215,6 +246,7 @@ def summary(run: dict, warmup: int) -> dict:
     saves = [s["checkpoint"] for s in run["steps"] if s.get("checkpoint")]
     return {"phases": mean, "step": step, "step_stdev": statistics.stdev([s["step"] for s in measured])
             if len(measured) > 1 else 0.0, "checkpoint": saves[0] if saves else None,
+            "inside": {k: statistics.fmean(s.get(k, 0.0) for s in measured) for k in INSIDE},
             "active": [s.get("active fraction") for s in run["steps"]], "loss": [s.get("loss") for s in run["steps"]],
             **{k: statistics.fmean(s.get(k, 0.0) for s in measured)
                for k in COUNTERS}}
@@ -229,6 +261,10 @@ def print_tables(results: dict, algos: list[str]) -> None:
         for a, v in cols:
             s = results[a][v]
             cells.append(f"{s['phases'][p]:.2f} ({100 * s['phases'][p] / s['step']:.1f}%)")
+        print(f"| {p} | " + " | ".join(cells) + " |")
+    for p in INSIDE:
+        cells = [f"{results[a][v]['inside'][p]:.2f} ({100 * results[a][v]['inside'][p] / results[a][v]['step']:.1f}%)"
+                 for a, v in cols]
         print(f"| {p} | " + " | ".join(cells) + " |")
     print("| **step** | " + " | ".join(f"**{results[a][v]['step']:.2f}** (sd {results[a][v]['step_stdev']:.2f})"
                                       for a, v in cols) + " |")
@@ -286,8 +322,8 @@ def main() -> None:
               f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); load average at start {load[0]:.2f} {load[1]:.2f} "
               f"{load[2]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
         raw, results, eval_run = {}, defaultdict(dict), None
-        for algo in algos:
-            for rows_only in (False, True):
+        for i, algo in enumerate(algos):
+            for rows_only in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA: load drift cancels
                 evaluate = not args.no_eval and eval_run is None and rows_only
                 run = run_one(args.config, args.overrides, algo, rows_only, args.warmup + args.steps, model_path,
                               workdir, evaluate)
