@@ -1,11 +1,8 @@
 """Where a training step's time goes, SDPO against PMD, and what removing waste saved, measured in one run.
 
 Trains each algorithm with a realistic config (default configs/compare-smollm2-4fam.yaml: SmolLM2-135M-Instruct,
-4 prompts x 4 rollouts, 40 completion tokens, 4 reasoning-gym families, feedback on) twice in this process with the
-same seed: once as TRL computes the distillation loss ("before": every rollout forwarded, the micro-batch padded as
-one tensor; `SDPOTrainer.distil_active_rows_only = False`, `length_groups = 1`) and once as pmd does ("after": only
-the rollouts whose teacher is active, in groups of similar lengths without their shared padding; src/pmd/sdpo_loss.py).
-Every phase is timed by wrapping the TRL / pmd method that does it (nothing is added to the library):
+4 prompts x 4 rollouts, 40 completion tokens, 4 reasoning-gym families, feedback on) and times every phase by
+wrapping the TRL / pmd method that does it (nothing is added to the library):
 
   generation          SDPOTrainer._generate (sampling the rollouts)
   rewards             SDPOTrainer._calculate_rewards (the environments verify each rollout)
@@ -23,14 +20,21 @@ Every phase is timed by wrapping the TRL / pmd method that does it (nothing is a
   logging             Trainer.log (TRL's metrics, metrics.jsonl with the memory counts)
   other               the rest of the step (data loading, decoding, TRL's metric gathering, scheduler, callbacks)
 
+Before and after, paired within each step. Every step computes its loss twice on the same rollouts and weights:
+as TRL does ("before": every rollout forwarded, the micro-batch padded as one tensor;
+`SDPOTrainer.distil_active_rows_only = False`, `length_groups = 1`) and as pmd does ("after": only the rollouts whose
+teacher is active, in groups of similar lengths without their shared padding; src/pmd/sdpo_loss.py). One of the two
+(forward and backward) runs first and its gradients are put aside; the other's gradients train, and the two swap
+roles every step. Both give the same loss (the table shows both values), so the run follows one trajectory whichever
+trains. A variant's step time is the step's time less the other variant's loss (forward, backward) time.
+
 A step runs from the `on_step_begin` callback to the end of `_maybe_log_save_evaluate`; the checkpoint saved in it
 (`Trainer._save_checkpoint` + pmd's CheckpointCallback: weights, optimizer, EMA teacher, memory; `train.save_steps`
 set to the last step) is reported apart, as is one greedy held-out evaluation (`evaluate.evaluate_policy`, the
-config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means. Runs go
-in ABBA order (SDPO before, SDPO after, PMD after, PMD before), so a steady drift in the machine's load cancels.
+config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means.
 
 Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/profile_step.py [--config PATH] [--algos sdpo,pmd]
-       [--steps 3] [--warmup 1] [--no-eval] [--model NAME|tiny] [--set KEY=VALUE ...] [--json OUT]
+       [--steps 6] [--warmup 1] [--no-eval] [--model NAME|tiny] [--set KEY=VALUE ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -64,9 +68,11 @@ class Profiler:
         self.current: dict[str, float] | None = None
         self.t0 = 0.0
         self.steps: list[dict[str, float]] = []
+        self.variant: str | None = None  # while set (one variant's loss), what is timed is that variant's
 
     def add(self, name: str | None, seconds: float) -> None:
         if self.current is not None and name is not None:
+            name = f"{name} | {self.variant}" if self.variant else name
             self.current[name] = self.current.get(name, 0.0) + seconds
 
     def wrap(self, obj, attr: str, name) -> None:
@@ -93,6 +99,19 @@ class Profiler:
         self.current.update(extra)
         self.steps.append(dict(self.current))
         self.current = None
+
+
+VARIANTS = {"before": (False, 1), "after": (True, None)}  # (distil_active_rows_only, length_groups; None = pmd's)
+
+
+def variant_view(step: dict[str, float], variant: str) -> dict[str, float]:
+    """One step as `variant` alone would have run it: the shared phases, this variant's loss phases, and the step's
+    time less the other variant's loss time."""
+    other = next(v for v in VARIANTS if v != variant)
+    out = {k: v for k, v in step.items() if " | " not in k}
+    out.update({k.split(" | ")[0]: v for k, v in step.items() if k.endswith(f" | {variant}")})
+    out["step"] = step["step"] - step.get(f"loss total | {other}", 0.0)
+    return out
 
 
 def flat(step: dict[str, float]) -> dict[str, float]:
@@ -127,6 +146,7 @@ def instrument(trainer, loop, prof: Profiler) -> None:
     prof.wrap(trainer.teacher_context_builder, "build", "builder")
     prof.wrap(trainer, "_compute_self_distillation_loss", "distillation loss")
     prof.wrap(trainer.accelerator, "backward", "backward")
+    pair_losses(trainer, prof)  # on top of the timed backward
     prof.wrap(trainer, "_clip_grad_norm", "clip + optimizer")
     prof.wrap(trainer, "log", "logging")
     prof.wrap(trainer, "_save_checkpoint", "checkpoint")
@@ -201,8 +221,53 @@ def instrument(trainer, loop, prof: Profiler) -> None:
     trainer.log = keep_loss
 
 
-def run_one(cfg_path: str, overrides: list[str], algo: str, rows_only: bool, steps: int, model_path: str,
-            workdir: Path, evaluate: bool) -> dict:
+def pair_losses(trainer, prof: Profiler) -> None:
+    """Each call of `compute_loss` computes the loss both ways (module docstring): first the variant that does not
+    train this step, with forward and backward, its gradients put aside; then the one that trains, whose backward
+    the Trainer runs. Each variant's wall time (loss and backward) is `loss total`; both loss values are kept."""
+    compute_loss, backward = trainer.compute_loss, trainer.accelerator.backward
+    own_groups = trainer.length_groups
+
+    def use(variant: str) -> None:
+        rows_only, groups = VARIANTS[variant]
+        trainer.distil_active_rows_only, trainer.length_groups = rows_only, groups or own_groups
+        prof.variant = variant
+
+    def paired(model, inputs, *args, **kwargs):
+        trains = "after" if len(prof.steps) % 2 == 0 else "before"
+        aside = next(v for v in VARIANTS if v != trains)
+        params = [p for p in model.parameters() if p.requires_grad]
+        kept = [p.grad for p in params]  # gradients accumulated so far (none with one micro-batch per step)
+        for p in params:
+            p.grad = None
+        use(aside)
+        t0 = time.perf_counter()
+        loss = compute_loss(model, inputs, *args, **kwargs)
+        prof.add("loss value", loss.item())
+        backward(loss)
+        prof.add("loss total", time.perf_counter() - t0)
+        for p, g in zip(params, kept):
+            p.grad = g
+        use(trains)
+        prof.t_trains = time.perf_counter()
+        loss = compute_loss(model, inputs, *args, **kwargs)
+        prof.add("loss value", loss.item())
+        return loss
+
+    def backward_then_close(loss, **kwargs):
+        try:
+            return backward(loss, **kwargs)
+        finally:
+            if prof.variant is not None:
+                prof.add("loss total", time.perf_counter() - prof.t_trains)
+                prof.variant = None
+
+    trainer.compute_loss = paired
+    trainer.accelerator.backward = backward_then_close
+
+
+def run_one(cfg_path: str, overrides: list[str], algo: str, steps: int, model_path: str, workdir: Path,
+            evaluate: bool) -> dict:
     import torch
 
     from pmd.config import load_config
@@ -211,7 +276,7 @@ def run_one(cfg_path: str, overrides: list[str], algo: str, rows_only: bool, ste
     from pmd.evaluate import evaluate_policy
     from pmd.trainer import MetricsJSONL, build_trainer
 
-    tag = f"{algo}-{'after' if rows_only else 'before'}"
+    tag = algo
     run_dir = workdir / tag
     cfg = load_config(cfg_path, [*overrides, f"train.algo={algo}", f"train.steps={steps}",
                                  f"train.save_steps={steps}", f"run_dir={run_dir}"])
@@ -219,8 +284,6 @@ def run_one(cfg_path: str, overrides: list[str], algo: str, rows_only: bool, ste
     run_dir.mkdir(parents=True)
     trainer, loop = build_trainer(cfg, model_path, suite, run_dir)
     trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop, suite))
-    trainer.distil_active_rows_only = rows_only  # before: TRL's forward over every row, padded as one tensor
-    trainer.length_groups = trainer.length_groups if rows_only else 1
     prof = Profiler()
     instrument(trainer, loop, prof)
     t0 = time.perf_counter()
@@ -238,18 +301,18 @@ def run_one(cfg_path: str, overrides: list[str], algo: str, rows_only: bool, ste
     return out
 
 
-def summary(run: dict, warmup: int) -> dict:
-    measured = run["steps"][warmup:]
+def summary(run: dict, warmup: int, variant: str) -> dict:
+    steps = [variant_view(s, variant) for s in run["steps"]]
+    measured = steps[warmup:]
     flats = [flat(s) for s in measured]
     mean = {p: statistics.fmean(f[p] for f in flats) for p in PHASES}
-    step = statistics.fmean(s["step"] for s in measured)
-    saves = [s["checkpoint"] for s in run["steps"] if s.get("checkpoint")]
-    return {"phases": mean, "step": step, "step_stdev": statistics.stdev([s["step"] for s in measured])
-            if len(measured) > 1 else 0.0, "checkpoint": saves[0] if saves else None,
+    saves = [s["checkpoint"] for s in steps if s.get("checkpoint")]
+    return {"phases": mean, "step": statistics.fmean(s["step"] for s in measured),
+            "step_stdev": statistics.stdev([s["step"] for s in measured]) if len(measured) > 1 else 0.0,
+            "step_each": [s["step"] for s in measured], "checkpoint": saves[0] if saves else None,
             "inside": {k: statistics.fmean(s.get(k, 0.0) for s in measured) for k in INSIDE},
-            "active": [s.get("active fraction") for s in run["steps"]], "loss": [s.get("loss") for s in run["steps"]],
-            **{k: statistics.fmean(s.get(k, 0.0) for s in measured)
-               for k in COUNTERS}}
+            "active": [s.get("active fraction") for s in steps], "loss": [s.get("loss value") for s in steps],
+            **{k: statistics.fmean(s.get(k, 0.0) for s in measured) for k in COUNTERS}}
 
 
 def print_tables(results: dict, algos: list[str]) -> None:
@@ -274,19 +337,21 @@ def print_tables(results: dict, algos: list[str]) -> None:
         print(f"| {key} per step | " + " | ".join(f"{results[a][v][key]:.0f}" for a, v in cols) + " |")
     print("| teacher-active fraction per step | " + " | ".join(
         ", ".join(f"{x:.2f}" for x in results[a][v]["active"]) for a, v in cols) + " |")
-    print("| logged loss per step | " + " | ".join(
-        ", ".join(f"{x:.5g}" for x in results[a][v]["loss"] if x is not None) for a, v in cols) + " |")
+    print("| loss per step | " + " | ".join(
+        ", ".join(f"{x:.6g}" for x in results[a][v]["loss"] if x is not None) for a, v in cols) + " |")
     print("| checkpoint save (s) | " + " | ".join(f"{results[a][v]['checkpoint']:.2f}" if results[a][v]["checkpoint"]
                                                   else "-" for a, v in cols) + " |")
-    print("\n| algorithm | step before (s) | step after (s) | after / before | student+teacher forward, backward, "
-          "loss: after / before |")
-    print("|---|---|---|---|---|")
+    print("\n| algorithm | step before (s) | step after (s) | after / before | per-step ratios | forwards, "
+          "backward, loss: after / before | loss: largest relative difference |")
+    print("|---|---|---|---|---|---|---|")
     work = ("student forward", "teacher forward", "backward", "distillation loss")
     for a in algos:
         b, f = results[a]["before"], results[a]["after"]
         wb, wf = sum(b["phases"][p] for p in work), sum(f["phases"][p] for p in work)
+        ratios = [y / x for x, y in zip(b["step_each"], f["step_each"])]
+        diff = max(abs(x - y) / max(abs(x), 1e-30) for x, y in zip(b["loss"], f["loss"]) if x is not None)
         print(f"| {a.upper()} | {b['step']:.2f} | {f['step']:.2f} | **{f['step'] / b['step']:.3f}** | "
-              f"{wf:.2f} / {wb:.2f} = {wf / wb:.3f} |")
+              f"{min(ratios):.3f} to {max(ratios):.3f} | {wf:.2f} / {wb:.2f} = {wf / wb:.3f} | {diff:.1e} |")
 
 
 def main() -> None:
@@ -322,23 +387,22 @@ def main() -> None:
               f"{os.environ.get('OMP_NUM_THREADS', 'unset')}); load average at start {load[0]:.2f} {load[1]:.2f} "
               f"{load[2]:.2f}; {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
         raw, results, eval_run = {}, defaultdict(dict), None
-        for i, algo in enumerate(algos):
-            for rows_only in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA: load drift cancels
-                evaluate = not args.no_eval and eval_run is None and rows_only
-                run = run_one(args.config, args.overrides, algo, rows_only, args.warmup + args.steps, model_path,
-                              workdir, evaluate)
-                raw[run["tag"]] = run
-                results[algo]["after" if rows_only else "before"] = summary(run, args.warmup)
-                if evaluate:
-                    eval_run = run
-                print(f"{run['tag']}: {run['train_seconds']:.1f} s for {len(run['steps'])} steps", flush=True)
+        for algo in algos:
+            evaluate = not args.no_eval and eval_run is None
+            run = run_one(args.config, args.overrides, algo, args.warmup + args.steps, model_path, workdir, evaluate)
+            raw[algo] = run
+            for variant in VARIANTS:
+                results[algo][variant] = summary(run, args.warmup, variant)
+            if evaluate:
+                eval_run = run
+            print(f"{algo}: {run['train_seconds']:.1f} s for {len(run['steps'])} steps", flush=True)
     load = os.getloadavg()
     print(f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print_tables(results, algos)
     if eval_run is not None:
         ev = eval_run["eval_seconds"]
         print(f"\ngreedy held-out evaluation of {eval_run['eval_problems']} problems: {ev:.1f} s = "
-              + ", ".join(f"{ev / results[a]['after']['step']:.1f} {a.upper()} steps" for a in algos))
+              + ", ".join(f"{ev / results[a][v]['step']:.1f} {a.upper()} steps {v}" for a in algos for v in VARIANTS))
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": raw, "summary": results}, indent=1))
 
