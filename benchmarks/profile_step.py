@@ -31,7 +31,8 @@ trains. A variant's step time is the step's time less the other variant's loss (
 A step runs from the `on_step_begin` callback to the end of `_maybe_log_save_evaluate`; the checkpoint saved in it
 (`Trainer._save_checkpoint` + pmd's CheckpointCallback: weights, optimizer, EMA teacher, memory; `train.save_steps`
 set to the last step) is reported apart, as is one greedy held-out evaluation (`evaluate.evaluate_policy`, the
-config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means.
+config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means, and so is
+a step that either variant took over twice its median time (the machine stalled; `stalled`), for both variants.
 
 Usage: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/profile_step.py [--config PATH] [--algos sdpo,pmd]
        [--steps 6] [--warmup 1] [--no-eval] [--model NAME|tiny] [--set KEY=VALUE ...] [--json OUT]
@@ -301,15 +302,28 @@ def run_one(cfg_path: str, overrides: list[str], algo: str, steps: int, model_pa
     return out
 
 
+def stalled(run: dict, warmup: int, factor: float = 2.0) -> set[int]:
+    """Measured steps (indices into run["steps"]) that one variant took over `factor` x its median step time: the
+    machine stalled (other jobs), not the code. They are left out of every mean, for both variants alike."""
+    out = set()
+    for variant in VARIANTS:
+        times = {i: variant_view(s, variant)["step"] for i, s in enumerate(run["steps"]) if i >= warmup}
+        median = statistics.median(times.values())
+        out |= {i for i, t in times.items() if t > factor * median}
+    return out
+
+
 def summary(run: dict, warmup: int, variant: str) -> dict:
     steps = [variant_view(s, variant) for s in run["steps"]]
-    measured = steps[warmup:]
+    left_out = stalled(run, warmup)
+    measured = [s for i, s in enumerate(steps) if i >= warmup and i not in left_out]
     flats = [flat(s) for s in measured]
     mean = {p: statistics.fmean(f[p] for f in flats) for p in PHASES}
     saves = [s["checkpoint"] for s in steps if s.get("checkpoint")]
     return {"phases": mean, "step": statistics.fmean(s["step"] for s in measured),
             "step_stdev": statistics.stdev([s["step"] for s in measured]) if len(measured) > 1 else 0.0,
             "step_each": [s["step"] for s in measured], "checkpoint": saves[0] if saves else None,
+            "left_out": {i: steps[i]["step"] for i in sorted(left_out)},
             "inside": {k: statistics.fmean(s.get(k, 0.0) for s in measured) for k in INSIDE},
             "active": [s.get("active fraction") for s in steps], "loss": [s.get("loss value") for s in steps],
             **{k: statistics.fmean(s.get(k, 0.0) for s in measured) for k in COUNTERS}}
@@ -339,6 +353,8 @@ def print_tables(results: dict, algos: list[str]) -> None:
         ", ".join(f"{x:.2f}" for x in results[a][v]["active"]) for a, v in cols) + " |")
     print("| loss per step | " + " | ".join(
         ", ".join(f"{x:.6g}" for x in results[a][v]["loss"] if x is not None) for a, v in cols) + " |")
+    print("| steps left out (stalled machine): step, s | " + " | ".join(
+        ", ".join(f"{i + 1}: {t:.1f}" for i, t in results[a][v]["left_out"].items()) or "none" for a, v in cols) + " |")
     print("| checkpoint save (s) | " + " | ".join(f"{results[a][v]['checkpoint']:.2f}" if results[a][v]["checkpoint"]
                                                   else "-" for a, v in cols) + " |")
     print("\n| algorithm | step before (s) | step after (s) | after / before | per-step ratios | forwards, "
@@ -354,6 +370,18 @@ def print_tables(results: dict, algos: list[str]) -> None:
               f"{min(ratios):.3f} to {max(ratios):.3f} | {wf:.2f} / {wb:.2f} = {wf / wb:.3f} | {diff:.1e} |")
 
 
+def from_json(path: str, warmup: int) -> None:
+    """Print the tables again from a `--json` file (e.g. after changing how they are summarised)."""
+    raw = json.loads(Path(path).read_text())["runs"]
+    results = {a: {v: summary(run, warmup, v) for v in VARIANTS} for a, run in raw.items()}
+    print_tables(results, list(raw))
+    for run in raw.values():
+        if "eval_seconds" in run:
+            ev = run["eval_seconds"]
+            print(f"\ngreedy held-out evaluation of {run['eval_problems']} problems: {ev:.1f} s = " + ", ".join(
+                f"{ev / results[a][v]['step']:.1f} {a.upper()} steps {v}" for a in raw for v in VARIANTS))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "compare-smollm2-4fam.yaml"))
@@ -364,7 +392,10 @@ def main() -> None:
     ap.add_argument("--model", default="", help="model.name_or_path override; 'tiny' = the tests' random Llama")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     ap.add_argument("--json", default="", help="write the raw per-step timings here")
+    ap.add_argument("--tables-from", default="", metavar="JSON", help="only print the tables of an earlier --json")
     args = ap.parse_args()
+    if args.tables_from:
+        return from_json(args.tables_from, args.warmup)
     sys.path.insert(0, str(ROOT / "tests"))
 
     import torch
