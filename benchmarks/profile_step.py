@@ -212,14 +212,6 @@ def instrument(trainer, loop, prof: Profiler) -> None:
             prof.end(extra)
 
     trainer._maybe_log_save_evaluate = step_end
-    log = trainer.log
-
-    def keep_loss(logs, *args, **kwargs):  # the step's logged loss, to compare before and after
-        if "loss" in logs:
-            extra["loss"] = float(logs["loss"])
-        return log(logs, *args, **kwargs)
-
-    trainer.log = keep_loss
 
 
 def pair_losses(trainer, prof: Profiler) -> None:
