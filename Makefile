@@ -36,6 +36,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_memory_ops.py
 	$(PY) benchmarks/bench_multiprocess.py
+	$(PY) benchmarks/profile_step.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -111,3 +111,29 @@ def test_distillation_loss_seam_and_normalisation():
         assert ours._metrics["train"]["self_distillation/distillation_loss"] == pytest.approx(
             trl._metrics["train"]["self_distillation/distillation_loss"])
     assert not torch.allclose(all_samples, active_tokens)
+
+
+def test_loss_seams_sdpo_loss_relies_on():
+    """pmd.sdpo_loss runs TRL's `compute_loss` on a subset of rows and replaces `_compute_teacher_student_logits`
+    by grouped forwards: what it assumes of TRL is pinned here (tests/test_sdpo_loss.py checks the numbers)."""
+    import dataclasses
+
+    from trl.trainer.utils import split_tensor_dict
+
+    src = inspect.getsource(SDPOTrainer.compute_loss)
+    # pure self-distillation: student and teacher logits, then the distillation loss, nothing else reads the rows
+    assert "if self.args.distillation_weight == 1.0:" in src
+    assert "self._compute_teacher_student_logits(model, self.teacher_model, inputs)" in src
+    assert "self._compute_self_distillation_loss(model, inputs, distillation_logits)" in src
+    assert "loss / accumulation_scale" in src
+    assert list(inspect.signature(SDPOTrainer._compute_teacher_student_logits).parameters) == [
+        "self", "model", "teacher_model", "inputs"]
+    assert list(inspect.signature(SDPOTrainer._forward_logits).parameters) == [
+        "self", "model", "input_ids", "attention_mask", "logits_to_keep"]
+    logits_src = inspect.getsource(SDPOTrainer._compute_teacher_student_logits)
+    assert "loss_mask = completion_mask * self_distillation_mask.unsqueeze(1)" in logits_src
+    assert "self._get_teacher_context_for_self_distillation()" in logits_src
+    assert [f.name for f in dataclasses.fields(sdpo_trainer.DistillationLogits)] == [
+        "completion_ids", "completion_mask", "loss_mask", "student_logits", "teacher_logits"]
+    # every tensor of the batch is per row (TRL's own split of a generation batch relies on the same)
+    assert "tensor.ndim > 0" in inspect.getsource(split_tensor_dict)

@@ -13,8 +13,9 @@ One PMD step, in order (TRL's `SDPOTrainer` drives it; each phase names the func
                 `teacher.fit_teacher_prompt` fits max_reprompt_len by cutting memory first, the problem last.
   6. record     `MemoryLoop.record`: the step's rollouts become experience; each teacher's retrieval is logged.
   7. loss       TRL's SDPO loss distils the teacher (EMA policy on the teacher prompt) into the student, which
-                never sees memory, averaged as `train.distillation_normalization` says (`SDPOTrainer` below:
-                over active tokens as the SDPO reference, or TRL's all-sample mean); the optimizer steps.
+                never sees memory, averaged as `train.distillation_normalization` says (`sdpo_loss.SDPOTrainer`:
+                over active tokens as the SDPO reference, or TRL's all-sample mean), computed on the rollouts
+                with an active teacher only (the others add exactly 0); the optimizer steps.
   8. reflect    `MemoryCallback.on_step_end` -> `MemoryLoop.end_step`: insights, then patterns, on their schedules.
   9. log, save  `MetricsJSONL.on_log` (TRL's logs + memory counts); `CheckpointCallback.on_save` (memory store, EMA
                 teacher and loop counters beside TRL's checkpoint, at the same step).
@@ -27,7 +28,6 @@ TRL's. SDPO runs the same order without memory: TRL's own builder, given per-rol
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -42,7 +42,6 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
-from trl.experimental.sdpo import SDPOTrainer as TRLSDPOTrainer
 
 from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
                          write_manifest)
@@ -56,6 +55,7 @@ from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
 from .prompts import student_messages
 from .rewards import EnvironmentReward
+from .sdpo_loss import SDPOTrainer
 from .teacher import FeedbackSDPOContextBuilder, MemoryTeacherContextBuilder
 from .trl_args import lora_config, trl_config
 
@@ -221,34 +221,6 @@ def _find_repeat_sampler(loader):
             return obj
         todo.extend(getattr(obj, name, None) for name in ("sampler", "batch_sampler", "base_dataloader"))
     return None
-
-
-def token_mean_mask(loss_mask: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """A loss mask and factor that turn TRL's distillation average into a mean over the active tokens.
-
-    TRL 1.16 averages `(loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)` over all B rows, so inactive rows count
-    as 0 and the distillation weight scales with the active fraction. With the mask divided by its total N, every
-    row's sum is <= 1, the clamp makes each denominator 1, and B x TRL's value is sum(loss * mask) / N: the SDPO
-    reference's token mean over active tokens. (tests/test_trl_contract.py pins the TRL formula this relies on.)"""
-    total = loss_mask.sum()
-    if total <= 0:  # no active token: TRL returns a graph-attached zero
-        return loss_mask, 1.0
-    return loss_mask / total, float(loss_mask.size(0))
-
-
-class SDPOTrainer(TRLSDPOTrainer):
-    """TRL's SDPOTrainer (used by sdpo and pmd alike), overriding only `_compute_self_distillation_loss`, for
-    `train.distillation_normalization` (TRL has no hook for it). The logged distillation loss is unchanged: TRL
-    already logs the active-token mean."""
-
-    distillation_normalization = "all_samples"  # TRL's own behaviour unless build_trainer says otherwise
-
-    def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
-        if self.distillation_normalization != "active_tokens":
-            return super()._compute_self_distillation_loss(model, inputs, distillation_logits)
-        mask, factor = token_mean_mask(distillation_logits.loss_mask)
-        scaled = dataclasses.replace(distillation_logits, loss_mask=mask)
-        return factor * super()._compute_self_distillation_loss(model, inputs, scaled)
 
 
 def ema_teacher(trainer) -> torch.nn.Module | None:
