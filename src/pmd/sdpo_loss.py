@@ -9,8 +9,8 @@ below runs TRL's own loss on the rows that count (`distilled_rows`) and rescales
 (`row_scale`), so the loss and its gradients are TRL's, up to the order in which float sums are taken
 (tests/test_sdpo_loss.py checks loss and gradients against TRL's full-batch path on a tiny model).
 
-Rows are kept with their padding (no column is trimmed): positions, and so the numbers, stay those of the full batch.
-At least one row is always forwarded, so every rank runs the same forward and backward passes (sharded parameters
+`take_rows` keeps every column of the rows it keeps (trimming padding is the grouping's job, below, which keeps
+each token's position), so the numbers stay those of the full batch. At least one row is always forwarded, so every rank runs the same forward and backward passes (sharded parameters
 need every rank in each) and a batch with nothing to distil still gives zero gradients, not none, as TRL does.
 
 Padding. TRL forwards a micro-batch as one tensor: prompts left-padded to the longest prompt, completions
@@ -99,19 +99,20 @@ def length_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int], ma
         return []
     order = sorted(range(n), key=lambda i: (prompt_lens[i] + completion_lens[i], i))
 
-    def cost(a: int, b: int) -> int:  # the run order[a:b]
-        rows = order[a:b]
-        return len(rows) * (max(prompt_lens[i] for i in rows) + max(completion_lens[i] for i in rows)) + overhead
-
     inf = float("inf")
     best = [[inf] * (n + 1) for _ in range(max_groups + 1)]  # best[k][b]: order[:b] in k groups
     cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
     best[0][0] = 0
     for k in range(1, max_groups + 1):
         for b in range(1, n + 1):
-            for a in range(k - 1, b):
-                c = best[k - 1][a] + cost(a, b)
-                if c < best[k][b]:
+            # the run order[a:b], for a from b - 1 down: its longest prompt and completion grow as a falls, so
+            # they are kept as running maxima (O(n^2) per k, not O(n^3): this runs on every micro-batch)
+            longest_prompt = longest_completion = 0
+            for a in range(b - 1, k - 2, -1):
+                longest_prompt = max(longest_prompt, prompt_lens[order[a]])
+                longest_completion = max(longest_completion, completion_lens[order[a]])
+                c = best[k - 1][a] + (b - a) * (longest_prompt + longest_completion) + overhead
+                if c <= best[k][b]:  # on a tie the smallest a wins, as in an ascending scan
                     best[k][b], cut[k][b] = c, a
     k = min(range(1, max_groups + 1), key=lambda g: (best[g][n], g))
     groups, b = [], n
