@@ -212,26 +212,27 @@ def _run_record(run_dir: Path, seed: int, base_eval: dict | None, problems: dict
     summary = _read_json(run_dir / "summary.json", "final_eval", "cpu_minutes")
     rows = read_metrics(run_dir)
     curve = [(r["step"], r["eval/greedy_accuracy"]) for r in rows if "eval/greedy_accuracy" in r]
-    active = [r["self_distillation/teacher_active_fraction"] for r in rows
-              if "self_distillation/teacher_active_fraction" in r]
     base_overall = (base_eval or {}).get("overall") or {
         k[5:]: v for k, v in (rows[0] if rows and rows[0].get("step") == 0 else {}).items() if k.startswith("eval/")}
+    teacher = teacher_diagnostics(rows)
     return {"seed": seed, "curve": curve, "final": summary["final_eval"], "cpu_minutes": summary["cpu_minutes"],
-            "teacher_active": statistics.fmean(active) if active else math.nan,
+            "teacher_active": math.nan if teacher["active"] is None else teacher["active"],
             "per_problem": _final_outcomes(run_dir, summary["final_eval"], curve, problems),
             "diagnostics": collapse_diagnostics(rows, base_overall),
-            "teacher": teacher_diagnostics(rows)}
+            "teacher": teacher}
 
 
 def teacher_diagnostics(rows: list[dict]) -> dict[str, float | None]:
     """Mean over training steps of the teacher-active fraction, the share made active by memory alone, and the share
     of teacher prompts holding each memory level: why PMD's teacher differs from SDPO's, or does not. None for a
     metric the run did not log (SDPO logs no memory metrics)."""
-    out: dict[str, float | None] = {}
-    for name, key in TEACHER_KEYS.items():
-        values = [r[key] for r in rows if key in r]
-        out[name] = statistics.fmean(values) if values else None
-    return out
+    return {name: _mean_of(rows, key, None) for name, key in TEACHER_KEYS.items()}
+
+
+def _mean_of(rows: list[dict], key: str, empty: float | None = math.nan) -> float | None:
+    """Mean of `key` over the rows that logged it; `empty` when none did."""
+    values = [r[key] for r in rows if key in r]
+    return statistics.fmean(values) if values else empty
 
 
 def _final_outcomes(run_dir: Path, final: dict, curve: list, problems: dict[str, str]) -> dict | None:
@@ -274,13 +275,9 @@ def collapse_diagnostics(rows: list[dict], base_overall: dict) -> dict:
     base_fmt, base_acc = base_overall.get("greedy_format_rate", math.nan), base_overall.get("greedy_accuracy", math.nan)
     quarter = max(1, len(train) // 4)
     early, late = train[:quarter], train[-quarter:]
-
-    def mean_of(group: list[dict], key: str) -> float:
-        vals = [r[key] for r in group if key in r]
-        return statistics.fmean(vals) if vals else math.nan
-
-    capped, capped_early = mean_of(late, "completions/clipped_ratio"), mean_of(early, "completions/clipped_ratio")
-    growth = mean_of(late, "completions/mean_length") / mean_of(early, "completions/mean_length") if train else math.nan
+    capped, capped_early = _mean_of(late, "completions/clipped_ratio"), _mean_of(early, "completions/clipped_ratio")
+    length_late, length_early = _mean_of(late, "completions/mean_length"), _mean_of(early, "completions/mean_length")
+    growth = length_late / length_early if train else math.nan
     flags = []
     if fmt == 0 or fmt < FORMAT_FLOOR * base_fmt:
         flags.append("format")
