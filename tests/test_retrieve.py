@@ -202,3 +202,52 @@ def test_index_syncs_on_memory_writes_only(store: MemoryStore, filled: dict[str,
     with MemoryStore(store.path) as other:  # a write through another connection is seen too
         other.upsert_insight("arith-3", "arith", "lesson", "Another lesson.", "policy", [], 4)
     assert problem_index(store).syncs == syncs + 2
+
+
+def test_advised_answer_form_reads_the_shipped_texts() -> None:
+    from pmd.envs.answer import NO_ANSWER
+    from pmd.memory.reflect import LESSON_TEXTS, STRATEGY_TEXTS
+    from pmd.memory.retrieve import advised_answer_form
+    from pmd.prompts import ANSWER_INSTRUCTION, MCQ_BY_LETTER, STRATEGY_PATTERNS
+
+    assert advised_answer_form(ANSWER_INSTRUCTION) == "answer_line"
+    assert advised_answer_form(MCQ_BY_LETTER) == "answer_line"
+    assert advised_answer_form(LESSON_TEXTS["no_answer"]) == "answer_line"
+    for form in ("answer_line", "boxed", "final_sentence"):
+        assert advised_answer_form(STRATEGY_TEXTS[form]) == form
+        assert advised_answer_form(STRATEGY_PATTERNS[form]) == form
+    assert advised_answer_form(NO_ANSWER) is None  # names two forms: advises neither
+    assert advised_answer_form(LESSON_TEXTS["wrong_value"]) is None
+    assert advised_answer_form("The answer '7' was given repeatedly and is wrong; recheck the computation.") is None
+
+
+def test_one_answer_form_keeps_the_asked_form_and_every_attempt() -> None:
+    from pmd.memory.retrieve import Item, one_answer_form
+
+    line = Item("insight", "insight:1", "Lesson: finish with a final line 'Answer: <answer>'.")
+    sentence = Item("pattern", "pattern:2", "Pattern: end with one sentence 'The answer is <answer>'.")
+    boxed = Item("similar", "similar:3", "Strategy: put the result in \\boxed{}.")
+    plain = Item("insight", "insight:4", "Lesson: recompute the sum.")
+    attempt = Item("experience", "experience:5", "A past attempt that passed: ", "The answer is 7.")
+    items = [attempt, line, plain, sentence, boxed]
+    assert one_answer_form(items, "final_sentence") == [attempt, plain, sentence]
+    assert one_answer_form(items, "boxed") == [attempt, plain, boxed]
+    assert one_answer_form(items, None) == [attempt, line, plain]  # none asked: the first advised form wins
+    assert one_answer_form([plain, attempt], "answer_line") == [plain, attempt]
+
+
+def test_memory_never_advises_another_answer_form_than_the_prompt(store: MemoryStore) -> None:
+    from pmd.memory.reflect import LESSON_TEXTS, STRATEGY_TEXTS
+    from pmd.prompts import ANSWER_INSTRUCTION, STRATEGY_PATTERNS
+
+    lesson = store.upsert_insight("arith-1", "arith", "lesson", LESSON_TEXTS["no_answer"], "feedback-stats", [], 1,
+                                  tag="no_answer")
+    said = STRATEGY_TEXTS["final_sentence"]
+    mine = store.upsert_insight("arith-2", "arith", "strategy", said, "feedback-stats", [], 1, tag="final_sentence")
+    theirs = store.upsert_insight("arith-3", "arith", "strategy", said, "feedback-stats", [], 1, tag="final_sentence")
+    sentence = store.add_pattern("strategy", STRATEGY_PATTERNS["final_sentence"], [mine, theirs], 2, step=1)
+    asked_line = retrieve(store, PROBLEM, words, BIG, prompt=f"{PROBLEM.question}\n{ANSWER_INSTRUCTION}")
+    assert asked_line.item_refs == [f"insight:{lesson}"]
+    asked_sentence = retrieve(store, PROBLEM, words, BIG, prompt="What is 17 + 25? End with 'The answer is N'.")
+    assert asked_sentence.item_refs == [f"pattern:{sentence}", f"similar:{mine}"]  # one copy of the same strategy
+    assert retrieve(store, PROBLEM, words, BIG).item_refs == asked_line.item_refs  # none asked: the first form wins

@@ -225,10 +225,6 @@ def test_memory_loop_reports_level_fractions(store: MemoryStore) -> None:
     store.add_experiences([exp("a", 0, 0, passed=True), exp("b", 0, 0)])
     store.upsert_insight("a", "arith", "lesson", "Lesson of a.", "policy", [], 0)
 
-    class Suite:
-        def problem(self, uid: str) -> Problem:
-            return Problem(uid, "arith", f"Solve {uid}")
-
     loop = MemoryLoop(store, MemoryConfig(), Suite(), words, reflector=None)  # type: ignore[arg-type]
     assert not any(k.startswith("pmd/memory_level_frac") for k in loop.metrics())
     loop.retrieve(["a", "a", "b", "c"], step=1)
@@ -237,6 +233,32 @@ def test_memory_loop_reports_level_fractions(store: MemoryStore) -> None:
     assert m["pmd/memory_level_frac/insight"] == 0.5  # a's own lesson
     assert m["pmd/memory_level_frac/similar"] == 0.5  # b and c see a's lesson
     assert m["pmd/memory_level_frac/pattern"] == 0.0
+
+
+class Suite:
+    """The two calls MemoryLoop.retrieve makes of an EnvironmentSuite; the prompt asks for `form`."""
+
+    def __init__(self, instruction: str = "") -> None:
+        self.instruction = instruction
+
+    def problem(self, uid: str) -> Problem:
+        return Problem(uid, "arith", f"Solve {uid}")
+
+    def format_prompt(self, problem: Problem) -> str:
+        return f"{problem.question}\n{self.instruction}"
+
+
+def test_memory_loop_shows_only_the_answer_form_the_prompt_asks_for(store: MemoryStore) -> None:
+    from pmd.config import MemoryConfig
+    from pmd.memory.loop import MemoryLoop
+    from pmd.memory.reflect import LESSON_TEXTS
+
+    store.upsert_insight("a", "arith", "lesson", LESSON_TEXTS["no_answer"], "feedback-stats", [], 0, tag="no_answer")
+    for instruction, shown in (("Give the final result on a line 'Answer: <answer>'.", 1),
+                               ("Put the final result in \\boxed{}.", 0)):
+        loop = MemoryLoop(store, MemoryConfig(), Suite(instruction), words, reflector=None)  # type: ignore[arg-type]
+        (got,) = loop.retrieve(["a"], step=1)
+        assert len(got.item_refs) == shown, instruction
 
 
 def test_memory_stats_shows_level_fractions(store: MemoryStore, capsys) -> None:

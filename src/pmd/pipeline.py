@@ -73,7 +73,7 @@ def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | Non
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    return (lambda p: retrieve(store, p, count, cfg.memory.retrieval).text), store
+    return (lambda p: retrieve(store, p, count, cfg.memory.retrieval, prompt=suite.format_prompt(p)).text), store
 
 
 def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:

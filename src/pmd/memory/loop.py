@@ -84,8 +84,9 @@ class MemoryLoop:
         if self.store is not None:
             for uid in problem_uids:
                 if uid not in by_uid:
-                    by_uid[uid] = retrieve(self.store, self.suite.problem(uid), self.count_tokens,
-                                           self.cfg.retrieval, exclude_experience_step=step)
+                    problem = self.suite.problem(uid)
+                    by_uid[uid] = retrieve(self.store, problem, self.count_tokens, self.cfg.retrieval,
+                                           exclude_experience_step=step, prompt=self.suite.format_prompt(problem))
         by_uid = self.ranks.broadcast(by_uid)
         out = [by_uid[uid] for uid in problem_uids]
         self.level_frac = level_fractions([m.item_refs for m in out])

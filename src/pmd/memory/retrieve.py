@@ -25,6 +25,13 @@ insight scores support x 0.5^((now - updated_step) / half_life), a passing attem
 half_life), so a lesson confirmed long ago gives way to a recent one. `now` is the current step (the step whose
 rollouts are excluded), else the newest step in memory.
 
+One answer form (`one_answer_form`): the verifier accepts several strict answer forms (a final line 'Answer: <answer>',
+\\boxed{}, a final sentence 'The answer is <answer>'), so memory can hold advice for each: a lesson "finish with a
+final line 'Answer: <answer>'" beside a pattern "end with one sentence 'The answer is <answer>'" (seen by `pmd explain`
+in issue 13's runs). A teacher told two forms at once sharpens neither. So insights and patterns that advise a form
+other than the one the student's prompt asks for (`advised_answer_form` of the prompt) are left out; when the prompt
+names none, the first form in priority order is kept. Attempts are evidence, not advice, and are never dropped.
+
 Item refs name the level and the row: `experience:ID`, `insight:ID`, `pattern:ID`, `similar:ID` (an insight of
 another problem); `ref_level` reads the level back (per-step `pmd/memory_level_frac/*`, `pmd memory stats`).
 Lexical similarity only: deterministic and independent of the policy's drift. Attempts from
@@ -125,6 +132,36 @@ def best_attempt(attempts: Sequence[tuple[int, float, int]], now: int | None, ha
         return (reward * recency_weight((now - step) if now is not None else 0, half_life_steps), step, ident)
 
     return max(attempts, key=key)[0] if attempts else None
+
+
+_FORM_CUES = {  # how a line names each strict answer form of `pmd.envs.answer.extract_answer`
+    "answer_line": re.compile(r"[\'\"]Answer:", re.IGNORECASE),
+    "boxed": re.compile(r"\\boxed\{"),
+    "final_sentence": re.compile(r"[\'\"]The answer is\b", re.IGNORECASE),
+}
+
+
+def advised_answer_form(text: str) -> str | None:
+    """The one strict answer form `text` tells the reader to use ("answer_line", "boxed", "final_sentence"), or None
+    when it names none or several (feedback such as "no line 'Answer: <answer>' and no \\boxed{}" advises none)."""
+    named = [form for form, cue in _FORM_CUES.items() if cue.search(text)]
+    return named[0] if len(named) == 1 else None
+
+
+def one_answer_form(items: Sequence[Item], asked: str | None) -> list[Item]:
+    """`items` without the insights and patterns that advise an answer form other than `asked` (the form the
+    student's prompt asks for) or, when `asked` is None, other than the first form advised in priority order.
+    Attempts (the experience level) are kept whatever form they used."""
+    keep = asked
+    out: list[Item] = []
+    for it in items:
+        form = None if it.level == "experience" else advised_answer_form(it.line)
+        if form is not None:
+            keep = keep or form
+            if form != keep:
+                continue
+        out.append(it)
+    return out
 
 
 def dedupe(items: Sequence[Item]) -> list[Item]:
@@ -276,11 +313,15 @@ def retrieve(
     config: RetrievalConfig = RetrievalConfig(),
     exclude_experience_step: int | None = None,
     now: int | None = None,
+    prompt: str = "",
 ) -> RetrievedMemory:
     """Pack the memory most useful to the teacher for `problem` (see the module docstring). Deterministic. `now`:
-    the step ages are measured from (default: `exclude_experience_step`, else the newest step in memory)."""
+    the step ages are measured from (default: `exclude_experience_step`, else the newest step in memory). `prompt`:
+    the student's prompt for `problem` (question and answer instruction), whose answer form memory must not
+    contradict ("" = the first form memory advises)."""
     now = now if now is not None else exclude_experience_step
-    items = dedupe(_candidates(store, problem, config, exclude_experience_step, now))
+    candidates = _candidates(store, problem, config, exclude_experience_step, now)
+    items = dedupe(one_answer_form(candidates, advised_answer_form(prompt)))
     chosen, truncated = pack(items, count_tokens, config.token_budget, config.level_shares)
     text = "\n".join(line for _, line in chosen)
     return RetrievedMemory(text=text, item_refs=[it.ref for it, _ in chosen],
