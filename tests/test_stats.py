@@ -20,7 +20,7 @@ def test_clear_difference_excludes_zero():
     got = paired_bootstrap(better, ref)
     assert got.mean == pytest.approx((better - ref).mean())
     assert 0 < got.lo < got.mean < got.hi
-    assert got.verdict == "win" and is_win(got.lo, got.hi)
+    assert got.verdict == "win" and is_win(got.lo)
     worse = paired_bootstrap(ref, better)
     assert worse.hi < 0 and worse.verdict == "loss"
 
@@ -92,4 +92,4 @@ def test_uid_keyed_outcomes_align_and_mismatched_problem_sets_are_an_error():
                                           (0.0, 0.1, "no difference shown"), (-0.1, 0.0, "no difference shown")])
 def test_verdict(lo, hi, word):
     assert verdict(lo, hi) == word
-    assert is_win(lo, hi) == (word == "win")
+    assert is_win(lo) == (word == "win")

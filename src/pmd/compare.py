@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .checkpoint import RunDirLock
+from .checkpoint import RunDirLock, atomic_write_text
 from .compare_tables import RECORDS_FORMAT, TEACHER_KEYS, render_table, runs_by_variant
 from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
@@ -336,6 +336,6 @@ def write_comparison(base: RunConfig) -> Path:
         raise PMDError(f"compare: {out}: {exc}") from None
     plot_comparison(runs_by_variant(records), out / "curves.png")
     path = out / "table.md"
-    path.write_text(table, encoding="utf-8")
-    (out / "records.json").write_text(records_json(records), encoding="utf-8")
+    atomic_write_text(out / "records.json", records_json(records))  # the data first: a table never outlives it
+    atomic_write_text(path, table)
     return path

@@ -34,14 +34,14 @@ class Interval:
         return verdict(self.lo, self.hi)
 
 
-def is_win(lo: float, hi: float) -> bool:
-    """A win only when the whole interval is above 0: a positive mean alone is not one."""
+def is_win(lo: float) -> bool:
+    """A win only when the whole interval is above 0 (its lower end `lo`): a positive mean alone is not one."""
     return lo > 0
 
 
 def verdict(lo: float, hi: float) -> str:
     """The word the tables print for an interval of (variant − reference)."""
-    if is_win(lo, hi):
+    if is_win(lo):
         return "win"
     if hi < 0:
         return "loss"
