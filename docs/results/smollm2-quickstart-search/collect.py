@@ -1,10 +1,11 @@
 """Issue 13, point 4: records.json, table.md and curves.png of the quickstart settings search.
 
-Each setting is one `pmd train configs/quickstart.yaml --run-dir runs/s4/NAME --set ...` run (the overrides are in
-SETTINGS below and in each run's config.yaml); every run evaluates the base model and the trained model memory-free,
-greedily, on the same 100 held-out problems. This script turns those run directories into the records format that
-`pmd compare` writes (format 2), so the table is rendered by the same `pmd.compare_tables.render_table` and the
-regeneration test (tests/test_results_tables.py) covers it. Run from the repository root:
+Each setting is one `pmd train configs/quickstart.yaml --run-dir runs/s4/NAME --set ...` run (GROUPS below names
+the runs; the README beside this file gives each one's overrides); every run evaluates the base model and the trained
+model memory-free, greedily, on the same 100 held-out problems. This script turns those run directories into the
+records format that `pmd compare` writes (format 2), so the table is rendered by the same
+`pmd.compare_tables.render_table` and the regeneration test (tests/test_results_tables.py) covers it.
+Run from the repository root:
 
     python docs/results/smollm2-quickstart-search/collect.py RUNS_DIR
 
@@ -28,15 +29,22 @@ from pmd.report import read_metrics
 from pmd.stats import DEFAULT_SAMPLES, DEFAULT_SEED
 
 HERE = Path(__file__).resolve().parent
-# variant label -> [(seed, run directory name)]: the label says what differs from configs/quickstart.yaml.
-SETTINGS = {
-    "sdpo": [(0, "sdpo-s0")],
-    "pmd (quickstart)": [(0, "pmd-s0"), (1, "pmd-s1")],
-    "grpo": [(0, "grpo-s0")],
-    "pmd, learning_rate 1e-5": [(0, "pmd-lr1e5")],
-    "pmd, distillation_weight 0.5": [(0, "pmd-w05")],
-    "pmd, LoRA r=16, learning_rate 1e-4": [(0, "pmd-lora")],
-    "pmd, completion length 96": [(0, "pmd-len96")],
+# folder -> {variant label -> [(seed, run directory name)]}; a label names what differs from configs/quickstart.yaml
+# ("pmd" is the quickstart itself, "sdpo" and "grpo" the quickstart with train.algo switched).
+# One folder per evaluation setup: runs in a folder share one base-model evaluation ("completion-96" evaluates with
+# 96-token answers, so its base model scores differently and it is tabled on its own).
+GROUPS = {
+    ".": {
+        "sdpo": [(0, "sdpo-s0"), (1, "sdpo-s1"), (2, "sdpo-s2")],
+        "pmd": [(0, "pmd-s0"), (1, "pmd-s1"), (2, "pmd-s2")],
+        "grpo": [(0, "grpo-s0")],
+        "pmd lr=1e-5": [(0, "pmd-lr1e5")],
+        "pmd distillation_weight=0.5": [(0, "pmd-w05"), (1, "pmd-w05-s1")],
+        "pmd LoRA r=16 lr=1e-4": [(0, "pmd-lora")],
+        "pmd lenient_credit=0.5": [(0, "pmd-lc05")],
+        "pmd distillation_weight=0.5 lenient_credit=0.5": [(0, "pmd-w05-lc05")],
+    },
+    "completion-96": {"pmd completion=96": [(0, "pmd-len96")]},
 }
 OVERALL = ("n_problems", "greedy_accuracy", "greedy_lenient_accuracy", "greedy_format_rate")
 
@@ -60,9 +68,9 @@ def run_record(run: Path, seed: int, base_overall: dict, problems: dict[str, str
             "teacher": teacher}
 
 
-def main(runs: Path) -> None:
+def write_group(runs: Path, settings: dict, out: Path) -> None:
     found = {label: [(s, runs / name) for s, name in seeds if (runs / name / "eval_trained.json").is_file()]
-             for label, seeds in SETTINGS.items()}
+             for label, seeds in settings.items()}
     found = {label: seeds for label, seeds in found.items() if seeds}
     first = next(iter(found.values()))[0][1]
     base = json.loads((first / "eval_base.json").read_text())
@@ -88,11 +96,17 @@ def main(runs: Path) -> None:
         "problems": problems,
         "variants": variants,
     }
-    (HERE / "records.json").write_text(records_json(records))
-    records = json.loads((HERE / "records.json").read_text())  # render what was written, as the test does
-    (HERE / "table.md").write_text(render_table(records))
-    plot_comparison(runs_by_variant(records), HERE / "curves.png")
-    print((HERE / "table.md").read_text())
+    (out / "records.json").write_text(records_json(records))
+    records = json.loads((out / "records.json").read_text())  # render what was written, as the test does
+    (out / "table.md").write_text(render_table(records))
+    plot_comparison(runs_by_variant(records), out / "curves.png")
+    print(f"{out / 'table.md'}: {', '.join(found)}")
+
+
+def main(runs: Path) -> None:
+    for folder, settings in GROUPS.items():
+        (HERE / folder).mkdir(exist_ok=True)
+        write_group(runs, settings, HERE / folder)
 
 
 if __name__ == "__main__":
