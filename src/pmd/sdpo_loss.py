@@ -10,8 +10,9 @@ below runs TRL's own loss on the rows that count (`distilled_rows`) and rescales
 (tests/test_sdpo_loss.py checks loss and gradients against TRL's full-batch path on a tiny model).
 
 `take_rows` keeps every column of the rows it keeps (trimming padding is the grouping's job, below, which keeps
-each token's position), so the numbers stay those of the full batch. At least one row is always forwarded, so every rank runs the same forward and backward passes (sharded parameters
-need every rank in each) and a batch with nothing to distil still gives zero gradients, not none, as TRL does.
+each token's position), so the numbers stay those of the full batch. At least one row is always forwarded, so every
+rank runs the same forward and backward passes (sharded parameters need every rank in each) and a batch with
+nothing to distil still gives zero gradients, not none, as TRL does.
 
 Padding. TRL forwards a micro-batch as one tensor: prompts left-padded to the longest prompt, completions
 right-padded to the longest completion, teacher prompts (feedback, a demonstration, memory: lengths vary most) to
