@@ -179,26 +179,34 @@ def collect(base: RunConfig, n_samples: int = DEFAULT_SAMPLES) -> dict:
                 variants.setdefault(variant, []).append(_run_record(run_dir, seed, base_eval, problems))
     first = next((runs[0] for runs in variants.values()), None)
     overall = (base_eval or {}).get("overall") or (_base_from_metrics(first) if first else {})
+    setup = {"model": base.model.name_or_path, "tasks": [t.name for t in base.env.tasks], "steps": base.train.steps,
+             "prompts_per_step": base.train.prompts_per_step, "num_generations": base.train.num_generations,
+             "seeds": list(base.compare.seeds), "variants": list(base.compare.variants),
+             "feedback": base.train.include_environment_feedback, "eval_every": base.compare.eval_every,
+             "n_heldout": overall.get("n_problems", first["final"].get("n_problems", 0) if first else 0),
+             "bootstrap": {"samples": n_samples, "seed": DEFAULT_SEED}}
+    return build_records(setup, overall, base_eval["per_problem"] if problems else None, problems, variants)
+
+
+OVERALL_KEYS = ("n_problems", "greedy_accuracy", "greedy_lenient_accuracy", "greedy_format_rate")
+
+
+def build_records(setup: dict, base_overall: dict, base_rows: list[dict] | None, problems: dict[str, str],
+                  variants: dict[str, list[dict]]) -> dict:
+    """The records.json object (format 2) from its parts: the setup, the base model's overall evaluation and
+    per-problem rows (None when not kept), {uid: family} of the held-out problems, and per variant the per-seed
+    records. Pure; `collect` and scripts that table other run layouts share it, so the format has one writer."""
     return {
         "format": RECORDS_FORMAT,
-        "setup": {"model": base.model.name_or_path, "tasks": [t.name for t in base.env.tasks],
-                  "steps": base.train.steps, "prompts_per_step": base.train.prompts_per_step,
-                  "num_generations": base.train.num_generations, "seeds": list(base.compare.seeds),
-                  "variants": list(base.compare.variants), "feedback": base.train.include_environment_feedback,
-                  "eval_every": base.compare.eval_every,
-                  "n_heldout": overall.get("n_problems", first["final"].get("n_problems", 0) if first else 0),
-                  "bootstrap": {"samples": n_samples, "seed": DEFAULT_SEED}},
-        "base": {"overall": {k: overall[k] for k in _OVERALL if k in overall},
-                 "per_problem": _compact(base_eval["per_problem"]) if problems else None},
+        "setup": setup,
+        "base": {"overall": {k: base_overall[k] for k in OVERALL_KEYS if k in base_overall},
+                 "per_problem": compact_outcomes(base_rows) if base_rows is not None else None},
         "problems": problems,
         "variants": variants,
     }
 
 
-_OVERALL = ("n_problems", "greedy_accuracy", "greedy_lenient_accuracy", "greedy_format_rate")
-
-
-def _compact(rows: list[dict]) -> dict[str, list[int]]:
+def compact_outcomes(rows: list[dict]) -> dict[str, list[int]]:
     """Per-problem evaluation rows as {uid: [passed, lenient_correct, format_ok]} in 0/1."""
     return {r["uid"]: [int(r["passed"]), int(r["lenient_correct"]), int(r["format_ok"])] for r in rows}
 
@@ -252,7 +260,7 @@ def _final_outcomes(run_dir: Path, final: dict, curve: list, problems: dict[str,
     if problems and {p["uid"]: p["family"] for p in data["per_problem"]} != problems:
         raise PMDError(f"compare: {files[step]}: its held-out problems differ from eval_base.json's; the run was "
                        "made on another held-out set, move it away")
-    return _compact(data["per_problem"])
+    return compact_outcomes(data["per_problem"])
 
 
 # Collapse thresholds: a collapsed seed is reported as such, not averaged silently into its variant's mean.

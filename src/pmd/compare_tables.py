@@ -105,7 +105,7 @@ def _underpowered(n: int) -> str:
 # ------------------------------------------------------------------------------------------------ current format
 
 
-def _outcomes(rows: Mapping[str, list[int]] | None, kind: str, uids: set[str] | None = None) -> dict[str, int] | None:
+def outcomes_of(rows: Mapping[str, list[int]] | None, kind: str, uids: set[str] | None = None) -> dict[str, int] | None:
     """{uid: 0/1} of one outcome kind from a compact per-problem mapping (restricted to `uids` if given)."""
     if rows is None:
         return None
@@ -114,7 +114,7 @@ def _outcomes(rows: Mapping[str, list[int]] | None, kind: str, uids: set[str] | 
 
 
 def _rate(rows: Mapping[str, list[int]] | None, kind: str, uids: set[str]) -> float:
-    got = _outcomes(rows, kind, uids)
+    got = outcomes_of(rows, kind, uids)
     return statistics.fmean(got.values()) if got else math.nan
 
 
@@ -129,14 +129,14 @@ class _Deltas:
         self.ref = {r["seed"]: r for r in records["variants"].get(REFERENCE, [])}
 
     def vs_base(self, runs: list[dict], kind: str, uids: set[str] | None = None) -> Interval | None:
-        outs = [_outcomes(r.get("per_problem"), kind, uids) for r in runs]
+        outs = [outcomes_of(r.get("per_problem"), kind, uids) for r in runs]
         if self.base is None or not outs or any(o is None for o in outs):
             return None
-        return compare_outcomes(outs, _outcomes(self.base, kind, uids), self.samples, self.seed)
+        return compare_outcomes(outs, outcomes_of(self.base, kind, uids), self.samples, self.seed)
 
     def vs_reference(self, runs: list[dict], kind: str, uids: set[str] | None = None) -> Interval | None:
         paired = [(r, self.ref[r["seed"]]) for r in runs if r["seed"] in self.ref]
-        outs = [(_outcomes(a.get("per_problem"), kind, uids), _outcomes(b.get("per_problem"), kind, uids))
+        outs = [(outcomes_of(a.get("per_problem"), kind, uids), outcomes_of(b.get("per_problem"), kind, uids))
                 for a, b in paired]
         if not outs or any(a is None or b is None for a, b in outs):
             return None

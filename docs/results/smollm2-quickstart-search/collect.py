@@ -23,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from pmd.compare import _compact, collapse_diagnostics, plot_comparison, records_json, teacher_diagnostics
+from pmd.compare import (OVERALL_KEYS, build_records, collapse_diagnostics, compact_outcomes, plot_comparison,
+                         records_json, teacher_diagnostics)
 from pmd.compare_tables import render_table, runs_by_variant
 from pmd.report import read_metrics
 from pmd.stats import DEFAULT_SAMPLES, DEFAULT_SEED
@@ -46,9 +47,6 @@ GROUPS = {
     },
     "completion-96": {"pmd completion=96": [(0, "pmd-len96")]},
 }
-OVERALL = ("n_problems", "greedy_accuracy", "greedy_lenient_accuracy", "greedy_format_rate")
-
-
 def run_record(run: Path, seed: int, base_overall: dict, problems: dict[str, str]) -> dict:
     trained = json.loads((run / "eval_trained.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
@@ -60,10 +58,10 @@ def run_record(run: Path, seed: int, base_overall: dict, problems: dict[str, str
     teacher = teacher_diagnostics(rows)
     curve = [(0, base_overall["greedy_accuracy"]), (steps, trained["overall"]["greedy_accuracy"])]
     return {"seed": seed, "curve": curve,
-            "final": {k: trained["overall"][k] for k in OVERALL},
+            "final": {k: trained["overall"][k] for k in OVERALL_KEYS},
             "cpu_minutes": summary["train_seconds"] / 60,
             "teacher_active": float("nan") if teacher["active"] is None else teacher["active"],
-            "per_problem": _compact(trained["per_problem"]),
+            "per_problem": compact_outcomes(trained["per_problem"]),
             "diagnostics": collapse_diagnostics(rows + [final_row], base_overall),
             "teacher": teacher}
 
@@ -78,24 +76,19 @@ def write_group(runs: Path, settings: dict, out: Path) -> None:
     for seeds in found.values():
         for _, run in seeds:  # greedy evaluation of the same weights: every run's base evaluation must agree
             theirs = json.loads((run / "eval_base.json").read_text())["per_problem"]
-            if _compact(theirs) != _compact(base["per_problem"]):
+            if compact_outcomes(theirs) != compact_outcomes(base["per_problem"]):
                 raise SystemExit(f"{run}: its base-model evaluation differs from {first}'s")
     config = yaml.safe_load((first / "config.yaml").read_text())
     variants = {label: [run_record(run, s, base["overall"], problems) for s, run in seeds]
                 for label, seeds in found.items()}
-    records = {
-        "format": 2,
-        "setup": {"model": config["model"]["name_or_path"], "tasks": [t["name"] for t in config["env"]["tasks"]],
-                  "steps": config["train"]["steps"], "prompts_per_step": config["train"]["prompts_per_step"],
-                  "num_generations": config["train"]["num_generations"],
-                  "seeds": sorted({s for seeds in found.values() for s, _ in seeds}), "variants": list(found),
-                  "feedback": config["train"]["include_environment_feedback"], "eval_every": config["train"]["steps"],
-                  "n_heldout": base["overall"]["n_problems"],
-                  "bootstrap": {"samples": DEFAULT_SAMPLES, "seed": DEFAULT_SEED}},
-        "base": {"overall": {k: base["overall"][k] for k in OVERALL}, "per_problem": _compact(base["per_problem"])},
-        "problems": problems,
-        "variants": variants,
-    }
+    setup = {"model": config["model"]["name_or_path"], "tasks": [t["name"] for t in config["env"]["tasks"]],
+             "steps": config["train"]["steps"], "prompts_per_step": config["train"]["prompts_per_step"],
+             "num_generations": config["train"]["num_generations"],
+             "seeds": sorted({s for seeds in found.values() for s, _ in seeds}), "variants": list(found),
+             "feedback": config["train"]["include_environment_feedback"], "eval_every": config["train"]["steps"],
+             "n_heldout": base["overall"]["n_problems"],
+             "bootstrap": {"samples": DEFAULT_SAMPLES, "seed": DEFAULT_SEED}}
+    records = build_records(setup, base["overall"], base["per_problem"], problems, variants)
     (out / "records.json").write_text(records_json(records))
     records = json.loads((out / "records.json").read_text())  # render what was written, as the test does
     (out / "table.md").write_text(render_table(records))

@@ -7,7 +7,7 @@ the same config, seeds and held-out problems, paired by seed; the same paired bo
 import json
 from pathlib import Path
 
-from pmd.compare_tables import OUTCOMES, _outcomes
+from pmd.compare_tables import OUTCOMES, outcomes_of
 from pmd.stats import compare_outcomes
 
 HERE = Path(__file__).resolve().parent
@@ -20,6 +20,6 @@ def pmd_runs(folder: Path) -> list[dict]:
 after, before = pmd_runs(HERE), pmd_runs(HERE.parent / "no-feedback")
 assert [r["seed"] for r in after] == [r["seed"] for r in before]
 for kind in OUTCOMES:
-    iv = compare_outcomes([_outcomes(r["per_problem"], kind) for r in after],
-                          [_outcomes(r["per_problem"], kind) for r in before])
+    iv = compare_outcomes([outcomes_of(r["per_problem"], kind) for r in after],
+                          [outcomes_of(r["per_problem"], kind) for r in before])
     print(f"{kind}: after − before {iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}] {iv.verdict}")
