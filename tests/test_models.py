@@ -32,9 +32,22 @@ def test_missing_model_package_names_install_command(monkeypatch):
 def test_conversion_is_cached_and_skipped_when_done(tmp_path, monkeypatch):
     out = tmp_path / "m"
     out.mkdir()
-    (out / models._MARKER).write_text("done")
+    for name in (models._MARKER, "config.json", "model.safetensors"):
+        (out / name).write_text("done")
     # a finished conversion is reused without touching transformers (the GGUF path need not even exist)
     assert models.convert_gguf(tmp_path / "missing.gguf", out) == out
+
+
+def test_an_incomplete_conversion_is_converted_again_not_reused(tmp_path):
+    """What a rank other than 0 once published: tokenizer and marker, no config or weights. It is not reused."""
+    out = tmp_path / "cache" / "m"
+    out.mkdir(parents=True)
+    (out / models._MARKER).write_text("converted")
+    (out / "tokenizer.json").write_text("{}")
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a gguf")
+    with pytest.raises(Exception):
+        models.convert_gguf(bogus, out)  # it tries to convert again (and this GGUF is bad)
 
 
 def test_failed_conversion_leaves_no_partial_folder(tmp_path):
@@ -44,7 +57,29 @@ def test_failed_conversion_leaves_no_partial_folder(tmp_path):
     with pytest.raises(Exception):
         models.convert_gguf(bogus, out)
     assert not out.exists()
-    assert list((tmp_path / "cache").iterdir()) == []  # the temp dir was cleaned up too
+    # the temp dir was cleaned up too; only the (empty) lock file that serialises conversions stays
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".model.lock"]
+
+
+def test_save_weights_writes_on_any_rank_and_loads_back_the_same_model(tiny_model_path, tmp_path, monkeypatch):
+    """transformers' save_pretrained writes nothing on a torch.distributed rank other than 0; save_weights does,
+    and the folder loads as the same model (tied embeddings stored once)."""
+    import torch
+    import transformers.distributed.mixin as mixin
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    (tmp_path / "hf").mkdir()
+    model.save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "hf" / "model.safetensors").exists()  # the trap this avoids
+    models.save_weights(model, tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert again.config.architectures == [type(model).__name__]
+    ids = torch.tensor([[3, 5, 7, 9]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
 
 
 def test_load_model_and_tokenizer_sets_padding(tiny_model_path):

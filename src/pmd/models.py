@@ -61,12 +61,64 @@ def _smollm2_gguf() -> Path:
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """De-quantize a GGUF into a plain HF folder at `out_dir` (atomic; a no-op when it already exists)."""
-    if (out_dir / _MARKER).is_file():
+    """De-quantize a GGUF into a plain HF folder at `out_dir` (atomic; a no-op when it already exists).
+
+    Every rank of a fresh `torchrun` reaches this at once, so the conversion holds a file lock beside `out_dir`: one
+    process converts, the others wait and reuse its folder. The weights are written by `save_weights`, not by
+    `save_pretrained`, which writes nothing on a torch.distributed rank other than 0 (transformers 5): a folder
+    converted on rank 1 once held the tokenizer and no model. A folder is published only once it is complete."""
+    if _converted(out_dir):
         return out_dir
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(out_dir.parent / f".{out_dir.name}.lock"):
+        if _converted(out_dir):  # another process converted it while this one waited
+            return out_dir
+        _convert_into(gguf_path, out_dir)
+    return out_dir
+
+
+def _converted(folder: Path) -> bool:
+    """A complete conversion: the marker (written last) and the files a model loads from."""
+    return all((folder / name).is_file() for name in (_MARKER, "config.json", "model.safetensors"))
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held until exit (released by the OS if the process dies)."""
+    import fcntl
+
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def save_weights(model: Any, folder: Path) -> None:
+    """The model's config and weights as `from_pretrained` reads them, written by this process whatever its rank.
+    Tied tensors (SmolLM2's embedding and LM head) are stored once, under the first name, as save_pretrained does."""
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        weights[name] = tensor.detach().contiguous()
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]  # as save_pretrained records it; TRL builds the model by it
+    model.config.save_pretrained(str(folder))
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(str(folder))
+
+
+def _convert_into(gguf_path: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists():  # an incomplete folder from an older pmd or a crash: replaced, never reused
+        shutil.rmtree(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
@@ -75,24 +127,14 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.dtype = "float32"
-        for attr in ("is_quantized", "quantization_method", "hf_quantizer"):
-            if hasattr(model, attr):
-                try:
-                    delattr(model, attr)
-                except AttributeError:
-                    pass
-        model.save_pretrained(tmp)
+        save_weights(model, tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(f"converted from {gguf_path.name}\n", encoding="utf-8")
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            # Another process finished first (out_dir exists and is non-empty): keep theirs.
-            if not (out_dir / _MARKER).is_file():
-                raise
+        if not _converted(tmp):
+            raise ModelNotFoundError(f"{gguf_path}: conversion wrote an incomplete folder ({sorted(os.listdir(tmp))})")
+        os.replace(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def resolve_model(name_or_path: str) -> str:
