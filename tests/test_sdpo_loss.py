@@ -143,6 +143,26 @@ def test_nothing_active_still_gives_zero_gradients_from_one_row(trainer):
     assert all(torch.count_nonzero(g) == 0 for g in our_grads.values())
 
 
+@pytest.mark.parametrize("active", [[1, 0, 1, 1, 1, 0], [0] * 6])
+def test_every_loss_makes_one_gather_whether_or_not_a_token_is_active(trainer, monkeypatch, active):
+    """The collectives of a micro-batch must not depend on its content: TRL 1.16 gathers the logged loss only when
+    some token is active, so a rank with none waited in DDP's all-reduce while the others waited in that gather
+    (the 2-rank SmolLM2 hang). Here both cases make exactly one gather."""
+    gathers = []
+    real = trainer.accelerator.gather
+
+    def counting(tensor):
+        gathers.append(tuple(tensor.shape))
+        return real(tensor)
+
+    monkeypatch.setattr(trainer.accelerator, "gather", counting)
+    inputs = batch(trainer.model.config.vocab_size, active, trainer._tokenizer.pad_token_id)
+    for rows_only in (False, True):
+        gathers.clear()
+        loss_and_grads(trainer, inputs, rows_only=rows_only)
+        assert gathers == [()], rows_only
+
+
 def test_a_policy_term_reads_every_row_so_nothing_is_skipped(trainer):
     """With distillation_weight < 1 the GRPO term uses every rollout's advantage: all rows are forwarded."""
     inputs = batch(trainer.model.config.vocab_size, [1, 0, 1, 1, 1, 0], trainer._tokenizer.pad_token_id)

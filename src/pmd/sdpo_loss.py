@@ -35,6 +35,8 @@ import torch
 from trl.experimental.sdpo import SDPOTrainer as TRLSDPOTrainer
 from trl.experimental.sdpo.sdpo_trainer import DistillationLogits
 
+from .phases import PhasedTrainer
+
 
 def token_mean_mask(loss_mask: torch.Tensor) -> tuple[torch.Tensor, float]:
     """A loss mask and factor that turn TRL's distillation average into a mean over the active tokens.
@@ -47,6 +49,19 @@ def token_mean_mask(loss_mask: torch.Tensor) -> tuple[torch.Tensor, float]:
     if total <= 0:  # no active token: TRL returns a graph-attached zero
         return loss_mask, 1.0
     return loss_mask / total, float(loss_mask.size(0))
+
+
+def fp32_logits(logits: DistillationLogits) -> DistillationLogits:
+    """The student's and teacher's logits upcast to fp32 before any loss reads them (a no-op when they are fp32).
+
+    Under bf16 compute the logits reach the loss in bf16 (ZeRO-3: accelerate turns autocast off and the model is
+    bf16; FSDP: the teacher's), and a divergence of bf16 log-probabilities is dominated by rounding: on a tiny
+    model, a negative per-token KL on every token and a gradient cosine of 0.78 (top-k) against fp32. The upcast
+    is differentiable, so the student's gradient flows back through it into the bf16 graph."""
+    if logits.student_logits.dtype == torch.float32 and logits.teacher_logits.dtype == torch.float32:
+        return logits
+    return dataclasses.replace(logits, student_logits=logits.student_logits.float(),
+                               teacher_logits=logits.teacher_logits.float())
 
 
 def distilled_rows(completion_mask: torch.Tensor, self_distillation_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -124,7 +139,7 @@ def length_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int], ma
     return groups[::-1]
 
 
-class SDPOTrainer(TRLSDPOTrainer):
+class SDPOTrainer(PhasedTrainer, TRLSDPOTrainer):
     """TRL's SDPOTrainer (used by sdpo and pmd alike) with two changes: `train.distillation_normalization` (TRL has
     no hook for it; the logged distillation loss is unchanged, TRL already logs the active-token mean), and the
     distillation loss computed on the rows that can contribute only (`distil_active_rows_only`; the module
@@ -146,11 +161,29 @@ class SDPOTrainer(TRLSDPOTrainer):
         return loss * row_scale(self.distillation_normalization, int(rows.numel()), batch)
 
     def _compute_self_distillation_loss(self, model, inputs, distillation_logits):
+        distillation_logits = fp32_logits(distillation_logits)
+        if distillation_logits.loss_mask.sum() == 0:
+            return self._no_active_token_loss(model, distillation_logits)
         if self.distillation_normalization != "active_tokens":
             return super()._compute_self_distillation_loss(model, inputs, distillation_logits)
         mask, factor = token_mean_mask(distillation_logits.loss_mask)
         scaled = dataclasses.replace(distillation_logits, loss_mask=mask)
         return factor * super()._compute_self_distillation_loss(model, inputs, scaled)
+
+    def _no_active_token_loss(self, model, distillation_logits: DistillationLogits) -> torch.Tensor:
+        """TRL's loss for a micro-batch with no active token (a graph-attached zero), with the collective TRL skips.
+
+        TRL 1.16 returns early here without its `accelerator.gather` of the logged loss, while a rank with active
+        tokens makes that gather: on two ranks one waited in the gather and the other in DDP's gradient all-reduce,
+        for ever (the 2-rank SmolLM2 hang; a tiny random model rarely has a rank with no success). Every rank must
+        make the same collectives, so this one gathers its zero as the active ranks gather their losses."""
+        mode = "train" if model.training else "eval"
+        zero = distillation_logits.student_logits.new_zeros((), dtype=torch.float32)
+        self._log_self_distillation_metric(mode, self.accelerator.gather(zero).mean().item())
+        return distillation_logits.student_logits.sum() * 0.0
+
+    def _compute_policy_loss(self, inputs, student_logits):
+        return super()._compute_policy_loss(inputs, student_logits.float())
 
     def _grouping(self) -> bool:
         return (self.length_groups > 1 and self.accelerator.num_processes == 1 and not self.use_teacher_server
