@@ -8,6 +8,9 @@ Each rank appends JSON lines to LOG_DIR/rank-R.jsonl:
 - {"kind": "report"}: this rank wrote the report.
 STOP_AFTER_SAVE > 0 ends every rank with exit code 3 right after checkpoint STOP_AFTER_SAVE is complete: the
 stand-in for a kill between steps.
+
+PMD_HARNESS_OUT_OF_STEP=R puts rank R out of step with the others, as TRL 1.16 did before sdpo_loss mended it:
+rank R's teachers are all inactive, and its empty distillation loss skips the gather the other ranks make.
 """
 
 from __future__ import annotations
@@ -65,6 +68,23 @@ def main() -> int:
 
             dist.barrier()  # the main process has finished the checkpoint
             os._exit(3)
+
+    out_of_step = os.environ.get("PMD_HARNESS_OUT_OF_STEP")
+    if out_of_step is not None and rank == int(out_of_step):
+        import pmd.sdpo_loss
+
+        build = pmd.teacher.MemoryTeacherContextBuilder._build
+
+        def inactive_build(self, *args, **kwargs):
+            out = build(self, *args, **kwargs)
+            out["self_distillation_mask"] = out["self_distillation_mask"] * 0
+            return out
+
+        def ungathered_zero(self, model, logits):  # TRL's early return: no gather
+            return logits.student_logits.sum() * 0.0
+
+        pmd.teacher.MemoryTeacherContextBuilder._build = inactive_build
+        pmd.sdpo_loss.SDPOTrainer._no_active_token_loss = ungathered_zero
 
     MemoryLoop.retrieve = probed_retrieve
     pmd.teacher.teacher_text = probed_teacher_text

@@ -63,7 +63,8 @@ def _train(data: dict, model: Path, **kwargs) -> dict:
 
 def step_rows(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in NOT_PER_STEP} for r in rows if "train_runtime" not in r]
+    return [{k: v for k, v in r.items() if k not in NOT_PER_STEP and not k.startswith("time/")}  # wall-clock
+            for r in rows if "train_runtime" not in r]
 
 
 def memory_dump(run_dir: Path) -> list[dict]:

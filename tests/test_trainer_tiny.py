@@ -40,6 +40,13 @@ def test_each_algorithm_trains_and_logs(tmp_path, tiny_model_path, algo):
     if algo == "pmd":
         assert all("memory/experiences" in r for r in rows)
         assert summary["memory"]["experiences"] == 2 * 2 * 2  # steps x prompts x generations
+    # every step's row times its phases (exclusive seconds, as verl's timing_s/*); the memory's only for PMD
+    phases = {"generate", "reward", "prepare_batch", "loss_forward", "backward", "optimizer"}
+    phases |= {"teacher_context"} if algo != "grpo" else set()
+    phases |= {"retrieve", "record", "reflect", "consolidate"} if algo == "pmd" else set()
+    for r in (r for r in rows if "loss" in r):
+        assert {k[len("time/"):] for k in r if k.startswith("time/")} == phases, r
+        assert all(r[f"time/{p}"] >= 0 for p in phases) and r["time/generate"] > 0
 
 
 def test_pmd_memory_grows_all_three_levels(tmp_path, tiny_model_path):

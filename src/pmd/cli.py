@@ -438,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pmd: interrupted after {time.time() - start:.0f}s", file=sys.stderr)
         return 130
     except Exception as exc:  # a full or read-only disk is the user's to fix: one line, not a traceback
+        from .dist import collective_failure
+
+        stuck = collective_failure(exc)  # ranks out of step: one line per rank, naming where it was
+        if stuck is not None:
+            print(f"pmd: error: {stuck}", file=sys.stderr)
+            return 1
         line = disk_error(exc)
         if line is None:
             raise

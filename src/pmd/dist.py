@@ -13,7 +13,8 @@ took.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import datetime
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -21,6 +22,28 @@ import torch
 from .errors import PMDError
 
 T = TypeVar("T")
+
+# How long a rank waits in one collective before the run fails (TRL's `ddp_timeout` is 1800 s). Every rank runs the
+# same collectives in the same order, so a longer wait means a mismatch or a dead rank: fail within minutes, naming
+# the rank and the phase, rather than hang. The longest legitimate wait is a rank at a barrier while the main
+# process writes a checkpoint or the final model; `train.trl.ddp_timeout` raises it for very large models.
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600
+_GROUP_TIMEOUT_S: int | None = None  # the timeout the process group was created with, for the error line
+
+
+def process_group_settings(trl: Mapping[str, Any]) -> tuple[str | None, int]:
+    """The backend (None: accelerate's choice, gloo on CPU, NCCL on GPU) and collective timeout in seconds that
+    `train.trl` asks for (`ddp_backend`, `ddp_timeout`, as in transformers' TrainingArguments), else pmd's."""
+    from .errors import ConfigError
+
+    timeout, backend = trl.get("ddp_timeout"), trl.get("ddp_backend")
+    if timeout is None:
+        timeout = DEFAULT_COLLECTIVE_TIMEOUT_S
+    elif isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        raise ConfigError(f"train.trl.ddp_timeout: expected a whole number of seconds > 0, got {timeout!r}")
+    if backend is not None and (not isinstance(backend, str) or not backend.strip()):
+        raise ConfigError(f"train.trl.ddp_backend: expected a backend name such as 'gloo' or 'nccl', got {backend!r}")
+    return backend, timeout
 
 
 class Ranks:
@@ -31,12 +54,28 @@ class Ranks:
         self.world = world
 
     @classmethod
-    def current(cls) -> Ranks:
-        """Start (or join) the process group the launcher described (torchrun / accelerate launch env vars)."""
+    def current(cls, backend: str | None = None, timeout_s: int = DEFAULT_COLLECTIVE_TIMEOUT_S) -> Ranks:
+        """Start (or join) the process group the launcher described (torchrun / accelerate launch env vars).
+
+        The first call creates the process group, and its backend and timeout hold for the whole run: TRL's
+        arguments, built later, cannot change them (transformers passes `ddp_timeout` to a group that exists
+        already), so pmd passes `train.trl.ddp_backend` / `ddp_timeout` here (`process_group_settings`)."""
         from accelerate import PartialState
 
-        state = PartialState(cpu=not torch.cuda.is_available())  # as trl_args decides use_cpu
+        kwargs: dict[str, Any] = {"timeout": datetime.timedelta(seconds=timeout_s)}
+        if backend:
+            kwargs["backend"] = backend
+        created = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        state = PartialState(cpu=not torch.cuda.is_available(), **kwargs)  # as trl_args decides use_cpu
+        if created and state.num_processes > 1:
+            global _GROUP_TIMEOUT_S
+            _GROUP_TIMEOUT_S = timeout_s
         return cls(state.process_index, state.num_processes)
+
+    @classmethod
+    def for_run(cls, trl: Mapping[str, Any]) -> Ranks:
+        """`current` with the backend and timeout a run's `train.trl` asks for."""
+        return cls.current(*process_group_settings(trl))
 
     @property
     def is_main(self) -> bool:
@@ -163,6 +202,42 @@ def policy_for_generation(trainer):
     with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
                                      gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model, fsdp:
         yield model
+
+
+# What torch's backends say when a collective times out or its peer is gone (gloo raises RuntimeError in the waiting
+# rank; NCCL raises DistBackendError with TORCH_NCCL_BLOCKING_WAIT=1, and otherwise its watchdog aborts the process
+# after logging the rank and the operation itself).
+_COLLECTIVE_SIGNS = ("Timed out waiting", "Application timeout caused pair closure", "Connection closed by peer",
+                     "Connection reset by peer",
+                     "Watchdog caught collective operation timeout", "operation timeout", "ProcessGroupGloo")
+
+
+def collective_failure(exc: BaseException) -> str | None:
+    """One line for a collective that timed out or lost its peer, naming this rank, its phase and step; None for
+    any other exception. A timed-out rank waited in a collective the others never reached (the sequence of
+    collectives differed between ranks), or a peer died; its own line says which phase it was in."""
+    import os
+
+    from .phases import CLOCK
+
+    rank, world, timeout_s = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1"), _GROUP_TIMEOUT_S
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = " ".join(str(current).split())
+        dist_error = getattr(torch.distributed, "DistError", ())
+        if isinstance(current, dist_error) or (isinstance(current, RuntimeError)
+                                              and any(sign in text for sign in _COLLECTIVE_SIGNS)):
+            lost = "by peer" in text
+            what = ("its peer rank stopped (see that rank's line)" if lost else
+                    f"timed out after {timeout_s} s" if timeout_s else "timed out")
+            where, step = CLOCK.where()
+            return (f"rank {rank} of {world}: a collective {what} in phase '{where}' of step {step}: "
+                    "the ranks' sequences of collectives differ, or a rank died; train.trl.ddp_timeout sets the "
+                    "timeout")
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _rebuild(error: str) -> PMDError:

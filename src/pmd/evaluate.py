@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 from .config import EvalConfig, RunConfig
 from .dist import Ranks, policy_for_generation
 from .envs import EnvironmentSuite, Problem
+from .phases import phase
 from .prompts import student_messages, student_text_with_memory
 
 
@@ -206,7 +207,8 @@ class PeriodicEval(TrainerCallback):
         step = state.global_step
         if step % self.every and step != state.max_steps:
             return
-        result = evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks)
+        with phase("eval"):
+            result = evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks)
         if self.out_dir is not None and self.ranks.is_main:
             write_eval(self.out_dir / f"eval-step-{step}.json", result)
         self.pending = eval_metrics(result)

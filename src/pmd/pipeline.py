@@ -78,7 +78,7 @@ def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | Non
 
 def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:
     suite = EnvironmentSuite.from_config(cfg.env)
-    return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db, ranks=Ranks.current())
+    return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db, ranks=Ranks.for_run(cfg.train.trl))
 
 
 def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuite]:
@@ -208,7 +208,7 @@ def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = Fa
 
 
 def _run_training(cfg: RunConfig, evaluate_models: bool, resume: bool, lock: RunDirLock) -> dict[str, Any]:
-    ranks = Ranks.current()
+    ranks = Ranks.for_run(cfg.train.trl)
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg, ranks.world)  # fail fast before any work or write (every rank, read-only)
     resume_from, extension, need_base = ranks.on_main(

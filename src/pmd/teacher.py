@@ -35,6 +35,7 @@ from transformers.utils import logging
 from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder, _extract_last_user_text
 from trl.trainer.utils import pad
 
+from .phases import phase
 from .prompts import teacher_text
 from .rewards import EnvironmentReward, failure_feedback
 
@@ -218,8 +219,9 @@ class FeedbackSDPOContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         self.verdicts = verdicts
 
     def build(self, output, prompts, rewards, feedbacks=None):
-        feedback = failure_feedback(self.verdicts.take_verdicts(len(prompts)))
-        result = super().build(output, prompts, rewards, feedbacks=feedback)
+        with phase("teacher_context"):
+            feedback = failure_feedback(self.verdicts.take_verdicts(len(prompts)))
+            result = super().build(output, prompts, rewards, feedbacks=feedback)
         self.last_metrics["self_distillation/teacher_active_fraction"] = self.last_metrics[
             "self_distillation/reprompt_sample_fraction"
         ]
@@ -239,6 +241,10 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         self.verdicts = verdicts
 
     def build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor, feedbacks=None):
+        with phase("teacher_context"):
+            return self._build(output, prompts, rewards)
+
+    def _build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor):
         tr = self.trainer
         step = tr.state.global_step
         n_local = len(prompts)
@@ -253,14 +259,16 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         judged = gather_object(self.verdicts.take_verdicts(n_local))
 
         # retrieve (memory before this step) -> plan (pure) -> render and tokenize this rank's samples
-        retrieved = self.memory.retrieve([j.problem.uid for j in judged], step)
+        with phase("retrieve"):
+            retrieved = self.memory.retrieve([j.problem.uid for j in judged], step)
         settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training else tr.num_generations_eval)
         plans = plan_teachers(all_rewards, failure_feedback(judged), [m.text for m in retrieved], settings)
         parts = [self._parts(plans[i], all_completion_ids) for i in range(start, start + n_local)]
         teacher, cuts = self._tokenize_fitting(all_prompts[start : start + n_local], parts)
 
         # record: this step's rollouts become experience (after retrieval: the teacher never sees its own step)
-        self.memory.record(step, judged, retrieved)
+        with phase("record"):
+            self.memory.record(step, judged, retrieved)
 
         n = max(1, len(plans))
         self.last_metrics = {

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import trl
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -53,6 +54,7 @@ from .evaluate import PeriodicEval, evaluate_policy
 from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
+from .phases import PhasedTrainer, optimizer_phase_callback, phase
 from .prompts import student_messages
 from .rewards import EnvironmentReward
 from .sdpo_loss import SDPOTrainer
@@ -60,6 +62,10 @@ from .teacher import FeedbackSDPOContextBuilder, MemoryTeacherContextBuilder
 from .trl_args import lora_config, trl_config
 
 logger = logging.getLogger(__name__)
+
+
+class GRPOTrainer(PhasedTrainer, trl.GRPOTrainer):
+    """TRL's GRPOTrainer, its phases named and timed (phases.PhasedTrainer); the algorithm is TRL's."""
 
 
 def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str) -> Dataset:
@@ -116,6 +122,10 @@ class CheckpointCallback(TrainerCallback):
         self.ranks = ranks
 
     def on_save(self, args, state, control, **kwargs):
+        with phase("save"):
+            self._complete(args, state)
+
+    def _complete(self, args, state) -> None:
         # Every rank writes its own files into the checkpoint (rng_state_R.pth); the manifest, which declares the
         # checkpoint complete and lists its files, comes after all of them.
         self.ranks.barrier()
@@ -338,7 +348,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     """Construct the TRL trainer for `cfg.train.algo` (grpo | sdpo | pmd). Returns (trainer, memory_loop | None)."""
     from transformers import AutoTokenizer
 
-    ranks = ranks or Ranks.current()
+    ranks = ranks or Ranks.for_run(cfg.train.trl)
     algo = cfg.train.algo
     args = trl_config(cfg, str(run_dir / "checkpoints"), world_size=ranks.world)
     dataset = build_dataset(suite, "train", cfg.env.system_prompt)
@@ -351,8 +361,6 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
                   callbacks=list(callbacks or []), peft_config=lora_config(cfg))
     loop = None
     if algo == "grpo":
-        from trl import GRPOTrainer
-
         trainer = GRPOTrainer(**common)
     else:
         trainer = SDPOTrainer(**common)
@@ -361,6 +369,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
             trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, verdicts=reward)
         else:
             loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
+    trainer.add_callback(optimizer_phase_callback())
     trainer.add_callback(SamplerReplayCallback())
     trainer.add_callback(ScheduleOnResume())
     trainer.add_callback(CheckpointCallback(trainer, loop, ranks))
@@ -394,7 +403,7 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     Every rank calls this. `eval_every` > 0 evaluates the live policy during training (PeriodicEval);
     `evaluate_trained` evaluates the trained policy in place, before the trainer is gone (summary key
     `eval_trained`), so no rank has to read `final/` back from a filesystem it may not share."""
-    ranks = ranks or Ranks.current()
+    ranks = ranks or Ranks.for_run(cfg.train.trl)
     ckpt = Path(resume_from) if resume_from else None
     # one writer for the run directory; the others wait for it, then receive the checkpoint's manifest
     manifest = ranks.on_main(lambda: _restore(run_dir, ckpt))

@@ -172,10 +172,12 @@ PMD_DECIDES = {
 }
 
 # Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
+# ddp_timeout (dist.DEFAULT_COLLECTIVE_TIMEOUT_S, 600 s, not 1800: a mismatch fails in minutes),
 # distillation_alpha (1.0 for sampled_token, else 0.5), disable_tqdm False, model_init_kwargs, which is merged
 # (pmd adds the dtype from model.dtype; e.g. attn_implementation is yours to set), and for pmd reprompt_template
 # (prompts.REPROMPT_TEMPLATE: TRL's with a {memory} field; see check_reprompt_template).
-PMD_DEFAULTS = ("beta", "loss_type", "distillation_alpha", "disable_tqdm", "model_init_kwargs", "reprompt_template")
+PMD_DEFAULTS = ("beta", "loss_type", "distillation_alpha", "disable_tqdm", "model_init_kwargs", "reprompt_template",
+                "ddp_timeout")
 
 # Keys of model_init_kwargs that model.dtype owns.
 _DTYPE_KEYS = ("dtype", "torch_dtype")
@@ -380,6 +382,8 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
     can run in a preflight check. A `train.trl` value TRL rejects is a ConfigError naming `train.trl`."""
     import torch
 
+    from .dist import DEFAULT_COLLECTIVE_TIMEOUT_S
+
     t = cfg.train
     on_gpu = torch.cuda.is_available()
     layout = batch_layout(t.prompts_per_step, t.num_generations, world_size, t.per_device_batch_size,
@@ -413,6 +417,7 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
         # pmd's defaults, which train.trl may override:
         disable_tqdm=False,
         beta=0.0,
+        ddp_timeout=DEFAULT_COLLECTIVE_TIMEOUT_S,  # what the process group was created with (dist.Ranks.for_run)
     )
     if t.algo == "grpo":
         kwargs["loss_type"] = "dapo"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ..config import MemoryConfig
 from ..dist import Ranks, SharedGeneration
 from ..envs import EnvironmentSuite, Verdict
+from ..phases import phase
 from ..rewards import Judged
 from .ageing import age
 from .patterns import ModelPatternWriter, consolidate
@@ -114,8 +115,10 @@ class MemoryLoop:
 
     def end_step(self, step: int) -> None:
         """After the optimizer step: reflect, then consolidate, each on its schedule."""
-        self.maybe_reflect(step)
-        self.maybe_consolidate(step)
+        with phase("reflect"):
+            self.maybe_reflect(step)
+        with phase("consolidate"):
+            self.maybe_consolidate(step)
 
     def maybe_reflect(self, step: int) -> ReflectionResult | None:
         """Reflect on problems with attempts since the last reflection, every `reflect_every` steps. Every rank
