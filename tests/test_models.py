@@ -232,3 +232,32 @@ def test_check_models_checks_a_model_reflector_before_anything_is_written(tmp_pa
     assert models.check_models(load_config(None, base + ["train.algo=pmd", f"memory.reflector={tiny_model_path}"]))
     assert models.check_models(load_config(None, base + ["train.algo=sdpo", f"memory.reflector={tmp_path / 'nope'}"]))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_pmd_loads_for_itself_loads_whole_while_a_zero3_config_is_live(tiny_model_path, monkeypatch):
+    """TRL's arguments make a ZeRO-3 config live; transformers would then partition every model it loads
+    (deepspeed.zero.Init). A separate reflector or the base model's evaluation must load whole, with no engine."""
+    import weakref
+
+    import transformers.integrations.deepspeed as hf_deepspeed
+
+    class LiveZero3:
+        def is_zero3(self):
+            return True
+
+    live = LiveZero3()
+    monkeypatch.setattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", weakref.ref(live))
+    import transformers
+
+    seen = []
+    real_load = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spying(*args, **kwargs):
+        seen.append(hf_deepspeed.is_deepspeed_zero3_enabled())  # what from_pretrained would see
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spying)
+    model, _ = models.load_model_and_tokenizer(str(tiny_model_path), "float32", device="cpu")
+    assert seen == [False]  # hidden while loading ...
+    assert hf_deepspeed.is_deepspeed_zero3_enabled()  # ... and live again after
+    assert all(p.numel() > 0 for p in model.parameters())

@@ -34,6 +34,7 @@ def test_take_rows_and_row_scale():
 def trainer(tmp_path_factory, tiny_model_path):
     tmp = tmp_path_factory.mktemp("sdpo-loss")
     cfg = load_config(None, [ARITH, "env.train_size=4", "env.eval_size=2", "train.algo=sdpo", "train.steps=1",
+                             "model.compute_dtype=float32",  # fp32 forwards: the comparisons below are exact to 1e-6
                              "train.prompts_per_step=2", "train.num_generations=2", f"run_dir={tmp / 'run'}"])
     tr, _ = build_trainer(cfg, str(tiny_model_path), EnvironmentSuite.from_config(cfg.env), Path(cfg.run_dir))
     tr.model.eval()  # no gradient-accumulation scaling in compute_loss; the tiny Llama has no dropout

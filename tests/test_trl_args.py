@@ -239,7 +239,7 @@ def test_pmd_tables_name_real_trl_fields_and_cover_every_field_pmd_sets(tmp_path
     ("grpo", "{learning_rate: 0.1}", "train.trl.learning_rate: set train.learning_rate instead"),
     ("grpo", "{num_iterations: 2}", "train.trl.num_iterations: pmd sets this itself"),
     ("sdpo", "{per_device_train_batch_size: 2}", "set train.per_device_batch_size instead"),
-    ("sdpo", "{bf16: true}", "train.trl.bf16: set model.dtype instead"),
+    ("sdpo", "{bf16: true}", "train.trl.bf16: set model.compute_dtype instead"),
     ("grpo", "{teacher_update_rate: 0.1}", "train.trl.teacher_update_rate: not a field of TRL's GRPOConfig"),
 ])
 def test_train_trl_keys_are_checked_when_the_config_loads(algo, trl, needle):
@@ -266,7 +266,7 @@ def test_train_trl_overrides_pmd_defaults_and_merges_model_init_kwargs(tmp_path)
                    "train.trl={beta: 0.04, loss_type: grpo, model_init_kwargs: {attn_implementation: eager}}")
     args = trl_config(cfg, str(tmp_path / "out"))
     assert args.beta == 0.04 and args.loss_type == "grpo"
-    assert args.model_init_kwargs == {"attn_implementation": "eager", "dtype": torch.bfloat16}
+    assert args.model_init_kwargs == {"attn_implementation": "eager", "dtype": torch.bfloat16, "device_map": None}
     assert trl_config(make_cfg(tmp_path, "train.algo=grpo"), str(tmp_path / "out")).loss_type == "dapo"
 
 
@@ -456,3 +456,21 @@ def test_trl_values_must_be_finite(override, needle):
         load_config(None, [override])
     assert needle in str(info.value)
     assert load_config(None, ["train.trl={max_grad_norm: 0.5}"]).train.trl == {"max_grad_norm": 0.5}
+
+
+def test_checkpointing_is_passed_under_the_name_the_installed_transformers_knows(monkeypatch, tmp_path):
+    import dataclasses
+
+    import transformers
+
+    import pmd.trl_args as ta
+
+    assert ta.checkpointing_field() == "activation_checkpointing"  # the pinned 5.24
+    real = dataclasses.fields
+
+    def without_new_name(cls):  # transformers 5.17's TrainingArguments
+        fields = real(cls)
+        return tuple(f for f in fields if f.name != "activation_checkpointing") if cls is transformers.TrainingArguments else fields
+
+    monkeypatch.setattr(dataclasses, "fields", without_new_name)
+    assert ta.checkpointing_field() == "gradient_checkpointing"

@@ -37,7 +37,12 @@ from .yaml_input import load_yaml, read_config_file
 @dataclass
 class ModelConfig:
     name_or_path: str = _f("smollm2-135m-instruct", "Built-in name, HF model id, or local folder.", nonempty=True)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "auto = float32 on CPU, bfloat16 on GPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "Storage of the trained weights and optimizer state: auto = float32 (master weights); bfloat16 = pure "
+                "bf16 (updates below bf16's resolution are lost); float16 is refused (precision.py).")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "Autocast dtype of forward and backward: auto = bfloat16 where the GPU or CPU has bf16 units, else "
+                "float32; float16 (GPU only) adds the Trainer's loss scaling.")
 
 
 @dataclass

@@ -26,7 +26,8 @@ import torch
 from transformers import TrainerCallback
 
 from .config import EvalConfig, RunConfig
-from .dist import Ranks, policy_for_generation
+from .dist import Ranks
+from .sharded import policy_for_generation
 from .envs import EnvironmentSuite, Problem
 from .phases import phase
 from .prompts import student_messages, student_text_with_memory
@@ -217,7 +218,7 @@ class PeriodicEval(TrainerCallback):
 
 def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> dict:
     """Memory-free held-out evaluation of the policy in the trainer, sharded over ranks (every rank calls this)."""
-    with policy_for_generation(trainer) as model:
+    with policy_for_generation(trainer) as model, trainer.accelerator.autocast():  # the run's autocast, if any
         return evaluate(model, trainer.processing_class, suite, suite.problems("eval"), cfg.eval,
                         cfg.env.system_prompt, seed=cfg.train.seed, show_progress=False, ranks=ranks)
 

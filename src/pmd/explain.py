@@ -17,6 +17,7 @@ from .config import load_config
 from .envs import EnvironmentSuite
 from .memory.store import MemoryStore
 from .models import load_model_and_tokenizer
+from .precision import run_precision
 from .prompts import REPROMPT_TEMPLATE, student_messages, teacher_text
 
 
@@ -56,7 +57,7 @@ def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: i
     template = cfg.train.trl.get("reprompt_template", REPROMPT_TEMPLATE)  # the run's template, as its teacher read it
     # the store first (read-only: explaining never writes it), so a foreign or corrupt one fails before a model loads
     with MemoryStore.open_existing(run_dir / "memory.sqlite", read_only=True) as store:
-        model, tok = load_model_and_tokenizer(model_name or str(run_dir / "final"), cfg.model.dtype)
+        model, tok = load_model_and_tokenizer(model_name or str(run_dir / "final"), run_precision(cfg).storage)
         model.eval()
         records = [r for r in reversed(store.retrievals()) if r.text]
         for rec in records:

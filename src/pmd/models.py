@@ -359,25 +359,45 @@ def check_models(cfg: RunConfig) -> str:
     return model_path
 
 
-def load_model_and_tokenizer(name_or_path: str, dtype: str = "auto", device: str | None = None):
-    """Load a causal LM and its tokenizer (pad token set, left padding for generation)."""
+@contextlib.contextmanager
+def outside_zero3_init() -> Iterator[None]:
+    """transformers partitions every model it loads while a ZeRO-3 config is live (TRL's arguments set one), and a
+    partitioned model with no DeepSpeed engine around it cannot run. A model pmd loads for itself (the base model's
+    evaluation, a separate reflector) is not trained and must load whole, so the config is hidden while it loads."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # no accelerate/deepspeed integration: nothing is live
+        yield
+        return
+    live = hf_deepspeed._hf_deepspeed_config_weak_ref
+    if not hf_deepspeed.is_deepspeed_zero3_enabled():
+        yield
+        return
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = live
+
+
+def load_model_and_tokenizer(name_or_path: str, dtype: str = "float32", device: str | None = None):
+    """Load a causal LM and its tokenizer (pad token set, left padding for generation), whole, on `device`
+    ("auto" dtype: float32, as `model.dtype`'s auto; see precision.py)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model(name_or_path)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    else:
-        torch_dtype = getattr(torch, dtype)
+    torch_dtype = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     check_hub_id(resolved)
     try:
         with _quiet_hub():
             if Path(resolved).is_dir():  # headers and shapes first: from_pretrained's own errors are tracebacks
                 check_weights(Path(resolved), AutoConfig.from_pretrained(resolved))
             tokenizer = AutoTokenizer.from_pretrained(resolved)
-            model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
+            with outside_zero3_init():
+                model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch_dtype)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"cannot load model '{name_or_path}': {_first_line(exc)}") from None
     if tokenizer.pad_token is None:

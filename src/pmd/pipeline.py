@@ -28,6 +28,7 @@ from .dist import Ranks
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, ConfigError, DatasetError, PMDError
 from .models import check_models, load_model_and_tokenizer
+from .precision import autocast, run_precision
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +46,16 @@ def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, me
 
     ranks = ranks or Ranks()
     device = str(PartialState().device) if ranks.distributed else None
-    model, tokenizer = load_model_and_tokenizer(model_name, cfg.model.dtype, device=device)
+    precision = run_precision(cfg)  # as the trained policy is evaluated: storage dtype, the run's autocast
+    model, tokenizer = load_model_and_tokenizer(model_name, precision.storage, device=device)
     memory_for = None
     store = None
     if cfg.eval.memory_at_inference:
         memory_for, store = _memory_prompt(cfg, suite, memory_db, tokenizer)
     try:
-        return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                        memory_for=memory_for, seed=cfg.train.seed, show_progress=show_progress, ranks=ranks)
+        with autocast(precision, next(model.parameters()).device):
+            return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
+                            memory_for=memory_for, seed=cfg.train.seed, show_progress=show_progress, ranks=ranks)
     finally:
         if store is not None:
             store.close()

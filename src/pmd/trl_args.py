@@ -149,10 +149,10 @@ PMD_OPTION_FOR = {
     "include_environment_feedback": "train.include_environment_feedback",
     "remove_thinking_from_demonstration": "train.remove_thinking_from_demonstration",
     "success_reward_threshold": "train.success_reward_threshold",
-    # Precision follows the weights' dtype: a second switch could disagree with it (fp16 autocast over bf16
-    # weights, bf16 autocast where float32 was asked for) and silently change the numerics.
-    "bf16": "model.dtype",
-    "fp16": "model.dtype",
+    # Precision is pmd's two settings (precision.py): storage and autocast, decided together so they cannot
+    # disagree (fp16 autocast over bf16 weights, pure fp16 without loss scaling).
+    "bf16": "model.compute_dtype",
+    "fp16": "model.compute_dtype",
 }
 
 _ONE_ROUND = "one generation round of train.prompts_per_step problems per optimizer step"
@@ -365,13 +365,13 @@ def check_integrations(cfg: RunConfig) -> None:
 # ----------------------------------------------------------------------------------------------- TRL's args
 
 
-def torch_dtype(name: str, on_gpu: bool) -> torch.dtype:
-    """`model.dtype` as a torch dtype: auto = bfloat16 on GPU, float32 on CPU."""
-    import torch
+def checkpointing_field() -> str:
+    """transformers 5.24 names the switch `activation_checkpointing` (`gradient_checkpointing` is its deprecated
+    alias, with a FutureWarning); 5.17, a GPU image's version, knows only `gradient_checkpointing`."""
+    from transformers import TrainingArguments
 
-    if name == "auto":
-        return torch.bfloat16 if on_gpu else torch.float32
-    return getattr(torch, name)
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
@@ -383,13 +383,18 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
     import torch
 
     from .dist import DEFAULT_COLLECTIVE_TIMEOUT_S
+    from .precision import run_precision
 
     t = cfg.train
     on_gpu = torch.cuda.is_available()
+    precision = run_precision(cfg)
     layout = batch_layout(t.prompts_per_step, t.num_generations, world_size, t.per_device_batch_size,
                           t.gradient_accumulation_steps)
     passthrough = dict(t.trl)
-    model_init_kwargs = {**passthrough.pop("model_init_kwargs", {}), "dtype": torch_dtype(cfg.model.dtype, on_gpu)}
+    # device_map None: TRL leaves "auto" (spread over the GPUs) under FSDP, which accelerate then refuses; pmd
+    # trains data-parallel, so each rank loads the whole model where accelerate places it.
+    model_init_kwargs = {"device_map": None, **passthrough.pop("model_init_kwargs", {}),
+                         "dtype": getattr(torch, precision.storage)}
     kwargs: dict[str, Any] = dict(
         output_dir=output_dir,
         max_steps=t.steps,
@@ -400,7 +405,7 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
         max_completion_length=t.max_completion_length,
         temperature=t.temperature,
         top_p=t.top_p,
-        activation_checkpointing=t.gradient_checkpointing,
+        **{checkpointing_field(): t.gradient_checkpointing},
         seed=t.seed,
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps else "no",
@@ -410,8 +415,8 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
         report_to=t.report_to,
         remove_unused_columns=False,
         use_cpu=not on_gpu,
-        bf16=on_gpu and cfg.model.dtype in ("auto", "bfloat16"),
-        fp16=False,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
         use_vllm=t.use_vllm,
         model_init_kwargs=model_init_kwargs,
         # pmd's defaults, which train.trl may override:
