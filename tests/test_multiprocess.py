@@ -225,3 +225,29 @@ def test_two_ranks_train_smollm2(algo, smollm2_path, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
     assert sorted(per_step_metrics(tmp_path / "run")) == [1, 2]
+
+
+def test_two_ranks_train_with_bf16_autocast_and_merge_lora_from_a_whole_base(tiny_model_path, tmp_path):
+    """2 ranks under bf16 autocast over fp32 master weights (the GPU default), with LoRA: the run records the
+    precision it used, and final/ is the base model with final/adapter/ folded in (merged on the main process
+    from a whole copy of the base, not from the trained model's parameters, which ZeRO-3/FSDP would shard)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg = write_config(tmp_path, tiny_model_path, "sdpo")
+    proc = torchrun(tmp_path / "log", "train", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-eval",
+                    "--set", "train.steps=2", "--set", "train.save_steps=0", "--set", "model.compute_dtype=bfloat16",
+                    "--set", "train.lora_r=4", "--set", "train.learning_rate=0.05")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["precision"]["autocast"] == "bfloat16" and summary["precision"]["parameters"] == "float32"
+    final = tmp_path / "run" / "final"
+    merged = AutoModelForCausalLM.from_pretrained(final)
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_path), final / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    ids = torch.tensor([[3, 9, 11, 30, 40, 52]])
+    with torch.no_grad():
+        got, want, before = merged(ids).logits, adapted(ids).logits, base(ids).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    assert not torch.allclose(got, before, atol=1e-4)  # the adapter was trained: final/ is not the base model

@@ -86,7 +86,8 @@ def end_state(run: Path) -> dict:
                     if k not in ("train_seconds", "eval_seconds")},
         "eval_base": json.loads((run / "eval_base.json").read_text()),
         "eval_trained": json.loads((run / "eval_trained.json").read_text()),
-        "steps": [r for r in rows if "train_runtime" not in r],
+        "steps": [{k: v for k, v in r.items() if not k.startswith("time/")}  # wall-clock seconds per phase
+                  for r in rows if "train_runtime" not in r],
         "memory": memory_dump(run),
         "report": report,
         "checkpoints": sorted(p.name for p in (run / "checkpoints").iterdir()),
@@ -151,7 +152,7 @@ def test_killed_during_the_final_save_resumes_to_the_same_end(finished, tiny_mod
     run = tmp_path / "run"
     cfg = config_from_dict(run_config(tiny_model_path, run))
 
-    def killed(trainer, final: Path) -> None:
+    def killed(trainer, final: Path, base_model: str) -> None:
         half = final.with_name(".final-0badc0de.tmp")  # what _save_final leaves when killed mid-write
         half.mkdir()
         (half / "model.safetensors").write_bytes(b"\0" * 100)

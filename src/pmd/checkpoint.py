@@ -282,6 +282,28 @@ def save_teacher(teacher, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_teacher_state(state: dict, path: Path) -> None:
+    """A whole state dict (FSDP2's gathered teacher) as safetensors, tied tensors once, temp name then rename."""
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    unique = {}
+    for name, tensor in state.items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            unique[name] = tensor.contiguous()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(unique, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_teacher_state(path: Path) -> dict:
+    """The tensors `save_teacher` or `save_teacher_state` wrote."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
 def load_teacher(teacher, path: Path) -> None:
     """Load saved teacher weights in place; every parameter must match (same model as the checkpoint's)."""
     from safetensors.torch import load_model

@@ -187,23 +187,6 @@ class SharedGeneration:
             generate_on_ranks(self.ranks, prompts, self.generate)
 
 
-@contextlib.contextmanager
-def policy_for_generation(trainer):
-    """The policy as it is now, ready to `generate` outside TRL's loop, entered the way TRL's own generation enters
-    it: DDP unwrapped, ZeRO-3 parameters gathered, the FSDP root summoned. Under ZeRO-3 / FSDP every rank must enter
-    together and make the same generate calls (`dist.generate_on_ranks` arranges that)."""
-    from trl.models import unwrap_model_for_generation
-
-    fsdp = contextlib.nullcontext()
-    if getattr(trainer, "is_fsdp_enabled", False):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        fsdp = FSDP.summon_full_params(trainer.model_wrapped, recurse=False)
-    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                     gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model, fsdp:
-        yield model
-
-
 # What torch's backends say when a collective times out or its peer is gone (gloo raises RuntimeError in the waiting
 # rank; NCCL raises DistBackendError with TORCH_NCCL_BLOCKING_WAIT=1, and otherwise its watchdog aborts the process
 # after logging the rank and the operation itself).

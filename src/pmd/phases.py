@@ -68,6 +68,14 @@ class PhaseClock:
             self._seconds[self.stack[-1]] += now - self._since
         self._since = now
 
+    def reset(self) -> None:
+        """Start a run with nothing charged and no phase open (a process may train several runs: pmd compare)."""
+        self.stack.clear()
+        self._seconds.clear()
+        self.failed_at = None
+        self.step = 0
+        self._since = self._now()
+
     def take(self) -> dict[str, float]:
         """`time/<phase>` seconds since the last call (the open phases' time so far included), then reset."""
         self._charge()
@@ -96,6 +104,10 @@ class PhasedTrainer:
     (`retrieve`, `record`, `reflect`, `consolidate`), `ema_sync`, `save` and `eval` are marked where they run. A
     checkpoint is saved after its step is logged, so its `time/save` is in the next step's row."""
 
+    def train(self, *args, **kwargs):
+        CLOCK.reset()
+        return super().train(*args, **kwargs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         CLOCK.step = self.state.global_step + 1
         with CLOCK.phase("backward"):
@@ -106,7 +118,9 @@ class PhasedTrainer:
             return super()._prepare_inputs(*args, **kwargs)
 
     def _generate(self, *args, **kwargs):
-        with CLOCK.phase("generate"):
+        # TRL generates outside the loss's autocast; under the run's autocast it is as fast as bf16 weights (2x
+        # fp32 on an AVX512-BF16 CPU, docs/benchmarks.md), and needs no second copy of them.
+        with CLOCK.phase("generate"), self.accelerator.autocast():
             return super()._generate(*args, **kwargs)
 
     def _calculate_rewards(self, *args, **kwargs):

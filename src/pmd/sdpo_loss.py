@@ -33,8 +33,11 @@ from typing import Any
 
 import torch
 from trl.experimental.sdpo import SDPOTrainer as TRLSDPOTrainer
+from accelerate.utils import is_peft_model
 from trl.experimental.sdpo.sdpo_trainer import DistillationLogits
+from trl.experimental.sdpo.teacher_sync import SyncTeacherModelCallback
 
+from .ema import EMATeacher, EMATeacherCallback
 from .phases import PhasedTrainer
 
 
@@ -140,14 +143,35 @@ def length_groups(prompt_lens: Sequence[int], completion_lens: Sequence[int], ma
 
 
 class SDPOTrainer(PhasedTrainer, TRLSDPOTrainer):
-    """TRL's SDPOTrainer (used by sdpo and pmd alike) with two changes: `train.distillation_normalization` (TRL has
-    no hook for it; the logged distillation loss is unchanged, TRL already logs the active-token mean), and the
+    """TRL's SDPOTrainer (used by sdpo and pmd alike) with these changes: `train.distillation_normalization` (TRL
+    has no hook for it; the logged distillation loss is unchanged, TRL already logs the active-token mean); the
     distillation loss computed on the rows that can contribute only (`distil_active_rows_only`; the module
-    docstring says why this leaves the loss as it was)."""
+    docstring says why this leaves the loss as it was); the same collectives whether or not a token is active;
+    fp32 logits into every loss; an EMA teacher kept in fp32 (ema.py)."""
 
     distillation_normalization = "all_samples"  # TRL's own behaviour unless build_trainer says otherwise
     distil_active_rows_only = True  # False: TRL's forward over every row (benchmarks/profile_step.py compares both)
     length_groups = 4  # most forwards per micro-batch on one process (1: TRL's single padded forward)
+
+    ema: EMATeacher | None = None  # the fp32 EMA of a separate teacher (teacher_model_kind "ema", no PEFT)
+
+    def _setup_teacher_model(self) -> None:
+        """TRL's teacher, with a separate EMA teacher built in fp32 and updated by pmd's fp32 EMA (ema.py) instead
+        of TRL's in-place update in the weights' dtype. A frozen base or PEFT teacher is TRL's, unchanged."""
+        separate_ema = self.args.teacher_model_kind == "ema" and not is_peft_model(self.model)
+        saved = self.args.model_init_kwargs
+        if separate_ema:
+            self.args.model_init_kwargs = {**(saved or {}), "dtype": torch.float32}
+        try:
+            super()._setup_teacher_model()
+        finally:
+            self.args.model_init_kwargs = saved
+        if not separate_ema:
+            return
+        self.callback_handler.remove_callback(SyncTeacherModelCallback)
+        self.ema = EMATeacher(lambda: self.accelerator.unwrap_model(self.model).parameters(),
+                              self.accelerator.unwrap_model(self.teacher_model), self.args.teacher_update_rate)
+        self.add_callback(EMATeacherCallback(self.ema))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rows = None

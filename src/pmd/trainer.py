@@ -44,10 +44,9 @@ import trl
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from .checkpoint import (MEMORY_FILE, TEACHER_FILE, Manifest, load_teacher, restore_run_state, save_teacher,
-                         write_manifest)
+from .checkpoint import MEMORY_FILE, TEACHER_FILE, Manifest, restore_run_state, write_manifest
 from .config import RunConfig
-from .dist import Ranks, SharedGeneration, policy_for_generation
+from .dist import Ranks, SharedGeneration
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, RewardFunctionError
 from .evaluate import PeriodicEval, evaluate_policy
@@ -55,9 +54,11 @@ from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
 from .phases import PhasedTrainer, optimizer_phase_callback, phase
+from .precision import precision_used, run_precision
 from .prompts import student_messages
 from .rewards import EnvironmentReward
 from .sdpo_loss import SDPOTrainer
+from .sharded import ema_teacher, load_teacher_weights, policy_for_generation, save_teacher_weights
 from .teacher import FeedbackSDPOContextBuilder, MemoryTeacherContextBuilder
 from .trl_args import lora_config, trl_config
 
@@ -132,10 +133,9 @@ class CheckpointCallback(TrainerCallback):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         teacher = ema_teacher(self.trainer)
         if teacher is not None:
-            with whole_teacher(self.trainer, writer=None) as full:  # every rank: sharded weights are gathered
-                if state.is_world_process_zero:
-                    ckpt.mkdir(parents=True, exist_ok=True)
-                    save_teacher(full, ckpt / TEACHER_FILE)
+            if state.is_world_process_zero:
+                ckpt.mkdir(parents=True, exist_ok=True)
+            save_teacher_weights(self.trainer, ckpt / TEACHER_FILE, state.is_world_process_zero)  # gathers
         if not state.is_world_process_zero:
             return
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -144,6 +144,19 @@ class CheckpointCallback(TrainerCallback):
         write_manifest(ckpt, state.global_step, has_memory=self.loop is not None, has_teacher=teacher is not None,
                        loop_stats=asdict(self.loop.stats) if self.loop is not None else None,
                        resumable=not args.save_only_model)
+
+
+class LogPrecision(TrainerCallback):
+    """After the first optimizer step (when AdamW's state exists), the run's log says what precision was actually
+    used, read from the trainer's objects (precision.precision_used); summary.json keeps the same record."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1 and state.is_world_process_zero:
+            used = precision_used(self.trainer)
+            logger.warning("precision: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in used.items()))
 
 
 class StopOnRewardError(TrainerCallback):
@@ -233,41 +246,6 @@ def _find_repeat_sampler(loader):
     return None
 
 
-def ema_teacher(trainer) -> torch.nn.Module | None:
-    """SDPO's separate EMA teacher, or None where there is nothing extra to save: GRPO, a live teacher (the policy),
-    a frozen base teacher (rebuilt identically from the model path), or a LoRA-adapter teacher."""
-    if getattr(trainer.args, "teacher_model_kind", None) != "ema":
-        return None
-    teacher = getattr(trainer, "teacher_model", None)
-    if teacher is None or teacher is trainer.model:
-        return None
-    return trainer.accelerator.unwrap_model(teacher)
-
-
-@contextlib.contextmanager
-def whole_teacher(trainer, writer: int | None):
-    """The EMA teacher with all its weights on this rank, for saving (`writer=None`: read-only) or loading (`writer`:
-    the rank whose changes count). Every rank must enter: under ZeRO-3 the teacher is partitioned and is gathered
-    (changes by `writer` are scattered back on exit); under FSDP its full parameters are summoned. Untested without
-    GPUs: the CPU suite runs the plain (DDP / single-process) branch."""
-    teacher = ema_teacher(trainer)
-    wrapped = trainer.teacher_model
-    if getattr(getattr(trainer.accelerator, "state", None), "deepspeed_plugin", None) is not None:
-        import deepspeed
-
-        if getattr(trainer.accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3:
-            with deepspeed.zero.GatheredParameters(list(teacher.parameters()), modifier_rank=writer):
-                yield teacher
-            return
-    if getattr(trainer, "is_fsdp_enabled", False):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with FSDP.summon_full_params(wrapped, writeback=writer is not None):
-            yield teacher
-        return
-    yield teacher
-
-
 def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest: Manifest) -> None:
     """What `Trainer.train(resume_from_checkpoint=...)` does not restore: the EMA teacher, the memory loop's
     cumulative counters, and TRL's micro-step counter (which decides when rollouts are regenerated)."""
@@ -276,8 +254,9 @@ def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest:
         if not manifest.has_teacher:
             raise CheckpointError(f"{ckpt}: no EMA teacher weights in this checkpoint, but train.teacher_model_kind "
                                   "is 'ema'; resume with the config the run was started with")
-        with whole_teacher(trainer, writer=0) as full:
-            load_teacher(full, ckpt / TEACHER_FILE)
+        load_teacher_weights(trainer, ckpt / TEACHER_FILE, trainer.args.should_save)
+        if getattr(trainer, "ema", None) is not None:
+            trainer.ema.shadow.clear()  # an fp32 shadow (bf16 teacher storage) restarts from the saved weights
     if loop is not None and manifest.loop_stats is not None:
         loop.stats = LoopStats(**manifest.loop_stats)
     if hasattr(trainer, "_step"):
@@ -296,7 +275,7 @@ class PolicyGenerator:
     def __call__(self, prompts: list[list[dict]]) -> list[str]:
         from .evaluate import generate
 
-        with policy_for_generation(self.trainer) as model:
+        with policy_for_generation(self.trainer) as model, self.trainer.accelerator.autocast():
             return generate(model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
 
 
@@ -325,8 +304,8 @@ def make_reflector(cfg: RunConfig, trainer, tokenizer, ranks: Ranks) -> tuple[Re
     if m.reflector == "policy":
         local = PolicyGenerator(trainer, tokenizer, m.reflection_max_tokens, m.reflection_batch_size)
     else:
-        local = ModelGenerator(m.reflector, cfg.model.dtype, m.reflection_max_tokens, m.reflection_batch_size,
-                               device=str(trainer.accelerator.device))
+        local = ModelGenerator(m.reflector, run_precision(cfg).inference, m.reflection_max_tokens,
+                               m.reflection_batch_size, device=str(trainer.accelerator.device))
     shared = SharedGeneration(ranks, local)
     return ModelReflector(shared, name=m.reflector), shared
 
@@ -370,6 +349,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         else:
             loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
     trainer.add_callback(optimizer_phase_callback())
+    trainer.add_callback(LogPrecision(trainer))
     trainer.add_callback(SamplerReplayCallback())
     trainer.add_callback(ScheduleOnResume())
     trainer.add_callback(CheckpointCallback(trainer, loop, ranks))
@@ -425,14 +405,15 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
         if guard.reason is not None:
             raise RewardFunctionError(f"{guard.reason} (its checkpoint is saved: fix the function, then "
                                       "pmd train --resume)")
-        summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final")}
+        summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final"),
+                   "precision": precision_used(trainer)}
         if suite.reward_failures():
             summary["reward_function_errors"] = suite.reward_failures()
         if evaluate_trained:
             t0 = time.time()
             summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)
             summary["eval_trained_seconds"] = time.time() - t0
-        _save_final(trainer, run_dir / "final")
+        _save_final(trainer, run_dir / "final", model_path)
         ranks.barrier()  # `final/` is whole before any rank goes on
         if loop is not None and loop.store is not None:
             summary["memory"] = loop.store.counts()
@@ -448,27 +429,39 @@ def _restore(run_dir: Path, ckpt: Path | None) -> Manifest | None:
     return restore_run_state(run_dir, ckpt)
 
 
-def _save_final(trainer, final: Path) -> None:
+def _save_final(trainer, final: Path, base_model: str) -> None:
     """Weights + tokenizer into a temp dir, then swapped in: `final/` is either the old or the new model, whole.
 
     With LoRA, `final/` holds the merged full weights, so it loads like any model (evaluation, serving) without
     peft, and `final/adapter/` the trained adapter alone, for PEFT users (`PeftModel.from_pretrained(base, ...)`,
-    stacking, serving several adapters on one base). The adapter is saved first: `merge_and_unload` folds it into
-    the base weights in place and removes it. Only the student's (active) adapter is kept; SDPO's EMA teacher, a
-    second adapter named "teacher", is training state, not a result."""
+    stacking, serving several adapters on one base). The adapter is saved by the Trainer on every rank, which
+    gathers sharded parameters (ZeRO-3, FSDP); the merge then runs on the main process alone, on a whole copy of
+    the base model loaded from `base_model`, never on the trained model's own (possibly partitioned) parameters.
+    Only the student's adapter is kept: SDPO's EMA teacher, a second adapter named "teacher", is training state."""
     tmp = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.tmp")
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        if trainer.args.should_save:
-            model.save_pretrained(str(tmp / "adapter"), selected_adapters=[model.active_adapter])
-            model.merge_and_unload().save_pretrained(str(tmp))
-    else:
-        trainer.save_model(str(tmp))  # every rank (sharded models gather), only the main one writes
+    lora = hasattr(model, "merge_and_unload")
+    trainer.save_model(str(tmp / "adapter" if lora else tmp))  # every rank (sharded models gather), main writes
     if not trainer.args.should_save:
         return
+    if lora:
+        for other in set(model.peft_config) - {model.active_adapter}:  # PEFT saves each adapter; keep the student's
+            shutil.rmtree(tmp / "adapter" / other, ignore_errors=True)
+        merge_adapter(base_model, tmp / "adapter", tmp, model.dtype)
     trainer.processing_class.save_pretrained(str(tmp))
     if final.exists():
         trash = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.trash")
         os.replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.replace(tmp, final)
+
+
+def merge_adapter(base_model: str, adapter: Path, out: Path, dtype: torch.dtype) -> None:
+    """`base_model` with the adapter at `adapter` folded in, saved as plain weights at `out` (main process)."""
+    from peft import PeftModel
+
+    from .models import load_model_and_tokenizer
+
+    base, _ = load_model_and_tokenizer(base_model, str(dtype).replace("torch.", ""), device="cpu")
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out), is_main_process=True)
