@@ -56,6 +56,9 @@ def test_accelerate_launch_configs_parse_as_accelerate_reads_them(path):
         fsdp = cfg.fsdp_config
         assert cfg.distributed_type.value == "FSDP"
         assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-        assert fsdp["fsdp_reshard_after_forward"] == "FULL_SHARD" and fsdp["fsdp_version"] == 1
+        assert fsdp["fsdp_reshard_after_forward"] is True and fsdp["fsdp_version"] == 2  # FSDP2 (sharded.py)
+        # keys FSDP2 has no use for (accelerate would warn and drop them): none
+        assert not {"fsdp_backward_prefetch", "fsdp_forward_prefetch", "fsdp_use_orig_params",
+                    "fsdp_sync_module_states"} & set(fsdp)
         assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
         assert not fsdp["fsdp_activation_checkpointing"]  # pmd's train.gradient_checkpointing does it
