@@ -5,7 +5,9 @@ usage: torchrun --nproc_per_node N tests/multiproc_harness.py LOG_DIR STOP_AFTER
 Each rank appends JSON lines to LOG_DIR/rank-R.jsonl:
 - {"kind": "retrieve", "step", "uids", "texts"}: what MemoryLoop.retrieve returned on this rank;
 - {"kind": "teacher", "step", "memory", "text"}: every teacher prompt this rank rendered with memory;
-- {"kind": "report"}: this rank wrote the report.
+- {"kind": "report"}: this rank wrote the report;
+- {"kind": "exit", "code", "ddp_alive"}: pmd's exit code, and how many DDP modules (each holding the process
+  group) were still in memory, collected or not, after pmd returned.
 STOP_AFTER_SAVE > 0 ends every rank with exit code 3 right after checkpoint STOP_AFTER_SAVE is complete: the
 stand-in for a kill between steps.
 
@@ -93,7 +95,14 @@ def main() -> int:
 
     from pmd.cli import main as pmd_main
 
-    return pmd_main(pmd_args)
+    code = pmd_main(pmd_args)
+    import gc
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    # what could still hold the process group (and its gloo threads) into interpreter teardown
+    emit(kind="exit", code=code, ddp_alive=sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+    return code
 
 
 if __name__ == "__main__":

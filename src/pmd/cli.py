@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import gc
 import json
 import os
 import sys
@@ -379,14 +380,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _leave_process_group(together: bool) -> None:
-    """Under torchrun: wait for the other ranks (when all reach this point) and close the process group. A rank
-    that exits with the group open can abort in its teardown ("terminate called without an active exception"),
-    turning a finished run into a failed job."""
+    """Under torchrun: wait for the other ranks (when all reach this point) and close the process group.
+
+    A rank whose gloo worker threads outlive the interpreter can abort in its teardown ("terminate called without
+    an active exception", SIGABRT: a worker releasing a tensor that Python owns needs the GIL, and a thread that
+    takes it during finalization is ended mid-destructor), turning a finished run into a failed job. Closing the
+    group is not enough on its own: the trainer's reference cycles keep DDP alive, and DDP's reducer keeps the
+    group, so its threads would be joined only when those cycles are collected at exit. Collecting first makes
+    `destroy_process_group` join them here (tests/test_multiprocess.py checks no DDP module is left)."""
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():
         return
     if together:
         dist.barrier()
+        gc.collect()  # only on a clean, synchronised exit: a rank that failed alone may hold work in flight
     dist.destroy_process_group()
 
 
