@@ -13,24 +13,24 @@ from pmd.config import load_config
 from pmd.ema import EMATeacher
 from pmd.envs import EnvironmentSuite
 from pmd.errors import ConfigError
-from pmd.precision import Precision, cpu_supports_bf16, resolve_precision
+from pmd.precision import Precision, cpu_bf16_hint, cpu_supports_bf16, resolve_precision
 
 ARITH = ["env.tasks=[{name: basic_arithmetic, params: {min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 1}}]"]
 
 
 # ------------------------------------------------------------------------------------------ the decision (pure)
 
-@pytest.mark.parametrize("dtype, compute, on_gpu, cpu_bf16, expected", [
-    ("auto", "auto", True, False, Precision("float32", "bfloat16")),  # GPU default: fp32 master + bf16 compute
-    ("auto", "auto", False, True, Precision("float32", "bfloat16")),  # a CPU with bf16 units
-    ("auto", "auto", False, False, Precision("float32", None)),  # a CPU without: bf16 is emulated, slower
-    ("auto", "float32", True, False, Precision("float32", None)),  # fp32 one setting away
-    ("bfloat16", "auto", True, False, Precision("bfloat16", None)),  # pure bf16, asked for explicitly
-    ("bfloat16", "float32", False, True, Precision("bfloat16", None)),
-    ("float32", "float16", True, False, Precision("float32", "float16")),  # fp16 autocast + the Trainer's scaling
+@pytest.mark.parametrize("dtype, compute, on_gpu, expected", [
+    ("auto", "auto", True, Precision("float32", "bfloat16")),  # GPU default: fp32 master + bf16 compute
+    ("auto", "auto", False, Precision("float32", None)),  # CPU default, bf16 units or not: end-to-end parity unshown
+    ("auto", "bfloat16", False, Precision("float32", "bfloat16")),  # bf16 compute on a CPU, asked for
+    ("auto", "float32", True, Precision("float32", None)),  # fp32 one setting away on a GPU
+    ("bfloat16", "auto", True, Precision("bfloat16", None)),  # pure bf16, asked for explicitly
+    ("bfloat16", "float32", False, Precision("bfloat16", None)),
+    ("float32", "float16", True, Precision("float32", "float16")),  # fp16 autocast + the Trainer's scaling
 ])
-def test_resolve_precision(dtype, compute, on_gpu, cpu_bf16, expected):
-    got = resolve_precision(dtype, compute, on_gpu, gpu_bf16=True, cpu_bf16=cpu_bf16)
+def test_resolve_precision(dtype, compute, on_gpu, expected):
+    got = resolve_precision(dtype, compute, on_gpu, gpu_bf16=True)
     assert got == expected and got.ema_teacher == "float32"
     assert got.bf16 == (expected.autocast == "bfloat16") and got.fp16 == (expected.autocast == "float16")
 
@@ -62,17 +62,28 @@ def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path):
     assert not cpu_supports_bf16.__wrapped__(str(tmp_path / "missing"))
 
 
-def test_trl_args_get_fp32_weights_and_bf16_autocast_by_default(monkeypatch, tmp_path):
-    import pmd.precision as precision
+@pytest.mark.parametrize("compute, on_gpu, has_units, wanted", [
+    ("float32", False, True, "--set model.compute_dtype=bfloat16 trains 1.2-1.3x faster"),  # the faster setting
+    ("float32", False, False, None),  # nothing faster on this CPU
+    ("bfloat16", False, False, "torch emulates bf16, slower than fp32"),  # asked for, and slow here
+    ("bfloat16", False, True, None),
+    ("bfloat16", True, False, None),  # GPUs: no CPU hint
+])
+def test_the_log_names_bf16_compute_where_it_matters_on_a_cpu(compute, on_gpu, has_units, wanted):
+    hint = cpu_bf16_hint(resolve_precision("auto", compute, on_gpu), on_gpu, has_units)
+    assert hint == wanted if wanted is None else wanted in hint
+
+
+def test_trl_args_get_fp32_weights_and_the_asked_autocast(tmp_path):
     from pmd.trl_args import trl_config
 
-    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     cfg = load_config(None, ARITH + ["train.algo=sdpo", "train.prompts_per_step=2", "train.num_generations=2"])
     args = trl_config(cfg, str(tmp_path))
     assert args.model_init_kwargs["dtype"] == torch.float32 and args.model_init_kwargs["device_map"] is None
-    assert args.bf16 and not args.fp16
-    cfg.model.compute_dtype = "float32"
-    assert not trl_config(cfg, str(tmp_path)).bf16
+    assert not args.bf16 and not args.fp16  # auto on a CPU: fp32 compute (bf16 autocast is the GPU default)
+    cfg.model.compute_dtype = "bfloat16"
+    args = trl_config(cfg, str(tmp_path))
+    assert args.bf16 and not args.fp16 and args.model_init_kwargs["dtype"] == torch.float32
     cfg.model.dtype = "float16"
     with pytest.raises(ConfigError, match="model.dtype: float16"):
         trl_config(cfg, str(tmp_path))

@@ -41,8 +41,8 @@ class ModelConfig:
         "auto", "Storage of the trained weights and optimizer state: auto = float32 (master weights); bfloat16 = pure "
                 "bf16 (updates below bf16's resolution are lost); float16 is refused (precision.py).")
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
-        "auto", "Autocast dtype of forward and backward: auto = bfloat16 where the GPU or CPU has bf16 units, else "
-                "float32; float16 (GPU only) adds the Trainer's loss scaling.")
+        "auto", "Autocast dtype of forward and backward: auto = bfloat16 on a GPU with bf16, else float32 (also on "
+                "bf16 CPUs: docs/benchmarks.md); float16 (GPU only) adds the Trainer's loss scaling.")
 
 
 @dataclass

@@ -54,7 +54,7 @@ from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
 from .phases import PhasedTrainer, optimizer_phase_callback, phase
-from .precision import precision_used, run_precision
+from .precision import cpu_bf16_hint, cpu_supports_bf16, precision_used, run_precision
 from .prompts import student_messages
 from .rewards import EnvironmentReward
 from .sdpo_loss import SDPOTrainer
@@ -148,15 +148,20 @@ class CheckpointCallback(TrainerCallback):
 
 class LogPrecision(TrainerCallback):
     """After the first optimizer step (when AdamW's state exists), the run's log says what precision was actually
-    used, read from the trainer's objects (precision.precision_used); summary.json keeps the same record."""
+    used, read from the trainer's objects (precision.precision_used); summary.json keeps the same record. `hint`
+    (precision.cpu_bf16_hint) follows it: the faster setting this CPU allows, or why the one asked for is slow."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, hint: str | None = None):
         self.trainer = trainer
+        self.hint = hint
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 1 and state.is_world_process_zero:
             used = precision_used(self.trainer)
-            logger.warning("precision: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in used.items()))
+            logger.warning("precision: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in
+                                                      {**used, "autocast": used["autocast"] or "off"}.items()))
+            if self.hint:
+                logger.warning("precision: %s", self.hint)
 
 
 class StopOnRewardError(TrainerCallback):
@@ -349,7 +354,9 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         else:
             loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
     trainer.add_callback(optimizer_phase_callback())
-    trainer.add_callback(LogPrecision(trainer))
+    on_gpu = torch.cuda.is_available()
+    hint = cpu_bf16_hint(run_precision(cfg), on_gpu, not on_gpu and cpu_supports_bf16())
+    trainer.add_callback(LogPrecision(trainer, hint))
     trainer.add_callback(SamplerReplayCallback())
     trainer.add_callback(ScheduleOnResume())
     trainer.add_callback(CheckpointCallback(trainer, loop, ranks))
