@@ -60,10 +60,10 @@ def resolve_precision(dtype: str, compute: str, on_gpu: bool, gpu_bf16: bool = T
     """`model.dtype` and `model.compute_dtype` as one decision (pure; a ConfigError for what cannot train).
 
     `auto` storage is fp32. `auto` compute is bf16 autocast on a GPU that supports it, else fp32. On a CPU, even
-    one with AVX512-BF16 / AMX-BF16, `auto` stays fp32: bf16 compute there is 1.2-1.3x faster per step with a
-    batch-level gradient cosine of 0.9992, but the quickstart at 3 seeds did not show end-to-end parity (strict
-    accuracy -0.12 [-0.27, +0.01] against fp32; docs/benchmarks.md), so it is one explicit setting away
-    (`model.compute_dtype: bfloat16`) rather than the default."""
+    one with AVX512-BF16 / AMX-BF16, `auto` stays fp32: bf16 compute there is 1.2-1.4x faster per step with a
+    batch-level gradient cosine of 0.9992, but the quickstart trained under it ended lower (strict accuracy -0.12
+    [-0.22, -0.04] against fp32 over 6 paired seeds; docs/results/bf16-quickstart), so it is one explicit setting
+    away (`model.compute_dtype: bfloat16`) rather than the default."""
     if dtype not in STORAGE:
         raise ConfigError(f"model.dtype: expected one of {', '.join(STORAGE)}, got {dtype!r}")
     if compute not in COMPUTE:
@@ -116,8 +116,8 @@ def cpu_bf16_hint(precision: Precision, on_gpu: bool, has_bf16_units: bool) -> s
     if on_gpu or precision.storage != "float32":
         return None
     if precision.autocast is None and has_bf16_units:
-        return ("this CPU has bf16 units (AVX512-BF16/AMX-BF16): --set model.compute_dtype=bfloat16 trains 1.2-1.3x "
-                "faster per step; not the default, end-to-end parity with fp32 is not shown (docs/benchmarks.md)")
+        return ("this CPU has bf16 units (AVX512-BF16/AMX-BF16): --set model.compute_dtype=bfloat16 trains 1.2-1.4x "
+                "faster per step; not the default, the quickstart learned less under it (docs/results/bf16-quickstart)")
     if precision.autocast == "bfloat16" and not has_bf16_units:
         return ("model.compute_dtype bfloat16 on a CPU without bf16 units: torch emulates bf16, slower than fp32 "
                 "here")
