@@ -42,9 +42,10 @@ def train_once(algo: str, mixed: str, steps: int, out: Path) -> list[dict]:
                        f"run_dir={out}", "train.save_steps=0"])
     from pmd.models import resolve_model
 
+    from pmd.report import read_metrics
+
     train(cfg, out, resolve_model(cfg.model.name_or_path), EnvironmentSuite.from_config(cfg.env))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "loss" in r and "train_runtime" not in r]
+    return [r for r in read_metrics(out) if "loss" in r and "train_runtime" not in r]
 
 
 def speed(algos: list[str], steps: int) -> dict:
@@ -165,7 +166,8 @@ def print_speed(results: dict) -> None:
             a, b = fp32["phases"].get(phase, 0.0), bf16["phases"].get(phase, 0.0)
             ratio = f"{a / b:.2f}x" if b > 0.005 else "-"
             print(f"| {phase} | {a:.2f} | {b:.2f} | {ratio} |")
-        print(f"| **step** | **{fp32['step']:.2f}** | **{bf16['step']:.2f}** | **{fp32['step'] / bf16['step']:.2f}x** |")
+        ratio = fp32["step"] / bf16["step"]
+        print(f"| **step** | **{fp32['step']:.2f}** | **{bf16['step']:.2f}** | **{ratio:.2f}x** |")
         print(f"| completion length (tokens) | {fp32['completion_length']:.1f} | {bf16['completion_length']:.1f} | |")
 
 
@@ -184,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_parity:
         results["parity"] = parity()
         print("\nParity on one batch (SmolLM2, top-k distillation loss; fp32 loss "
-              f"{results['parity']['fp32_loss']:.5f})\n| variant | loss rel. diff | grad cosine | tokens with loss < 0 |"
-              "\n|---|---|---|---|")
+              f"{results['parity']['fp32_loss']:.5f})\n"
+              "| variant | loss rel. diff | grad cosine | tokens with loss < 0 |\n|---|---|---|---|")
         for name, r in results["parity"].items():
             if isinstance(r, dict) and "loss_rel_diff" in r:
                 print(f"| {name} | {r['loss_rel_diff']:.2e} | {r['grad_cosine']:.4f} | "
                       f"{r['negative_token_loss_fraction']:.3f} |")
         same = results["parity"]["same_work_seconds"]
-        print("\nThe same work in both precisions (s, best of 3)\n| work | fp32 | bf16 autocast | fp32 / bf16 |\n|---|---|---|---|")
+        print("\nThe same work in both precisions (s, best of 3)\n"
+              "| work | fp32 | bf16 autocast | fp32 / bf16 |\n|---|---|---|---|")
         for work in same["fp32"]:
             a, b = same["fp32"][work], same["bf16"][work]
             print(f"| {work} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")

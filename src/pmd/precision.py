@@ -4,8 +4,9 @@ The two are separate, as in the HF Trainer and accelerate (`mixed_precision`), b
 - storage (`model.dtype`): the trained weights and the optimizer's state. In bf16 (8 bits of mantissa) an update
   smaller than half a unit in the last place is lost: at lr 1e-6, one Adam step changes about 2% of bf16 weights
   of magnitude 0.02. So the default stores fp32 ("master weights"), and pure bf16 is an explicit choice;
-- compute (`model.compute_dtype`, accelerate's `mixed_precision`): matrix products under autocast. bf16 autocast over fp32 weights is the
-  standard mixed precision of the field (the HF Trainer's `bf16=True` on fp32 weights); it is where the speed is.
+- compute (`model.compute_dtype`, accelerate's `mixed_precision`): matrix products under autocast. bf16 autocast
+  over fp32 weights is the standard mixed precision of the field (the HF Trainer's `bf16=True` on fp32 weights); it
+  is where the speed is.
 
 Three rules hold in every mode, whatever these two say:
 - the EMA teacher accumulates in fp32 (ema.py): in bf16, updates at rate 0.05 of small student changes round away
@@ -108,6 +109,14 @@ def run_precision(cfg: Any) -> Precision:
     on_gpu = torch.cuda.is_available()
     gpu_bf16 = on_gpu and torch.cuda.is_bf16_supported()
     return resolve_precision(cfg.model.dtype, cfg.model.compute_dtype, on_gpu, gpu_bf16)
+
+
+def run_cpu_bf16_hint(cfg: Any) -> str | None:
+    """`cpu_bf16_hint` for a run config on this machine."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return cpu_bf16_hint(run_precision(cfg), on_gpu, not on_gpu and cpu_supports_bf16())
 
 
 def cpu_bf16_hint(precision: Precision, on_gpu: bool, has_bf16_units: bool) -> str | None:

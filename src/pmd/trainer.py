@@ -54,7 +54,7 @@ from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.store import MemoryStore
 from .phases import PhasedTrainer, optimizer_phase_callback, phase
-from .precision import cpu_bf16_hint, cpu_supports_bf16, precision_used, run_precision
+from .precision import precision_used, run_cpu_bf16_hint, run_precision
 from .prompts import student_messages
 from .rewards import EnvironmentReward
 from .sdpo_loss import SDPOTrainer
@@ -354,9 +354,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         else:
             loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
     trainer.add_callback(optimizer_phase_callback())
-    on_gpu = torch.cuda.is_available()
-    hint = cpu_bf16_hint(run_precision(cfg), on_gpu, not on_gpu and cpu_supports_bf16())
-    trainer.add_callback(LogPrecision(trainer, hint))
+    trainer.add_callback(LogPrecision(trainer, run_cpu_bf16_hint(cfg)))
     trainer.add_callback(SamplerReplayCallback())
     trainer.add_callback(ScheduleOnResume())
     trainer.add_callback(CheckpointCallback(trainer, loop, ranks))

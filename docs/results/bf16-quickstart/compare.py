@@ -20,11 +20,12 @@ import sys
 from pathlib import Path
 
 from pmd.compare import compact_outcomes
+from pmd.compare_tables import OUTCOMES, outcomes_of
 from pmd.stats import compare_outcomes
 
 HERE = Path(__file__).resolve().parent
 SEARCH = HERE.parent / "smollm2-quickstart-search" / "records.json"
-METRICS = ("strict", "content", "format")  # compact_outcomes' order: passed, lenient_correct, format_ok
+LABELS = {"strict": "strict", "lenient": "content", "format": "format"}  # OUTCOMES' kinds, as this page names them
 
 
 def collect(runs: Path) -> dict:
@@ -42,17 +43,14 @@ def collect(runs: Path) -> dict:
     return out
 
 
-def column(outcomes: dict[str, list[int]], i: int) -> dict[str, int]:
-    return {uid: v[i] for uid, v in outcomes.items()}
+def rate(outcomes: dict[str, list[int]], kind: str) -> float:
+    return sum(outcomes_of(outcomes, kind).values()) / len(outcomes)
 
 
-def rate(outcomes: dict[str, list[int]], i: int) -> float:
-    return sum(v[i] for v in outcomes.values()) / len(outcomes)
-
-
-def interval(variant: list[dict], reference, i: int) -> str:
-    ref = column(reference, i) if isinstance(reference, dict) else [column(r, i) for r in reference]
-    ci = compare_outcomes([column(v, i) for v in variant], ref)
+def interval(variant: list[dict], reference, kind: str) -> str:
+    ref = (outcomes_of(reference, kind) if isinstance(reference, dict)
+           else [outcomes_of(r, kind) for r in reference])
+    ci = compare_outcomes([outcomes_of(v, kind) for v in variant], ref)
     return f"{ci.mean:+.3f} [{ci.lo:+.3f}, {ci.hi:+.3f}]"
 
 
@@ -67,25 +65,25 @@ def main() -> int:
     seeds = sorted(set(fp32) & set(bf16), key=int)
     bases = {"fp32": records["base"]["per_problem"], "bf16": data["base_bf16"]}
     runs = {"fp32": [fp32[s] for s in seeds], "bf16": [bf16[s] for s in seeds]}
-    print("| model | " + " | ".join(METRICS) + " |\n|---|---|---|---|")
+    header = " | ".join(LABELS[kind] for kind in OUTCOMES) + " |\n|---|---|---|---|"
+    print("| model | " + header)
     for name in ("fp32", "bf16"):
-        print(f"| base, evaluated in {name} | " + " | ".join(f"{rate(bases[name], i):.2f}" for i in range(3)) + " |")
-    for k, seed in enumerate(seeds):
+        print(f"| base, evaluated in {name} | " + " | ".join(f"{rate(bases[name], k):.2f}" for k in OUTCOMES) + " |")
+    for i, seed in enumerate(seeds):
         for name in ("fp32", "bf16"):
             print(f"| trained in {name}, seed {seed} | "
-                  + " | ".join(f"{rate(runs[name][k], i):.2f}" for i in range(3)) + " |")
-    print(f"\n| paired over {len(seeds)} seeds x {len(runs['bf16'][0])} problems (95% CI) | " + " | ".join(METRICS)
-          + " |\n|---|---|---|---|")
+                  + " | ".join(f"{rate(runs[name][i], k):.2f}" for k in OUTCOMES) + " |")
+    print(f"\n| paired over {len(seeds)} seeds x {len(runs['bf16'][0])} problems (95% CI) | " + header)
     rows = (("bf16 trained - fp32 trained", runs["bf16"], runs["fp32"]),
             ("fp32 trained - fp32 base", runs["fp32"], bases["fp32"]),
             ("bf16 trained - bf16 base", runs["bf16"], bases["bf16"]))
     for label, variant, reference in rows:
-        print(f"| {label} | " + " | ".join(interval(variant, reference, i) for i in range(3)) + " |")
+        print(f"| {label} | " + " | ".join(interval(variant, reference, k) for k in OUTCOMES) + " |")
     first = [s for s in seeds if int(s) < 3]
     if len(first) != len(seeds):
-        print(f"\n| seeds {', '.join(first)} only (the first write-up) | " + " | ".join(METRICS) + " |\n|---|---|---|---|")
+        print(f"\n| seeds {', '.join(first)} only (the first write-up) | " + header)
         print("| bf16 trained - fp32 trained | " + " | ".join(
-            interval([bf16[s] for s in first], [fp32[s] for s in first], i) for i in range(3)) + " |")
+            interval([bf16[s] for s in first], [fp32[s] for s in first], k) for k in OUTCOMES) + " |")
     print("\ntrain seconds: " + "; ".join(f"{name} " + ", ".join(f"{data[name][s]['train_seconds']:.0f}"
                                                               for s in sorted(data[name], key=int))
                                         for name in ("bf16", "fp32") if data[name]))
