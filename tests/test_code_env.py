@@ -435,3 +435,87 @@ def test_code_verdicts_carry_a_failure_kind(humaneval):
              "wrong_answer_on_test", _fenced("    raise KeyError('boom')"): "runtime_error",
              problem.metadata["canonical_solution"]: ""}
     assert {r: humaneval.verify(problem, r).failure_kind for r in cases} == cases
+
+
+# ---- numeric comparison (issue 27): integers exact, floats relative; nothing the program prints can raise ----
+
+@pytest.mark.parametrize("actual, expected, ok", [
+    ("854567678675.6", "854567251392", False), ("19.000018", "19", False), ("19.0", "19", True), ("1.9e1", "19", True),
+    ("19", "19.000018", True), ("19.00002", "19.000000", False), ("0.5000000", "0.5", True), ("1e-9", "0.0", False),
+    ("sNaN", "19", False), ("-sNaN", "sNaN", False), ("snan", "1.5", False), ("1_9", "19", False),
+    ("\u0661\u0669", "19", False), ("1e" + "9" * 5000, "1.5", False), ("9" * 5000, "9" * 5000, True),
+])
+def test_tokens_match_integers_exactly_and_floats_relatively(actual, expected, ok):
+    from pmd.envs.code.compare import tokens_match
+
+    assert tokens_match(actual, expected) is ok
+
+
+@pytest.mark.parametrize("actual, expected, ok", [
+    (19.000018, 19, False), (854567678675.6, 854567251392, False), (19.0, 19, True), (19, 19.0000001, True),
+    ([1, [2.0000001]], [1, [2.0]], True), ([1, 2.5], [1, 3], False), (True, 1, False), (10 ** 400, 1.5, False),
+    ({"a": 1.0}, {"a": 1}, True), (None, 0, False),
+])
+def test_values_match_integers_exactly_and_floats_relatively(actual, expected, ok):
+    from pmd.envs.code.compare import values_match
+
+    assert values_match(actual, expected) is ok
+
+
+def test_values_match_survives_nesting_beyond_the_recursion_limit():
+    from pmd.envs.code.compare import values_match
+
+    deep_a, deep_b = [], []
+    for _ in range(100_000):
+        deep_a, deep_b = [deep_a], [deep_b]
+    assert values_match(deep_a, deep_b)
+
+
+def test_stdin_near_integer_and_snan_score_zero_without_raising(tmp_path):
+    tests = [{"input": "", "output": "854567251392\n19\n", "testtype": "stdin"}]
+    env = _lcb_env(tmp_path, [_stdin_row(public_test_cases=json.dumps(tests), private_test_cases=""),
+                              _stdin_row(question_id="x", question_content="Other.")])
+    problem = next(p for p in _all(env) if len(p.metadata["tests"]) == 1)
+    assert env.verify(problem, _fenced("print(854567251392)\nprint(19)")).passed
+    for printed in ("854567678675.6\n19", "854567251392\n19.000018", "sNaN\n19", "-sNaN\nsnan"):
+        verdict = env.verify(problem, _fenced(f"print({printed!r})"))
+        assert verdict.reward == 0.0 and verdict.failure_kind == "wrong_answer_on_test", printed
+
+
+def test_functional_float_near_an_expected_int_scores_zero(tmp_path):
+    tests = [{"input": "3\n4", "output": "19", "testtype": "functional"}]
+    row = _functional_row(public_test_cases=json.dumps(tests), private_test_cases="[]",
+                          metadata=json.dumps({"func_name": "twoSum"}))
+    env = _lcb_env(tmp_path, [row, _stdin_row()])
+    problem = next(p for p in _all(env) if p.metadata["kind"] == "functional")
+    near = env.verify(problem, _fenced("class Solution:\n    def twoSum(self, a, b):\n        return a * b + 7.000018"))
+    assert near.reward == 0.0 and near.failure_kind == "wrong_answer_on_test"
+    assert env.verify(problem, _fenced("class Solution:\n    def twoSum(self, a, b):\n        return a * b + 7")).passed
+
+
+def test_forged_deep_result_and_judge_exceptions_score_zero(tmp_path, monkeypatch):
+    env = _lcb_env(tmp_path, [_functional_row(), _stdin_row()])
+    problem = next(p for p in _all(env) if p.metadata["kind"] == "functional")
+    forged = """
+import gc, json, os
+nonce = next(c.cell_contents for f in gc.get_objects() if callable(f) and getattr(f, "__closure__", None)
+             for c in f.__closure__ if isinstance(c.cell_contents, str) and len(c.cell_contents) == 16)
+for i in range(3):
+    print(f"\\n{nonce} RESULT {i} " + '{"json": ' + "[" * 60000 + "]" * 60000 + "}", flush=True)
+os._exit(0)
+"""
+    verdict = env.verify(problem, _fenced(forged))
+    assert verdict.reward == 0.0 and verdict.failure_kind != ""
+
+    from pmd.envs.code import judge
+
+    def boom(*args, **kwargs):
+        raise RecursionError("on purpose")
+
+    monkeypatch.setattr(judge, "values_match", boom)
+    crashed = env.verify(problem, _fenced(TWO_SUM))
+    assert crashed.reward == 0.0 and crashed.details["status"] in ("judge_error", "wrong_answer")
+    monkeypatch.setattr(judge.Judge, "run", boom)
+    crashed = env.verify(problem, _fenced(TWO_SUM))
+    assert crashed.reward == 0.0 and crashed.details["status"] == "judge_error" and crashed.failure_kind == "other"
+    assert env.judge_errors["RecursionError"] == 1

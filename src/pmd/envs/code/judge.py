@@ -10,19 +10,18 @@ dataset file either, so there is nothing to find by globbing. Threat model: pmd.
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from ...sandbox import SandboxLimits, SandboxResult, run_python
 from ..base import Verdict
 from ..data import clip
 from . import harness
+from .compare import outputs_match, values_match
 
 __all__ = ["Judge", "Outcome"]
 
@@ -62,7 +61,7 @@ class Judge:
             if outcome is None and result.returncode != 0:
                 outcome = _crash(result, where, test["input"])
             if outcome is None:
-                if _outputs_match(result.stdout, test["output"]):
+                if outputs_match(result.stdout, test["output"]):
                     outcome = Outcome("passed")
                 else:
                     outcome = Outcome("wrong_answer", f"Wrong answer {where}.\nInput:\n{clip(test['input'])}\n"
@@ -93,7 +92,7 @@ class Judge:
                     results[int(index)] = dict(json.loads(payload))
                 elif kind == "START":
                     started.append(int(index))
-            except (ValueError, TypeError):
+            except Exception:  # noqa: BLE001 - anything a forged line raises (RecursionError, MemoryError) is noise
                 continue
         outcomes: list[Outcome] = []
         for i, test in enumerate(tests):
@@ -165,7 +164,7 @@ def _humaneval_outcome(checked: SandboxResult, solution: SandboxResult, markers:
     if "ASSERT" in last:
         try:
             info = {k: str(v) for k, v in dict(json.loads(last["ASSERT"])).items()}
-        except (ValueError, TypeError):
+        except Exception:  # noqa: BLE001 - only an explanation; the verdict stands without it
             info = {}
         message = "Wrong answer: a test assertion failed."
         if info.get("line"):
@@ -176,7 +175,7 @@ def _humaneval_outcome(checked: SandboxResult, solution: SandboxResult, markers:
     if "RAISED" in last:
         try:
             error = str(json.loads(last["RAISED"]))
-        except ValueError:
+        except Exception:  # noqa: BLE001 - only an explanation; the verdict stands without it
             error = ""
         return Outcome("runtime_error", f"Runtime error {where}.\n{_traceback_tail(error)}".rstrip())
     if "NOTLITERAL" in last:
@@ -224,50 +223,14 @@ def _functional_outcome(result: dict[str, Any], test: dict[str, str], where: str
     if "json" in result:
         actual_text = str(result["json"])
         try:
-            if _values_match(json.loads(actual_text), json.loads(test["output"])):
+            if values_match(json.loads(actual_text), json.loads(test["output"])):
                 return Outcome("passed")
-        except ValueError:
+        except Exception:  # noqa: BLE001 - a value the judge cannot read (too deep, too long) is not the answer
             pass
     else:
         actual_text = str(result.get("repr", "?")) + "  (not JSON-serialisable)"
     return Outcome("wrong_answer", f"Wrong answer {where}.\n{shown}\nExpected: {clip(test['output'])}\n"
                                     f"Your result: {clip(actual_text)}")
-
-
-def _values_match(actual: Any, expected: Any) -> bool:
-    if isinstance(actual, float) or isinstance(expected, float):
-        if isinstance(actual, (int, float)) and isinstance(expected, (int, float)) and not isinstance(actual, bool):
-            return math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-6)
-        return False
-    if isinstance(actual, list) and isinstance(expected, list):
-        return len(actual) == len(expected) and all(_values_match(a, e) for a, e in zip(actual, expected))
-    if isinstance(actual, dict) and isinstance(expected, dict):
-        return actual.keys() == expected.keys() and all(_values_match(actual[k], expected[k]) for k in actual)
-    return type(actual) is type(expected) and actual == expected
-
-
-def _outputs_match(actual: str, expected: str) -> bool:
-    """Judge-style comparison: trailing whitespace and blank edges ignored; numbers compare by value (with 1e-6
-    tolerance only when one side is written with a decimal point or exponent)."""
-    got = [line.split() for line in actual.strip().splitlines()]
-    want = [line.split() for line in expected.strip().splitlines()]
-    if len(got) != len(want):
-        return False
-    return all(len(g) == len(w) and all(_tokens_match(a, b) for a, b in zip(g, w)) for g, w in zip(got, want))
-
-
-def _tokens_match(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        da, db = Decimal(a), Decimal(b)
-    except InvalidOperation:
-        return False
-    if da == db:
-        return True
-    if any(c in s for s in (a, b) for c in ".eE") and da.is_finite() and db.is_finite():
-        return math.isclose(float(da), float(db), rel_tol=1e-6, abs_tol=1e-6)
-    return False
 
 
 def _traceback_tail(stderr: str, lines: int = 8) -> str:
