@@ -581,6 +581,131 @@ def setsid_escapee_dies_with_the_run() -> tuple[bool, str]:
     return time.monotonic() - start < 3 and result.ok, f"{time.monotonic() - start:.1f} s"
 
 
+# ---- the status channel and the namespace's init (issue 27) ----
+
+@probe
+def init_cannot_be_ptraced() -> tuple[bool, str]:
+    """PTRACE_ATTACH / PTRACE_SEIZE on the init that holds the status pipe (then it could inject a forged status)."""
+    result = run("""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        for request, name in ((16, "attach"), (0x4206, "seize")):
+            if libc.ptrace(request, 1, None, None) == 0:
+                print("LEAK", name)
+                libc.ptrace(17, 1, None, None)
+            else:
+                print("refused", name, os.strerror(ctypes.get_errno()))
+        """)
+    return _outcome(result)
+
+
+@probe
+def status_pipe_unreachable_through_proc() -> tuple[bool, str]:
+    """Open the init's status pipe as /proc/1/fd/N and write a forged world error and a forged world."""
+    result = run("""
+        import os
+        for fd in range(3, 64):
+            try:
+                with open(f"/proc/1/fd/{fd}", "w") as f:
+                    f.write('{"world_error": "forged"}\\n{"world": [1]}\\n{"returncode": 0}\\n')
+                print("LEAK wrote", fd)
+            except OSError:
+                pass
+        raise SystemExit(3)
+        """)
+    status_error = getattr(result, "status_error", None)
+    contained = "LEAK" not in result.stdout and result.returncode == 3 and status_error is None
+    return contained, f"rc {result.returncode}, status_error {status_error}, {result.stdout.strip()[:100]}"
+
+
+@probe
+def sigint_to_init_keeps_the_exit_status() -> tuple[bool, str]:
+    """SIGINT is the one signal a PID namespace's Python init handles: it must not lose the user's exit status."""
+    result = run("""
+        import os, signal, time
+        os.kill(1, signal.SIGINT)
+        time.sleep(0.3)
+        raise SystemExit(3)
+        """)
+    return result.returncode == 3 and not result.ok, f"rc {result.returncode}"
+
+
+@probe
+def forged_status_lines_are_rejected() -> tuple[bool, str]:
+    """The host's parser, on what a forger would write: deep JSON, a world error after user code, a wrong shape."""
+    from pmd.sandbox_status import parse_status
+
+    head = b'{"namespaces": true, "mount": true, "nproc": 7}\n{"world": {"private_root": true}}\n'
+    forged = [head + b'{"returncode": ' + b"[" * 6000 + b"]" * 6000 + b"}\n",
+              head + b'{"returncode": 0}\n{"world_error": "x"}\n', head + b'{"world": [1]}\n',
+              b'{"namespaces": true, "mount": true, "nproc": 7}\n{"world": [1]}\n{"returncode": 0}\n',
+              head + b'{"returncode": 0}\n{"returncode": 0}\n', b"\xff" * 10, head + b"x" * 70000]
+    errors = [parse_status(data).error for data in forged]
+    sound = parse_status(head + b'{"returncode": 3}\n')
+    ok = all(errors) and sound.error is None and sound.returncode == 3 \
+        and all(parse_status(d).world_error is None for d in forged)
+    return ok, f"errors {errors}"
+
+
+@probe
+def invalid_utf8_and_nul_output_is_a_wrong_answer() -> tuple[bool, str]:
+    where = _bait_dir()
+    try:
+        env = _lcb_env([_stdin_row()], where)
+        score = _score(env, """
+            import sys
+            a, b = map(int, input().split())
+            sys.stdout.buffer.write(b"\\xff\\xfe\\x00" + str(a * b + 7).encode() + b"\\x00\\n")
+            """)
+        return score == 0.0, f"reward {score}"
+    finally:
+        shutil.rmtree(where)
+
+
+@probe
+def snan_and_odd_numerals_score_zero() -> tuple[bool, str]:
+    """Decimal raises on sNaN comparisons and reads '1_9' or Arabic-Indic digits as 19: none may pass or crash."""
+    where = _bait_dir()
+    try:
+        env = _lcb_env([_stdin_row()], where)
+        scores = [_score(env, f"print({text!r})") for text in ("sNaN", "-sNaN", "1_9", "\u0661\u0669", "1e99999999999")]
+        return scores == [0.0] * 5, f"rewards {scores}"
+    finally:
+        shutil.rmtree(where)
+
+
+@probe
+def deep_forged_result_scores_zero() -> tuple[bool, str]:
+    where = _bait_dir()
+    try:
+        env = _lcb_env([_functional_row()], where)
+        cheat = _score(env, """
+            import gc, os
+            nonce = next(c.cell_contents for f in gc.get_objects() if callable(f) and getattr(f, "__closure__", None)
+                         for c in f.__closure__ if isinstance(c.cell_contents, str) and len(c.cell_contents) == 16)
+            for i in range(2):
+                print(f"\\n{nonce} RESULT {i} " + '{"json": ' + "[" * 60000 + "]" * 60000 + "}", flush=True)
+            os._exit(0)
+            """)
+        return cheat == 0.0, f"cheat {cheat}"
+    finally:
+        shutil.rmtree(where)
+
+
+@probe
+def near_integer_answers_score_zero() -> tuple[bool, str]:
+    where = _bait_dir()
+    try:
+        stdin = _score(_lcb_env([_stdin_row()], where),
+                       "a, b = map(int, input().split())\nprint(a * b + 7 + 0.00001)")
+        functional = _score(_lcb_env([_functional_row()], where),
+                            "class Solution:\n    def mystery(self, a, b):\n        return a * b + 7.000001")
+        return stdin == 0.0 and functional == 0.0, f"stdin {stdin}, functional {functional}"
+    finally:
+        shutil.rmtree(where)
+
+
 def run_all(names: list[str] | None = None) -> list[tuple[str, bool, str]]:
     results = []
     for name, fn in PROBES.items():

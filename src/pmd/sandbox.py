@@ -93,6 +93,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import ConfigError, PMDError
+from .sandbox_status import parse_status
 from .sandbox_world import RUNNER as _RUNNER
 
 __all__ = ["SandboxError", "SandboxIsolation", "SandboxLimits", "SandboxResult", "run_python"]
@@ -164,11 +165,12 @@ class SandboxResult:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     isolation: SandboxIsolation = field(default_factory=SandboxIsolation)
+    status_error: str | None = None  # the run's status channel was lost or malformed (pmd.sandbox_status): failed
 
     @property
     def ok(self) -> bool:
-        """Exited normally with status 0 and produced no more output than allowed."""
-        return self.returncode == 0 and not (self.timed_out or self.output_truncated)
+        """Exited normally with status 0, produced no more output than allowed, and reported a sound status."""
+        return self.returncode == 0 and not (self.timed_out or self.output_truncated or self.status_error)
 
 
 def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits(),
@@ -236,18 +238,22 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
                 if pipe is not None:
                     pipe.close()
         wall = time.monotonic() - start
-        status = _read_status(status_r)
-        if "world_error" in status:
-            raise SandboxError(f"cannot build the sandbox's private filesystem: {status['world_error']}")
+        status = parse_status(_read_status(status_r))
+        if status.world_error is not None:  # only ever written by the init, before any user code exists
+            raise SandboxError(f"cannot build the sandbox's private filesystem: {status.world_error}")
     finally:
         _close_all([fd for fd in (status_r, status_w) if fd >= 0] + list(pass_fds))
         _kill_all(None, uid)
         _remove_tree(workdir)
 
-    returncode = status.get("returncode", proc.returncode)
-    world = status.get("world") or {}
+    returncode = status.returncode if status.returncode is not None else proc.returncode
+    world = status.world
+    status_error = None
     if timed_out or truncated:
         returncode = proc.returncode if proc.returncode < 0 else -signal.SIGKILL
+    elif status.error is not None:
+        status_error = status.error
+        returncode = returncode or 1  # whatever the user process did, this run did not end normally
     signum = -returncode if returncode < 0 else None
     cpu_used = rusage.ru_utime + rusage.ru_stime
     err_text = _decode(stderr, len(stderr) > limits.max_output_bytes, limits.max_output_bytes)
@@ -265,15 +271,16 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
         cpu_seconds=cpu_used,
         isolation=SandboxIsolation(
             dedicated_uid=uid,
-            network_namespace=bool(status.get("namespaces")),
-            pid_namespace=bool(status.get("namespaces")),
-            nproc_limit=status.get("nproc"),
+            network_namespace=status.namespaces,
+            pid_namespace=status.namespaces,
+            nproc_limit=status.nproc,
             mount_namespace=bool(world),
             private_root=bool(world.get("private_root")),
             fresh_proc=bool(world.get("fresh_proc")),
             private_tmp=bool(world.get("private_tmp")),
-            memory_bound_mb=_memory_bound(limits, status.get("nproc"), uid, bool(world.get("private_tmp"))),
+            memory_bound_mb=_memory_bound(limits, status.nproc, uid, bool(world.get("private_tmp"))),
         ),
+        status_error=status_error,
     )
 
 
@@ -372,11 +379,11 @@ def _live_pids_of(uid: int) -> list[int]:
     return pids
 
 
-def _read_status(fd: int) -> dict:
-    """Merge the JSON lines the runner wrote on the status pipe (isolation info, then the user process's status)."""
+def _read_status(fd: int) -> bytes:
+    """What the runner wrote on the status pipe (pmd.sandbox_status parses it), at most a little over its cap."""
     os.set_blocking(fd, False)
     data = b""
-    while True:
+    while len(data) <= (16 << 10):
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
@@ -384,15 +391,7 @@ def _read_status(fd: int) -> dict:
         if not chunk:
             break
         data += chunk
-    status: dict = {}
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            status.update(item)
-    return status
+    return data
 
 
 def _decode(data: bytes, truncated: bool, limit: int) -> str:

@@ -29,6 +29,8 @@ filesystem (see pmd.sandbox) and says so.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["RUNNER", "SCRATCH_INODES", "WORLD_SOURCE"]
 
 # A tmpfs inode costs ~1 KB of kernel memory that its size= limit does not count, so file count is bounded too.
@@ -87,10 +89,6 @@ def _mirror(path, root):
         _bind_ro(path, root)
 
 
-def _under(path, parents):
-    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
-
-
 def build_world(cfg, source):
     """Runs as PID 1 of the new PID namespace, with full capabilities in the new user namespace."""
     got = {"mount_namespace": True, "private_root": False, "fresh_proc": False, "private_tmp": False}
@@ -113,13 +111,14 @@ def build_world(cfg, source):
     os.rmdir(scratch)
     for d in ("proc", "etc"):
         os.makedirs(root + "/" + d, exist_ok=True)
-    system = ["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
-    for path in system:
+    plan = mount_plan(sys.executable, [sys.base_prefix, sys.prefix], sys.path)  # pmd.sandbox_mounts
+    for path in plan["system"]:
         _mirror(path, root)
-    extra = [sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(sys.executable))]
-    for path in dict.fromkeys(os.path.realpath(p) for p in extra):
-        if not _under(path, system) and os.path.isdir(path):
-            _bind_ro(path, root)
+    for path in plan["binds"]:
+        _bind_ro(path, root)
+    for path in plan["masks"]:  # installed packages (and tests shipped in them) stay out: stdlib only
+        _mount("pmd-hidden", root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               "size=4k,nr_inodes=2,mode=555")
     for name in ETC_FILES:
         _mirror("/etc/" + name, root)
     for name in DEVICES:
@@ -148,7 +147,8 @@ def build_world(cfg, source):
     os.environ["HOME"] = "/work"
     os.environ["TMPDIR"] = "/tmp"
     return got
-'''.replace("__SCRATCH_INODES__", str(SCRATCH_INODES))
+'''.replace("__SCRATCH_INODES__", str(SCRATCH_INODES)) \
+    + Path(__file__).with_name("sandbox_mounts.py").read_text(encoding="utf-8")
 
 
 # The sandbox's child runs `python -I -S -c RUNNER <config>`: limits and namespaces first, then the user code.
@@ -159,6 +159,7 @@ import builtins, json, os, resource, sys
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = \
     0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 
 
 def own_process_count():
@@ -292,6 +293,24 @@ def reap_as_init(child, status_fd):
             os._exit(0)
 
 
+def guard_init():
+    """Before the user process exists: make this init (which holds the status pipe) unreachable from it. Not
+    dumpable, so ptrace, /proc/1/mem and /proc/1/fd/N need CAP_SYS_PTRACE, which no user code has; SIGINT (the one
+    signal Python handles, and so the one a PID namespace delivers to its init from inside) ignored, so a
+    KeyboardInterrupt cannot kill it before it reports the exit status."""
+    import ctypes, signal
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        os._exit(120)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def unguard_child():
+    """The user process itself is an ordinary one again (dumpable, Ctrl-C raises KeyboardInterrupt)."""
+    import ctypes, signal
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def report(status_fd, **items):
     os.write(status_fd, (json.dumps(items) + "\n").encode())
 
@@ -312,7 +331,7 @@ def main():
     namespaces = enter_namespaces()
     if namespaces is None:
         guard_network()
-    report(status_fd, namespaces=namespaces is not None, nproc=nproc)
+    report(status_fd, namespaces=namespaces is not None, mount=bool(namespaces and namespaces["mount"]), nproc=nproc)
     if namespaces:  # the first fork after unshare(CLONE_NEWPID) becomes the namespace's init
         init = os.fork()
         if init:
@@ -327,9 +346,11 @@ def main():
                 report(status_fd, world_error="%s: %s" % (type(exc).__name__, exc))
                 os._exit(125)
         drop_caps()
+        guard_init()
         child = os.fork()
         if child:
             reap_as_init(child, status_fd)
+        unguard_child()
     os.close(status_fd)
     run_user_code(cfg["path"])
 

@@ -205,6 +205,9 @@ def _limit_outcome(result: SandboxResult, where: str, test_input: str | None, li
 
 def _crash(result: SandboxResult, where: str, test_input: str | None) -> Outcome:
     shown = f"\nInput:\n{clip(test_input)}" if test_input is not None else ""
+    if result.status_error is not None:
+        return Outcome("runtime_error", f"Runtime error {where}: the run's exit status was lost "
+                                         f"({result.status_error}).{shown}")
     if result.killed_by_signal is not None:
         try:
             name = signal.Signals(result.killed_by_signal).name
