@@ -663,16 +663,50 @@ def invalid_utf8_and_nul_output_is_a_wrong_answer() -> tuple[bool, str]:
         shutil.rmtree(where)
 
 
-@probe
-def snan_and_odd_numerals_score_zero() -> tuple[bool, str]:
-    """Decimal raises on sNaN comparisons and reads '1_9' or Arabic-Indic digits as 19: none may pass or crash."""
+def _printed_scores(texts: list[str]) -> list[float]:
     where = _bait_dir()
     try:
         env = _lcb_env([_stdin_row()], where)
-        scores = [_score(env, f"print({text!r})") for text in ("sNaN", "-sNaN", "1_9", "\u0661\u0669", "1e99999999999")]
-        return scores == [0.0] * 5, f"rewards {scores}"
+        return [_score(env, f"print({text!r})") for text in texts]
     finally:
         shutil.rmtree(where)
+
+
+@probe
+def snan_output_scores_zero() -> tuple[bool, str]:
+    """Decimal raises InvalidOperation when comparing a signalling NaN: the judge must score it, not crash."""
+    scores = _printed_scores(["sNaN", "-sNaN", "snan"])
+    return scores == [0.0] * 3, f"rewards {scores}"
+
+
+@probe
+def odd_numerals_are_not_the_number() -> tuple[bool, str]:
+    """Decimal reads '1_9', '\u0661\u0669' (Arabic-Indic) and fullwidth digits as 19; the expected output is '19'."""
+    scores = _printed_scores(["1_9", "\u0661\u0669", "\uff11\uff19", "1e99999999999"])
+    return scores == [0.0] * 4, f"rewards {scores}"
+
+
+@probe
+def package_mask_holds_in_a_nested_namespace() -> tuple[bool, str]:
+    """A new user+mount namespace of the run's own may not unmount or side-step the tmpfs over dist-packages."""
+    import glob
+
+    hidden = [p for p in glob.glob("/usr/lib*/python3*/*-packages") + glob.glob("/usr/local/lib*/python3*/*-packages")
+              if os.listdir(p)]
+    if not hidden:
+        return True, "no installed-package directory under /usr here"
+    result = run(f"""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        print("nested", libc.unshare(0x10000000 | 0x00020000) == 0)
+        for path in {hidden!r}:
+            libc.umount2(path.encode(), 2)
+            libc.mount(b"/usr", b"/tmp", None, 4096, None)  # a non-recursive bind of /usr, without the masks
+            for where in (path, "/tmp" + path[len("/usr"):]):
+                if os.path.isdir(where) and os.listdir(where):
+                    print("LEAK", where)
+        """)
+    return _outcome(result)
 
 
 @probe
