@@ -338,7 +338,9 @@ def test_mount_plan_hides_packages_inside_the_interpreter_prefix(tmp_path):
     leaks = [str(p) for p in tmp_path.rglob("HumanEval.jsonl.gz") if exposed(p, plan)]
     assert leaks == []
     assert not exposed(conda / "pkgs", plan) and not exposed(conda / "envs", plan)
-    for needed in ("bin/python3.11", "lib/libpython3.11.so", "lib/python3.11/os.py", "lib/python3.11/lib-dynload/_ssl.so"):
+    needed_files = ("bin/python3.11", "lib/libpython3.11.so", "lib/python3.11/os.py",
+                    "lib/python3.11/lib-dynload/_ssl.so")
+    for needed in needed_files:
         assert exposed(conda / needed, plan), needed
     assert exposed(usr / "lib/python3.11/os.py", plan)
 

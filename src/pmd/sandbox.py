@@ -47,10 +47,15 @@ Kernel-enforced (Linux)
     be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
     kernel kills everything left inside. Every capability is dropped before user code runs; no_new_privs is set.
   * A private world (pmd.sandbox_world): pivot_root into a read-only tmpfs skeleton holding read-only binds of
-    /usr, /bin, /lib*, the interpreter's prefix and a few /etc files, a fresh /proc that shows only the run's own
-    processes, and one `scratch_mb` tmpfs serving /work (the working directory), /tmp, /var/tmp and /dev/shm. No
-    project file, no other run's directory or memory.sqlite, no dataset file, no host /tmp is reachable. The
-    scratch disappears with the namespace, so cleanup costs nothing whatever the file count.
+    /usr, /bin, /lib*, the interpreter's own directories and a few /etc files, a fresh /proc that shows only the
+    run's own processes, and one `scratch_mb` tmpfs serving /work (the working directory), /tmp, /var/tmp and
+    /dev/shm. No project file, no other run's directory or memory.sqlite, no dataset file, no host /tmp is
+    reachable, and no installed package: every site-/dist-packages directory inside what is shown is covered by
+    an empty tmpfs (pmd.sandbox_mounts), so a conda, pyenv or Docker layout exposes the standard library only.
+    The scratch disappears with the namespace, so cleanup costs nothing whatever the file count.
+  * The status pipe (pmd.sandbox_status) is held only by the namespace's init, which is not dumpable (no ptrace,
+    /proc/1/mem or /proc/1/fd from user code) and ignores SIGINT; the host still parses it as hostile input and
+    a malformed or lost status fails the run (`SandboxResult.status_error`) instead of raising.
   * Memory of the whole tree: without cgroup v2 (none here) the bound is stated instead of enforced as one figure:
     RLIMIT_NPROC (max_processes plus the runner and init) x RLIMIT_AS (memory_mb) + scratch_mb. The defaults give
     7 x 512 + 128 = 3712 MB; `SandboxIsolation.memory_bound_mb` reports it per run (None where RLIMIT_NPROC does

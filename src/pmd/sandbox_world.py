@@ -14,10 +14,12 @@ The private world (build_world), before any user code exists:
     mounts of its subdirectories: the whole writable world, so a run's files in RAM are bounded by one number and
     vanish with the mount namespace (no directory walk to clean up, whatever the count);
   * read-only bind mounts supply what an interpreter needs: /usr (and /bin, /lib, /lib64, /sbin, as directories or
-    the same symlinks as on the host), the interpreter's own prefix when it lives outside /usr, a short list of
-    /etc files (loader cache, time zone, passwd/group, hosts), and the device nodes null, zero, full, random and
-    urandom. Nothing else of the host exists: not the project, not /root, /home, /work, other runs' directories,
-    /sys or the host's /tmp;
+    the same symlinks as on the host), the interpreter's own directories when they live outside /usr (its
+    executable's directory, each prefix's lib* and the module search path: pmd.sandbox_mounts, never a whole
+    prefix), a short list of /etc files (loader cache, time zone, passwd/group, hosts), and the device nodes null,
+    zero, full, random and urandom. Every site-/dist-packages directory inside those is covered by an empty
+    read-only tmpfs: the standard library only. Nothing else of the host exists: not the project, not /root,
+    /home, /work, other runs' directories, /sys or the host's /tmp;
   * a fresh /proc for the run's own PID namespace (it shows only the run's processes);
   * pivot_root into that root and detach the old one, so no path leads back (chroot only where the syscall number
     of pivot_root is unknown).
