@@ -740,6 +740,39 @@ def near_integer_answers_score_zero() -> tuple[bool, str]:
         shutil.rmtree(where)
 
 
+@probe
+def closing_and_duping_every_descriptor() -> tuple[bool, str]:
+    """Close every inherited descriptor and dup stdout over the numbers the status pipe could have: the exit status
+    still arrives, sound."""
+    result = run("""
+        import os, sys
+        print("before", flush=True)
+        for fd in range(3, 256):
+            try:
+                os.dup2(1, fd)
+                os.write(fd, b'{"returncode": 0}\\n')
+            except OSError:
+                pass
+        os.closerange(3, 256)
+        raise SystemExit(5)
+        """)
+    ok = result.returncode == 5 and getattr(result, "status_error", None) is None and result.isolation.pid_namespace
+    return ok, f"rc {result.returncode}"
+
+
+@probe
+def humaneval_deeply_nested_return_scores_zero() -> tuple[bool, str]:
+    """A 100,000-deep list: its repr, the pipe and the checker's literal parser must fail it, not crash the judge."""
+    score = _humaneval_score("""
+        def has_close_elements(numbers, threshold):
+            value = False
+            for _ in range(100000):
+                value = [value]
+            return value
+        """)
+    return score == 0.0, f"reward {score}"
+
+
 def run_all(names: list[str] | None = None) -> list[tuple[str, bool, str]]:
     results = []
     for name, fn in PROBES.items():
