@@ -197,7 +197,7 @@ def test_missing_columns_and_files_are_named(tmp_path, rewards_file):
     with pytest.raises(DatasetError, match="nope.jsonl does not exist"):
         env(tmp_path / "nope.jsonl", rewards_file)
     (tmp_path / "broken.jsonl").write_text('{"question": "a", "answer": "1"}\n{"question": \n', encoding="utf-8")
-    with pytest.raises(DatasetError, match="broken.jsonl could not be read by datasets"):
+    with pytest.raises(DatasetError, match=r"broken.jsonl: row 2: invalid JSON \(Expecting value"):
         env(tmp_path / "broken.jsonl", rewards_file)
 
 
@@ -281,8 +281,8 @@ def test_dataset_verdicts_carry_a_failure_kind(tmp_path, rewards_file):
     p = e.problems("train")[0]
     kinds = [v.failure_kind for v in e.verify_batch([p] * 3, [f"Answer: {p.answer}", "Answer: 1000", "no idea"])]
     assert kinds == ["", "wrong_value", "no_answer"]
-    strict = DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl")), rewards=[{"verifier": "numeric"}],
-                                pass_threshold=2.0)  # unreachable: even a right answer fails, for a reason of its own
+    strict = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function="raises_later",
+                 pass_threshold=2.0)  # the function's 1.0 passes its check, yet misses the threshold
     assert strict.verify(p, f"Answer: {p.answer}").failure_kind == "other"
     mixed = env(write_jsonl(tmp_path / "d.jsonl"), rewards=[
         {"verifier": "numeric"}, {"function": f"{rewards_file}:with_feedback", "weight": 1.0}])
