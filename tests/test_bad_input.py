@@ -531,6 +531,24 @@ USER_FUNCTION_AND_DATA_CASES = [
 CASES += USER_FUNCTION_AND_DATA_CASES
 
 
+def accepted_function(label: str, body: str):
+    """A reward function TRL takes as it is: pmd must take it too (it was refused at the first rows)."""
+    def case(tmp, cfg):
+        own_function(tmp, cfg, body)
+    case.__name__ = f"reward_returning_{label}"
+    return case
+
+
+USER_FUNCTION_AND_DATA_ACCEPTED = [
+    accepted_function("numpy_array", "import numpy as np\ndef f(prompts, completions, **kw):\n"
+                                     "    return np.ones(len(completions))\n"),
+    accepted_function("generator", "def f(prompts, completions, **kw):\n    return (1.0 for _ in completions)\n"),
+    accepted_function("from_async_def", "async def f(prompts, completions, **kw):\n    return [1.0] * len(completions)\n"),
+    accepted_function("tensor", "import torch\ndef f(prompts, completions, **kw):\n"
+                                "    return torch.ones(len(completions))\n"),
+]
+
+
 def case_id(case) -> str:
     return getattr(case, "__name__", None) or case.values[0].__name__
 
@@ -757,6 +775,7 @@ ACCEPTED_CASES = [
     accept("train", "top_p", 1), accept("train", "learning_rate", 1.0), accept("train", "save_steps", 0),
     accept("train", "seed", 2**31 - 1), accept("train", "success_reward_threshold", -2.5),
     accept("compare", "seeds", [7]), accept("compare", "variants", ["pmd"]),
+    *USER_FUNCTION_AND_DATA_ACCEPTED,
 ]
 
 
