@@ -543,7 +543,8 @@ USER_FUNCTION_AND_DATA_ACCEPTED = [
     accepted_function("numpy_array", "import numpy as np\ndef f(prompts, completions, **kw):\n"
                                      "    return np.ones(len(completions))\n"),
     accepted_function("generator", "def f(prompts, completions, **kw):\n    return (1.0 for _ in completions)\n"),
-    accepted_function("from_async_def", "async def f(prompts, completions, **kw):\n    return [1.0] * len(completions)\n"),
+    accepted_function("from_async_def", "async def f(prompts, completions, **kw):\n"
+                                        "    return [1.0] * len(completions)\n"),
     accepted_function("tensor", "import torch\ndef f(prompts, completions, **kw):\n"
                                 "    return torch.ones(len(completions))\n"),
 ]

@@ -15,7 +15,10 @@ Bad input fails before anything is written: a missing file or column, a function
 not take TRL's arguments, and any reward that raises on the first rows (each reward is called once, on the first
 two training rows with their reference answers as completions). A reward function that raises during training is
 scored 0 for that batch, counted, and logged once per kind; with `strict: true` the run stops at the next
-checkpoint instead (`stop_reason`).
+checkpoint instead (`stop_reason`). "Raises" includes `sys.exit()` and `GeneratorExit` (any BaseException but
+KeyboardInterrupt, `reward_functions.user_code`): at the first rows they are one line and exit code 2, in training
+a counted failure, never a quiet exit 0. Weights are > 0, and with verifiers alone `pass_threshold` must lie in
+(0, sum of weights], so that "passed" (what the memory learns from as a success) keeps its meaning.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..config import _f, build_dataclass
 from ..errors import ConfigError, DatasetError
 from ..prompts import ANSWER_INSTRUCTION
 from . import reward_functions
-from .reward_functions import describe, error_name, first_line
+from .reward_functions import describe, error_name
 from .answer import extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, dedupe_and_split
@@ -230,8 +233,8 @@ class DatasetEnvironment:
     def _failed(self, term: _Term, exc: Exception, n: int) -> list[Verdict]:
         kind = f"{term.spec.label}: {error_name(exc)}"
         if not self.failures[kind]:
-            logger.warning("reward function %s raised %s: %s (scored 0; later failures of this kind are counted, not "
-                           "logged)", term.spec.label, error_name(exc), first_line(exc, 300))
+            logger.warning("reward function %s raised %s (scored 0; later failures of this kind are counted, not "
+                           "logged)", term.spec.label, describe(exc))
         self.failures[kind] += 1
         if self.params.strict and self.stop_reason is None:
             self.stop_reason = (f"{self.where}: reward function {term.spec.label} raised {describe(exc)} "
