@@ -518,6 +518,14 @@ def saved_dataset_dict_without_splits(tmp, cfg):
     return [], ["env.tasks[0].params.path", "has splits [], not 'train'"]
 
 
+def column_named_like_a_trl_argument(tmp, cfg):
+    """Was: "f() got multiple values for keyword argument 'completions'", blamed on the reward function."""
+    own_function(tmp, cfg, "def f(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    rows = [{"question": f"{i} + 1?", "answer": str(i + 1), "completions": "x"} for i in range(8)]
+    own_rows(tmp, rows=rows)
+    return [], ["qa.jsonl", "column 'completions'", "rename the column"]
+
+
 USER_FUNCTION_AND_DATA_CASES = [
     reward_exits_0_on_first_rows, reward_raises_generator_exit_on_first_rows, reward_module_exits_at_import,
     reward_weight(0), reward_weight(-1), data_folder_mixing_formats,
@@ -526,7 +534,7 @@ USER_FUNCTION_AND_DATA_CASES = [
     jsonl_line_that_is_an_array, parquet_that_is_csv, ragged_csv, lone_surrogate("question"), lone_surrogate("answer"),
     pass_threshold_zero_with_verifiers_only, pass_threshold_out_of_reach, reward_raising_unprintable_exception,
     reward_returning_2d_array, reward_returning_endless_generator, reward_returning_a_set, data_path_that_is_a_device,
-    data_folder_without_data_files, saved_dataset_dict_without_splits,
+    data_folder_without_data_files, saved_dataset_dict_without_splits, column_named_like_a_trl_argument,
 ]
 CASES += USER_FUNCTION_AND_DATA_CASES
 

@@ -162,6 +162,10 @@ class DatasetEnvironment:
         where = f"{self.where}.params.rewards[{i}]"
         if spec.function:
             columns = sorted(self._splits["train"][0]["row"])
+            clash = reward_functions.clashing_column(columns)
+            if clash:
+                raise DatasetError(f"{self.params.path}: column {clash!r} has the name of an argument TRL passes to "
+                                   f"reward functions itself ({where}.function); rename the column")
             return _Term(spec, reward_functions.load_function(spec.function, f"{where}.function", columns))
         from .verifiers import make_verifier
 

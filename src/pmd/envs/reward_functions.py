@@ -120,6 +120,15 @@ def _module_from_file(path: Path, where: str):
     return module
 
 
+TRL_KWARGS = ("trainer_state", "log_extra", "log_metric")
+
+
+def clashing_column(columns: Sequence[str]) -> str | None:
+    """A dataset column named like an argument TRL passes itself ("completions", "trainer_state", ...), or None: the
+    call would carry that keyword twice, a TypeError that would seem the function's fault."""
+    return next((c for c in columns if c in (*TRL_ARGS, *TRL_KWARGS)), None)
+
+
 def check_signature(fn: Callable[..., Any], where: str, columns: Sequence[str] = ()) -> None:
     """`fn` must accept TRL's call: prompts, completions, completion_ids, TRL's extras and the dataset's columns as
     keyword arguments (a parameter named after a column is fine; one that no call provides is not)."""
