@@ -361,6 +361,203 @@ CASES = [bad_yaml, unknown_key, wrong_type, wrong_set_override, not_utf8_config,
          own_task_reward_raises_on_first_rows, *STRICT_CONFIG_CASES]
 
 
+# ------------------------------------------------------------------ issue 27: user functions and data
+
+
+def own_rows(tmp, name="qa.jsonl", rows=None) -> str:
+    rows = rows if rows is not None else [{"question": f"{i} + 1?", "answer": str(i + 1)} for i in range(8)]
+    (tmp / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(tmp / name)
+
+
+def own_data_task(cfg, path: str, rewards=None, **params) -> None:
+    cfg["env"]["tasks"] = [{"kind": "dataset", "name": "qa", "params": {
+        "path": path, "rewards": rewards or [{"verifier": "exact"}], **params}}]
+
+
+def own_function(tmp, cfg, body: str, name: str = "f") -> None:
+    (tmp / "score.py").write_text(body, encoding="utf-8")
+    own_data_task(cfg, own_rows(tmp), [{"function": f"{tmp / 'score.py'}:{name}"}])
+
+
+def reward_exits_0_on_first_rows(tmp, cfg):
+    """Was: exit 0, no output, nothing trained."""
+    own_function(tmp, cfg, "def f(prompts, completions, **kw):\n    raise SystemExit(0)\n")
+    return [], ["env.tasks[0].params.rewards[0] (f) failed on the first rows", "SystemExit: 0"]
+
+
+def reward_raises_generator_exit_on_first_rows(tmp, cfg):
+    own_function(tmp, cfg, "def f(prompts, completions, **kw):\n    raise GeneratorExit('stop')\n")
+    return [], ["env.tasks[0].params.rewards[0] (f)", "GeneratorExit: stop"]
+
+
+def reward_module_exits_at_import(tmp, cfg):
+    """Was: exit code 3 and not a word."""
+    own_function(tmp, cfg, "import sys\nsys.exit(3)\ndef f(prompts, completions, **kw):\n    return [1.0]\n")
+    return [], ["env.tasks[0].params.rewards[0].function", "cannot import", "SystemExit: 3"]
+
+
+def reward_weight(value):
+    def case(tmp, cfg):
+        own_data_task(cfg, own_rows(tmp), [{"verifier": "exact", "weight": value}])
+        return [], ["env.tasks[0].params.rewards[0].weight", "expected > 0", f"got {value}"]
+    case.__name__ = f"reward_weight_{value}"  # was: every rollout passed, even one with no answer
+    return case
+
+
+def data_folder_mixing_formats(tmp, cfg):
+    """Was: b.csv dropped without a word."""
+    (tmp / "data").mkdir()
+    own_rows(tmp / "data", "a.jsonl")
+    (tmp / "data" / "b.csv").write_text("question,answer\n9 + 9?,18\n", encoding="utf-8")
+    own_data_task(cfg, str(tmp / "data"))
+    return [], ["env.tasks[0].params.path", "mixes formats", "a.jsonl and b.csv"]
+
+
+def numeric_reference(answer: str, label: str):
+    def case(tmp, cfg):
+        rows = [{"question": f"{i} + 1?", "answer": str(i + 1)} for i in range(8)]
+        rows[3]["answer"] = answer
+        own_data_task(cfg, own_rows(tmp, rows=rows), [{"verifier": "numeric"}])
+        return [], ["qa.jsonl: row 4", "is not a number", "verifier numeric"]
+    case.__name__ = f"numeric_reference_{label}"  # was: ValueError (int_max_str_digits) traceback
+    return case
+
+
+def jsonl_line_that_is_an_array(tmp, cfg):
+    """Was two lines: datasets' "Failed to load JSON ..." log, then ours, which named no row."""
+    (tmp / "qa.jsonl").write_text(json.dumps({"question": "1 + 1?", "answer": "2"}) + "\n[1, 2]\n", encoding="utf-8")
+    own_data_task(cfg, str(tmp / "qa.jsonl"))
+    return [], ["qa.jsonl: row 2", "must be a JSON object, got list"]
+
+
+def parquet_that_is_csv(tmp, cfg):
+    (tmp / "qa.parquet").write_text("question,answer\n1 + 1?,2\n", encoding="utf-8")
+    own_data_task(cfg, str(tmp / "qa.parquet"))
+    return [], ["qa.parquet", "Parquet magic bytes not found"]
+
+
+def ragged_csv(tmp, cfg):
+    (tmp / "qa.csv").write_text("question,answer\n1 + 1?,2\n2 + 2?,4,extra,more\n", encoding="utf-8")
+    own_data_task(cfg, str(tmp / "qa.csv"))
+    return [], ["qa.csv", "Expected 2 fields in line 3, saw 4"]
+
+
+def lone_surrogate(column: str):
+    def case(tmp, cfg):
+        text = own_rows(tmp)
+        row = {"question": "What is x?", "answer": "1"}
+        line = json.dumps(row).replace("x?" if column == "question" else '"1"', "x\\ud800?" if column == "question"
+                                       else '"\\udc00"')
+        Path(text).write_text(Path(text).read_text() + line + "\n", encoding="utf-8")
+        own_data_task(cfg, text)
+        return [], ["qa.jsonl: row 9", f"column {column!r} holds a lone surrogate", "not UTF-8 text"]
+    case.__name__ = f"lone_surrogate_in_{column}"
+    return case
+
+
+# Cases of our own, in the same spirit
+
+
+def pass_threshold_zero_with_verifiers_only(tmp, cfg):
+    """Was: every rollout passed (verifiers score 0 to 1), as with a weight of 0."""
+    own_data_task(cfg, own_rows(tmp), pass_threshold=0)
+    return [], ["env.tasks[0].params.pass_threshold", "passes every reply"]
+
+
+def pass_threshold_out_of_reach(tmp, cfg):
+    """Was: no rollout could ever pass, and training went on without a word."""
+    own_data_task(cfg, own_rows(tmp), [{"verifier": "exact"}, {"verifier": "numeric", "weight": 0.5}],
+                  pass_threshold=2)
+    return [], ["env.tasks[0].params.pass_threshold", "above the highest reward", "1.5"]
+
+
+def reward_raising_unprintable_exception(tmp, cfg):
+    """Was: a traceback (formatting the message raised again)."""
+    own_function(tmp, cfg, "class Odd(Exception):\n    def __str__(self):\n        raise RuntimeError('no text')\n"
+                           "def f(prompts, completions, **kw):\n    raise Odd()\n")
+    return [], ["env.tasks[0].params.rewards[0] (f) failed on the first rows", "Odd"]
+
+
+def reward_returning_2d_array(tmp, cfg):
+    own_function(tmp, cfg, "import numpy as np\ndef f(prompts, completions, **kw):\n"
+                           "    return np.ones((len(completions), 1))\n")
+    return [], ["env.tasks[0].params.rewards[0] (f)", "returned ndarray of shape (2, 1)"]
+
+
+def reward_returning_endless_generator(tmp, cfg):
+    own_function(tmp, cfg, "import itertools\ndef f(prompts, completions, **kw):\n"
+                           "    return (1.0 for _ in itertools.count())\n")
+    return [], ["env.tasks[0].params.rewards[0] (f)", "returned more than 2 values for 2 completions"]
+
+
+def reward_returning_a_set(tmp, cfg):
+    own_function(tmp, cfg, "def f(prompts, completions, **kw):\n    return {0.0, 1.0}\n")
+    return [], ["env.tasks[0].params.rewards[0] (f)", "returned set"]
+
+
+def data_path_that_is_a_device(tmp, cfg):
+    """Was: datasets read /dev/zero forever."""
+    (tmp / "qa.jsonl").symlink_to("/dev/zero")
+    own_data_task(cfg, str(tmp / "qa.jsonl"))
+    return [], ["env.tasks[0].params.path", "qa.jsonl is not a regular file"]
+
+
+def data_folder_without_data_files(tmp, cfg):
+    (tmp / "data").mkdir()
+    (tmp / "data" / "notes.md").write_text("# my data\n", encoding="utf-8")
+    own_data_task(cfg, str(tmp / "data"))
+    return [], ["env.tasks[0].params.path", "no .jsonl, .json, .csv, .parquet file in this folder"]
+
+
+def saved_dataset_dict_without_splits(tmp, cfg):
+    import datasets
+
+    datasets.DatasetDict({}).save_to_disk(str(tmp / "saved"))
+    own_data_task(cfg, str(tmp / "saved"))
+    return [], ["env.tasks[0].params.path", "has splits [], not 'train'"]
+
+
+def column_named_like_a_trl_argument(tmp, cfg):
+    """Was: "f() got multiple values for keyword argument 'completions'", blamed on the reward function."""
+    own_function(tmp, cfg, "def f(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    rows = [{"question": f"{i} + 1?", "answer": str(i + 1), "completions": "x"} for i in range(8)]
+    own_rows(tmp, rows=rows)
+    return [], ["qa.jsonl", "column 'completions'", "rename the column"]
+
+
+USER_FUNCTION_AND_DATA_CASES = [
+    reward_exits_0_on_first_rows, reward_raises_generator_exit_on_first_rows, reward_module_exits_at_import,
+    reward_weight(0), reward_weight(-1), data_folder_mixing_formats,
+    numeric_reference("1/" + "7" * 5000, "5000_digit_denominator"),
+    numeric_reference("1e" + "7" * 5000, "5000_digit_exponent"),
+    jsonl_line_that_is_an_array, parquet_that_is_csv, ragged_csv, lone_surrogate("question"), lone_surrogate("answer"),
+    pass_threshold_zero_with_verifiers_only, pass_threshold_out_of_reach, reward_raising_unprintable_exception,
+    reward_returning_2d_array, reward_returning_endless_generator, reward_returning_a_set, data_path_that_is_a_device,
+    data_folder_without_data_files, saved_dataset_dict_without_splits, column_named_like_a_trl_argument,
+]
+CASES += USER_FUNCTION_AND_DATA_CASES
+
+
+def accepted_function(label: str, body: str):
+    """A reward function TRL takes as it is: pmd must take it too (it was refused at the first rows)."""
+    def case(tmp, cfg):
+        own_function(tmp, cfg, body)
+    case.__name__ = f"reward_returning_{label}"
+    return case
+
+
+USER_FUNCTION_AND_DATA_ACCEPTED = [
+    accepted_function("numpy_array", "import numpy as np\ndef f(prompts, completions, **kw):\n"
+                                     "    return np.ones(len(completions))\n"),
+    accepted_function("generator", "def f(prompts, completions, **kw):\n    return (1.0 for _ in completions)\n"),
+    accepted_function("from_async_def", "async def f(prompts, completions, **kw):\n"
+                                        "    return [1.0] * len(completions)\n"),
+    accepted_function("tensor", "import torch\ndef f(prompts, completions, **kw):\n"
+                                "    return torch.ones(len(completions))\n"),
+]
+
+
 def case_id(case) -> str:
     return getattr(case, "__name__", None) or case.values[0].__name__
 
@@ -587,6 +784,7 @@ ACCEPTED_CASES = [
     accept("train", "top_p", 1), accept("train", "learning_rate", 1.0), accept("train", "save_steps", 0),
     accept("train", "seed", 2**31 - 1), accept("train", "success_reward_threshold", -2.5),
     accept("compare", "seeds", [7]), accept("compare", "variants", ["pmd"]),
+    *USER_FUNCTION_AND_DATA_ACCEPTED,
 ]
 
 

@@ -197,7 +197,7 @@ def test_missing_columns_and_files_are_named(tmp_path, rewards_file):
     with pytest.raises(DatasetError, match="nope.jsonl does not exist"):
         env(tmp_path / "nope.jsonl", rewards_file)
     (tmp_path / "broken.jsonl").write_text('{"question": "a", "answer": "1"}\n{"question": \n', encoding="utf-8")
-    with pytest.raises(DatasetError, match="broken.jsonl could not be read by datasets"):
+    with pytest.raises(DatasetError, match=r"broken.jsonl: row 2: invalid JSON \(Expecting value"):
         env(tmp_path / "broken.jsonl", rewards_file)
 
 
@@ -281,8 +281,8 @@ def test_dataset_verdicts_carry_a_failure_kind(tmp_path, rewards_file):
     p = e.problems("train")[0]
     kinds = [v.failure_kind for v in e.verify_batch([p] * 3, [f"Answer: {p.answer}", "Answer: 1000", "no idea"])]
     assert kinds == ["", "wrong_value", "no_answer"]
-    strict = DatasetEnvironment(path=str(write_jsonl(tmp_path / "d.jsonl")), rewards=[{"verifier": "numeric"}],
-                                pass_threshold=2.0)  # unreachable: even a right answer fails, for a reason of its own
+    strict = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function="raises_later",
+                 pass_threshold=2.0)  # the function's 1.0 passes its check, yet misses the threshold
     assert strict.verify(p, f"Answer: {p.answer}").failure_kind == "other"
     mixed = env(write_jsonl(tmp_path / "d.jsonl"), rewards=[
         {"verifier": "numeric"}, {"function": f"{rewards_file}:with_feedback", "weight": 1.0}])
@@ -293,3 +293,108 @@ def test_dataset_verdicts_carry_a_failure_kind(tmp_path, rewards_file):
     raising = env(write_jsonl(tmp_path / "d.jsonl"), rewards_file, function="raises_later")
     assert raising.verify_batch([p], ["boom"])[0].failure_kind == "other"
     assert combined_failure_kind(True, []) == ""
+
+
+# ------------------------------------------------------------------ issue 27: user functions and data
+
+EXITING_PY = '''
+import sys
+
+def exits_late(prompts, completions, **kwargs):
+    if any("boom" in c[0]["content"] for c in completions):
+        sys.exit(0)
+    return [1.0 for _ in completions]
+
+def generator_exit_late(prompts, completions, **kwargs):
+    if any("boom" in c[0]["content"] for c in completions):
+        raise GeneratorExit
+    return [1.0 for _ in completions]
+
+def interrupted_late(prompts, completions, **kwargs):
+    if any("boom" in c[0]["content"] for c in completions):
+        raise KeyboardInterrupt
+    return [1.0 for _ in completions]
+
+def edits_its_columns(prompts, completions, tags, **kwargs):
+    out = [1.0 if t == ["a", "b"] else 0.0 for t in tags]
+    for t in tags:
+        t.pop()
+    completions[0][0]["content"] = "changed"
+    return out
+'''
+
+
+@pytest.mark.parametrize("function,kind", [("exits_late", "SystemExit"), ("generator_exit_late", "GeneratorExit")])
+def test_an_exit_from_a_reward_during_training_is_that_functions_error(function, kind, tmp_path):
+    """Was: SystemExit(0) at step 1 ended `pmd train` with exit code 0 and no output; GeneratorExit a traceback.
+    Now the policy for any exception applies: scored 0, counted, and under strict the run stops at a checkpoint."""
+    (tmp_path / "ex.py").write_text(EXITING_PY, encoding="utf-8")
+    e = env(write_jsonl(tmp_path / "d.jsonl"), tmp_path / "ex.py", function=function)
+    p = e.problems("train")[0]
+    (v,) = e.verify_batch([p], ["boom"])
+    assert (v.reward, v.passed, v.failure_kind) == (0.0, False, "other")
+    assert e.failures == {f"{function}: {kind}": 1} and e.stop_reason is None
+    strict = env(write_jsonl(tmp_path / "d.jsonl"), tmp_path / "ex.py", function=function, strict=True)
+    strict.verify_batch([p], ["boom"])
+    assert f"{function} raised {kind}" in strict.stop_reason
+
+
+def test_ctrl_c_inside_a_reward_still_interrupts(tmp_path):
+    (tmp_path / "ex.py").write_text(EXITING_PY, encoding="utf-8")
+    e = env(write_jsonl(tmp_path / "d.jsonl"), tmp_path / "ex.py", function="interrupted_late")
+    with pytest.raises(KeyboardInterrupt):
+        e.verify_batch([e.problems("train")[0]], ["boom"])
+
+
+def test_a_function_that_edits_its_arguments_changes_no_row(tmp_path):
+    """The columns are the problems' own rows: an edit must not reach the next call (TRL reads them afresh)."""
+    (tmp_path / "ex.py").write_text(EXITING_PY, encoding="utf-8")
+    rows = [{**r, "tags": ["a", "b"]} for r in ROWS]
+    e = env(write_jsonl(tmp_path / "d.jsonl", rows), tmp_path / "ex.py", function="edits_its_columns")
+    p = e.problems("train")[0]
+    first, = e.verify_batch([p], ["x"])
+    second, = e.verify_batch([p], ["x"])
+    assert first.reward == second.reward == 1.0 and p.metadata["row"]["tags"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("threshold,weights,function,problem", [
+    (None, [1.0], False, None), (1.0, [1.0], False, None), (1.5, [1.0, 0.5], False, None),
+    (0, [1.0], False, "passes every reply"), (-1, [1.0], False, "passes every reply"),
+    (2, [1.0, 0.5], False, "above the highest reward"), (0, [1.0], True, None), (5, [1.0], True, None),
+])
+def test_a_threshold_that_leaves_passed_without_meaning_is_named(threshold, weights, function, problem):
+    from pmd.envs.dataset import RewardSpec, threshold_problem
+
+    rewards = [RewardSpec(function="m:f", weight=w) if function else RewardSpec(verifier="exact", weight=w)
+               for w in weights]
+    got = threshold_problem(threshold, rewards)
+    assert (got is None) if problem is None else (problem in got)
+
+
+@pytest.mark.parametrize("value,problem", [
+    ({"q": "fine \U0001F600"}, None), ({"q": "x\ud800"}, "column 'q' holds a lone surrogate ('\\ud800')"),
+    ({"q": [{"role": "user", "content": "\udc00"}]}, "column 'q'"), ({"\ud800": "a"}, "a column name"),
+])
+def test_text_that_is_not_utf8_is_named_by_column(value, problem):
+    from pmd.envs.dataset_files import text_problem
+
+    got = text_problem(value)
+    assert (got is None) if problem is None else (problem in got)
+
+
+def test_a_folder_is_read_in_one_format(tmp_path):
+    from pmd.envs.dataset_files import folder_format
+
+    write_jsonl(tmp_path / "a.jsonl")
+    (tmp_path / "b.json").write_text(json.dumps(ROWS), encoding="utf-8")
+    (tmp_path / ".hidden.csv").write_text("question,answer\n", encoding="utf-8")
+    (tmp_path / "README.md").write_text("# data\n", encoding="utf-8")
+    assert folder_format(tmp_path, "w") == "json"  # .json and .jsonl are one format; hidden files are not data
+    (tmp_path / "c.parquet").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"w: .* mixes formats \(a.jsonl and c.parquet\)"):
+        folder_format(tmp_path, "w")
+
+
+@pytest.mark.parametrize("out,n", [(iter([1.0, 0.0]), 2), ((x for x in [0.5]), 1)])
+def test_normalise_takes_the_iterables_trl_takes(out, n):
+    assert len(normalise(out, n)) == n

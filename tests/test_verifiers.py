@@ -380,3 +380,11 @@ def test_math_verdicts_and_threads():
     worker.start()
     worker.join()
     assert results == [True]
+
+
+@pytest.mark.parametrize("text", ["1/" + "7" * 5000, "1e" + "7" * 5000, "1e-" + "7" * 5000, "7" * 5000 + "/3",
+                                  "2 \\times 10^{" + "9" * 5000 + "}"])
+def test_parse_number_reads_thousands_of_digits_as_not_a_number(text):
+    """Was: ValueError (int_max_str_digits) out of the numeric verifier's reference check, at load."""
+    assert parse_number(text) is None
+    assert make_verifier("numeric", {}, "x").check_reference(text).startswith("Not graded")

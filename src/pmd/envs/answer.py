@@ -14,6 +14,7 @@ memory stores on each experience, so the reflector never re-reads the feedback p
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from .base import Verdict
@@ -155,3 +156,21 @@ def answer_verdict(
         details=details,
         failure_kind=answer_failure_kind(passed, ext.strict, lenient_score >= 1.0, fault is not None),
     )
+
+
+_QUOTE_PAIRS = {'"': '"', "'": "'", "`": "`", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
+
+
+def normalise_answer(text: str, case_sensitive: bool = False) -> str:
+    """`text` as the `exact` verifier compares it: Unicode NFKC (full-width letters, ligatures), whitespace runs
+    collapsed, surrounding quotes, `$` signs and final periods stripped (repeatedly, so '"Paris".' -> Paris), and
+    casefolded unless `case_sensitive` (casefold, not lower: 'STRASSE' == 'straße')."""
+    text = " ".join(unicodedata.normalize("NFKC", text).split())
+    while True:
+        before = text
+        text = text.strip().rstrip(".").strip().strip("$").strip()
+        if len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+            text = text[1:-1]
+        if text == before:
+            break
+    return text if case_sensitive else text.casefold()

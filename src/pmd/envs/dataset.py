@@ -15,14 +15,15 @@ Bad input fails before anything is written: a missing file or column, a function
 not take TRL's arguments, and any reward that raises on the first rows (each reward is called once, on the first
 two training rows with their reference answers as completions). A reward function that raises during training is
 scored 0 for that batch, counted, and logged once per kind; with `strict: true` the run stops at the next
-checkpoint instead (`stop_reason`).
+checkpoint instead (`stop_reason`). "Raises" includes `sys.exit()` and `GeneratorExit` (any BaseException but
+KeyboardInterrupt, `reward_functions.user_code`): at the first rows they are one line and exit code 2, in training
+a counted failure, never a quiet exit 0. Weights are > 0, and with verifiers alone `pass_threshold` must lie in
+(0, sum of weights], so that "passed" (what the memory learns from as a success) keeps its meaning.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,14 +33,13 @@ from ..config import _f, build_dataclass
 from ..errors import ConfigError, DatasetError
 from ..prompts import ANSWER_INSTRUCTION
 from . import reward_functions
-from .reward_functions import first_line
+from .reward_functions import describe, error_name
 from .answer import extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, dedupe_and_split
+from .dataset_files import load_rows
 
 logger = logging.getLogger(__name__)
-
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class RewardSpec:
 
     verifier: str = _f("", "Built-in verifier: exact, numeric, mcq, regex or math (see pmd.envs.verifiers).")
     function: str = _f("", "Your reward function: 'module:function' or 'path/to/file.py:function'.")
-    weight: float = _f(1.0, "Weight of this term in the reward (the weighted sum, as TRL combines reward_funcs).")
+    weight: float = _f(1.0, "Weight of this term in the reward (the weighted sum, as TRL combines reward_funcs).",
+                       gt=0, expect="> 0 (a term that should not count: remove it; a penalty: return negative rewards)")
     params: dict[str, Any] = _f({}, "Options of the built-in verifier (e.g. {rel_tol: 1.0e-4} for numeric).")
 
     def __post_init__(self) -> None:
@@ -87,6 +88,26 @@ class DatasetParams(SplitParams):
             raise ConfigError("eval_path and eval_split: give one of them, not both")
         if any(r.verifier for r in self.rewards) and not self.answer:
             raise ConfigError("answer: built-in verifiers compare with the reference answer; name its column")
+        problem = threshold_problem(self.pass_threshold, self.rewards)
+        if problem:
+            raise ConfigError(f"pass_threshold: {problem}")
+
+
+def threshold_problem(threshold: float | None, rewards: Sequence[RewardSpec]) -> str | None:
+    """Why `threshold` leaves "passed" without meaning, or None. Built-in verifiers score in [0, 1] and weights are
+    > 0, so with verifiers alone the reward lies in [0, sum of weights]: a threshold <= 0 passes every reply, even
+    one with no answer (what the memory then learns from as a success), and one above the sum passes none. A function
+    may return any number, so where one takes part the threshold is the user's to choose."""
+    if threshold is None or any(r.function for r in rewards):
+        return None
+    top = sum(r.weight for r in rewards)
+    if threshold <= 0:
+        return f"{threshold:g} passes every reply, even one with no answer (verifiers score 0 to 1); give a value in " \
+               f"(0, {top:g}], or leave it unset (the sum of the weights)"
+    if threshold > top + 1e-9:
+        return f"{threshold:g} is above the highest reward the verifiers can give ({top:g}, the sum of the weights), " \
+               "so no reply could pass; lower it or leave it unset"
+    return None
 
 
 @dataclass
@@ -141,6 +162,10 @@ class DatasetEnvironment:
         where = f"{self.where}.params.rewards[{i}]"
         if spec.function:
             columns = sorted(self._splits["train"][0]["row"])
+            clash = reward_functions.clashing_column(columns)
+            if clash:
+                raise DatasetError(f"{self.params.path}: column {clash!r} has the name of an argument TRL passes to "
+                                   f"reward functions itself ({where}.function); rename the column")
             return _Term(spec, reward_functions.load_function(spec.function, f"{where}.function", columns))
         from .verifiers import make_verifier
 
@@ -162,7 +187,7 @@ class DatasetEnvironment:
                 self._score(term, problems, responses, None, None)
             except Exception as exc:  # noqa: BLE001 - the user's code: any failure is a bad input
                 raise DatasetError(f"{self.where}.params.rewards[{i}] ({term.spec.label}) failed on the first rows "
-                                   f"of {self.params.path}: {type(exc).__name__}: {first_line(exc, 300)}") from None
+                                   f"of {self.params.path}: {describe(exc)}") from None
 
     # ------------------------------------------------------------------------------------------ Environment
 
@@ -210,14 +235,14 @@ class DatasetEnvironment:
         return student_messages(problem.metadata.get("system_prompt") or "", self.format_prompt(problem))
 
     def _failed(self, term: _Term, exc: Exception, n: int) -> list[Verdict]:
-        kind = f"{term.spec.label}: {type(exc).__name__}"
+        kind = f"{term.spec.label}: {error_name(exc)}"
         if not self.failures[kind]:
-            logger.warning("reward function %s raised %s: %s (scored 0; later failures of this kind are counted, not "
-                           "logged)", term.spec.label, type(exc).__name__, first_line(exc, 300))
+            logger.warning("reward function %s raised %s (scored 0; later failures of this kind are counted, not "
+                           "logged)", term.spec.label, describe(exc))
         self.failures[kind] += 1
         if self.params.strict and self.stop_reason is None:
-            self.stop_reason = (f"{self.where}: reward function {term.spec.label} raised {type(exc).__name__}: "
-                                f"{first_line(exc, 300)} (strict: true)")
+            self.stop_reason = (f"{self.where}: reward function {term.spec.label} raised {describe(exc)} "
+                                "(strict: true)")
         text = f"Not scored: the reward function {term.spec.label} failed on this batch."
         return [Verdict(reward=0.0, passed=False, feedback=text, failure_kind="other")] * n
 
@@ -289,51 +314,6 @@ def _prompt(value: Any, where: str, column: str) -> tuple[str, str | None]:
             raise DatasetError(f"{where}: the user turn of {column!r} has no text content")
         return text, (value[0].get("content") or None) if roles[0] == "system" else None
     raise DatasetError(f"{where}: {column!r} must be text or chat messages, got {type(value).__name__}")
-
-
-def load_rows(path: Path, split: str, where: str) -> list[dict[str, Any]]:
-    """Rows of `path` through `datasets` (files via load_dataset, save_to_disk folders via load_from_disk). The
-    `datasets` cache goes to a temporary folder that is removed, so reading writes nothing that stays."""
-    import datasets
-
-    if not path.exists():
-        raise DatasetError(f"{where}: {path} does not exist")
-    cache = tempfile.mkdtemp(prefix="pmd-datasets-")
-    how = "loaders"
-    bars = not datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # a few hundred rows: no "Generating train split" bar at every start
-    try:
-        if path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "dataset_dict.json", "state.json")):
-            how = "load_from_disk"
-            loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
-        elif path.is_dir():
-            how = "load_dataset"
-            loaded = datasets.load_dataset(str(path), cache_dir=cache, keep_in_memory=True)
-        else:
-            builder = FILE_BUILDERS.get(path.suffix.lower())
-            if builder is None:
-                raise DatasetError(f"{where}: {path}: unsupported file type {path.suffix!r} (use "
-                                   f"{', '.join(FILE_BUILDERS)}, or a save_to_disk folder)")
-            how = f"load_dataset({builder!r})"
-            loaded = datasets.load_dataset(builder, data_files=str(path), cache_dir=cache, keep_in_memory=True)
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise DatasetError(f"{where}: {path} has splits {sorted(loaded)}, not {split!r}; set the task's "
-                                   "split / eval_split")
-            loaded = loaded[split]
-        rows = loaded.to_list()
-    except DatasetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - malformed files surface as many exception types inside datasets
-        raise DatasetError(f"{where}: {path} could not be read by datasets' {how}: "
-                           f"{type(exc).__name__}: {first_line(exc, 300)}") from None
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-        if bars:
-            datasets.enable_progress_bars()
-    if not rows:
-        raise DatasetError(f"{where}: {path} holds no rows")
-    return rows
 
 
 def dataset_params(data: dict[str, Any], path: str) -> DatasetParams:
