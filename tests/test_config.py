@@ -413,9 +413,9 @@ def test_every_ranged_field_refuses_values_outside_its_range_by_name(key, f, kin
     ("compare.seeds=[]", "compare.seeds: expected at least 1 item, got []"),
     ("compare.variants=[]", "compare.variants: expected at least 1 item, got []"),
     ("compare.seeds=[1, -1]", "compare.seeds[1]: expected >= 0, got -1"),
-    ("compare.seeds=[1, 2, 1]", "compare.seeds: [1, 2, 1] names 1 twice"),
+    ("compare.seeds=[1, 2, 1]", "compare.seeds: names 1 twice (compare.seeds[0] and [2])"),
     ("compare.variants=[pmd, ppo]", "compare.variants[1]: unknown variant 'ppo'"),
-    ("compare.variants=[pmd, pmd]", "compare.variants: ['pmd', 'pmd'] names pmd twice"),
+    ("compare.variants=[pmd, pmd]", "compare.variants: names pmd twice (compare.variants[0] and [1])"),
 ])
 def test_the_issue_cases_are_one_error_naming_the_field(override, needle):
     with pytest.raises(ConfigError) as info:
