@@ -27,7 +27,8 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from .config_fields import INT_MAX, MAX_PROBLEMS, MOVED_KEYS, PROBLEMS_EXPECT, _build, _f, build_dataclass, check_fields, range_text  # noqa: F401
+from .config_fields import (INT_MAX, MAX_PROBLEMS, MOVED_KEYS, PROBLEMS_EXPECT, _build, _f,  # noqa: F401
+                            build_dataclass, check_fields, range_text)
 from .errors import ConfigError
 from .lora_targets import check_lora_form
 from .prompts import ANSWER_INSTRUCTION

@@ -230,8 +230,11 @@ def check_model(path: str, cfg: RunConfig | None = None) -> None:
     with _quiet_hub():
         try:
             config = AutoConfig.from_pretrained(path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelNotFoundError(f"model {path}: unreadable config.json ({_first_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - config classes validate in their own ways (ZeroDivisionError on
+            # num_attention_heads: 0, huggingface_hub's StrictDataclass errors on a wrong type): all a bad file
+            raise ModelNotFoundError(f"model {path}: unreadable config.json ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]})") from None
+        check_causal_lm(config, path)
         try:
             AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -273,6 +276,23 @@ def check_prompt_renders(path: str, messages: list[dict[str, str]], role: str = 
     if tokenizer.pad_token is None and tokenizer.eos_token is None:
         raise ModelNotFoundError(f"{role} {path}: its tokenizer has neither a pad_token nor an eos_token, so prompts "
                                  "cannot be batched nor generation stopped; set them in tokenizer_config.json")
+
+
+def check_causal_lm(config: Any, path: str) -> None:
+    """config.json describes a model pmd can train: its model_type has a causal-LM class, and the classes it names
+    under `architectures` (TRL builds the model by them) are causal LMs. A T5 or a BertModel passed every other check
+    and failed inside the trainer (IndexError, AttributeError) once the run directory was written."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", "")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelNotFoundError(f"model {path}: config.json's model_type {model_type!r} is not a causal language "
+                                 "model (pmd trains decoder-only LMs: Llama, Qwen2, SmolLM2, ...)")
+    causal = {n for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for n in ((v,) if isinstance(v, str) else v)}
+    for name in getattr(config, "architectures", None) or []:
+        if name not in causal:
+            raise ModelNotFoundError(f"model {path}: config.json's architectures names {name}, which is not a causal "
+                                     f"language model class (e.g. {MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]})")
 
 
 def _safetensors_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
