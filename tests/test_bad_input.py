@@ -859,3 +859,142 @@ def test_real_process_prints_one_line(tmp_path, tiny_model_path):
     assert all(word in proc.stderr for word in expect)
     assert proc.stdout == ""
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ issue 27: configs
+# Appended to the lists above in place (pytest reads a parametrize list when it collects, after this module has run,
+# and benchmarks/reliability.py reads the lists), so that this area's cases stay in one block.
+
+
+def yaml_text(tmp, cfg, extra: str) -> None:
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg) + extra, encoding="utf-8")
+
+
+def number_key_beside_text_key(tmp, cfg):
+    """Was: TypeError from sorted() over the unknown keys (int < str)."""
+    yaml_text(tmp, cfg, "1: a\nfoo: b\n")
+    return [], ["cfg.yaml", "top level: key 1 is a number, not a name"]
+
+
+def null_key(tmp, cfg):
+    yaml_text(tmp, cfg, "null: a\nfoo: b\n")
+    return [], ["cfg.yaml", "key null is null, not a name"]
+
+
+def boolean_key_in_a_section(tmp, cfg):
+    text = yaml.safe_dump(cfg).replace("train:\n", "train:\n  true: 1\n  stepz: 2\n")
+    (tmp / "cfg.yaml").write_text(text, encoding="utf-8")
+    return [], ["cfg.yaml", "train: key true is a boolean, not a name"]
+
+
+def number_key_in_trl_passthrough(tmp, cfg):
+    cfg["train"]["trl"] = {1: 2}
+    return [], ["cfg.yaml", "train.trl: key 1 is a number, not a name"]
+
+
+def lone_surrogate(section: str, key: str):
+    """Was: preflight passed, config.yaml and the lock were written, then build_dataset raised UnicodeEncodeError
+    (and a rerun was refused: "already holds a run"); in run_dir it raised at once."""
+    def case(tmp, cfg):
+        (cfg[section] if section else cfg)[key] = "@@surrogate@@"
+        (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg).replace("'@@surrogate@@'", '"a\\ud800b"'), encoding="utf-8")
+        return [], ["cfg.yaml", f"{section + '.' if section else ''}{key}: not valid text", "lone surrogate"]
+    case.__name__ = f"lone_surrogate_in_{section or 'top'}_{key}"
+    return case
+
+
+def tiny_copy(tmp, cfg, name: str) -> Path:
+    dst = tmp / name
+    shutil.copytree(cfg["model"]["name_or_path"], dst)
+    cfg["model"]["name_or_path"] = str(dst)
+    return dst
+
+
+def lora_target_the_model_lacks(tmp, cfg):
+    """Was: PEFT's "Target modules {'no_such_proj'} not found" traceback, after the run directory was written."""
+    cfg["train"].update(lora_r=4, lora_target_modules=["no_such_proj"])
+    return [], ["train.lora_target_modules[0]", "'no_such_proj' names no module", "q_proj", "v_proj"]
+
+
+def lora_target_a_container(tmp, cfg):
+    cfg["train"].update(lora_r=4, lora_target_modules=["q_proj", "mlp"])
+    return [], ["train.lora_target_modules[1]", "LlamaMLP modules, which LoRA cannot adapt"]
+
+
+def chat_template(name: str, template: str | None, *expect: str):
+    """A tokenizer whose chat template is missing, not Jinja, or raises: was a failure at the first generation, after
+    the run directory was written."""
+    def case(tmp, cfg):
+        dst = tiny_copy(tmp, cfg, "templated-model")
+        if template is None:
+            (dst / "chat_template.jinja").unlink()
+        else:
+            (dst / "chat_template.jinja").write_text(template, encoding="utf-8")
+        return [], ["templated-model", *expect]
+    case.__name__ = f"chat_template_{name}"
+    return case
+
+
+def model_config_edit(name: str, edit: dict, *expect: str):
+    """config.json edited: a model that loads as a config but cannot be trained as a causal LM."""
+    def case(tmp, cfg):
+        dst = tiny_copy(tmp, cfg, "edited-model")
+        data = json.loads((dst / "config.json").read_text())
+        (dst / "config.json").write_text(json.dumps({**data, **edit}), encoding="utf-8")
+        return [], ["edited-model", *expect]
+    case.__name__ = f"model_config_{name}"
+    return case
+
+
+def tokenizer_without_pad_or_eos(tmp, cfg):
+    dst = tiny_copy(tmp, cfg, "padless-model")
+    data = json.loads((dst / "tokenizer_config.json").read_text())
+    data.pop("pad_token")
+    data.pop("eos_token")
+    (dst / "tokenizer_config.json").write_text(json.dumps(data), encoding="utf-8")
+    return [], ["padless-model", "neither a pad_token nor an eos_token"]
+
+
+def compare_seeds_100k(tmp, cfg):
+    """Was: over 120 s in a quadratic duplicate check (600 KB, under the 1 MiB cap)."""
+    text = yaml.safe_dump(cfg) + "compare: {seeds: [" + ", ".join(map(str, range(100_000))) + "]}\n"
+    (tmp / "cfg.yaml").write_text(text, encoding="utf-8")
+    return [], ["cfg.yaml", "compare.seeds: expected at most 1000 items", "got 100000"]
+
+
+ISSUE_27_CONFIG_CASES = [
+    number_key_beside_text_key, null_key, boolean_key_in_a_section, number_key_in_trl_passthrough,
+    lone_surrogate("env", "system_prompt"), lone_surrogate("", "run_dir"), lone_surrogate("model", "name_or_path"),
+    lora_target_the_model_lacks, lora_target_a_container,
+    chat_template("missing", None, "has no chat template"),
+    chat_template("not_jinja", "{% for m in messages %}{{ m['content'] }", "TemplateSyntaxError"),
+    chat_template("raising", "{{ raise_exception('System role not supported') }}", "System role not supported"),
+    setting("env", "train_size", 2147483647, "env.train_size", "at most 1000000", "generated when the run starts"),
+    setting("env", "eval_size", 1_000_001, "env.eval_size", "at most 1000000"),
+    compare_seeds_100k,
+    # found by probing, beyond the issue's list:
+    model_config_edit("seq2seq", {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]},
+                      "model_type 't5' is not a causal language model"),
+    model_config_edit("base_model_class", {"model_type": "bert", "architectures": ["BertModel"]},
+                      "architectures names BertModel", "BertLMHeadModel"),
+    model_config_edit("zero_heads", {"num_attention_heads": 0}, "unreadable config.json", "ZeroDivisionError"),
+    model_config_edit("wrong_typed_field", {"max_position_embeddings": "big"}, "unreadable config.json",
+                      "max_position_embeddings"),
+    tokenizer_without_pad_or_eos,
+]
+CASES.extend(ISSUE_27_CONFIG_CASES)
+
+
+def text_beyond_ascii(tmp, cfg):
+    """Valid text of every plane (accents, CJK, an emoji as one character, not as a surrogate pair) is accepted."""
+    cfg["env"]["system_prompt"] = "Réponds brièvement. 简短回答。 🙂"
+
+
+def lora_on_named_linear_layers(tmp, cfg):
+    cfg["train"].update(lora_r=4, lora_target_modules=["q_proj", "v_proj", "lm_head"])
+
+
+ACCEPTED_CASES.extend([
+    text_beyond_ascii, accept("env", "train_size", 1_000), accept("compare", "seeds", list(range(1000))),
+    lora_on_named_linear_layers,
+])

@@ -413,9 +413,9 @@ def test_every_ranged_field_refuses_values_outside_its_range_by_name(key, f, kin
     ("compare.seeds=[]", "compare.seeds: expected at least 1 item, got []"),
     ("compare.variants=[]", "compare.variants: expected at least 1 item, got []"),
     ("compare.seeds=[1, -1]", "compare.seeds[1]: expected >= 0, got -1"),
-    ("compare.seeds=[1, 2, 1]", "compare.seeds: [1, 2, 1] names 1 twice"),
+    ("compare.seeds=[1, 2, 1]", "compare.seeds: names 1 twice (compare.seeds[0] and [2])"),
     ("compare.variants=[pmd, ppo]", "compare.variants[1]: unknown variant 'ppo'"),
-    ("compare.variants=[pmd, pmd]", "compare.variants: ['pmd', 'pmd'] names pmd twice"),
+    ("compare.variants=[pmd, pmd]", "compare.variants: names pmd twice (compare.variants[0] and [1])"),
 ])
 def test_the_issue_cases_are_one_error_naming_the_field(override, needle):
     with pytest.raises(ConfigError) as info:
@@ -429,3 +429,68 @@ def test_prompts_per_step_beyond_the_training_set_is_refused():
                                           r"set has 4; lower train.prompts_per_step to at most 4"):
         check_training_set(train, 4)
     check_training_set(train, 50)
+
+
+# ------------------------------------------------------------------ issue 27: keys, text and bounds
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("1: a\nfoo: b\n", "top level: key 1 is a number, not a name"),
+    ("null: a\n", "top level: key null is null, not a name"),
+    ("train: {true: 1, stepz: 2}\n", "train: key true is a boolean, not a name"),
+    ("env: {tasks: [{name: chain_sum, params: {3: x}}]}\n", "key 3 is a number, not a name"),
+    ("memory: {retrieval: {level_shares: {~: 0.1}}}\n", "memory.retrieval.level_shares: key null is null"),
+])
+def test_a_key_that_is_not_text_is_one_error_naming_it(tmp_path, text, needle):
+    (tmp_path / "cfg.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "cfg.yaml")
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ('env.system_prompt="\\ud800"', "env.system_prompt: not valid text (a lone surrogate '\\ud800' at character 0"),
+    ('run_dir="runs/\\udfff"', "run_dir: not valid text"),
+    ('train.trl={run_name: "x\\ud83d"}', "train.trl.run_name: not valid text"),
+    ('env.tasks[0].params={generator_note: ["ok", "\\ud800"]}', "not valid text"),
+])
+def test_text_that_utf8_cannot_hold_is_refused_at_load(override, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert needle in str(info.value)
+    assert "\ud800" not in str(info.value) and "\udfff" not in str(info.value)  # printable: the repr, not the char
+
+
+def test_text_of_every_plane_is_accepted():
+    cfg = load_config(None, ['env.system_prompt="Réponds 简短 \\U0001F642"'])
+    assert cfg.env.system_prompt == "Réponds 简短 \U0001F642"
+
+
+def test_check_text_walks_deeper_than_the_recursion_limit():
+    from pmd.config_fields import check_text
+
+    deep: list = ["\ud800"]
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match="not valid text"):
+        check_text(deep, "x")
+
+
+def test_problem_counts_and_seeds_are_bounded_with_the_reason():
+    with pytest.raises(ConfigError, match=r"env.train_size: .*at most 1000000 \(problems are generated"):
+        load_config(None, ["env.train_size=2147483647"])
+    with pytest.raises(ConfigError, match=r"compare.seeds: expected at most 1000 items \(each seed is one training"):
+        load_config(None, [f"compare.seeds=[{', '.join(map(str, range(1001)))}]"])
+    assert load_config(None, ["env.train_size=1000000", "env.eval_size=1000000"]).env.train_size == 1_000_000
+
+
+def test_duplicate_seed_check_is_one_pass():
+    """1000 seeds (the most allowed) with the repeat last: list.count per item made this 10**6 comparisons; the
+    linear check answers in well under the time that took for 100,000 seeds (minutes)."""
+    from pmd.config import CompareConfig, _check_compare
+
+    seeds = list(range(999)) + [998]
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"compare.seeds: names 998 twice \(compare.seeds\[998\] and \[999\]\)"):
+        _check_compare(CompareConfig(seeds=seeds))
+    assert time.perf_counter() - t0 < 0.05

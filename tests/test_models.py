@@ -261,3 +261,68 @@ def test_a_model_pmd_loads_for_itself_loads_whole_while_a_zero3_config_is_live(t
     assert seen == [False]  # hidden while loading ...
     assert hf_deepspeed.is_deepspeed_zero3_enabled()  # ... and live again after
     assert all(p.numel() > 0 for p in model.parameters())
+
+
+# ------------------------------------------------------------------ issue 27: what preflight asks of a model
+from pmd.lora_targets import adaptable_names, check_lora_targets  # noqa: E402
+
+LLAMA_MODULES = [("", "LlamaForCausalLM"), ("model", "LlamaModel"), ("model.embed_tokens", "Embedding"),
+                 ("model.layers.0.self_attn", "LlamaAttention"), ("model.layers.0.self_attn.q_proj", "Linear"),
+                 ("model.layers.0.self_attn.v_proj", "Linear"), ("model.layers.0.mlp", "LlamaMLP"),
+                 ("model.layers.0.mlp.up_proj", "Linear"), ("lm_head", "Linear")]
+
+
+def test_lora_targets_are_matched_as_peft_matches_them():
+    check_lora_targets(["q_proj", "v_proj", "lm_head", "embed_tokens"], LLAMA_MODULES, "m")
+    check_lora_targets("all-linear", LLAMA_MODULES, "m")  # PEFT's own choice
+    assert adaptable_names(LLAMA_MODULES) == ["embed_tokens", "lm_head", "q_proj", "up_proj", "v_proj"]
+    with pytest.raises(ConfigError, match=r"\[1\]: 'qproj' names no module of the model; m has .*q_proj, up_proj"):
+        check_lora_targets(["q_proj", "qproj"], LLAMA_MODULES, "m")  # PEFT ignored it beside a name that matched
+    with pytest.raises(ConfigError, match=r"\[0\]: 'self_attn' names LlamaAttention modules, which LoRA cannot"):
+        check_lora_targets(["self_attn"], LLAMA_MODULES, "m")
+    with pytest.raises(ConfigError, match="names no module"):
+        check_lora_targets(["proj"], LLAMA_MODULES, "m")  # a suffix of a name is not a name
+
+
+def test_lora_targets_are_checked_against_the_model_at_preflight(tiny_model_path):
+    base = [f"model.name_or_path={tiny_model_path}", "train.lora_r=4"]
+    models.check_models(load_config(None, base + ["train.lora_target_modules=[q_proj, down_proj]"]))
+    with pytest.raises(ConfigError, match=r"'o_projj' names no module .* o_proj"):
+        models.check_models(load_config(None, base + ["train.lora_target_modules=[o_projj]"]))
+    models.check_models(load_config(None, base[:1] + ["train.lora_target_modules=[o_projj]"]))  # lora_r 0: unused
+
+
+@pytest.mark.parametrize("template, needle", [
+    (None, "has no chat template"),
+    ("{% if %}", "TemplateSyntaxError"),
+    ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system turn') }}{% endif %}",
+     "TemplateError: no system turn"),
+])
+def test_prompt_must_render_through_the_chat_template(tmp_path, tiny_model_path, template, needle):
+    folder = copy_model(tiny_model_path, tmp_path / "m")
+    if template is None:
+        (folder / "chat_template.jinja").unlink()
+    else:
+        (folder / "chat_template.jinja").write_text(template)
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1 + 1"}]
+    with pytest.raises(ModelNotFoundError, match=needle):
+        models.check_prompt_renders(str(folder), system)
+    if template is not None and "system" in template:
+        models.check_prompt_renders(str(folder), system[1:])  # the same template renders a prompt without one
+    models.check_prompt_renders(str(tiny_model_path), system)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]}, "model_type 't5' is not a causal"),
+    ({"architectures": ["LlamaModel"]}, "architectures names LlamaModel, which is not a causal language model "
+                                        "class (e.g. LlamaForCausalLM)"),
+    ({"num_attention_heads": 0}, "unreadable config.json (ZeroDivisionError"),
+    ({"hidden_size": 33}, "not a multiple of the number of attention heads"),
+])
+def test_a_config_json_pmd_cannot_train_is_one_line(tmp_path, tiny_model_path, edit, needle):
+    folder = copy_model(tiny_model_path, tmp_path / "m")
+    data = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**data, **edit}))
+    with pytest.raises(ModelNotFoundError) as info:
+        models.check_model(str(folder))
+    assert needle in str(info.value) and "\n" not in str(info.value)

@@ -27,8 +27,10 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from .config_fields import INT_MAX, MOVED_KEYS, _build, _f, build_dataclass, check_fields, range_text  # noqa: F401
+from .config_fields import (INT_MAX, MAX_PROBLEMS, MOVED_KEYS, PROBLEMS_EXPECT, _build, _f,  # noqa: F401
+                            build_dataclass, check_fields, range_text)
 from .errors import ConfigError
+from .lora_targets import check_lora_form
 from .prompts import ANSWER_INSTRUCTION
 from .trl_args import check_batch_options, check_report_to, check_trl_overrides
 from .yaml_input import load_yaml, read_config_file
@@ -57,8 +59,8 @@ class TaskConfig:
 @dataclass
 class EnvConfig:
     tasks: list[TaskConfig] = _f([], "Task families to train and evaluate on (default: basic_arithmetic).")
-    train_size: int = _f(64, "Training problems per task family.", gt=0)
-    eval_size: int = _f(32, "Held-out problems per task family.", gt=0)
+    train_size: int = _f(64, "Training problems per task family.", gt=0, le=MAX_PROBLEMS, expect=PROBLEMS_EXPECT)
+    eval_size: int = _f(32, "Held-out problems per task family.", gt=0, le=MAX_PROBLEMS, expect=PROBLEMS_EXPECT)
     seed: int = _f(0, "Seed of the problem generators; eval uses a disjoint derived seed.", ge=0)
     reveal_answer_in_feedback: bool = _f(False, "Put the gold answer into verifier feedback (leaks the label).")
     system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
@@ -248,11 +250,9 @@ VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher")
 
 @dataclass
 class CompareConfig:
-    variants: list[str] = _f(
-        list(VARIANTS), "Algorithms/ablations to run side by side (each once).", min_len=1
-    )
-    seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).",
-                          ge=0, min_len=1)
+    variants: list[str] = _f(list(VARIANTS), "Algorithms/ablations to run side by side (each once).", min_len=1)
+    seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).", ge=0,
+                          min_len=1, max_len=1000, max_len_why="each seed is one training run per variant")
     eval_every: int = _f(4, "Memory-free held-out evaluation every K steps (and at step 0 and the last step).", gt=0)
     frozen_memory_steps: int = _f(4, "pmd-frozen-memory: steps of memory growth before the freeze.", ge=0)
     out_dir: str = _f("runs/compare", "Where per-variant run directories, curves and the table go.", nonempty=True)
@@ -436,7 +436,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.memory.consolidation.mode == "model" and cfg.memory.reflector == "feedback-stats":
         raise ConfigError("memory.consolidation.mode: 'model' needs a model to write patterns: set memory.reflector "
                           "to 'policy' or a model's HF id / path (feedback-stats generates no text)")
-    _check_lora(cfg.train)
+    check_lora_form(cfg.train.lora_target_modules)
     check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
                         cfg.train.gradient_accumulation_steps)
     check_report_to(cfg.train.report_to)
@@ -449,9 +449,11 @@ def _check_compare(c: CompareConfig) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"compare.variants[{i}]: unknown variant {variant!r} (known: {', '.join(VARIANTS)})")
     for key, items in (("compare.variants", c.variants), ("compare.seeds", c.seeds)):
-        twice = sorted({str(x) for x in items if items.count(x) > 1})
-        if twice:
-            raise ConfigError(f"{key}: {items} names {twice[0]} twice")
+        first: dict[Any, int] = {}  # one pass: list.count per item was quadratic (100,000 seeds: minutes, no word)
+        for i, x in enumerate(items):
+            if x in first:
+                raise ConfigError(f"{key}: names {x} twice ({key}[{first[x]}] and [{i}]); each runs once")
+            first[x] = i
 
 
 def check_training_set(train: TrainConfig, n_problems: int) -> None:
@@ -462,31 +464,6 @@ def check_training_set(train: TrainConfig, n_problems: int) -> None:
         raise ConfigError(f"train.prompts_per_step: {train.prompts_per_step} distinct problems per step, but the "
                           f"training set has {n_problems}; lower train.prompts_per_step to at most {n_problems} or "
                           "add problems (env.train_size, more tasks or data)")
-
-
-def _check_lora(t: TrainConfig) -> None:
-    """LoRA's target modules, at load rather than inside PEFT once the run directory exists (the ranges of
-    train.lora_* are in their fields' metadata). A bare string other than
-    'all-linear' is refused: PEFT would read it as a regular expression over full module paths, so `q_proj` would
-    match nothing; a list of names (matched against the ends of module paths) says what is meant."""
-    targets = t.lora_target_modules
-    if isinstance(targets, str):
-        if targets != "all-linear":
-            hint = f" (for one module write [{targets}])" if targets.strip() else ""
-            raise ConfigError(f"train.lora_target_modules: expected 'all-linear' or a list of module names, got "
-                              f"{targets!r}{hint}")
-        return
-    if not targets:
-        raise ConfigError("train.lora_target_modules: expected 'all-linear' or a non-empty list of module names, "
-                          "got []")
-    for i, name in enumerate(targets):
-        if not name or name != name.strip():
-            raise ConfigError(f"train.lora_target_modules[{i}]: expected a module name (no blanks around it), got "
-                              f"{name!r}")
-        if name == "all-linear":
-            raise ConfigError("train.lora_target_modules: 'all-linear' stands alone, not in a list")
-    if len(set(targets)) != len(targets):
-        raise ConfigError(f"train.lora_target_modules: {targets} names a module twice")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -23,16 +23,23 @@ from .yaml_input import yaml_number
 # typo (`steps: 10000000000000`), refused at load like a float where an integer belongs (`steps: 1e30`).
 INT_MAX = 2**31 - 1
 
+# env.train_size / eval_size: reasoning-gym generates every problem when the run starts (about 15,000 a second on
+# one core; eval three times over, to drop duplicates of train), in one pass with no output. 2**31 - 1 hung preflight
+# for what would have been days; a million is about a minute, and more problems than any run here draws.
+MAX_PROBLEMS = 1_000_000
+PROBLEMS_EXPECT = f"a positive integer of at most {MAX_PROBLEMS} (problems are generated when the run starts)"
+
 
 def _f(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-       lt: float | None = None, expect: str = "", min_len: int = 0, nonempty: bool = False,
-       unbounded: str = "") -> Any:
+       lt: float | None = None, expect: str = "", min_len: int = 0, max_len: int = 0, max_len_why: str = "",
+       nonempty: bool = False, unbounded: str = "") -> Any:
     """A dataclass field with a default, its one-line help and its allowed values, checked in one place
     (`check_fields`) for every section however it is built:
 
     * ge / gt / le / lt: bounds of a number, or of each item of a list of numbers (`expect` replaces the generated
       "expected >= 0" text where the meaning needs saying, e.g. "0 = derive");
-    * min_len: the fewest items a list may have; nonempty: a string that may not be blank;
+    * min_len / max_len: the fewest / most items a list may have (0: no maximum), max_len_why: why that many, said
+      in the error; nonempty: a string that may not be blank;
     * unbounded: for a number that may take any finite value, why (every number field states one or the other, and
       a test holds every section to it).
 
@@ -41,7 +48,8 @@ def _f(default: Any, help: str, *, ge: float | None = None, gt: float | None = N
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
     if bounds:
         metadata["range"] = bounds
-    for key, value in (("expect", expect), ("min_len", min_len), ("nonempty", nonempty), ("unbounded", unbounded)):
+    for key, value in (("expect", expect), ("min_len", min_len), ("max_len", max_len),
+                       ("max_len_why", max_len_why), ("nonempty", nonempty), ("unbounded", unbounded)):
         if value:
             metadata[key] = value
     if isinstance(default, (list, dict)):
@@ -86,6 +94,9 @@ def check_fields(obj: Any) -> None:
             if len(value) < meta.get("min_len", 0):
                 raise ConfigError(f"{f.name}: expected at least {meta['min_len']} item"
                                   f"{'s' if meta['min_len'] != 1 else ''}, got []")
+            if meta.get("max_len") and len(value) > meta["max_len"]:
+                why = f" ({meta['max_len_why']})" if meta.get("max_len_why") else ""
+                raise ConfigError(f"{f.name}: expected at most {meta['max_len']} items{why}, got {len(value)}")
             items = [(f"{f.name}[{i}]", v) for i, v in enumerate(value)]
         else:
             items = [(f.name, value)]
@@ -100,6 +111,45 @@ def check_fields(obj: Any) -> None:
                 if not math.isfinite(v):
                     expect = "a finite number" if not bounds else f"a finite number, {expect}"
                 raise ConfigError(f"{name}: expected {expect}, got {v!r}")
+
+
+def _yaml_spelling(key: Any) -> str:
+    return "null" if key is None else str(key).lower() if isinstance(key, bool) else repr(key)
+
+
+def check_keys(mapping: dict[Any, Any], path: str) -> None:
+    """Every key of a config mapping is a name (text). YAML reads an unquoted `1:`, `true:`, `null:` or `~:` as a
+    number, boolean or null key; beside a text key, sorting the keys for the "unknown key" message raised TypeError.
+    Refused here, naming the key as the file spells it."""
+    for key in mapping:
+        if not isinstance(key, str):
+            kind = ("null" if key is None else "a boolean" if isinstance(key, bool)
+                    else "a number" if isinstance(key, (int, float)) else f"a {type(key).__name__}")
+            raise ConfigError(f"{path or 'top level'}: key {_yaml_spelling(key)} is {kind}, not a name (config "
+                              "keys are text; check the indentation, or quote the key)")
+
+
+def check_text(value: Any, path: str) -> None:
+    """Every string in `value` (nested lists and mappings, keys too) is text that UTF-8 can encode. YAML's "\\ud800"
+    escape, or a Python caller, can give a lone surrogate: it passed preflight, then failed when config.yaml was
+    written, or the first time the run encoded a prompt, with the run directory already locked. Iterative: a config
+    from Python may nest deeper than the recursion limit."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ConfigError(f"{where}: not valid text (a lone surrogate {item[exc.start]!r} at character "
+                                  f"{exc.start}; UTF-8 cannot hold it): remove it or write the character "
+                                  "itself") from None
+        elif isinstance(item, dict):
+            for key, v in item.items():
+                stack.append((key, where))
+                stack.append((v, f"{where}.{key}" if isinstance(key, str) else where))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
 
 
 # Keys that moved into a sub-section: an old config gets a one-line pointer instead of "unknown key".
@@ -146,8 +196,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        check_keys(value, path)
+        check_text(value, path)
         return dict(value)
     if tp is Any:
+        check_text(value, path)
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -171,6 +224,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         if "\x00" in value:  # no path, name or prompt holds one, and os calls raise ValueError on it
             raise ConfigError(f"{path}: expected text without NUL characters, got {value!r}")
+        check_text(value, path)
         return value
     raise ConfigError(f"{path}: unsupported annotation {tp!r}")  # pragma: no cover - a bug in this module
 
@@ -178,6 +232,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    check_keys(data, path)
     unknown = sorted(set(data) - names)
     where = f"{path}." if path else ""
     if unknown:

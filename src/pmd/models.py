@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import urlparse
 
 from .errors import ConfigError, ModelNotFoundError
+from .lora_targets import check_lora_targets
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -229,8 +230,11 @@ def check_model(path: str, cfg: RunConfig | None = None) -> None:
     with _quiet_hub():
         try:
             config = AutoConfig.from_pretrained(path)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelNotFoundError(f"model {path}: unreadable config.json ({_first_line(exc)})") from None
+        except Exception as exc:  # noqa: BLE001 - config classes validate in their own ways (ZeroDivisionError on
+            # num_attention_heads: 0, huggingface_hub's StrictDataclass errors on a wrong type): all a bad file
+            raise ModelNotFoundError(f"model {path}: unreadable config.json ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]})") from None
+        check_causal_lm(config, path)
         try:
             AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -243,6 +247,52 @@ def check_model(path: str, cfg: RunConfig | None = None) -> None:
         check_weights(local, config)
     if cfg is not None:
         check_model_fits(config, cfg, path)
+        if cfg.train.lora_r > 0 and not isinstance(cfg.train.lora_target_modules, str):
+            meta = _meta_model(config)
+            if meta is not None:
+                modules = [(name, type(m).__name__) for name, m in meta.named_modules()]
+                check_lora_targets(cfg.train.lora_target_modules, modules, f"model {path}")
+
+
+def check_prompt_renders(path: str, messages: list[dict[str, str]], role: str = "model") -> None:
+    """The tokenizer of `path` turns one of the run's prompts (`messages`, as the student sees it) into tokens, with
+    a padding token for batches: a tokenizer without a chat template, with a template that is not valid Jinja, or
+    one that calls raise_exception on these messages (a system turn it does not allow), failed at the first
+    generation, after the run directory was written. `role` names the setting in the message (model,
+    memory.reflector)."""
+    from transformers import AutoTokenizer
+
+    with _quiet_hub():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.chat_template:
+        raise ModelNotFoundError(f"{role} {path}: its tokenizer has no chat template, and pmd prompts in chat turns; "
+                                 "use an instruct/chat model, or add chat_template.jinja to the folder")
+    try:
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    except Exception as exc:  # noqa: BLE001 - any failure of a model's own template is this input's fault
+        raise ModelNotFoundError(f"{role} {path}: its tokenizer's chat template cannot render the run's first prompt "
+                                 f"({type(exc).__name__}: {_first_line(exc)[:200]}); fix chat_template in "
+                                 "tokenizer_config.json (or chat_template.jinja)") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ModelNotFoundError(f"{role} {path}: its tokenizer has neither a pad_token nor an eos_token, so prompts "
+                                 "cannot be batched nor generation stopped; set them in tokenizer_config.json")
+
+
+def check_causal_lm(config: Any, path: str) -> None:
+    """config.json describes a model pmd can train: its model_type has a causal-LM class, and the classes it names
+    under `architectures` (TRL builds the model by them) are causal LMs. A T5 or a BertModel passed every other check
+    and failed inside the trainer (IndexError, AttributeError) once the run directory was written."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = getattr(config, "model_type", "")
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelNotFoundError(f"model {path}: config.json's model_type {model_type!r} is not a causal language "
+                                 "model (pmd trains decoder-only LMs: Llama, Qwen2, SmolLM2, ...)")
+    causal = {n for v in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() for n in ((v,) if isinstance(v, str) else v)}
+    for name in getattr(config, "architectures", None) or []:
+        if name not in causal:
+            raise ModelNotFoundError(f"model {path}: config.json's architectures names {name}, which is not a causal "
+                                     f"language model class (e.g. {MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type]})")
 
 
 def _safetensors_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -273,9 +323,9 @@ def _safetensors_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     return shapes
 
 
-def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]] | None:
-    """Parameter shapes of config.json's architecture, built on the meta device (no memory); None when it cannot be
-    built here (quantized weights have packed shapes; an unusual model class): nothing to compare then."""
+def _meta_model(config: Any) -> Any:
+    """config.json's architecture built on the meta device (no memory, no weights), or None when it cannot be built
+    here (quantized weights have packed shapes; an unusual model class): nothing to compare against then."""
     if getattr(config, "quantization_config", None):
         return None
     try:
@@ -283,10 +333,15 @@ def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]] | None:
         from transformers import AutoModelForCausalLM
 
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
-    except Exception:  # noqa: BLE001 - any failure only means no shape check; loading reports its own error
+            return AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - any failure only means no check; loading reports its own error
         return None
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _expected_shapes(config: Any) -> dict[str, tuple[int, ...]] | None:
+    """Parameter shapes of config.json's architecture (None: it cannot be built here)."""
+    model = _meta_model(config)
+    return None if model is None else {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def check_weights(folder: Path, config: Any) -> None:

@@ -27,8 +27,10 @@ from .config import RunConfig, check_training_set, config_changes, to_dict
 from .dist import Ranks
 from .envs import EnvironmentSuite
 from .errors import CheckpointError, ConfigError, DatasetError, PMDError
-from .models import check_models, load_model_and_tokenizer
+from .models import (MODEL_REFLECTORS_NOT, check_models, check_prompt_renders, load_model_and_tokenizer,
+                     resolve_model)
 from .precision import autocast, run_precision
+from .prompts import student_messages
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +101,23 @@ def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuit
     if not suite.problems("train"):
         raise DatasetError("env.tasks: no training problems (check the tasks' datasets and env.train_size)")
     check_training_set(cfg.train, len(suite.problems("train")))
+    check_prompts_render(cfg, model_path, suite)
     if cfg.memory.load_from:
         from .memory.store import MemoryStore
 
         MemoryStore.check(cfg.memory.load_from)
     return model_path, suite
+
+
+def check_prompts_render(cfg: RunConfig, model_path: str, suite: EnvironmentSuite) -> None:
+    """The first training problem's prompt, as the student sees it, through the policy's chat template, and through
+    a model reflector's (which writes its reflections from prompts with the same turns): a template that cannot
+    render fails here, before the run directory exists, and not at the first generation."""
+    first = suite.problems("train")[0]
+    messages = student_messages(suite.system_prompt(first, cfg.env.system_prompt), suite.format_prompt(first))
+    check_prompt_renders(model_path, messages)
+    if cfg.train.algo == "pmd" and cfg.memory.reflector not in MODEL_REFLECTORS_NOT:
+        check_prompt_renders(resolve_model(cfg.memory.reflector), messages, "memory.reflector")
 
 
 # What a run writes into its directory; a fresh run refuses a directory that holds any of it.
