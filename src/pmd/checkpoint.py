@@ -264,10 +264,38 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: checkpoint_step(p) or 0)
 
 
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def trainer_state_problem(ckpt: Path, step: int) -> str | None:
+    """What is wrong with a complete checkpoint's trainer_state.json, or None. The manifest checks sizes only, so a
+    file damaged in place (same size) passes it; transformers would then raise mid-resume, after the run directory
+    was already put back to the checkpoint. Read as transformers reads it (`TrainerState.load_from_json`)."""
+    path = ckpt / TRAINER_STATE_FILE
+    if not path.is_file():
+        return None  # a weights-only checkpoint (train.save_optimizer: false) has none; resume refuses it anyway
+    from transformers import TrainerState
+
+    try:
+        state = TrainerState.load_from_json(str(path))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        return f"unreadable ({exc.__class__.__name__}: {' '.join(str(exc).split())[:120]})"
+    if state.global_step != step:
+        return f"records step {state.global_step!r}, but this is the checkpoint of step {step}"
+    return None
+
+
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint whose manifest says it was fully written; partial ones (killed mid-save) are skipped."""
+    """The newest checkpoint whose manifest says it was fully written; partial ones (killed mid-save) are skipped.
+    A complete one whose trainer state is damaged is an error (CheckpointError), raised before anything is written:
+    skipping it would resume from an older step, and resume removes the checkpoints after its start point."""
     for ckpt in reversed(list_checkpoints(run_dir)):
-        if read_manifest(ckpt) is not None:
+        manifest = read_manifest(ckpt)
+        if manifest is not None:
+            problem = trainer_state_problem(ckpt, manifest.step)
+            if problem:
+                raise CheckpointError(f"{ckpt / TRAINER_STATE_FILE}: {problem}; the checkpoint is damaged: restore "
+                                      f"that file, or remove {ckpt} to resume from the checkpoint before it")
             return ckpt
         logger.warning("checkpoint %s is incomplete (no valid %s); skipping it", ckpt, MANIFEST_FILE)
     return None
