@@ -476,7 +476,8 @@ def test_report_skips_metrics_rows_it_cannot_show_and_still_reports(finished, tm
         fh.write(b'{"step": 9, "loss": "caf\xe9"}\n')
     assert main(["report", str(run)]) == 0
     assert capsys.readouterr().out.strip() == str(run / "report.md")
-    table = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| ") and "|---" not in line]
+    table = [line for line in (run / "report.md").read_text().splitlines()
+             if line.startswith("| ") and "|---" not in line]
     assert not any(line.startswith(("| 7 |", "| 8 |", "| 9 |")) for line in table)
     assert any(line.startswith(f"| {STEPS} |") for line in table)
 

@@ -118,7 +118,8 @@ def _rules(table: str) -> list[tuple[str, str, str]]:
     if table == "meta":
         steps = ", ".join(f"'{k}'" for k in META_STEP_KEYS)
         rules.append(("value", "NOT json_valid(value)", "JSON text"))
-        rules.append(("value", f"(key IN ({steps}) AND CASE WHEN json_valid(value) THEN json_type(value) != 'integer' ELSE 1 END)", "a JSON integer (a step)"))
+        not_integer = "CASE WHEN json_valid(value) THEN json_type(value) != 'integer' ELSE 1 END"
+        rules.append(("value", f"(key IN ({steps}) AND {not_integer})", "a JSON integer (a step)"))
     return rules
 
 
@@ -133,8 +134,8 @@ def content_problem(conn: sqlite3.Connection) -> str | None:
     for table in sorted(_expected()[0]):
         rules = _rules(table)
         key = "key" if table == "meta" else "id"
-        row = conn.execute(f"SELECT * FROM {table} WHERE {' OR '.join(bad for _, bad, _ in rules)} LIMIT 1"  # noqa: S608
-                           ).fetchone()
+        any_bad = " OR ".join(bad for _, bad, _ in rules)
+        row = conn.execute(f"SELECT * FROM {table} WHERE {any_bad} LIMIT 1").fetchone()  # noqa: S608
         if row is None:
             continue
         names = [d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description]  # noqa: S608
