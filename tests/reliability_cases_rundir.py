@@ -69,6 +69,23 @@ CASES: list[tuple[str, str, str]] = [
      F + "test_a_read_only_run_dir_is_one_line_and_still_readable"),
     ("bad_input", "missing memory.reflector model path",
      F + "test_a_missing_reflector_model_is_refused_before_the_run_dir_exists"),
+    # issue 27: memory files and run dir
+    ("writer", "pmd report on a run a live train holds",
+     F + "test_pmd_report_on_a_run_a_live_train_holds_is_refused_and_writes_nothing"),
+    ("read_only", "a -wal left without its -shm: read whole, nothing created beside it",
+     M + "test_a_wal_without_its_shm_is_read_whole_and_nothing_is_created_beside_it"),
+    *[("bad_input", f"memory store with a foreign {kind} (load_from, read commands)",
+       M + f"test_a_schema_object_pmd_did_not_create_is_refused_and_never_copied[{kind}]")
+      for kind in ("trigger", "view", "table", "index", "column")],
+    *[("bad_input", f"memory store value pmd would not write: {kind}",
+       M + f"test_a_value_pmd_would_not_write_is_named_by_table_column_and_row[{kind}]")
+      for kind in ("reward_text", "reward_infinite", "passed_2", "step_real", "prompt_blob", "failure_kind_unknown",
+                   "insight_ids_not_json", "insight_ids_strings", "pattern_status", "item_refs_not_json",
+                   "item_refs_numbers", "meta_not_json", "last_reflected_text")],
+    ("bad_input", "pmd report with Infinity/NaN memory counts and a non-UTF-8 metrics line",
+     F + "test_report_skips_metrics_rows_it_cannot_show_and_still_reports"),
+    ("bad_input", "--resume from a checkpoint whose trainer_state.json is damaged in place",
+     F + "test_a_resume_from_a_checkpoint_whose_trainer_state_is_damaged_is_one_line_and_writes_nothing"),
 ]
 
 

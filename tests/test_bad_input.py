@@ -711,6 +711,155 @@ SUBCOMMAND_CASES = [
 ]
 
 
+# issue 27: memory files and run dir
+# A store as pmd writes it, then changed outside pmd (`edit`: SQL run on it with CHECK constraints off).
+
+
+def edited_store(path: Path, edit: str) -> Path:
+    from pmd.memory.store import Experience, RetrievalRecord
+
+    with MemoryStore(path) as store:
+        store.add_experiences([Experience("p1", "arith", "q", "r", 0.0, False, "wrong", 0, 0)])
+        store.log_retrieval([RetrievalRecord(0, "p1", 0, "shown", ["i:1"], 3)])
+        store.meta_set("last_reflected_step", 0)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA ignore_check_constraints = ON")
+    conn.executescript(edit)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def train_with_seed(tmp, model, edit: str) -> list[str]:
+    edited_store(tmp / "seed.sqlite", edit)
+    cfg = base_config(model, tmp / "run")
+    cfg["memory"] = {"load_from": str(tmp / "seed.sqlite")}
+    write_yaml(tmp / "cfg.yaml", cfg)
+    return ["train", "cfg.yaml"]
+
+
+def load_from_with_a_trigger(tmp, model):
+    """Was: the trigger was copied and rewrote every attempt as passed with reward 1.0."""
+    edit = ("CREATE TRIGGER all_pass AFTER INSERT ON experiences BEGIN "
+            "UPDATE experiences SET passed = 1, reward = 1.0; END;")
+    return train_with_seed(tmp, model, edit), ["seed.sqlite", "trigger 'all_pass'"]
+
+
+def load_from_last_reflected_step_text(tmp, model):
+    edit = "UPDATE meta SET value = '\"abc\"' WHERE key = 'last_reflected_step'"
+    return train_with_seed(tmp, model, edit), ["seed.sqlite", "meta.value", "last_reflected_step"]
+
+
+def load_from_with_an_extra_column(tmp, model):
+    """Own case. Was: accepted, and the foreign column copied into the run's store."""
+    edit = "ALTER TABLE experiences ADD COLUMN note TEXT"
+    return train_with_seed(tmp, model, edit), ["seed.sqlite", "table 'experiences'", "note"]
+
+
+def load_from_step_not_an_integer(tmp, model):
+    """Own case. Was: accepted; the seed's step 1.5 went into this run's history."""
+    return train_with_seed(tmp, model, "UPDATE experiences SET step = 1.5"), ["seed.sqlite", "experiences.step"]
+
+
+def memory_show_reward_text(tmp, model):
+    """Was: a traceback (ValueError: Unknown format code 'f' for object of type 'str')."""
+    small_run(tmp)
+    edited_store(tmp / "memory.sqlite", "UPDATE experiences SET reward = 'abc'")
+    return ["memory", "show", "memory.sqlite"], ["memory.sqlite", "experiences.reward", "row id 1"]
+
+
+def memory_stats_item_refs_not_json(tmp, model):
+    """Was: a traceback (JSONDecodeError)."""
+    edited_store(tmp / "memory.sqlite", "UPDATE retrievals SET item_refs = 'not json'")
+    return ["memory", "stats", "memory.sqlite"], ["memory.sqlite", "retrievals.item_refs", "row id 1"]
+
+
+def memory_stats_item_refs_of_numbers(tmp, model):
+    """Own case. Was: a traceback (AttributeError: 'int' object has no attribute 'split')."""
+    edited_store(tmp / "memory.sqlite", "UPDATE retrievals SET item_refs = '[1, 2]'")
+    return ["memory", "stats", "memory.sqlite"], ["memory.sqlite", "retrievals.item_refs", "JSON list of strings"]
+
+
+def memory_show_prompt_bytes(tmp, model):
+    """Own case. Was: exit 0, the prompt shown as Python bytes (and retrieval would read them as a prompt)."""
+    edited_store(tmp / "memory.sqlite", "UPDATE experiences SET prompt = x'00ff'")
+    return ["memory", "show", "memory.sqlite", "--problem", "p1"], ["memory.sqlite", "experiences.prompt"]
+
+
+def report_where_report_md_is_a_directory(tmp, model):
+    """Was: training.png replaced, then the error."""
+    run = small_run(tmp)
+    (run / "report.md").mkdir()
+    (run / "training.png").write_bytes(b"an earlier figure")
+    return ["report", "run"], ["run/report.md", "is a directory"]
+
+
+def report_config_not_utf8(tmp, model):
+    """Own case. Was: a traceback (UnicodeDecodeError) from the report's header."""
+    run = small_run(tmp)
+    (run / "config.yaml").write_bytes(b"train: {algo: caf\xe9}\n")
+    return ["report", "run"], ["run/config.yaml", "unreadable"]
+
+
+_HELD: list = []  # run-dir locks held for the length of the process, as a live `pmd train` holds its own
+
+
+def held_run(tmp: Path) -> Path:
+    from pmd.checkpoint import RunDirLock
+
+    run = small_run(tmp)
+    _HELD.append(RunDirLock(run).acquire())
+    return run
+
+
+def report_during_a_live_train(tmp, model):
+    """Was: exit 0, report.md and both PNGs rewritten inside the run a live train holds."""
+    held_run(tmp)
+    return ["report", "run"], ["run", "another pmd process", "pmd report run"]
+
+
+def eval_out_onto_a_memory_store(tmp, model):
+    """Was: the store replaced by JSON."""
+    small_run(tmp)
+    return (["eval", "--model", str(model), "--set", "env.eval_size=2", "--out", "run/memory.sqlite"],
+            ["--out run/memory.sqlite", "SQLite database"])
+
+
+def eval_out_onto_its_config(tmp, model):
+    """Was: the config replaced by the evaluation."""
+    write_yaml(tmp / "cfg.yaml", base_config(model, tmp / "run"))
+    return ["eval", "cfg.yaml", "--out", "cfg.yaml"], ["--out cfg.yaml", "config file"]
+
+
+def eval_out_onto_a_file_of_notes(tmp, model):
+    (tmp / "notes.txt").write_text("my notes\n")
+    return (["eval", "--model", str(model), "--set", "env.eval_size=2", "--out", "notes.txt"],
+            ["--out notes.txt", "not an earlier pmd evaluation"])
+
+
+def eval_out_into_a_run_a_live_train_holds(tmp, model):
+    """Own case. Was: the evaluation written into the held run directory."""
+    held_run(tmp)
+    return (["eval", "--model", str(model), "--set", "env.eval_size=2", "--out", "run/eval.json"],
+            ["--out run/eval.json", "live pmd train"])
+
+
+def export_out_into_a_run_a_live_train_holds(tmp, model):
+    """Own case. Was: the export written into the held run directory."""
+    held_run(tmp)
+    edited_store(tmp / "other.sqlite", "")
+    return ["memory", "export", "other.sqlite", "--out", "run/other.jsonl"], ["--out run/other.jsonl", "live pmd train"]
+
+
+SUBCOMMAND_CASES += [
+    load_from_with_a_trigger, load_from_last_reflected_step_text, load_from_with_an_extra_column,
+    load_from_step_not_an_integer, memory_show_reward_text, memory_stats_item_refs_not_json,
+    memory_stats_item_refs_of_numbers, memory_show_prompt_bytes, report_where_report_md_is_a_directory,
+    report_config_not_utf8, report_during_a_live_train, eval_out_onto_a_memory_store, eval_out_onto_its_config,
+    eval_out_onto_a_file_of_notes, eval_out_into_a_run_a_live_train_holds, export_out_into_a_run_a_live_train_holds,
+]
+
+
 @pytest.mark.parametrize("case", SUBCOMMAND_CASES, ids=case_id)
 def test_each_subcommand_turns_bad_input_into_one_line(case, tmp_path, tiny_model_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from dataclasses import dataclass
@@ -491,3 +492,115 @@ def test_restore_leaves_a_wal_mode_source_untouched(tmp_path: Path) -> None:
     before = src.read_bytes()
     MemoryStore.restore(src, tmp_path / "run" / "memory.db")
     assert src.read_bytes() == before and _sidecar_names(src) == []
+
+
+# -- issue 27: schema objects pmd did not create, values pmd would not write, a WAL without its -shm ----------------
+
+
+def _seeded(path: Path) -> Path:
+    with MemoryStore(path) as s:
+        s.add_experiences([exp("p1", 0, 0, passed=False, reward=0.0)])
+        s.upsert_insight("p1", "arith", "lesson", "check the sign", "rule", [1], 0)
+        s.add_pattern("lesson", "check signs", [1], 2, 0)
+        s.log_retrieval([RetrievalRecord(0, "p1", 0, "shown", ["i:1"], 3)])
+        s.meta_set("last_reflected_step", 0)
+    return path
+
+
+def _sql(path: Path, script: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA ignore_check_constraints = ON")  # a hand edit need not honour them
+    conn.executescript(script)
+    conn.commit()
+    conn.close()
+
+
+FOREIGN_OBJECTS = {
+    "trigger": ("CREATE TRIGGER t AFTER INSERT ON experiences BEGIN "
+                "UPDATE experiences SET passed = 1, reward = 1.0; END", "trigger 't'"),
+    "view": ("CREATE VIEW v AS SELECT * FROM experiences", "view 'v'"),
+    "table": ("CREATE TABLE notes (x)", "table 'notes'"),
+    "index": ("CREATE INDEX by_reward ON experiences (reward)", "index 'by_reward'"),
+    "column": ("ALTER TABLE experiences ADD COLUMN extra TEXT", "table 'experiences' has columns"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FOREIGN_OBJECTS))
+def test_a_schema_object_pmd_did_not_create_is_refused_and_never_copied(kind: str, tmp_path: Path) -> None:
+    """Was: `restore` (memory.load_from) copied a trigger, which then rewrote every attempt as passed, reward 1."""
+    src = _seeded(tmp_path / "seed.db")
+    statement, named = FOREIGN_OBJECTS[kind]
+    _sql(src, statement)
+    for attempt in (lambda: MemoryStore.check(src), lambda: MemoryStore.open_existing(src, read_only=True),
+                    lambda: MemoryStore.restore(src, tmp_path / "run" / "memory.db")):
+        with pytest.raises(MemoryStoreError, match="never creates|unlike pmd's") as info:
+            attempt()
+        assert named in str(info.value) and str(src) in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+MALFORMED_VALUES = {
+    "reward_text": ("UPDATE experiences SET reward = 'abc'", "experiences.reward of row id 1 is 'abc'"),
+    "reward_infinite": ("UPDATE experiences SET reward = 9e999", "experiences.reward of row id 1"),
+    "passed_2": ("UPDATE experiences SET passed = 2", "experiences.passed of row id 1"),
+    "step_real": ("UPDATE experiences SET step = 1.5", "experiences.step of row id 1 is 1.5"),
+    "prompt_blob": ("UPDATE experiences SET prompt = x'00ff'", "experiences.prompt of row id 1"),
+    "failure_kind_unknown": ("UPDATE experiences SET failure_kind = 'bad'", "experiences.failure_kind"),
+    "insight_ids_not_json": ("UPDATE insights SET experience_ids = '[1,'", "insights.experience_ids of row id 1"),
+    "insight_ids_strings": ("UPDATE insights SET experience_ids = '[\"a\"]'", "a JSON list of integers"),
+    "pattern_status": ("UPDATE patterns SET status = 'zombie'", "patterns.status of row id 1"),
+    "item_refs_not_json": ("UPDATE retrievals SET item_refs = 'not json'", "retrievals.item_refs of row id 1"),
+    "item_refs_numbers": ("UPDATE retrievals SET item_refs = '[1, 2]'", "a JSON list of strings"),
+    "meta_not_json": ("UPDATE meta SET value = 'abc'", "meta.value of key 'last_reflected_step' is 'abc'"),
+    "last_reflected_text": ("UPDATE meta SET value = '\"abc\"'", "a JSON integer (a step)"),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED_VALUES))
+def test_a_value_pmd_would_not_write_is_named_by_table_column_and_row(kind: str, tmp_path: Path) -> None:
+    """Was: a traceback in `pmd memory show` (text in reward), `stats` (item_refs not JSON), or deep in training
+    (a load_from store whose last_reflected_step is 'abc')."""
+    src = _seeded(tmp_path / "seed.db")
+    statement, named = MALFORMED_VALUES[kind]
+    _sql(src, statement)
+    before = sha(src)
+    for attempt in (lambda: MemoryStore.check(src), lambda: MemoryStore.open_existing(src, read_only=True),
+                    lambda: MemoryStore(src)):
+        with pytest.raises(MemoryStoreError, match="changed outside pmd") as info:
+            attempt()
+        assert named in str(info.value) and str(src) in str(info.value), info.value
+    assert sha(src) == before and _sidecar_names(src) == []
+
+
+def test_every_value_pmd_writes_passes_the_content_check(tmp_path: Path) -> None:
+    """The other side of the checks above: a store as pmd writes it, with NULLs where pmd writes them."""
+    src = _seeded(tmp_path / "seed.db")
+    with MemoryStore(src) as s:
+        s.add_experiences([exp("p2", 1, 0, passed=True, reward=1.0, answer=None, failure_kind="")])
+        s.retire_insight(1, 1)
+        MemoryStore.check(src)
+
+
+def test_a_wal_without_its_shm_is_read_whole_and_nothing_is_created_beside_it(tmp_path: Path) -> None:
+    """Was: `pmd memory stats` created memory.db-shm next to a -wal left without one."""
+    live = tmp_path / "live" / "memory.db"
+    with MemoryStore(live) as writer:
+        writer.add_experiences([exp("p1", 1, 0)])
+        writer.add_experiences([exp("p1", 2, 0)])  # committed into the WAL only
+        copy = tmp_path / "copy" / "memory.db"
+        copy.parent.mkdir()
+        for suffix in ("", "-wal"):  # the store and its WAL, copied without the -shm
+            copy.with_name(copy.name + suffix).write_bytes(live.with_name(live.name + suffix).read_bytes())
+    before = {p.name: p.read_bytes() for p in copy.parent.iterdir()}
+    leftovers = set(Path(tempfile.gettempdir()).glob("pmd-read-*"))
+    with MemoryStore.open_existing(copy, read_only=True) as reader:
+        assert reader.counts()["experiences"] == 2  # the WAL's rows too, not the main file alone
+    assert {p.name: p.read_bytes() for p in copy.parent.iterdir()} == before
+    assert set(Path(tempfile.gettempdir()).glob("pmd-read-*")) == leftovers, "the private copy is removed"
+
+
+def test_the_meta_steps_checked_are_the_ones_the_memory_loop_keeps() -> None:
+    from pmd.memory.integrity import META_STEP_KEYS
+    from pmd.memory.loop import LAST_REFLECTED
+
+    assert META_STEP_KEYS == (LAST_REFLECTED,)

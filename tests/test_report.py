@@ -233,3 +233,31 @@ def test_resume_without_eval_does_not_call_the_old_model_trained(runs, tmp_path,
     assert "| trained | " not in text and "| trained (step 3)" not in text
     assert "so `final/` (step 3) has not been evaluated" in text
     assert "| metric (last training step: 3) | value |" in text
+
+
+# issue 27: memory files and run dir
+
+def test_every_file_the_report_replaces_is_checked_before_any_is_written(tmp_path):
+    """Was: training.png replaced, then an error at report.md (a directory). Pure decision, then the whole check."""
+    from pmd.errors import PMDError
+    from pmd.report import REPORT_FILES, check_inputs, target_problem
+
+    (tmp_path / "file.md").write_text("x")
+    (tmp_path / "link.md").symlink_to(tmp_path / "file.md")
+    assert target_problem(tmp_path / "new.md") is None
+    assert target_problem(tmp_path / "file.md") is None
+    assert target_problem(tmp_path / "link.md") is None  # a rename replaces the link itself
+    for name in REPORT_FILES:
+        run = tmp_path / name.replace(".", "_")
+        run.mkdir()
+        (run / name).mkdir()
+        with pytest.raises(PMDError, match=f"{name}: is a directory"):
+            check_inputs(run)
+
+
+def test_read_metrics_skips_lines_that_are_not_utf8(tmp_path):
+    from pmd.report import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"step": 1, "loss": 0.5}\n{"step": 2, "note": "caf\xe9"}\n'
+                                             b'{"step": 3, "loss": 0.25}\n')
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 3]

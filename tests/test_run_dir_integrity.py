@@ -101,6 +101,9 @@ def assert_same_end(reference: Path, run: Path) -> None:
     assert [r["step"] for r in b["steps"]] == list(range(1, STEPS + 1))
     assert sum(d["level"] == "experience" for d in b["memory"]) == STEPS * 2 * 2  # prompts x generations
     assert b["leftovers"] == []
+    for r in (reference, run):  # the Trainer's end-of-training row, also after a resume with no step left (was: 0)
+        rows = [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in rows if "train_runtime" in row] == [STEPS], r
     for key in a:
         assert a[key] == b[key], key
     wa, wb = load_file(reference / "final" / "model.safetensors"), load_file(run / "final" / "model.safetensors")
@@ -456,6 +459,74 @@ def test_report_refuses_bad_inputs_before_it_rewrites_anything(damage, finished,
     assert str(run) in line
     assert snapshot(run) == before, "nothing rewritten"
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+
+# issue 27: memory files and run dir
+
+def test_report_skips_metrics_rows_it_cannot_show_and_still_reports(finished, tmp_path, capsys):
+    """Was: a traceback (OverflowError / ValueError / UnicodeDecodeError) for a memory count of Infinity or NaN
+    (Python's json writes and reads both) or a line that is not UTF-8 in metrics.jsonl."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    counts = {k: 1 for k in pmd.report.MEMORY_KEYS}
+    with (run / "metrics.jsonl").open("ab") as fh:
+        fh.write(json.dumps({"step": 7, **counts, "memory/experiences": float("inf")}).encode() + b"\n")
+        fh.write(json.dumps({"step": 8, **counts, "memory/insights": float("nan")}).encode() + b"\n")
+        fh.write(b'{"step": 9, "loss": "caf\xe9"}\n')
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.md")
+    table = [line for line in (run / "report.md").read_text().splitlines()
+             if line.startswith("| ") and "|---" not in line]
+    assert not any(line.startswith(("| 7 |", "| 8 |", "| 9 |")) for line in table)
+    assert any(line.startswith(f"| {STEPS} |") for line in table)
+
+
+def test_a_resume_from_a_checkpoint_whose_trainer_state_is_damaged_is_one_line_and_writes_nothing(
+        finished, tiny_model_path, tmp_path, capsys):
+    """Was: the run directory put back to the checkpoint (memory replaced, metrics cut), then a JSONDecodeError
+    traceback from transformers. The manifest checks sizes, so a same-size overwrite passed it."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    state = run / "checkpoints" / f"checkpoint-{STEPS}" / "trainer_state.json"
+    state.write_bytes(b"x" * state.stat().st_size)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(run_config(tiny_model_path, run)))
+    before = snapshot(run)
+    line = one_line_error(capsys, main(["train", str(tmp_path / "cfg.yaml"), "--resume"]))
+    assert str(state) in line and "unreadable" in line and "damaged" in line
+    assert snapshot(run) == before
+
+
+def test_pmd_report_on_a_run_a_live_train_holds_is_refused_and_writes_nothing(finished, tmp_path, capsys):
+    """Was: exit 0, and report.md and both PNGs rewritten inside the run directory the live train holds."""
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    before = snapshot(run)
+    with RunDirLock(run) as lock:
+        lock.mark()
+        line = one_line_error(capsys, main(["report", str(run)]))
+        assert f"another pmd process (pid {os.getpid()}) is writing" in line and f"pmd report {run}" in line
+    assert snapshot(run) == {**before, LOCK_FILE: snapshot(run)[LOCK_FILE]}
+    assert main(["report", str(run)]) == 0  # once the holder has gone
+
+
+def test_pmd_eval_out_replaces_an_earlier_evaluation_only_and_whole(tmp_path):
+    """The decision `pmd eval --out` makes (pure): what it may replace, what it must not."""
+    from pmd.outpaths import eval_refusal
+
+    cfg, db = tmp_path / "cfg.yaml", tmp_path / "memory.sqlite"
+    cfg.write_text("train: {steps: 1}\n")
+    db.write_bytes(b"SQLite format 3\x00" + b"\0" * 100)
+    (tmp_path / "old.json").write_text(json.dumps({"overall": {}, "families": {}, "per_problem": []}))
+    (tmp_path / "other.json").write_text(json.dumps({"overall": 1}))
+    (tmp_path / "empty.json").write_text("")
+    assert eval_refusal(tmp_path / "new.json", cfg, None) is None
+    assert eval_refusal(tmp_path / "old.json", cfg, None) is None
+    assert eval_refusal(tmp_path / "empty.json", cfg, None) is None
+    assert "config file" in eval_refusal(cfg, cfg, None)
+    assert "memory store this evaluation reads" in eval_refusal(tmp_path / "memory.sqlite-wal", None, db)
+    assert "SQLite database" in eval_refusal(db, None, None)
+    assert "not an earlier pmd evaluation" in eval_refusal(tmp_path / "other.json", None, None)
 
 
 # ------------------------------------------------------------------------------------------ other commands

@@ -20,7 +20,9 @@ step past `train.steps`).
 One writer per run directory: `RunDirLock` holds an exclusive `flock` on the run directory while a process trains
 into it, so a second `pmd train` (or a `--resume` while the first still runs) stops with one line before it writes.
 The kernel drops the lock when its holder dies, kill -9 included, so a killed run never leaves a stale lock behind.
-Readers (`pmd memory`, `report`, `explain`) take no lock: they only read.
+Readers (`pmd memory`, `explain`) take no lock: they only read. `pmd report` writes report.md and its figures
+into the run directory, so it takes the lock too (a run being trained writes its own report when it ends), and
+`pmd eval --out` / `pmd memory export --out` refuse a directory another process holds.
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ class RunDirLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self) -> RunDirLock:
+    def acquire(self, then: str = "pmd train --resume") -> RunDirLock:
+        """Take the lock or raise CheckpointError; `then` is what the refused user may do once the holder ends."""
         if self._fd is not None:
             return self
         flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -177,8 +180,8 @@ class RunDirLock:
         except OSError:
             os.close(fd)
             raise CheckpointError(f"{self.run_dir}: another pmd process{_lock_holder(self.path)} is writing this run "
-                                  "directory (one writer per run); wait for it to end or stop it, then pmd train "
-                                  "--resume") from None
+                                  f"directory (one writer per run); wait for it to end or stop it, then {then}"
+                                  ) from None
         self._fd = fd
         return self
 
@@ -198,6 +201,24 @@ class RunDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def held_by_another(directory: str | Path) -> bool:
+    """Whether a process holds `directory`'s run lock now (a live `pmd train` is writing there). Takes the lock for
+    an instant and drops it; writes nothing. A directory that cannot be opened counts as free: the write that
+    follows says why it fails."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(directory, flags)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock just taken
+    return False
 
 
 def _lock_holder(path: Path) -> str:
@@ -243,10 +264,38 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: checkpoint_step(p) or 0)
 
 
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+def trainer_state_problem(ckpt: Path, step: int) -> str | None:
+    """What is wrong with a complete checkpoint's trainer_state.json, or None. The manifest checks sizes only, so a
+    file damaged in place (same size) passes it; transformers would then raise mid-resume, after the run directory
+    was already put back to the checkpoint. Read as transformers reads it (`TrainerState.load_from_json`)."""
+    path = ckpt / TRAINER_STATE_FILE
+    if not path.is_file():
+        return None  # a weights-only checkpoint (train.save_optimizer: false) has none; resume refuses it anyway
+    from transformers import TrainerState
+
+    try:
+        state = TrainerState.load_from_json(str(path))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        return f"unreadable ({exc.__class__.__name__}: {' '.join(str(exc).split())[:120]})"
+    if state.global_step != step:
+        return f"records step {state.global_step!r}, but this is the checkpoint of step {step}"
+    return None
+
+
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint whose manifest says it was fully written; partial ones (killed mid-save) are skipped."""
+    """The newest checkpoint whose manifest says it was fully written; partial ones (killed mid-save) are skipped.
+    A complete one whose trainer state is damaged is an error (CheckpointError), raised before anything is written:
+    skipping it would resume from an older step, and resume removes the checkpoints after its start point."""
     for ckpt in reversed(list_checkpoints(run_dir)):
-        if read_manifest(ckpt) is not None:
+        manifest = read_manifest(ckpt)
+        if manifest is not None:
+            problem = trainer_state_problem(ckpt, manifest.step)
+            if problem:
+                raise CheckpointError(f"{ckpt / TRAINER_STATE_FILE}: {problem}; the checkpoint is damaged: restore "
+                                      f"that file, or remove {ckpt} to resume from the checkpoint before it")
             return ckpt
         logger.warning("checkpoint %s is incomplete (no valid %s); skipping it", ckpt, MANIFEST_FILE)
     return None

@@ -24,9 +24,9 @@ import typing
 from collections.abc import Iterator
 from pathlib import Path
 
-from .checkpoint import atomic_write
 from .config import RunConfig, load_config, save_config
 from .errors import PMDError
+from .outpaths import check_out_path, eval_refusal, export_refusal, write_output  # noqa: F401 (re-exported)
 
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -82,15 +82,6 @@ def _load(args) -> RunConfig:
     return load_config(args.config, overrides, origins)
 
 
-def _check_out_path(out: str, flag: str = "--out") -> None:
-    """An output file we will write later: fail now, before any work, if it cannot be created."""
-    path = Path(out)
-    if path.is_dir():
-        raise PMDError(f"{flag} {out}: is a directory (expected a file path)")
-    if not path.parent.is_dir():
-        raise PMDError(f"{flag} {out}: directory {path.parent} does not exist")
-
-
 def _memory_db(run: str, flag: str = "") -> Path:
     """RUN_DIR/memory.sqlite or a .sqlite file, which must exist."""
     path = Path(run)
@@ -135,19 +126,29 @@ def cmd_eval(args) -> int:
     elif cfg.eval.memory_at_inference:
         raise PMDError("eval.memory_at_inference needs --memory PATH (a run directory or its memory.sqlite)")
     if args.out:  # on every rank: one rank leaving alone would leave the others waiting for it
-        _check_out_path(args.out)
+        _check_eval_out(args, memory_db)
     result = run_evaluation(cfg, memory_db=memory_db)
     if not _is_main_process():
         return 0
     text = json.dumps(result, indent=2)
     if args.out:
+        _check_eval_out(args, memory_db)  # again: the evaluation took minutes, and the path may have changed
         try:
-            Path(args.out).write_text(text + "\n", encoding="utf-8")
+            write_output(Path(args.out), lambda fh: fh.write(text + "\n"))
         except OSError as exc:
-            raise PMDError(f"--out {args.out}: cannot write ({exc.strerror})") from None
+            raise PMDError(f"--out {args.out}: cannot write ({exc.strerror or exc}); nothing written") from None
     with _stdout():
         print(text, flush=True)
     return 0
+
+
+def _check_eval_out(args, memory_db: str | None) -> None:
+    """`pmd eval --out`: a path it can create, outside a run directory being trained, and no file it would destroy."""
+    check_out_path(args.out)
+    refusal = eval_refusal(Path(args.out), Path(args.config) if args.config else None,
+                           Path(memory_db) if memory_db else None)
+    if refusal:
+        raise PMDError(f"--out {args.out}: {refusal}")
 
 
 def cmd_memory(args) -> int:
@@ -161,7 +162,7 @@ def cmd_memory(args) -> int:
     db = _memory_db(args.run)
     out = args.out or "-"
     if out != "-":
-        _check_out_path(out)
+        check_out_path(out)
         refusal = export_refusal(Path(out), db)
         if refusal:
             raise PMDError(f"--out {out}: {refusal}")
@@ -177,7 +178,7 @@ def cmd_memory(args) -> int:
                 store.export_jsonl(sys.stdout, args.limit)
             else:
                 try:
-                    n = _export_to_file(store, Path(out), args.limit)
+                    n = write_output(Path(out), lambda fh: store.export_jsonl(fh, args.limit))
                 except OSError as exc:
                     raise PMDError(f"--out {out}: cannot write ({exc.strerror or exc}); nothing written") from None
                 print(f"wrote {n} rows to {out}")
@@ -185,46 +186,6 @@ def cmd_memory(args) -> int:
             _show(store, db, args.problem, args.level or "all", args.limit or 20)
         sys.stdout.flush()  # inside the guard: a reader that left after the last line is still a closed stdout
     return 0
-
-
-def export_refusal(out: Path, source: Path) -> str | None:
-    """Why `pmd memory export --out OUT` must not write `out`, or None. Refused: the store being exported (by any
-    path: a link, `RUN/./memory.sqlite`, a hard link) and its -wal/-shm/-journal files, and any existing regular
-    file that is not an earlier export (overwriting it would destroy it: another store, a config, a checkpoint).
-    An earlier export, an empty file, a new path or a device such as /dev/stdout is fine. Reads only."""
-    from .memory.dbfile import sidecars
-
-    for own in (source, *sidecars(source)):
-        if out.resolve() == own.resolve() or (out.exists() and own.exists() and os.path.samefile(out, own)):
-            return "is the memory store being exported (choose a new .jsonl path)"
-    if not out.is_file() or out.stat().st_size == 0:
-        return None
-    try:
-        with open(out, "rb") as fh:
-            head = fh.readline(1 << 16)
-    except OSError as exc:
-        return f"cannot read it to check what it is ({exc.strerror})"
-    if head.startswith(b"SQLite format 3\x00"):
-        return "is a SQLite database; exporting onto it would destroy it (choose a new .jsonl path)"
-    try:
-        first = json.loads(head)
-    except ValueError:
-        first = None
-    from .memory.store import EXPORT_LEVELS
-
-    if isinstance(first, dict) and first.get("level") in EXPORT_LEVELS:
-        return None
-    return "exists and is not a pmd memory export; exporting onto it would destroy it (choose a new path or remove it)"
-
-
-def _export_to_file(store, out: Path, limit: int | None) -> int:
-    """Export into a temporary file beside `out`, renamed over it when complete: a full disk or a read-only
-    directory leaves no empty or half export, and an earlier export stays whole. A device or FIFO is written in
-    place."""
-    if out.exists() and not out.is_file():
-        with open(out, "w", encoding="utf-8") as fh:
-            return store.export_jsonl(fh, limit)
-    return atomic_write(out, lambda fh: store.export_jsonl(fh, limit))
 
 
 def _listing(title: str, items: list, limit: int, latest: bool = False) -> list:
@@ -315,10 +276,15 @@ def cmd_report(args) -> int:
         raise PMDError(f"{run}: no such run directory")
     if not run.is_dir() or not any((run / name).is_file() for name in RUN_MARKERS):
         raise PMDError(f"{run}: not a PMD run directory (expected {', '.join(RUN_MARKERS[:-1])} or {RUN_MARKERS[-1]})")
-    try:  # checks summary.json, eval_*.json and the memory store before it writes anything
-        path = write_report(run)
-    except OSError as exc:
-        raise PMDError(f"{exc.filename or run}: cannot write the report ({exc.strerror})") from None
+    from .checkpoint import RunDirLock
+
+    # the report's files are the run's: a live `pmd train` (which writes its own report when it ends) holds the run
+    # directory's lock, and `pmd report` takes it too, so neither rewrites them under the other
+    with RunDirLock(run).acquire(then=f"pmd report {run} (a run that ends writes its own report)"):
+        try:  # checks summary.json, eval_*.json, the memory store and every target before it writes anything
+            path = write_report(run)
+        except OSError as exc:
+            raise PMDError(f"{exc.filename or run}: cannot write the report ({exc.strerror})") from None
     with _stdout():
         print(path, flush=True)
     return 0

@@ -1,8 +1,9 @@
 """Reports from a run directory: markdown with base vs trained held-out accuracy, memory growth and examples.
 
 Reads only files the run wrote (config.yaml, metrics.jsonl, eval_*.json, memory.sqlite), so a report can be
-regenerated at any time with `pmd report RUN_DIR`, even while the run trains: the memory store is opened read-only
-and the report's own files are replaced atomically, only after every input passed its checks.
+regenerated at any time with `pmd report RUN_DIR` (but not into a run a live `pmd train` holds: that run writes its
+own report when it ends): the memory store is opened read-only and the report's own files are replaced
+atomically, only after every input and every target passed its checks.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from typing import Any
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl that are steps. A damaged line (cut by a kill mid-write, bytes that are not
+    UTF-8) is skipped: the rest of the log is still usable."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for raw in path.read_bytes().splitlines():
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            continue
         if line:
             try:
                 row = json.loads(line)
@@ -39,6 +45,11 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_count(v: Any) -> bool:
+    """A number that can be shown as a whole count (JSON's Infinity and NaN cannot)."""
+    return _is_number(v) and math.isfinite(v)
 
 
 def _fmt(v: Any) -> str:
@@ -211,10 +222,34 @@ def input_problem(name: str, data: Any) -> str | None:
     return f"'overall' has no {', '.join(missing)}" if missing else None
 
 
+# What the report writes into the run directory (each replaced whole, by a rename).
+REPORT_FILES = ("report.md", "training.png", "memory.png")
+
+
+def target_problem(path: Path) -> str | None:
+    """Why the report cannot replace `path` (one of REPORT_FILES), or None: a rename cannot replace a directory,
+    and finding out at the last file would leave the others already replaced. Reads only."""
+    if path.is_dir() and not path.is_symlink():
+        return "is a directory, where the report writes a file; move it away, then pmd report again"
+    return None
+
+
 def check_inputs(run_dir: Path) -> None:
     """Raise PMDError (one line, naming the file) unless every JSON file the report reads whole is readable and of
-    the shape it expects. Called before the report writes anything."""
+    the shape it expects, config.yaml is text, and every file the report replaces can be replaced. Called before
+    the report writes anything."""
     from .errors import PMDError
+
+    for name in REPORT_FILES:
+        problem = target_problem(run_dir / name)
+        if problem:
+            raise PMDError(f"{run_dir / name}: {problem}")
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        try:
+            config.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PMDError(f"{config}: unreadable ({exc.__class__.__name__}: {exc})") from None
 
     for name in ("summary.json", "eval_base.json", "eval_trained.json"):
         path = run_dir / name
@@ -399,7 +434,7 @@ def _mean_of(rows: list[dict], key: str) -> float | None:
 def memory_rows(rows: list[dict]) -> list[dict]:
     """One row of memory counts per step, in step order. The end-of-training row repeats the last step's counts
     (taken after that step's memory update), so for each step the last row logged wins."""
-    by_step = {r["step"]: r for r in rows if "step" in r and all(_is_number(r.get(k)) for k in MEMORY_KEYS)}
+    by_step = {r["step"]: r for r in rows if "step" in r and all(_is_count(r.get(k)) for k in MEMORY_KEYS)}
     return [by_step[s] for s in sorted(by_step)]
 
 

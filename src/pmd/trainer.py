@@ -402,11 +402,16 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
         if ckpt is not None and manifest is not None:
             resume_trainer_state(trainer, loop, ckpt, manifest)
         trainer.callback_handler.callbacks.insert(0, StopAtTheEnd())  # first: no progress bar, no tracker run
+        started = time.time()
         try:
             trainer.train(resume_from_checkpoint=resume_from)
         except _NoStepLeft:
             logger.info("resume: %s is at the last step (%d); redoing only the final save and evaluation", ckpt,
                         trainer.state.global_step)
+            # resume dropped the end-of-training row with the rows after the checkpoint, and transformers logs it
+            # only when its loop ends: log this session's (no step trained, so no train_loss)
+            trainer.log({"train_runtime": round(time.time() - started, 4), "train_samples_per_second": 0.0,
+                         "train_steps_per_second": 0.0, "total_flos": float(trainer.state.total_flos)})
         if guard.reason is not None:
             raise RewardFunctionError(f"{guard.reason} (its checkpoint is saved: fix the function, then "
                                       "pmd train --resume)")

@@ -5,7 +5,8 @@ file the same way, and all go through here: the live store (`MemoryStore` valida
 writes), its checkpoint copies (`MemoryStore.backup_to`) and resume (`MemoryStore.restore`). The guarantees:
 
 - Validated before any write: a file that is not ours (not SQLite, foreign `application_id`, another schema
-  version, missing tables, corrupt) is checked through a read-only connection and rejected with
+  version, missing tables, a schema object pmd does not create such as a trigger, a value pmd would not have
+  written, corrupt; see `integrity`) is checked through a read-only connection and rejected with
   `MemoryStoreError`, untouched; no -wal/-shm file is created next to it.
 - Read-only opens write nothing (`connect_readonly`): `pmd memory`, `report`, `explain` and `eval --memory` leave
   the file byte-for-byte as it was and create no -wal/-shm beside it.
@@ -21,10 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from pmd.errors import MemoryStoreError
+from pmd.memory.integrity import content_problem, schema_problem
 from pmd.memory.records import SCHEMA_VERSION, TABLES
 
 APPLICATION_ID = 0x504D4430  # "PMD0": marks a SQLite file as a pmd memory store (PRAGMA application_id).
@@ -54,12 +58,19 @@ def validate(conn: sqlite3.Connection, path: Path, verify: bool) -> None:
     missing = sorted(TABLES - tables)
     if missing:
         raise MemoryStoreError(f"{path}: missing tables {', '.join(missing)}; {expected()}")
+    foreign = schema_problem(conn)  # a trigger copied by `memory.load_from` would run inside this run's writes
+    if foreign:
+        raise MemoryStoreError(f"{path}: {foreign}; pmd reads and copies only the schema it creates")
     if verify:
         problems = [" ".join(str(r[0]).split()) for r in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             shown = "; ".join(problems).replace("*** in database main *** ", "")
             shown = shown if len(shown) <= 160 else shown[:160] + "..."
             raise MemoryStoreError(f"{path}: database is corrupt ({shown}); {expected()}")
+        bad = content_problem(conn)
+        if bad:
+            raise MemoryStoreError(f"{path}: {bad}; the store was changed outside pmd (use a checkpoint's copy, "
+                                   "checkpoints/checkpoint-N/memory.sqlite, or another store)")
 
 
 def check_existing(path: Path, verify: bool = True) -> None:
@@ -91,7 +102,14 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     now) a plain read-only open reads the WAL too, through the existing -shm, so a run being trained can be
     inspected; in a directory this process cannot write that may fail, and then the file is read immutable (the
     state of its last WAL checkpoint). An immutable file that changes while it is read can give wrong results:
-    inspection of a live run goes through the WAL path instead."""
+    inspection of a live run goes through the WAL path instead.
+
+    A -wal with no -shm beside it (files copied without it, or a -shm removed) has no live writer, but SQLite would
+    create the -shm to read the WAL, and an immutable open would silently skip the WAL's committed rows: the two
+    files are read from a private copy instead (`_connect_copy`)."""
+    wal, shm, _ = sidecars(path)
+    if wal.exists() and not shm.exists():
+        return _connect_copy(path, wal)
     uri = path.resolve().as_uri()
     quiet = not any(p.exists() for p in sidecars(path) if not p.name.endswith("-shm"))
     if quiet:
@@ -105,6 +123,35 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError:
         conn.close()
         return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+
+
+class _CopyConnection(sqlite3.Connection):
+    """A connection to a private copy of a store; closing it removes the copy."""
+
+    copy_dir: str | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.copy_dir is not None:
+            shutil.rmtree(self.copy_dir, ignore_errors=True)
+            self.copy_dir = None
+
+
+def _connect_copy(path: Path, wal: Path) -> sqlite3.Connection:
+    """A read-only connection to a copy of `path` and its `wal`, made in a private temporary directory, so that
+    SQLite's -shm is created there and nothing appears beside `path`. Costs one copy of the file (rare: only a WAL
+    left without its -shm comes here)."""
+    tmp = tempfile.mkdtemp(prefix="pmd-read-")
+    try:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        conn = sqlite3.connect(f"{copy.resolve().as_uri()}?mode=ro", uri=True, factory=_CopyConnection)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    conn.copy_dir = tmp
+    return conn
 
 
 def sidecars(path: Path) -> list[Path]:
