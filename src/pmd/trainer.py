@@ -95,6 +95,9 @@ class MetricsJSONL(TrainerCallback):
         failures = self.suite.reward_failures() if self.suite is not None else {}
         if failures:  # your reward functions' failures so far (this process's batches), scored 0
             row["env/reward_function_errors_total"] = float(sum(failures.values()))
+        judged = self.suite.judge_errors() if self.suite is not None else {}
+        if judged:  # the judge met an exception on the policy's output so far (this process's batches), scored 0
+            row["env/judge_errors_total"] = float(sum(judged.values()))
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -419,6 +422,8 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
                    "precision": precision_used(trainer)}
         if suite.reward_failures():
             summary["reward_function_errors"] = suite.reward_failures()
+        if suite.judge_errors():
+            summary["judge_errors"] = suite.judge_errors()
         if evaluate_trained:
             t0 = time.time()
             summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)

@@ -141,6 +141,14 @@ class EnvironmentSuite:
         """Reward-function failures so far, by 'function: exception type' (your own functions only)."""
         return {k: v for env in self.environments.values() for k, v in getattr(env, "failures", {}).items()}
 
+    def judge_errors(self) -> dict[str, int]:
+        """Exceptions met while judging the policy's output, by type (each scored 0 with failure kind `other`)."""
+        out: dict[str, int] = {}
+        for env in self.environments.values():
+            for k, v in getattr(env, "judge_errors", {}).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
     def stop_reason(self) -> str | None:
         """Why training must stop (a reward function raised under `strict: true`), or None."""
         return next((r for env in self.environments.values() if (r := getattr(env, "stop_reason", None))), None)
