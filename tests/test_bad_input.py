@@ -1111,6 +1111,23 @@ def compare_seeds_100k(tmp, cfg):
     return [], ["cfg.yaml", "compare.seeds: expected at most 1000 items", "got 100000"]
 
 
+def generator_raising(tmp, cfg):
+    """Was: ZeroDivisionError traceback from inside reasoning-gym (its default basic_arithmetic at this size)."""
+    cfg["env"].update(tasks=[{"name": "basic_arithmetic"}], train_size=50_000)
+    return [], ["task basic_arithmetic", "reasoning-gym generator raised ZeroDivisionError"]
+
+
+def run_dir_name_too_long(tmp, cfg):
+    """Was: OSError (File name too long) traceback from the first stat."""
+    cfg["run_dir"] = str(tmp / ("x" * 300))
+    return [], ["run_dir", "300 bytes", "at most 255"]
+
+
+def run_dir_path_too_long(tmp, cfg):
+    cfg["run_dir"] = str(tmp / "/".join(["y" * 200] * 20))
+    return [], ["run_dir", "expected at most 3840"]
+
+
 ISSUE_27_CONFIG_CASES = [
     number_key_beside_text_key, null_key, boolean_key_in_a_section, number_key_in_trl_passthrough,
     lone_surrogate("env", "system_prompt"), lone_surrogate("", "run_dir"), lone_surrogate("model", "name_or_path"),
@@ -1130,6 +1147,8 @@ ISSUE_27_CONFIG_CASES = [
     model_config_edit("wrong_typed_field", {"max_position_embeddings": "big"}, "unreadable config.json",
                       "max_position_embeddings"),
     tokenizer_without_pad_or_eos,
+    generator_raising,
+    run_dir_name_too_long, run_dir_path_too_long,
 ]
 CASES.extend(ISSUE_27_CONFIG_CASES)
 

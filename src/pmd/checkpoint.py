@@ -119,6 +119,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------------------ the run directory
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits on one name and a whole path, in bytes
+RUN_DIR_PATH_HEADROOM = 256  # room for the deepest file pmd writes under a run dir (a checkpoint's shard index)
+
+
 def check_run_dir(run_dir: str | Path) -> None:
     """Raise ConfigError unless `run_dir` can hold a run: not empty (an empty path trains into the current
     directory), not under a kernel pseudo-filesystem, not an existing file, and its nearest existing ancestor a
@@ -126,6 +130,13 @@ def check_run_dir(run_dir: str | Path) -> None:
     text = str(run_dir)
     if not text.strip():
         raise ConfigError("run_dir: empty; expected a directory path for the run (e.g. runs/my-run)")
+    long_name = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long_name is not None:  # the filesystem would refuse it with an OSError at the first mkdir
+        raise ConfigError(f"run_dir: the name {long_name[:40]}... is {len(os.fsencode(long_name))} bytes; "
+                          f"expected at most {NAME_MAX} per directory name")
+    if len(os.fsencode(os.path.abspath(text))) > PATH_MAX - RUN_DIR_PATH_HEADROOM:
+        raise ConfigError(f"run_dir: the path is {len(os.fsencode(os.path.abspath(text)))} bytes; expected at most "
+                          f"{PATH_MAX - RUN_DIR_PATH_HEADROOM}, so that the checkpoint files inside it fit {PATH_MAX}")
     resolved = Path(text).resolve()
     for root in map(Path, PSEUDO_FILESYSTEMS):
         if _under(resolved, root) and not _under(resolved, Path("/dev/shm")):

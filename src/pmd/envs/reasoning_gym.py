@@ -122,7 +122,12 @@ class ReasoningGymEnvironment:
                 )
         except (TypeError, ValueError, AssertionError) as exc:
             raise ConfigError(f"task {family}: invalid generator params {params.generator}: {exc}") from None
-        self._materialise()
+        try:
+            self._materialise()
+        except Exception as exc:  # reasoning-gym's own generator code failing on these params/sizes: name it, once
+            raise ConfigError(f"task {family}: the reasoning-gym generator raised {type(exc).__name__} "
+                              f"({str(exc)[:200]}) with params {params.generator}, train_size {train_size}, "
+                              f"eval_size {eval_size}, seed {seed}; try other sizes or params") from None
 
     def _materialise(self) -> None:
         seen: set[str] = set()
