@@ -14,8 +14,9 @@ test suite marks xfail run too and count as they come out: the figure is what a 
 
 Other suites add their figures: a module under tests/ with a function `reliability_figures()` that returns one
 line of text has it printed after this one. Today: tests/hostile_probes.py (sandbox escape and cheat attempts) and
-tests/reliability_cases_rundir.py (kills and recoveries, second writers, read-only commands, run-dir bad inputs;
-it runs those tests with pytest, a few minutes).
+tests/reliability_cases_rundir.py (kills and recoveries, second writers such as `pmd report` on a live run,
+read-only commands, run-dir and memory-file bad inputs such as a seed store with a trigger; it runs those tests with
+pytest, about a minute).
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/reliability.py [--verbose]
 """
