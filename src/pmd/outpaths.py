@@ -60,22 +60,19 @@ def export_refusal(out: Path, source: Path) -> str | None:
 
     if any(_same_file(out, own) for own in (source, *sidecars(source))):
         return "is the memory store being exported (choose a new .jsonl path)"
-    if not out.is_file() or out.stat().st_size == 0:
-        return None
-    head = _first_line(out)
-    if isinstance(head, str):
-        return head
-    if head.startswith(_SQLITE_MAGIC):
-        return "is a SQLite database; exporting onto it would destroy it (choose a new .jsonl path)"
+    return _existing_file_refusal(out, _is_export, "a pmd memory export", "exporting onto it would destroy it",
+                                  "a new .jsonl")
+
+
+def _is_export(out: Path, head: bytes) -> bool:
+    """Whether the first line of `out` is an export record (a JSON object of a level export writes)."""
+    from .memory.store import EXPORT_LEVELS
+
     try:
         first = json.loads(head)
     except ValueError:
-        first = None
-    from .memory.store import EXPORT_LEVELS
-
-    if isinstance(first, dict) and first.get("level") in EXPORT_LEVELS:
-        return None
-    return "exists and is not a pmd memory export; exporting onto it would destroy it (choose a new path or remove it)"
+        return False
+    return isinstance(first, dict) and first.get("level") in EXPORT_LEVELS
 
 
 def eval_refusal(out: Path, config: Path | None, memory: Path | None) -> str | None:
@@ -89,21 +86,34 @@ def eval_refusal(out: Path, config: Path | None, memory: Path | None) -> str | N
         return "is the config file of this evaluation; writing the result there would destroy it (choose a .json path)"
     if memory is not None and any(_same_file(out, own) for own in (memory, *sidecars(memory))):
         return "is the memory store this evaluation reads (choose a .json path)"
+    return _existing_file_refusal(out, _is_evaluation, "an earlier pmd evaluation",
+                                  "writing the result there would destroy it", "a .json")
+
+
+def _is_evaluation(out: Path, head: bytes) -> bool:
+    """Whether `out` holds an evaluation (the whole file: a JSON object with 'overall' and 'families')."""
+    try:
+        earlier = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(earlier, dict) and all(isinstance(earlier.get(k), dict) for k in _EVAL_KEYS)
+
+
+def _existing_file_refusal(out: Path, is_earlier_output: Callable[[Path, bytes], bool], output: str,
+                           destroys: str, new_path: str) -> str | None:
+    """The rule export and eval share for a target that exists: a new path, a device or an empty file is fine; an
+    unreadable file, a SQLite database, or a regular file that `is_earlier_output` does not recognise (as `output`)
+    is refused, saying what writing there would do (`destroys`) and what to choose instead (`new_path`)."""
     if not out.is_file() or out.stat().st_size == 0:
         return None
     head = _first_line(out)
     if isinstance(head, str):
         return head
     if head.startswith(_SQLITE_MAGIC):
-        return "is a SQLite database; writing the result there would destroy it (choose a .json path)"
-    try:
-        earlier = json.loads(out.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        earlier = None
-    if isinstance(earlier, dict) and all(isinstance(earlier.get(k), dict) for k in _EVAL_KEYS):
+        return f"is a SQLite database; {destroys} (choose {new_path} path)"
+    if is_earlier_output(out, head):
         return None
-    return ("exists and is not an earlier pmd evaluation; writing the result there would destroy it (choose a new "
-            "path or remove it)")
+    return f"exists and is not {output}; {destroys} (choose a new path or remove it)"
 
 
 def write_output(out: Path, write: Callable[[IO[str]], _T]) -> _T:

@@ -420,10 +420,10 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
                                       "pmd train --resume)")
         summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final"),
                    "precision": precision_used(trainer)}
-        if suite.reward_failures():
-            summary["reward_function_errors"] = suite.reward_failures()
-        if suite.judge_errors():
-            summary["judge_errors"] = suite.judge_errors()
+        if failures := suite.reward_failures():
+            summary["reward_function_errors"] = failures
+        if judged := suite.judge_errors():
+            summary["judge_errors"] = judged
         if evaluate_trained:
             t0 = time.time()
             summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)
