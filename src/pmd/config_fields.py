@@ -16,6 +16,7 @@ from dataclasses import field
 from typing import Any, Literal, TypeVar
 
 from .errors import ConfigError
+from .valid_text import first_lone_surrogate
 from .yaml_input import yaml_number
 
 # Every integer a config holds fits a signed 32-bit int: seeds reach numpy (which takes < 2**32) and counts reach
@@ -134,22 +135,12 @@ def check_text(value: Any, path: str) -> None:
     escape, or a Python caller, can give a lone surrogate: it passed preflight, then failed when config.yaml was
     written, or the first time the run encoded a prompt, with the run directory already locked. Iterative: a config
     from Python may nest deeper than the recursion limit."""
-    stack: list[tuple[Any, str]] = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ConfigError(f"{where}: not valid text (a lone surrogate {item[exc.start]!r} at character "
-                                  f"{exc.start}; UTF-8 cannot hold it): remove it or write the character "
-                                  "itself") from None
-        elif isinstance(item, dict):
-            for key, v in item.items():
-                stack.append((key, where))
-                stack.append((v, f"{where}.{key}" if isinstance(key, str) else where))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    hit = first_lone_surrogate(value, path, lambda where, key: f"{where}.{key}" if isinstance(key, str) else where,
+                               lambda where, i: f"{where}[{i}]")
+    if hit is not None:
+        where, char, at = hit
+        raise ConfigError(f"{where}: not valid text (a lone surrogate {char!r} at character {at}; UTF-8 cannot hold "
+                          "it): remove it or write the character itself")
 
 
 # Keys that moved into a sub-section: an old config gets a one-line pointer instead of "unknown key".

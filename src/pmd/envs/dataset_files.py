@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError
+from ..valid_text import first_lone_surrogate
 from .data import read_rows
 from .reward_functions import first_line
 
@@ -136,24 +137,15 @@ def explain_json(path: Path, where: str) -> None:
 
 def text_problem(value: Any, column: str | None = None) -> str | None:
     """Why a row's `value` (walked through lists and dicts) holds text that is not valid UTF-8, or None: a lone
-    surrogate, which UTF-8 cannot encode, names its column."""
-    stack: list[tuple[Any, str | None]] = [(value, column)]
-    while stack:
-        item, col = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                what = f"column {col!r}" if col else "a column name"
-                return (f"{what} holds a lone surrogate ({item[exc.start]!r}) at character {exc.start}, which is "
-                        "not UTF-8 text; fix the row's escapes (a \\ud800-\\udfff escape must be half of a pair)")
-        elif isinstance(item, dict):
-            for key, inner in item.items():
-                stack.append((key, col))  # a top-level key is a column name; a nested one, part of its column
-                stack.append((inner, key if col is None else col))
-        elif isinstance(item, (list, tuple)):
-            stack.extend((v, col) for v in item)
-    return None
+    surrogate, which UTF-8 cannot encode, names its column (a top-level key is a column name; a nested one, part of
+    its column)."""
+    hit = first_lone_surrogate(value, column, lambda col, key: key if col is None else col, lambda col, i: col)
+    if hit is None:
+        return None
+    col, char, at = hit
+    what = f"column {col!r}" if col else "a column name"
+    return (f"{what} holds a lone surrogate ({char!r}) at character {at}, which is not UTF-8 text; fix the row's "
+            "escapes (a \\ud800-\\udfff escape must be half of a pair)")
 
 
 def root_cause(exc: BaseException) -> str:
