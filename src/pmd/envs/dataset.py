@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..config import _f, build_dataclass
+from ..config import _f
 from ..errors import ConfigError, DatasetError
 from ..prompts import ANSWER_INSTRUCTION
 from . import reward_functions
@@ -314,8 +314,3 @@ def _prompt(value: Any, where: str, column: str) -> tuple[str, str | None]:
             raise DatasetError(f"{where}: the user turn of {column!r} has no text content")
         return text, (value[0].get("content") or None) if roles[0] == "system" else None
     raise DatasetError(f"{where}: {column!r} must be text or chat messages, got {type(value).__name__}")
-
-
-def dataset_params(data: dict[str, Any], path: str) -> DatasetParams:
-    """Typed params for config validation (errors name `path.<key>`)."""
-    return build_dataclass(DatasetParams, data, path)

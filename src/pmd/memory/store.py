@@ -258,15 +258,6 @@ class MemoryStore(RetrievalQueries):
         )
         return [r[0] for r in rows]
 
-    def best_passing_experience(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
-        """This problem's best passing rollout: highest reward, then most recent. None if it never passed."""
-        row = self._db.execute(
-            "SELECT * FROM experiences WHERE problem_uid = ?1 AND passed = 1 "
-            "AND (?2 IS NULL OR step != ?2) ORDER BY reward DESC, step DESC, id DESC LIMIT 1",
-            (problem_uid, exclude_step),
-        ).fetchone()
-        return _from_row(Experience, row) if row else None
-
     def latest_failure_with_feedback(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
         """This problem's most recent failed rollout whose feedback says something (the most useful failure)."""
         row = self._db.execute(
@@ -275,14 +266,6 @@ class MemoryStore(RetrievalQueries):
             (problem_uid, exclude_step),
         ).fetchone()
         return _from_row(Experience, row) if row else None
-
-    def latest_prompts(self) -> dict[str, tuple[str, str]]:
-        """problem_uid -> (family, prompt of its most recent rollout): the text similar-problem search ranks."""
-        rows = self._db.execute(
-            "SELECT problem_uid, family, prompt FROM experiences "
-            "WHERE id IN (SELECT MAX(id) FROM experiences GROUP BY problem_uid) ORDER BY problem_uid"
-        )
-        return {r[0]: (r[1], r[2]) for r in rows}
 
     # -- insights --------------------------------------------------------------------------------------------
 
