@@ -1,4 +1,4 @@
-"""Escape and cheat attempts against pmd.sandbox and the code judge, each reporting whether it was contained.
+"""Escape and cheat attempts against pmd.envs.code.sandbox and the code judge, each reporting whether it was contained.
 
 Used by tests/test_sandbox_hostile.py (one test per probe) and runnable on its own for the README's reliability
 figures:
@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pmd.sandbox import SandboxLimits, SandboxResult, run_python
+from pmd.envs.code.sandbox import SandboxLimits, SandboxResult, run_python
 
 LIMITS = SandboxLimits(cpu_seconds=2, wall_seconds=4, memory_mb=256, max_processes=8, max_output_bytes=8192)
-PROJECT_FILE = Path(__file__).resolve().parents[1] / "src" / "pmd" / "sandbox.py"
+PROJECT_FILE = Path(__file__).resolve().parents[1] / "src" / "pmd" / "envs" / "code" / "sandbox.py"
 
 Probe = Callable[[], "tuple[bool, str]"]
 PROBES: dict[str, Probe] = {}
@@ -634,7 +634,7 @@ def sigint_to_init_keeps_the_exit_status() -> tuple[bool, str]:
 @probe
 def forged_status_lines_are_rejected() -> tuple[bool, str]:
     """The host's parser, on what a forger would write: deep JSON, a world error after user code, a wrong shape."""
-    from pmd.sandbox_status import parse_status
+    from pmd.envs.code.sandbox_status import parse_status
 
     head = b'{"namespaces": true, "mount": true, "nproc": 7}\n{"world": {"private_root": true}}\n'
     forged = [head + b'{"returncode": ' + b"[" * 6000 + b"]" * 6000 + b"}\n",

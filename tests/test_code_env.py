@@ -14,7 +14,7 @@ import pytest
 from pmd.envs.base import Environment
 from pmd.envs.code import CodeEnvironment, extract_code
 from pmd.errors import ConfigError, DatasetError
-from pmd.sandbox import SandboxLimits
+from pmd.envs.code.sandbox import SandboxLimits
 
 pytestmark = pytest.mark.timeout(120)
 

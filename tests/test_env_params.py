@@ -12,7 +12,7 @@ from pmd.envs.code import CodeParams
 from pmd.envs.reasoning_gym import ReasoningGymParams
 from pmd.envs.sciknoweval import SciKnowEvalParams
 from pmd.errors import ConfigError
-from pmd.sandbox import SandboxLimits
+from pmd.envs.code.sandbox import SandboxLimits
 
 
 def _load(tmp_path, tasks: str, *overrides: str):

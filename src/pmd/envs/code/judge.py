@@ -3,8 +3,8 @@ the outcomes into a verdict, the way an online judge reports them (first failure
 
 Expected outputs never enter the candidate's sandbox: stdin and functional outputs are compared here, in the
 judge's process, and HumanEval's `check()` runs in a second sandbox with no candidate code, calling the candidate
-through a pipe that carries plain values only (see harness). The candidate's private world (pmd.sandbox) holds no
-dataset file either, so there is nothing to find by globbing. Threat model: pmd.sandbox's docstring.
+through a pipe that carries plain values only (see harness). The candidate's private world (`sandbox`) holds no
+dataset file either, so there is nothing to find by globbing. Threat model: `sandbox`'s docstring.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ...sandbox import SandboxLimits, SandboxResult, run_python
+from .sandbox import SandboxLimits, SandboxResult, run_python
 from ..base import Verdict
 from ..data import clip
 from . import harness

@@ -2,7 +2,7 @@
 
 `run_python(code, stdin, limits)` never executes `code` in the caller's process. This module is the host side
 (start, pump output, enforce the wall clock, kill the tree, report); the code that runs inside the child before
-the user code (limits, namespaces, the private filesystem) is pmd.sandbox_world.
+the user code (limits, namespaces, the private filesystem) is `sandbox_world`.
 
 Threat model
   The code is written by the policy being trained, and training optimises whatever the reward lets through, so
@@ -46,14 +46,14 @@ Kernel-enforced (Linux)
     namespace has only a loopback device, which is down, so no connection (not even to the host's 127.0.0.1) can
     be made. In the PID namespace the user code cannot name any process outside it, and when its init exits the
     kernel kills everything left inside. Every capability is dropped before user code runs; no_new_privs is set.
-  * A private world (pmd.sandbox_world): pivot_root into a read-only tmpfs skeleton holding read-only binds of
+  * A private world (`sandbox_world`): pivot_root into a read-only tmpfs skeleton holding read-only binds of
     /usr, /bin, /lib*, the interpreter's own directories and a few /etc files, a fresh /proc that shows only the
     run's own processes, and one `scratch_mb` tmpfs serving /work (the working directory), /tmp, /var/tmp and
     /dev/shm. No project file, no other run's directory or memory.sqlite, no dataset file, no host /tmp is
     reachable, and no installed package: every site-/dist-packages directory inside what is shown is covered by
-    an empty tmpfs (pmd.sandbox_mounts), so a conda, pyenv or Docker layout exposes the standard library only.
+    an empty tmpfs (`sandbox_mounts`), so a conda, pyenv or Docker layout exposes the standard library only.
     The scratch disappears with the namespace, so cleanup costs nothing whatever the file count.
-  * The status pipe (pmd.sandbox_status) is held only by the namespace's init, which is not dumpable (no ptrace,
+  * The status pipe (`sandbox_status`) is held only by the namespace's init, which is not dumpable (no ptrace,
     /proc/1/mem or /proc/1/fd from user code) and ignores SIGINT; the host still parses it as hostile input and
     a malformed or lost status fails the run (`SandboxResult.status_error`) instead of raising.
   * Memory of the whole tree: without cgroup v2 (none here) the bound is stated instead of enforced as one figure:
@@ -97,7 +97,7 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .errors import ConfigError, PMDError
+from ...errors import ConfigError, PMDError
 from .sandbox_status import parse_status
 from .sandbox_world import RUNNER as _RUNNER
 
@@ -170,7 +170,7 @@ class SandboxResult:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     isolation: SandboxIsolation = field(default_factory=SandboxIsolation)
-    status_error: str | None = None  # the run's status channel was lost or malformed (pmd.sandbox_status): failed
+    status_error: str | None = None  # the run's status channel was lost or malformed (`sandbox_status`): failed
 
     @property
     def ok(self) -> bool:
@@ -187,7 +187,8 @@ def run_python(code: str, stdin: str = "", limits: SandboxLimits = SandboxLimits
     in every case, so the far end sees EOF as soon as the run ends."""
     try:
         if not sys.platform.startswith("linux"):
-            raise SandboxError(f"pmd.sandbox relies on Linux rlimits, /proc and namespaces; this is {sys.platform}")
+            raise SandboxError(f"pmd.envs.code.sandbox relies on Linux rlimits, /proc and namespaces; "
+                               f"this is {sys.platform}")
         uid = _dedicated_uid() if os.geteuid() == 0 else None
         python = _interpreter(uid is not None)
         workdir = _make_workdir(uid)
@@ -385,7 +386,7 @@ def _live_pids_of(uid: int) -> list[int]:
 
 
 def _read_status(fd: int) -> bytes:
-    """What the runner wrote on the status pipe (pmd.sandbox_status parses it), at most a little over its cap."""
+    """What the runner wrote on the status pipe (`sandbox_status` parses it), at most a little over its cap."""
     os.set_blocking(fd, False)
     data = b""
     while len(data) <= (16 << 10):

@@ -1,6 +1,6 @@
 """What runs inside a sandboxed child before the user code: limits, namespaces and the run's private world.
 
-`pmd.sandbox` (host side, and the threat model) starts `python -I -S -c RUNNER <config>` as the run's dedicated uid.
+`sandbox` (host side, and the threat model) starts `python -I -S -c RUNNER <config>` as the run's dedicated uid.
 RUNNER (standard library only: it must work on whichever interpreter that uid can execute) sets the rlimits,
 enters new user + mount + network + PID + IPC namespaces, becomes the PID namespace's init, builds the private world
 with WORLD_SOURCE's `build_world`, drops every capability, and only then forks the process that runs the user code.
@@ -15,7 +15,7 @@ The private world (build_world), before any user code exists:
     vanish with the mount namespace (no directory walk to clean up, whatever the count);
   * read-only bind mounts supply what an interpreter needs: /usr (and /bin, /lib, /lib64, /sbin, as directories or
     the same symlinks as on the host), the interpreter's own directories when they live outside /usr (its
-    executable's directory, each prefix's lib* and the module search path: pmd.sandbox_mounts, never a whole
+    executable's directory, each prefix's lib* and the module search path: `sandbox_mounts`, never a whole
     prefix), a short list of /etc files (loader cache, time zone, passwd/group, hosts), and the device nodes null,
     zero, full, random and urandom. Every site-/dist-packages directory inside those is covered by an empty
     read-only tmpfs: the standard library only. Nothing else of the host exists: not the project, not /root,
@@ -26,7 +26,7 @@ The private world (build_world), before any user code exists:
 
 Each step that fails is reported, not hidden: `build_world` returns what it achieved and the runner forwards it to
 `SandboxResult.isolation`. When the mount namespace cannot be created at all the run falls back to the host
-filesystem (see pmd.sandbox) and says so.
+filesystem (see `sandbox`) and says so.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = ["RUNNER", "SCRATCH_INODES", "WORLD_SOURCE"]
 # A tmpfs inode costs ~1 KB of kernel memory that its size= limit does not count, so file count is bounded too.
 SCRATCH_INODES = 32768
 
-# Executed inside the runner (see pmd.sandbox._RUNNER); defines build_world(cfg, source) -> dict.
+# Executed inside the runner (see sandbox._RUNNER); defines build_world(cfg, source) -> dict.
 WORLD_SOURCE = r'''
 import ctypes, os, platform, sys
 
@@ -113,7 +113,7 @@ def build_world(cfg, source):
     os.rmdir(scratch)
     for d in ("proc", "etc"):
         os.makedirs(root + "/" + d, exist_ok=True)
-    plan = mount_plan(sys.executable, [sys.base_prefix, sys.prefix], sys.path)  # pmd.sandbox_mounts
+    plan = mount_plan(sys.executable, [sys.base_prefix, sys.prefix], sys.path)  # sandbox_mounts
     for path in plan["system"]:
         _mirror(path, root)
     for path in plan["binds"]:

@@ -1,7 +1,7 @@
 """The status channel of a sandbox run, read as hostile input: what the runner reports on its status pipe and how
 the host checks it.
 
-The protocol (pmd.sandbox_world's RUNNER writes it; JSON objects, one a line, in this order):
+The protocol (`sandbox_world`'s RUNNER writes it; JSON objects, one a line, in this order):
   1. the runner, before any user code exists: {"namespaces": bool, "mount": bool, "nproc": int};
   2. only with a mount namespace, the namespace's init before it forks the user process: {"world": {...}} or
      {"world_error": str} (then nothing follows: the init exits without running user code);

@@ -3,7 +3,7 @@ run, and never an installed package (issue 27: a conda env, a global pyenv or a 
 site-packages inside the interpreter's prefix, and so had HumanEval's own tests readable inside the sandbox).
 
 `mount_plan` is pure apart from reading the host's directory listings, so tests can give it a fake layout. The
-runner (pmd.sandbox_world) executes this file's source inside the child before any user code exists, on whichever
+runner (`sandbox_world`) executes this file's source inside the child before any user code exists, on whichever
 interpreter the sandbox user can run: standard library only, no annotations newer than Python 3.6, and no
 `from __future__` line (the source is pasted into the runner's middle).
 """
