@@ -3,10 +3,13 @@
 import math
 from pathlib import Path
 
+import pytest
+
 from pmd.cli import main
 from pmd.config import save_config
 from pmd.envs import EnvironmentSuite
-from pmd.explain import completion_logprobs, explain
+from pmd.errors import PMDError
+from pmd.explain import check_run, completion_logprobs, explain
 from pmd.trainer import train
 from test_trainer_tiny import make_cfg
 
@@ -38,3 +41,17 @@ def test_completion_logprobs_match_a_manual_forward(tiny_model_path):
     manual = torch.log_softmax(logits[len(prompt) - 1], -1)[ids[0]]  # the position that predicts the first token
     assert torch.isclose(lps[0], manual, atol=1e-5)
     assert len(ids) == len(lps) == 3
+
+
+def test_check_run_needs_config_memory_and_final_weights_unless_a_model_is_given(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  steps: 1\n")
+    with pytest.raises(PMDError, match="not a PMD run directory"):  # no memory.sqlite
+        check_run(run)
+    (run / "memory.sqlite").write_bytes(b"")
+    with pytest.raises(PMDError, match=r"run/final: no final weights .*checkpoint under .*run/checkpoints"):
+        check_run(run)
+    assert check_run(run, "some/checkpoint") is None  # --model names other weights: final is not needed
+    (run / "final").mkdir()
+    assert check_run(run) is None

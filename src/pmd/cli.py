@@ -152,6 +152,7 @@ def _check_eval_out(args, memory_db: str | None) -> None:
 
 
 def cmd_memory(args) -> int:
+    from .memory import inspection
     from .memory.store import MemoryStore
 
     unused = {"stats": ["--limit", "--out", "--level", "--problem"], "export": ["--level", "--problem"],
@@ -168,11 +169,7 @@ def cmd_memory(args) -> int:
             raise PMDError(f"--out {out}: {refusal}")
     with MemoryStore.open_existing(db, read_only=True) as store, _stdout():  # inspection never writes the store
         if args.action == "stats":
-            from .memory.retrieve import level_fractions
-
-            refs = [r for _, r in store.retrieval_item_refs()]  # each logged teacher call
-            print(json.dumps({**store.counts(), "teacher_calls": len(refs),
-                              "level_fraction": level_fractions(refs)}, indent=2))
+            print(json.dumps(inspection.stats(store), indent=2))
         elif args.action == "export":
             if out == "-":
                 store.export_jsonl(sys.stdout, args.limit)
@@ -183,58 +180,10 @@ def cmd_memory(args) -> int:
                     raise PMDError(f"--out {out}: cannot write ({exc.strerror or exc}); nothing written") from None
                 print(f"wrote {n} rows to {out}")
         else:
-            _show(store, db, args.problem, args.level or "all", args.limit or 20)
+            for line in inspection.show(store, args.problem, args.level or "all", args.limit or 20):
+                print(line)
         sys.stdout.flush()  # inside the guard: a reader that left after the last line is still a closed stdout
     return 0
-
-
-def _listing(title: str, items: list, limit: int, latest: bool = False) -> list:
-    """The first (or latest) `limit` items, after a header that says when some were left out."""
-    shown = items[-limit:] if latest else items[:limit]
-    more = (f" ({'latest' if latest else 'first'} {len(shown)} of {len(items)}; --limit N for more)"
-            if len(shown) < len(items) else "")
-    print(f"# {title}{more}")
-    return shown
-
-
-def _show(store, db: Path, problem: str | None, level: str, limit: int) -> None:
-    """`pmd memory show`: every listing holds at most `limit` entries."""
-    if problem:
-        experiences = store.experiences(problem_uid=problem)
-        insights = store.insights(problem_uid=problem, status=None)
-        retrievals = store.retrievals(problem_uid=problem)
-        if not (experiences or insights or retrievals):
-            raise PMDError(f"{db}: no problem {problem!r} in this memory (problem ids: pmd memory show RUN "
-                           "--level experiences)")
-        print(f"# problem {problem}")
-        for e in _listing("attempts", experiences, limit, latest=True):
-            print(f"[step {e.step} #{e.sample_index}] reward={e.reward:.2f} passed={e.passed}: "
-                  f"{e.response.strip()[:160]!r}\n    feedback: {e.feedback}")
-        for i in _listing("insights", insights, limit):
-            retired = f", retired at step {i.retired_step}" if i.status == "retired" else ""
-            print(f"[{i.kind} x{i.support}, step {i.updated_step}{retired}] {i.text}")
-        for r in _listing("what its teacher saw", retrievals, limit, latest=True):
-            print(f"[teacher saw at step {r.step}, {r.n_tokens} tokens, {r.item_refs}]\n{r.text}")
-        return
-    if level in ("insights", "all"):  # retired ones (contradicted by recent attempts) get their own listing
-        for i in _listing("insights", store.insights(), limit):
-            print(f"[{i.kind} x{i.support}] {i.problem_uid}: {i.text}")
-        retired = store.insights(status="retired")
-        for i in _listing("retired insights", retired, limit) if retired else []:
-            print(f"[{i.kind} x{i.support}, retired at step {i.retired_step}] {i.problem_uid}: {i.text}")
-    if level in ("patterns", "all"):
-        for p in _listing("patterns", store.patterns(), limit):
-            print(f"[{p.kind}, {p.support_problems} problems, since step {p.created_step}] {p.text}")
-        retired = store.patterns(status="retired")
-        for p in _listing("retired patterns", retired, limit) if retired else []:
-            print(f"[{p.kind}, {p.support_problems} problems, retired, last changed at step {p.updated_step}] "
-                  f"{p.text}")
-    if level in ("experiences", "all"):
-        for e in _listing("experiences", store.experiences(), limit, latest=True):
-            print(f"[step {e.step}] {e.problem_uid} reward={e.reward:.2f}: {e.response.strip()[:120]!r}")
-    if level == "retrievals":
-        for r in _listing("retrievals", store.retrievals(), limit, latest=True):
-            print(f"[step {r.step}] {r.problem_uid} ({r.n_tokens} tokens): {r.text[:200]!r}")
 
 
 def cmd_compare(args) -> int:
@@ -251,14 +200,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain, format_explanations
+    from .explain import check_run, explain, format_explanations
 
     run = Path(args.run)
-    if not (run / "memory.sqlite").is_file() or not (run / "config.yaml").is_file():
-        raise PMDError(f"{run}: not a PMD run directory (expected config.yaml and memory.sqlite)")
-    if not args.model and not (run / "final").is_dir():
-        raise PMDError(f"{run / 'final'}: no final weights (the run has not finished); pass --model PATH, e.g. a "
-                       f"checkpoint under {run / 'checkpoints'}")
+    check_run(run, args.model)
     text = format_explanations(explain(run, args.model, args.limit, args.top))
     with _stdout():
         print(text, flush=True)

@@ -15,6 +15,7 @@ import torch
 
 from .config import load_config
 from .envs import EnvironmentSuite
+from .errors import PMDError
 from .memory.store import MemoryStore
 from .models import load_model_and_tokenizer
 from .precision import run_precision
@@ -47,6 +48,16 @@ def completion_logprobs(model, tokenizer, messages: list[dict], completion: str)
         logits = model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
     logps = torch.log_softmax(logits, dim=-1).gather(1, ids[0, len(prompt_ids):].unsqueeze(1)).squeeze(1)
     return completion_ids, logps.cpu()
+
+
+def check_run(run_dir: Path, model_name: str | None = None) -> None:
+    """Raise PMDError unless `run_dir` is a run directory `explain` can read: its config and memory store, and its
+    final weights unless `model_name` names others. Checked before anything loads (a model takes minutes)."""
+    if not (run_dir / "memory.sqlite").is_file() or not (run_dir / "config.yaml").is_file():
+        raise PMDError(f"{run_dir}: not a PMD run directory (expected config.yaml and memory.sqlite)")
+    if not model_name and not (run_dir / "final").is_dir():
+        raise PMDError(f"{run_dir / 'final'}: no final weights (the run has not finished); pass --model PATH, e.g. a "
+                       f"checkpoint under {run_dir / 'checkpoints'}")
 
 
 def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: int = 8) -> list[Explanation]:
