@@ -15,7 +15,7 @@ writes), its checkpoint copies (`MemoryStore.backup_to`) and resume (`MemoryStor
   and a stale WAL next to `dst` is never replayed onto it.
 
 A file is ours when it carries `APPLICATION_ID` (defined here) and the `SCHEMA_VERSION` and `TABLES` of
-`records`, where the schema is. This module does not import `store`; `store` imports it.
+`records`, where the schema is. This module does not import `store` or `connection`; `connection` imports it.
 """
 
 from __future__ import annotations

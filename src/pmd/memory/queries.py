@@ -1,9 +1,10 @@
 """The read-only queries retrieval needs, mixed into `MemoryStore`.
 
-Kept apart from `store` (writes, transactions, whole-store operations) because they exist for one reader, the
-retrieval index (`memory/index.py`) and `retrieve`, and share one rule: at a paper-scale store (~10^6 rollouts) each
-is either served by an index (per problem: `experiences_by_problem`, the insights' (problem_uid, kind, norm_text)
-unique index) or bounded by what changed since a row id (rowid ranges), never a scan of a whole table.
+Kept apart from `store` (writes, whole-store operations) and `connection` (transactions) because they exist for
+one reader, the retrieval index (`memory/index.py`) and `retrieve`, and share one rule: at a paper-scale store
+(~10^6 rollouts) each is either served by an index (per problem: `experiences_by_problem`, the insights'
+(problem_uid, kind, norm_text) unique index) or bounded by what changed since a row id (rowid ranges), never a scan
+of a whole table.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The shape of a memory store's content: its tables (`SCHEMA`, `SCHEMA_VERSION`, `TABLES`), their rows as
 dataclasses, and the one mapper that builds those from SQLite rows.
 
-Split out of `store` (which holds the queries and transactions) so that each table sits next to its dataclass;
-`store` re-exports the public names, so `from pmd.memory.store import Experience` keeps working. Rows become
-dataclasses through `_from_row`, driven by the dataclass fields, so a column added to a table and its dataclass
-needs no hand-written conversion. Change `SCHEMA_VERSION` (and `TABLES`) with `SCHEMA`: `dbfile` rejects a file
-whose version or tables do not match. This module imports nothing from pmd.
+Split out of `store` (which holds the queries; `connection` the transactions) so that each table sits next to its
+dataclass; `store` re-exports the public names, so `from pmd.memory.store import Experience` keeps working. Rows
+become dataclasses through `_from_row`, driven by the dataclass fields, so a column added to a table and its
+dataclass needs no hand-written conversion. Change `SCHEMA_VERSION` (and `TABLES`) with `SCHEMA`: `dbfile` rejects
+a file whose version or tables do not match. This module imports nothing from pmd.
 """
 
 from __future__ import annotations
