@@ -129,15 +129,19 @@ def test_hf_id_with_the_hub_unreachable_is_one_line_without_retries(no_hub):
 
 
 def test_hf_id_in_the_cache_or_behind_a_proxy_passes(no_hub, monkeypatch, tiny_model_path):
+    with pytest.raises(ModelNotFoundError, match="org/cached: not in the local Hugging Face cache"):
+        models.check_hub_id("org/cached")  # the hub is unreachable: refused until the cache holds it
     snapshot = no_hub / "models--org--cached" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     (no_hub / "models--org--cached" / "refs").mkdir()
     (no_hub / "models--org--cached" / "refs" / "main").write_text("abc123")
-    models.check_hub_id("org/cached")
-    models.check_hub_id(str(tiny_model_path))  # a local folder is not a hub id
+    assert models.check_hub_id("org/cached") is None
+    assert models.check_hub_id(str(tiny_model_path)) is None  # a local folder is not a hub id
+    with pytest.raises(ModelNotFoundError, match="org/absent: not in the local Hugging Face cache"):
+        models.check_hub_id("org/absent")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # only the proxy knows: from_pretrained decides
-    models.check_hub_id("org/absent")
+    assert models.check_hub_id("org/absent") is None
 
 
 def copy_model(src, dst):
@@ -214,13 +218,21 @@ def test_lengths_the_model_cannot_hold(overrides, needle):
     assert needle in str(info.value)
 
 
-def test_lengths_the_model_holds():
-    models.check_model_fits(llama(), load_config(None, ["train.max_prompt_length=500", "train.max_completion_length=12",
-                                                        "train.algo=pmd", "train.distillation_topk=100"]), "m")
-    # k is unused without top-k distillation; RoPE scaling extends the context
-    models.check_model_fits(llama(), load_config(None, ["train.algo=grpo", "train.distillation_topk=1000"]), "m")
-    scaled = llama(rope_scaling={"rope_type": "linear", "factor": 4.0})
-    models.check_model_fits(scaled, load_config(None, ["train.max_completion_length=1500"]), "m")
+@pytest.mark.parametrize("model, fits, one_over", [
+    # exactly the context (512), then exactly the vocabulary (100); one more token of either is refused
+    ({}, ["train.max_prompt_length=500", "train.max_completion_length=12", "train.algo=pmd"],
+     ["train.max_prompt_length=500", "train.max_completion_length=13", "train.algo=pmd"]),
+    ({}, ["train.algo=pmd", "train.distillation_topk=100"], ["train.algo=pmd", "train.distillation_topk=101"]),
+    # k is unused without top-k distillation: GRPO takes any k, PMD does not
+    ({}, ["train.algo=grpo", "train.distillation_topk=1000"], ["train.algo=pmd", "train.distillation_topk=1000"]),
+    # RoPE scaling extends the context: 4 x 512 = 2048 tokens
+    ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, ["train.max_completion_length=1792"],
+     ["train.max_completion_length=1793"]),
+], ids=["context-and-vocabulary", "vocabulary", "k-unused-by-grpo", "rope-scaling"])
+def test_lengths_the_model_holds(model, fits, one_over):
+    assert models.check_model_fits(llama(**model), load_config(None, fits), "m") is None
+    with pytest.raises(ConfigError, match="more than m's"):
+        models.check_model_fits(llama(**model), load_config(None, one_over), "m")
 
 
 def test_check_models_checks_a_model_reflector_before_anything_is_written(tmp_path, tiny_model_path):

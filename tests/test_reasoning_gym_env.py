@@ -63,7 +63,8 @@ def test_lenient_credit_is_configurable():
 def test_verify_never_raises_on_garbage(env):
     p = env.problems("train")[0]
     for text in ["", "\x00\x01", "Answer:", "\\boxed{", "Answer: " + "9" * 5000]:
-        env.verify(p, text)
+        verdict = env.verify(p, text)
+        assert verdict.reward == 0 and not verdict.passed, (text[:20], verdict)
 
 
 def test_unknown_family_and_bad_params():
