@@ -30,8 +30,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# test-fast skips the real SmolLM2 model (integration) and the process-heavy tests (slow: trains in subprocesses,
+# torchrun, the sandbox suites); `make test` runs everything.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -m "not integration and not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_memory_ops.py

@@ -995,6 +995,7 @@ def test_memory_command_rejects_bad_store(make_db, tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # a `pmd train` process: ~6 s
 def test_real_process_prints_one_line(tmp_path, tiny_model_path):
     """Through a real interpreter: no traceback, no warnings, exactly one line on stderr."""
     cfg = base_config(tiny_model_path, tmp_path / "run")

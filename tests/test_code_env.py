@@ -115,6 +115,7 @@ def test_humaneval_loads_offline_and_implements_the_protocol(humaneval):
     assert train[0].metadata["prompt"] in prompt and "```python" in prompt
 
 
+@pytest.mark.slow  # a sample of HumanEval solutions, sandboxed: ~4 s
 def test_humaneval_sample_of_canonical_solutions_pass(humaneval):
     for problem in _all(humaneval)[::16]:  # 11 problems spread over the set
         body = problem.metadata["canonical_solution"]
@@ -124,6 +125,7 @@ def test_humaneval_sample_of_canonical_solutions_pass(humaneval):
         assert full.passed and full.format_ok, (problem.metadata["task_id"], full.feedback)
 
 
+@pytest.mark.slow  # every HumanEval solution through two sandboxes: ~40 s
 def test_all_164_canonical_solutions_pass():
     env = CodeEnvironment(source="humaneval")  # default limits
     failures = [(p.metadata["task_id"], v.feedback) for p in _all(env)
@@ -493,6 +495,7 @@ def test_functional_float_near_an_expected_int_scores_zero(tmp_path):
     assert env.verify(problem, _fenced("class Solution:\n    def twoSum(self, a, b):\n        return a * b + 7")).passed
 
 
+@pytest.mark.slow  # a deep forged result through the sandbox: ~6 s
 def test_forged_deep_result_and_judge_exceptions_score_zero(tmp_path, monkeypatch):
     env = _lcb_env(tmp_path, [_functional_row(), _stdin_row()])
     problem = next(p for p in _all(env) if p.metadata["kind"] == "functional")

@@ -75,6 +75,7 @@ def test_cli_prints_one_line_error_for_bad_config(tmp_path):
     assert "unknown config key train.lr" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a `pmd train` process: ~6 s
 def test_cli_unknown_model_is_one_line(tmp_path):
     p = write(tmp_path, f"model:\n  name_or_path: ./no/such/model\nrun_dir: {tmp_path / 'run'}\n")
     proc = subprocess.run([sys.executable, "-m", "pmd.cli", "train", str(p), "--no-eval"], capture_output=True, text=True)

@@ -106,6 +106,7 @@ def _logits(model, tiny_model_path):
         return model(ids).logits
 
 
+@pytest.mark.slow  # a Python process loading the model: ~6 s
 def test_final_holds_a_merged_model_that_loads_without_peft(lora_run):
     assert lora_run.name == "final"
     assert not (lora_run / "adapter_config.json").exists()  # else transformers would load final/ as an adapter

@@ -23,8 +23,9 @@ PROMPTS, GENERATIONS, STEPS = 2, 2, 3
 # Timing and whole-run aggregates differ by construction between one train() call and two.
 NOT_PER_STEP = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
 
-pytestmark = pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
-                                reason="torchrun is not installed beside this Python")
+pytestmark = [pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                                 reason="torchrun is not installed beside this Python"),
+              pytest.mark.slow]  # every test launches torchrun (two ranks, ~10 s a launch)
 
 
 def write_config(tmp: Path, model: Path, algo: str = "pmd") -> Path:

@@ -167,6 +167,7 @@ def test_truncate_metrics_keeps_rows_up_to_step(tmp_path):
     assert truncate_metrics(path, 2) == 0
 
 
+@pytest.mark.slow  # three `pmd train` processes: ~25 s
 def test_kill_9_then_resume_matches_uninterrupted(straight, tiny_model_path, tmp_path):
     """A real `pmd train` process SIGKILLed after its first checkpoint, in the middle of the next save interval
     (memory and metrics already hold a step the checkpoint does not), then `--resume`d."""

@@ -193,6 +193,7 @@ def _train_cmd(config: Path, *extra: str, hook: str = "") -> list[str]:
     return [sys.executable, "-c", code, "train", str(config), *extra]
 
 
+@pytest.mark.slow  # two `pmd train` processes: ~12 s
 def test_kill_9_during_the_final_save_then_resume(finished, tiny_model_path, tmp_path):
     """A real SIGKILL of `pmd train` inside the final save: its lock dies with it, and --resume ends the same."""
     run = tmp_path / "run"
@@ -225,6 +226,7 @@ def test_a_held_run_dir_refuses_a_fresh_start_and_a_resume_and_writes_nothing(fi
         pass
 
 
+@pytest.mark.slow  # concurrent `pmd train` processes: ~25 s
 def test_a_second_train_and_a_concurrent_resume_stop_while_the_first_trains(tiny_model_path, tmp_path):
     """The first `pmd train` holds its run dir (parked before its final save, every step trained); a second
     `pmd train` and a `--resume` exit 2 with one line and write nothing; the first then ends with each step once."""

@@ -13,7 +13,7 @@ import pytest
 from pmd.errors import ConfigError
 from pmd.envs.code.sandbox import SandboxLimits, run_python
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # every test runs sandboxed processes (~15 s in all)
 
 LIMITS = SandboxLimits(cpu_seconds=2, wall_seconds=4, memory_mb=256, max_processes=16, max_output_bytes=8192)
 QUICK = SandboxLimits(cpu_seconds=1, wall_seconds=1.5, memory_mb=256, max_processes=16, max_output_bytes=8192)

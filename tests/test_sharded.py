@@ -19,6 +19,7 @@ HARNESS = Path(__file__).parent / "fsdp2_harness.py"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
+@pytest.mark.slow  # torchrun, two ranks: ~9 s
 @pytest.mark.skipif(shutil.which("torchrun", path=str(TORCHRUN.parent)) is None, reason="torchrun not installed")
 def test_fsdp2_ema_and_teacher_checkpoint_on_two_ranks(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
