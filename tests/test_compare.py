@@ -16,7 +16,7 @@ def base_cfg(tmp_path, tiny_model_path, *extra):
         f"model.name_or_path={tiny_model_path}",
         "env.tasks=[{name: basic_arithmetic, params: {min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 1}}]",
         "env.train_size=4", "env.eval_size=2", "train.steps=2", "train.prompts_per_step=2", "train.num_generations=2",
-        "train.max_completion_length=4", "eval.num_samples=1", "eval.max_new_tokens=4", "compare.eval_every=1",
+        "train.max_completion_length=4", "eval.num_samples=1", "eval.max_new_tokens=4", "eval.every_steps=1",
         "compare.frozen_memory_steps=1", f"compare.out_dir={tmp_path / 'cmp'}", *extra,
     ])
 
@@ -27,7 +27,10 @@ def test_variant_switches(tmp_path, tiny_model_path):
     assert got["grpo"].train.algo == "grpo" and got["sdpo"].train.algo == "sdpo"
     assert got["pmd"].train.algo == "pmd" and got["pmd"].memory.mode == "evolving"
     assert got["pmd-frozen-memory"].memory.mode == "frozen" and got["pmd-frozen-memory"].memory.freeze_after_steps == 1
-    assert got["pmd-frozen-teacher"].memory.teacher == "frozen"
+    assert got["pmd-frozen-teacher"].train.teacher_model_kind == "base"
+    assert {c.train.teacher_model_kind for v, c in got.items() if v != "pmd-frozen-teacher"} == {"ema"}
+    assert {c.eval.every_steps for c in got.values()} == {1}  # every run's curve, at the one period
+    assert variant_config(base_cfg(tmp_path, tiny_model_path, "eval.every_steps=0"), "pmd", 0).eval.every_steps == 4
     assert all(c.train.seed == 7 for c in got.values())
     # same budget everywhere
     assert len({(c.train.steps, c.train.prompts_per_step, c.train.num_generations) for c in got.values()}) == 1

@@ -495,3 +495,96 @@ def test_duplicate_seed_check_is_one_pass():
     with pytest.raises(ConfigError, match=r"compare.seeds: names 998 twice \(compare.seeds\[998\] and \[999\]\)"):
         _check_compare(CompareConfig(seeds=seeds))
     assert time.perf_counter() - t0 < 0.05
+
+
+# ------------------------------------------------------------------------------- sections check themselves
+
+import pmd.config as config_module  # noqa: E402
+
+# (section, its arguments, the same value as an override, what both say)
+CONSTRUCTED = [
+    ("TrainConfig", {"learning_rate": 5.0, "num_generations": 1}, "train.learning_rate=5.0",
+     "train.learning_rate: expected a value in (0, 1], got 5.0"),
+    ("TrainConfig", {"steps": "8"}, "train.steps='8'", "train.steps: expected an integer, got '8'"),
+    ("TrainConfig", {"algo": "ppo"}, "train.algo=ppo", "train.algo: expected one of 'grpo', 'sdpo', 'pmd', got 'ppo'"),
+    ("TrainConfig", {"save_total_limit": 1}, "train.save_total_limit=1",
+     "train.save_total_limit: expected 0 (keep all) or >= 2, got 1"),
+    ("TrainConfig", {"per_device_batch_size": 3}, "train.per_device_batch_size=3",
+     "train.prompts_per_step x train.num_generations = 4 x 4 = 16 sequences do not split into "
+     "train.per_device_batch_size 3"),
+    ("TrainConfig", {"report_to": "wandbb"}, "train.report_to=wandbb", "train.report_to: unknown integration 'wandbb'"),
+    ("TrainConfig", {"lora_target_modules": "q_proj"}, "train.lora_target_modules=q_proj",
+     "train.lora_target_modules: expected 'all-linear' or a list of module names, got 'q_proj'"),
+    ("TrainConfig", {"length_groups": 0}, "train.length_groups=0", "train.length_groups: expected >= 1, got 0"),
+    ("ModelConfig", {"name_or_path": " "}, "model.name_or_path=' '", "model.name_or_path: expected a non-empty string"),
+    ("EnvConfig", {"train_size": 0}, "env.train_size=0", "env.train_size: expected a positive integer of at most"),
+    ("MemoryConfig", {"reflect_every": 0}, "memory.reflect_every=0",
+     "memory.reflect_every: expected a positive integer, got 0"),
+    ("MemoryConfig", {"consolidation": {"mode": "model"}}, "memory.consolidation.mode=model",
+     "memory.consolidation.mode: 'model' needs a model to write patterns"),
+    ("RetrievalConfig", {"max_patterns": -1}, "memory.retrieval.max_patterns=-1",
+     "memory.retrieval.max_patterns: expected >= 0, got -1"),
+    ("ConsolidationConfig", {"model_notes": 1}, "memory.consolidation.model_notes=1",
+     "memory.consolidation.model_notes: expected >= 2 (a pattern spans problems), got 1"),
+    ("EvalConfig", {"top_p": 0}, "eval.top_p=0", "eval.top_p: expected a value in (0, 1], got 0.0"),
+    ("CompareConfig", {"seeds": [1, 1]}, "compare.seeds=[1, 1]", "compare.seeds: names 1 twice"),
+    ("RunConfig", {"run_dir": ""}, "run_dir=''", "run_dir: expected a non-empty string, got ''"),
+]
+
+
+@pytest.mark.parametrize("section, kwargs, override, message", CONSTRUCTED, ids=[c[2] for c in CONSTRUCTED])
+def test_a_section_built_in_python_is_checked_like_one_read_from_yaml(section, kwargs, override, message):
+    """`TrainConfig(learning_rate=5.0, num_generations=1)` used to pass every check (preflight included)."""
+    with pytest.raises(ConfigError) as built:
+        getattr(config_module, section)(**kwargs)
+    with pytest.raises(ConfigError) as loaded:
+        load_config(None, [override])
+    assert str(built.value).startswith(message), str(built.value)
+    assert str(loaded.value) == f"--set {override}: {built.value}"
+
+
+def test_a_section_built_in_python_gets_the_types_yaml_would_give():
+    assert config_module.TrainConfig(learning_rate=1).learning_rate == 1.0
+    assert type(config_module.TrainConfig(learning_rate=1).learning_rate) is float
+    cfg = RunConfig(train={"steps": 3}, memory={"retrieval": {"token_budget": 7}})  # mappings become sections
+    assert cfg.train.steps == 3 and cfg.memory.retrieval.token_budget == 7
+    with pytest.raises(ConfigError, match=r"^env\.tasks\[i\]\.kind: expected one of 'reasoning_gym', "):
+        config_module.TaskConfig(kind="ppo")
+    with pytest.raises(ConfigError, match=r"^train\.distil_active_rows_only: expected true/false, got 'yes'$"):
+        config_module.TrainConfig(distil_active_rows_only="yes")
+
+
+def test_the_distillation_speed_switches_are_config_fields():
+    """Set on the trainer as class attributes before; now knobs (read by the trainer as cfg.train.*)."""
+    t = RunConfig().train
+    assert t.distil_active_rows_only is True and t.length_groups == 4
+    t = load_config(None, ["train.distil_active_rows_only=false", "train.length_groups=1"]).train
+    assert t.distil_active_rows_only is False and t.length_groups == 1
+
+
+@pytest.mark.parametrize("old, new", [
+    ("memory.teacher=frozen", "config key memory.teacher moved to train.teacher_model_kind (memory.teacher: frozen "
+                              "is train.teacher_model_kind: base)"),
+    ("compare.eval_every=3", "config key compare.eval_every moved to eval.every_steps (pmd compare reads it too)"),
+])
+def test_a_merged_key_is_refused_with_its_new_place(tmp_path, old, new):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [old])
+    assert str(info.value) == f"--set {old}: {new}"
+    section, rest = old.split(".", 1)
+    key, value = rest.split("=")
+    path = write(tmp_path, f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {new}"
+
+
+def test_one_key_each_for_the_frozen_teacher_and_the_evaluation_period(tmp_path):
+    from pmd.trl_args import trl_config
+
+    assert not hasattr(RunConfig().memory, "teacher") and not hasattr(RunConfig().compare, "eval_every")
+    for algo in ("sdpo", "pmd"):
+        cfg = load_config(None, [f"train.algo={algo}", "train.teacher_model_kind=base", f"run_dir={tmp_path}"])
+        assert trl_config(cfg, str(tmp_path / "out")).teacher_model_kind == "base"
+    assert config_module.compare_eval_every(load_config(None, ["eval.every_steps=3"]).eval) == 3
+    assert config_module.compare_eval_every(RunConfig().eval) == config_module.COMPARE_EVAL_EVERY == 4

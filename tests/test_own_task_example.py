@@ -31,8 +31,8 @@ def test_train_eval_and_compare_on_the_example(tmp_path, tiny_model_path, monkey
     cfg = yaml.safe_load((EXAMPLE / "config.yaml").read_text())
     cfg["model"]["name_or_path"] = str(tiny_model_path)
     cfg["train"].update(steps=2, save_steps=0, max_completion_length=6, prompts_per_step=2, num_generations=2)
-    cfg["eval"].update(num_samples=1, max_new_tokens=6)
-    cfg["compare"].update(eval_every=2, out_dir=str(tmp_path / "compare"))
+    cfg["eval"].update(num_samples=1, max_new_tokens=6, every_steps=2)
+    cfg["compare"].update(out_dir=str(tmp_path / "compare"))
     (root / "cfg.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
 
     assert main(["train", "cfg.yaml", "--run-dir", str(tmp_path / "run")]) == 0

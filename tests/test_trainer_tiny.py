@@ -87,7 +87,7 @@ def test_frozen_memory_stops_growing(tmp_path, tiny_model_path):
 
 
 def test_frozen_teacher_uses_initial_weights(tmp_path, tiny_model_path):
-    cfg = make_cfg(tmp_path, "train.algo=pmd", "memory.teacher=frozen")
+    cfg = make_cfg(tmp_path, "train.algo=pmd", "train.teacher_model_kind=base")
     suite = EnvironmentSuite.from_config(cfg.env)
     from pathlib import Path
 

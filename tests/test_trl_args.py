@@ -207,10 +207,18 @@ def test_check_trl_keys_rejects_with_one_line(overrides, message):
 
 
 def test_check_trl_keys_accepts_other_fields_and_pmd_defaults():
-    from pmd.trl_args import check_trl_keys
+    """Accepted because TRL has the field and pmd leaves it to the user (beta and model_init_kwargs are pmd
+    defaults a user may override), not because nothing is checked: the same key is refused once TRL lacks it."""
+    from pmd.trl_args import PMD_DEFAULTS, PMD_DECIDES, PMD_OPTION_FOR, check_trl_keys
 
-    check_trl_keys("grpo", {"warmup_steps": 0.1, "weight_decay": 0.0, "beta": 0.04,
-                            "model_init_kwargs": {"attn_implementation": "sdpa"}}, FAKE_FIELDS)
+    accepted = {"warmup_steps": 0.1, "weight_decay": 0.0, "beta": 0.04,
+                "model_init_kwargs": {"attn_implementation": "sdpa"}}
+    assert {"beta", "model_init_kwargs"} <= set(PMD_DEFAULTS) and not set(accepted) & (set(PMD_OPTION_FOR) |
+                                                                                       set(PMD_DECIDES))
+    assert check_trl_keys("grpo", accepted, FAKE_FIELDS) is None
+    for key, value in accepted.items():
+        with pytest.raises(ConfigError, match=rf"^train\.trl\.{key}: not a field of TRL's GRPOConfig"):
+            check_trl_keys("grpo", {key: value}, FAKE_FIELDS - {key})
 
 
 @pytest.mark.parametrize("algo", ["grpo", "sdpo"])
@@ -380,19 +388,26 @@ def test_check_integrations_names_the_missing_package_and_its_install(tmp_path, 
     assert str(info.value).startswith("train.report_to: ") and message in str(info.value)
 
 
-@pytest.mark.parametrize("report_to, modules", [
-    ("none", {"wandb": False}),
-    ("wandb", {"wandb": True}),
-    (["tensorboard", "trackio"], {"tensorboard": False, "tensorboardX": True, "trackio": True}),
-    ("flyte", {"flytekit": True, "flytekitplugins": True, "flytekitplugins__deck": True}),
+@pytest.mark.parametrize("report_to, modules, looked_up", [
+    ("none", {"wandb": False}, []),
+    ("wandb", {"wandb": True}, [("wandb", True)]),
+    (["tensorboard", "trackio"], {"tensorboard": False, "tensorboardX": True, "trackio": True},
+     [("tensorboard", False), ("tensorboardX", True), ("trackio", True)]),  # either tensorboard package will do
+    ("flyte", {"flytekit": True, "flytekitplugins": True, "flytekitplugins__deck": True},
+     [("flytekit", True), ("flytekitplugins.deck", True)]),
 ])
-def test_check_integrations_passes_when_the_packages_import(tmp_path, monkeypatch, report_to, modules):
-    from pmd.trl_args import check_integrations
+def test_check_integrations_passes_when_the_packages_import(tmp_path, monkeypatch, report_to, modules, looked_up):
+    """Passes having looked up each package its integrations need, and found it."""
+    import pmd.trl_args as ta
 
     set_importable(monkeypatch, **modules)
+    asked: list[tuple[str, bool]] = []
+    importable = ta._importable
+    monkeypatch.setattr(ta, "_importable", lambda m: asked.append((m, importable(m))) or asked[-1][1])
     cfg = make_cfg(tmp_path)
     cfg.train.report_to = report_to
-    check_integrations(cfg)
+    assert ta.check_integrations(cfg) is None
+    assert asked == looked_up
 
 
 def test_kubeflow_needs_its_environment_variable(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """`pmd compare`: GRPO, SDPO, PMD and PMD's two ablations on the same tasks, seeds and rollout budget.
 
 Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT/seed-S`, evaluated memory-free on
-the held-out problems every `compare.eval_every` steps (rows with `eval/...` keys in its metrics.jsonl). A finished
+the held-out problems every `eval.every_steps` steps (rows with `eval/...` keys in its metrics.jsonl). A finished
 run (summary.json present) is skipped, an unfinished one resumes from its last checkpoint, so the command can be
 re-run after an interruption. The output is records.json (`collect`: setup, the base model's and every run's
 per-problem outcomes, collapse diagnostics), table.md rendered from it alone (compare_tables.render_table: final
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .checkpoint import RunDirLock, atomic_write_text
 from .compare_tables import RECORDS_FORMAT, TEACHER_KEYS, render_table, runs_by_variant
-from .config import VARIANTS, RunConfig, config_changes, save_config
+from .config import VARIANTS, RunConfig, compare_eval_every, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
@@ -41,12 +41,12 @@ def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
     cfg.train.seed = seed
     cfg.train.algo = "pmd" if variant.startswith("pmd") else variant
     cfg.memory.mode = "evolving"
-    cfg.memory.teacher = "evolving"
+    cfg.eval.every_steps = compare_eval_every(base.eval)
     if variant == "pmd-frozen-memory":
         cfg.memory.mode = "frozen"
         cfg.memory.freeze_after_steps = base.compare.frozen_memory_steps
     elif variant == "pmd-frozen-teacher":
-        cfg.memory.teacher = "frozen"
+        cfg.train.teacher_model_kind = "base"
     cfg.run_dir = str(Path(base.compare.out_dir) / variant / f"seed-{seed}")
     return cfg
 
@@ -85,7 +85,7 @@ def run_one(cfg: RunConfig, base_eval: dict) -> dict:
         metrics.unlink(missing_ok=True)
         append_eval(metrics, 0, base_eval)
     cpu0, wall0 = _cpu_seconds(), time.time()
-    summary = train(cfg, run_dir, model_path, suite, resume_from=resume_from, eval_every=cfg.compare.eval_every)
+    summary = train(cfg, run_dir, model_path, suite, resume_from=resume_from, eval_every=cfg.eval.every_steps)
     summary["cpu_minutes"] = (_cpu_seconds() - cpu0) / 60
     summary["wall_minutes"] = (time.time() - wall0) / 60
     final = [r for r in read_metrics(run_dir) if "eval/greedy_accuracy" in r][-1]
@@ -182,7 +182,7 @@ def collect(base: RunConfig, n_samples: int = DEFAULT_SAMPLES) -> dict:
     setup = {"model": base.model.name_or_path, "tasks": [t.name for t in base.env.tasks], "steps": base.train.steps,
              "prompts_per_step": base.train.prompts_per_step, "num_generations": base.train.num_generations,
              "seeds": list(base.compare.seeds), "variants": list(base.compare.variants),
-             "feedback": base.train.include_environment_feedback, "eval_every": base.compare.eval_every,
+             "feedback": base.train.include_environment_feedback, "eval_every": compare_eval_every(base.eval),
              "n_heldout": overall.get("n_problems", first["final"].get("n_problems", 0) if first else 0),
              "bootstrap": {"samples": n_samples, "seed": DEFAULT_SEED}}
     return build_records(setup, overall, base_eval["per_problem"] if problems else None, problems, variants)

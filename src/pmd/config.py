@@ -4,23 +4,27 @@ Precedence: dataclass defaults < YAML file < CLI `--set section.key=value`. Unkn
 `ConfigError` naming the dotted path and what was expected, so a typo never silently falls back to a default.
 
 Every field states its allowed values next to its default (`_f(default, help, ge=..., gt=..., le=...)`, or
-`unbounded=` with the reason), and `check_fields` (config_fields.py, with `_f` and the plain-data-to-dataclass
-builder every section uses) checks them in one place for every section, however it is built; a test holds every
-number field to it. What one field cannot say (a value against another field, or against the
-model and the data, known only at preflight: `check_training_set`, models.check_model_fits) is checked separately.
-How the YAML text itself is read (size limit, no aliases, no duplicate keys) is yaml_input.py's.
+`unbounded=` with the reason). Every section checks itself when it is built (`__post_init__`: `check_section` for
+each field's type and range, then the section's own cross-field rules), so a config built in Python is checked like
+one read from YAML, with the same one-line errors naming `section.key`. A rule spanning two sections would go in
+RunConfig's; none does today. What depends on the model or the data, known only at preflight (`check_training_set`,
+models.check_model_fits), is checked there. How the YAML text is read (size limit, no aliases, no duplicate keys) is
+yaml_input.py's; how `--set` edits it, config_overrides.py's; field machinery, config_fields.py's.
 
-This module holds the sections, how a file and `--set` (with list indices) become them, and the cross-field
-checks; every other module imports them from this one place. Just over 500 lines: the sections are most of it, and
-their loading and cross-field checks change with them.
+`train:` stays one flat mapping, as in every shipped config and TRL's own GRPOConfig: its fields come in blocks by
+concern (optimisation and batch, generation, distillation and teacher, checkpointing, logging, LoRA, TRL
+passthrough), marked by comments as GRPOConfig marks its groups. Nested sub-sections would move every key users
+write (`train.learning_rate`, `train.lora_r`) for no new meaning; the blocks give the same reading order.
+
+The env section (EnvConfig, TaskConfig) is declared in pmd/envs/env_config.py, beside the environments that read
+it, and re-exported here: pmd.envs never imports this module, which imports pmd.envs to check each task's params.
+Other modules import the sections from here.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -28,12 +32,13 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from .config_fields import (INT_MAX, MAX_PROBLEMS, MOVED_KEYS, PROBLEMS_EXPECT, _build, _f,  # noqa: F401
-                            build_dataclass, check_fields, range_text)
+                            build_dataclass, check_fields, check_section, range_text)
+from .config_overrides import apply_override, blame, override_origin
+from .envs import EnvConfig, TaskConfig, task_params  # noqa: F401  (the env section lives with the environments)
 from .errors import ConfigError
 from .lora_targets import check_lora_form
-from .prompts import ANSWER_INSTRUCTION
 from .trl_args import check_batch_options, check_report_to, check_trl_overrides
-from .yaml_input import load_yaml, read_config_file
+from .yaml_input import read_config_file
 
 
 @dataclass
@@ -46,39 +51,19 @@ class ModelConfig:
         "auto", "Autocast dtype of forward and backward: auto = bfloat16 on a GPU with bf16, else float32 (also on "
                 "bf16 CPUs: docs/benchmarks.md); float16 (GPU only) adds the Trainer's loss scaling.")
 
-
-@dataclass
-class TaskConfig:
-    kind: Literal["reasoning_gym", "code", "sciknoweval", "dataset"] = _f(
-        "reasoning_gym", "Environment kind (dataset: your own data and rewards).")
-    name: str = _f("", "reasoning-gym dataset name (required for that kind), or a label for the other kinds.")
-    params: dict[str, Any] = _f({}, "Options of this kind, typed per kind: pmd.envs ReasoningGymParams (plus the "
-                                    "generator's own keys), CodeParams, SciKnowEvalParams, DatasetParams.")
-
-
-@dataclass
-class EnvConfig:
-    tasks: list[TaskConfig] = _f([], "Task families to train and evaluate on (default: basic_arithmetic).")
-    train_size: int = _f(64, "Training problems per task family.", gt=0, le=MAX_PROBLEMS, expect=PROBLEMS_EXPECT)
-    eval_size: int = _f(32, "Held-out problems per task family.", gt=0, le=MAX_PROBLEMS, expect=PROBLEMS_EXPECT)
-    seed: int = _f(0, "Seed of the problem generators; eval uses a disjoint derived seed.", ge=0)
-    reveal_answer_in_feedback: bool = _f(False, "Put the gold answer into verifier feedback (leaks the label).")
-    system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
-    answer_instruction: str = _f(
-        ANSWER_INSTRUCTION,
-        "reasoning-gym: appended to each question, the answer format graded strictly (code/sciknoweval have their own).",
-    )
-
     def __post_init__(self) -> None:
-        if not self.tasks:
-            self.tasks = [TaskConfig(name="basic_arithmetic")]
+        check_section(self, "model")
 
 
 @dataclass
 class TrainConfig:
+    """`train:` in YAML, one flat mapping; its fields come in blocks by concern (see the module docstring)."""
+
+    # --- algorithm, optimisation and batch: what one optimizer step is
     algo: Literal["grpo", "sdpo", "pmd"] = _f("sdpo", "Training algorithm.")
     steps: int = _f(8, "Optimizer steps.", gt=0)
     learning_rate: float = _f(1e-5, "AdamW learning rate, in (0, 1].", gt=0, le=1)
+    seed: int = _f(0, "Training seed.", ge=0)
     prompts_per_step: int = _f(4, "Distinct problems per optimizer step over all ranks (each gets num_generations "
                                   "rollouts).", gt=0)
     num_generations: int = _f(4, "Rollouts per problem (the group).", ge=2, expect=">= 2 (groups need siblings)")
@@ -86,12 +71,17 @@ class TrainConfig:
                                    expect=">= 0 (0 = derive)")
     gradient_accumulation_steps: int = _f(0, "Micro-batches per device per optimizer step (0 = derive; 1 if both are "
                                              "0).", ge=0, expect=">= 0 (0 = derive)")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+
+    # --- generation: the student's rollouts
     max_prompt_length: int = _f(256, "Student prompt tokens kept (left-truncated).", gt=0)
     max_completion_length: int = _f(48, "Generated tokens per rollout (with max_prompt_length, within the model's "
                                                  "context: checked at preflight).", gt=0)
     temperature: float = _f(1.0, "Sampling temperature for rollouts (> 0).", gt=0)
     top_p: float = _f(1.0, "Nucleus sampling for rollouts, in (0, 1] (1.0 = off).", gt=0, le=1)
-    seed: int = _f(0, "Training seed.", ge=0)
+    use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
+
+    # --- distillation and teacher (sdpo, pmd)
     distillation_mode: Literal["sampled_token", "full_logits", "topk_logits"] = _f(
         "topk_logits", "SDPO distillation objective (top-k keeps memory bounded at scale)."
     )
@@ -99,29 +89,41 @@ class TrainConfig:
     distillation_add_tail: bool = _f(True, "Add a tail bucket for the non-top-k mass.")
     distillation_weight: float = _f(1.0, "SDPO/PMD: weight of distillation vs the GRPO policy-gradient term, in "
                                           "[0, 1].", ge=0, le=1)
-    teacher_model_kind: Literal["base", "live", "ema"] = _f("ema", "Teacher weights (base = frozen initial policy).")
-    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (PMD cuts memory, then the demonstration, then the "
-                                     "feedback, before the problem; SDPO cuts from the left, as TRL).", gt=0)
-    include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
-    remove_thinking_from_demonstration: bool = _f(False, "SDPO/PMD: drop <think>...</think> from a sibling's "
-                                                         "demonstration (False as TRL; the SDPO reference uses True).")
     distillation_normalization: Literal["active_tokens", "all_samples"] = _f(
         "active_tokens", "SDPO/PMD distillation loss average per micro-batch: active_tokens = over the tokens of "
         "teacher-active samples, as the SDPO reference; all_samples = TRL's per-sequence mean over every sample "
         "(inactive = 0), which scales the distillation weight with the active fraction. Default active_tokens: SDPO "
         "and PMD activate different fractions, and should differ in signal, not in step size."
     )
+    distil_active_rows_only: bool = _f(
+        True, "SDPO/PMD: forward and back-propagate only the rollouts whose teacher is active (the same loss and "
+              "gradients, fewer passes; used when distillation_weight is 1); False = TRL's pass over every rollout.")
+    length_groups: int = _f(4, "SDPO/PMD on one process: at most this many forwards per micro-batch, rows of similar "
+                               "length together to skip padding (same logits); 1 = TRL's single padded forward.", ge=1)
+    teacher_model_kind: Literal["base", "live", "ema"] = _f(
+        "ema", "Teacher weights: ema = an EMA of the policy, live = the policy itself, base = the initial policy, "
+               "frozen (for pmd, the pmd-frozen-teacher ablation: memory still grows).")
+    max_reprompt_len: int = _f(1024, "Teacher prompt tokens kept (PMD cuts memory, then the demonstration, then the "
+                                     "feedback, before the problem; SDPO cuts from the left, as TRL).", gt=0)
+    include_environment_feedback: bool = _f(True, "SDPO: put the verifier's feedback into the teacher prompt.")
+    remove_thinking_from_demonstration: bool = _f(False, "SDPO/PMD: drop <think>...</think> from a sibling's "
+                                                         "demonstration (False as TRL; the SDPO reference uses True).")
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.",
                                          unbounded="rewards are weighted sums of your functions: any scale")
+
+    # --- checkpointing
     save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).",
                          ge=0, expect=">= 0 (0 = no checkpoints)")
-    save_total_limit: int = _f(2, "Keep the newest N checkpoints (0 = all; 1 is refused: see validate).", ge=0)
+    save_total_limit: int = _f(2, "Keep the newest N checkpoints (0 = all; 1 is refused: see __post_init__).", ge=0)
     save_optimizer: bool = _f(True, "False: checkpoints keep weights, EMA teacher and memory only (about half the "
                                     "size) and cannot be resumed.")
+
+    # --- logging
     logging_steps: int = _f(1, "Log metrics every N steps.", gt=0)
     report_to: str | list[str] = _f("none", "'none', or one or a list of transformers' integrations (wandb, "
                                             "tensorboard, trackio, mlflow, ...).")
-    use_vllm: bool = _f(False, "Generate with vLLM (GPU only).")
+
+    # --- LoRA (lora_r 0 = full fine-tuning)
     lora_r: int = _f(0, "LoRA rank (0 = full fine-tuning).", ge=0, expect=">= 0 (0 = full fine-tuning)")
     lora_alpha: int = _f(0, "LoRA scaling numerator: updates are scaled by lora_alpha / lora_r (0 = 2 x lora_r).",
                          ge=0, expect="> 0, or 0 for 2 x train.lora_r")
@@ -129,8 +131,21 @@ class TrainConfig:
     lora_target_modules: str | list[str] = _f("all-linear", "Modules that get adapters: 'all-linear' (every linear "
                                                             "layer but the output head) or a list of names, e.g. "
                                                             "[q_proj, v_proj].")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+
+    # --- TRL passthrough
     trl: dict[str, Any] = _f({}, "Any other GRPOConfig/SDPOConfig field, passed through to TRL unchanged.")
+
+    def __post_init__(self) -> None:
+        check_section(self, "train")
+        if self.save_total_limit == 1:
+            raise ConfigError(f"train.save_total_limit: expected 0 (keep all) or >= 2, got {self.save_total_limit}: "
+                              "the Trainer deletes older checkpoints before pmd marks the newest complete, so a kill "
+                              "then would leave none to resume from")
+        check_lora_form(self.lora_target_modules)
+        check_batch_options(self.prompts_per_step, self.num_generations, self.per_device_batch_size,
+                            self.gradient_accumulation_steps)
+        check_report_to(self.report_to)
+        check_trl_overrides(self.algo, self.trl)  # imports TRL only when train.trl is non-empty
 
 
 # Default reserved shares of the retrieval budget: raw attempts no longer take it all before insights and patterns.
@@ -180,8 +195,8 @@ class RetrievalConfig:
         20.0, "Within a level, an insight's support and an attempt's reward halve in weight every N steps since last "
               "confirmed/made (0 = no ageing).", ge=0)
 
-    def __post_init__(self) -> None:  # also for Python callers, who build it directly
-        check_fields(self)
+    def __post_init__(self) -> None:
+        check_section(self, "memory.retrieval")
         object.__setattr__(self, "level_shares", check_level_shares(self.level_shares))  # frozen dataclass
 
 
@@ -208,8 +223,8 @@ class ConsolidationConfig:
     strategy_failed_attempts: int = _f(
         16, "Retire a strategy once its problem's last K attempts since it was confirmed all failed (0 = never).", ge=0)
 
-    def __post_init__(self) -> None:  # also for Python callers, who build it directly
-        check_fields(self)
+    def __post_init__(self) -> None:
+        check_section(self, "memory.consolidation")
 
 
 @dataclass
@@ -224,11 +239,17 @@ class MemoryConfig:
     reflection_max_tokens: int = _f(64, "Tokens generated per reflection.", gt=0)
     reflection_batch_size: int = _f(16, "Reflection prompts per generate() call (model-written reflection).", gt=0)
     consolidate_every: int = _f(4, "Consolidate patterns every N steps.", gt=0)
-    teacher: Literal["evolving", "frozen"] = _f("evolving", "frozen: the teacher uses the initial policy weights.")
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig, metadata={"help": "What the teacher sees."})
     consolidation: ConsolidationConfig = field(
         default_factory=ConsolidationConfig, metadata={"help": "How insights become patterns and retire."}
     )
+
+    def __post_init__(self) -> None:
+        check_section(self, "memory")
+        if self.consolidation.mode == "model" and self.reflector == "feedback-stats":
+            raise ConfigError("memory.consolidation.mode: 'model' needs a model to write patterns: set "
+                              "memory.reflector to 'policy' or a model's HF id / path (feedback-stats generates no "
+                              "text)")
 
 
 @dataclass
@@ -238,10 +259,23 @@ class EvalConfig:
     top_p: float = _f(1.0, "Nucleus sampling for avg@k, in (0, 1] (1.0 = off).", gt=0, le=1)
     max_new_tokens: int = _f(48, "Generated tokens per answer.", gt=0)
     batch_size: int = _f(32, "Prompts per generate() call.", gt=0)
-    every_steps: int = _f(0, "pmd train: memory-free held-out evaluation every N steps and at the last (0 = off), "
-                             "logged through the Trainer (eval/... in metrics.jsonl and every report_to tracker).", ge=0,
-                             expect=">= 0 (0 = off)")
+    every_steps: int = _f(0, "Memory-free held-out evaluation every N steps and at the last, logged through the "
+                             "Trainer (eval/... in metrics.jsonl and every report_to tracker); 0 = off for pmd train, "
+                             "every 4 steps for pmd compare (its curves need it).", ge=0, expect=">= 0 (0 = off)")
     memory_at_inference: bool = _f(False, "Put retrieved memory in the prompt (comparison only; PMD evals without).")
+
+    def __post_init__(self) -> None:
+        check_section(self, "eval")
+
+
+# `pmd compare`'s evaluation period when eval.every_steps is 0 (off): its learning curves and final accuracy are
+# read from the periodic evaluations (4 was compare.eval_every's default, before the two keys merged).
+COMPARE_EVAL_EVERY = 4
+
+
+def compare_eval_every(eval_cfg: EvalConfig) -> int:
+    """eval.every_steps as `pmd compare` runs it: the same key as `pmd train`'s, but never off."""
+    return eval_cfg.every_steps or COMPARE_EVAL_EVERY
 
 
 # `pmd compare`'s variants: the three algorithms and PMD's two ablations (compare.variant_config says what each sets).
@@ -253,9 +287,12 @@ class CompareConfig:
     variants: list[str] = _f(list(VARIANTS), "Algorithms/ablations to run side by side (each once).", min_len=1)
     seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).", ge=0,
                           min_len=1, max_len=1000, max_len_why="each seed is one training run per variant")
-    eval_every: int = _f(4, "Memory-free held-out evaluation every K steps (and at step 0 and the last step).", gt=0)
     frozen_memory_steps: int = _f(4, "pmd-frozen-memory: steps of memory growth before the freeze.", ge=0)
     out_dir: str = _f("runs/compare", "Where per-variant run directories, curves and the table go.", nonempty=True)
+
+    def __post_init__(self) -> None:
+        check_section(self, "compare")
+        _check_compare(self)
 
 
 @dataclass
@@ -268,136 +305,29 @@ class RunConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
     run_dir: str = _f("runs/quickstart", "Where config, metrics, memory, checkpoints and the report go.", nonempty=True)
 
+    def __post_init__(self) -> None:
+        check_section(self, "")  # each section checked itself when built; no check spans two sections today
 
-# ----------------------------------------------------------------------------------------------- parsing
+
+# ----------------------------------------------------------------------------------------------- loading
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Build and validate a RunConfig from plain data (as loaded from YAML)."""
+    """Build a RunConfig from plain data (as loaded from YAML): each section checks itself as it is built, then each
+    task's params against its kind."""
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     cfg = _build(RunConfig, data, "")
-    validate(cfg)
-    _check_task_params(cfg)
+    check_task_params(cfg.env)
     return cfg
 
 
-def _check_task_params(cfg: RunConfig) -> None:
-    """Each task's params against its kind's typed dataclass, so a typo fails at load and not when the run starts."""
-    from .envs import task_params  # lazily: pmd.envs imports this module
-
-    for i, task in enumerate(cfg.env.tasks):
-        task_params(task, cfg.env, f"env.tasks[{i}]")
-
-
-_SEGMENT = re.compile(r"([^.\[\]]+)((?:\[[^\[\]]*\])*)")
-_MISSING = object()
-
-
-def _parse_key(dotted: str) -> list[str | int]:
-    """`env.tasks[0].params.max_terms` -> ["env", "tasks", 0, "params", "max_terms"]."""
-    steps: list[str | int] = []
-    for segment in dotted.split("."):
-        m = _SEGMENT.fullmatch(segment.strip())
-        if not m:
-            raise ConfigError(f"{segment!r} is not a key (expected section.key or list[N], e.g. env.tasks[0].name)")
-        name = m.group(1)
-        if name.isdigit():
-            where = _key_text(steps) or "a section"
-            raise ConfigError(f"'.{name}' is not a key: address list items as {where}[{name}]")
-        steps.append(name)
-        for index in re.findall(r"\[([^\[\]]*)\]", m.group(2)):
-            if not re.fullmatch(r"[0-9]+", index.strip()):
-                raise ConfigError(f"[{index}]: a list index is a number >= 0, e.g. {_key_text(steps)}[0]")
-            steps.append(int(index))
-    return steps
-
-
-def _key_text(steps: Sequence[str | int]) -> str:
-    return "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if i else s) for i, s in enumerate(steps))
-
-
-def _default_at(steps: Sequence[str | int]) -> Any:
-    """The default config's value at `steps` (e.g. the default env.tasks list), or _MISSING."""
-    node: Any = to_dict(RunConfig())
-    for step in steps:
-        if isinstance(step, int):
-            if not isinstance(node, list) or step >= len(node):
-                return _MISSING
-            node = node[step]
-        elif isinstance(node, dict) and step in node:
-            node = node[step]
-        else:
-            return _MISSING
-    return node
-
-
-def _override_origin(assignment: str) -> str:
-    dotted, _, raw = assignment.partition("=")
-    raw = raw.strip()
-    return f"--set {dotted.strip()}={raw if len(raw) <= 40 else raw[:37] + '...'}"
-
-
-def _apply_override(data: dict[str, Any], assignment: str, origin: str | None = None) -> str:
-    """Apply one `section.key=value` (list items as `key[N]`) to the loaded YAML data; returns the dotted key it set.
-    Errors are prefixed with `origin` (how the user gave it: `--set KEY=VALUE` unless a dedicated flag)."""
-    if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
-    origin = origin or _override_origin(assignment)
-    dotted, raw = assignment.split("=", 1)
-    try:
-        value = load_yaml(raw) if raw.strip() else ""
-        steps = _parse_key(dotted.strip())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: value {raw!r} is not valid YAML "
-                          f"({getattr(exc, 'problem', None) or exc.__class__.__name__})") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc}") from None
-    node: Any = data
-    for i, step in enumerate(steps[:-1]):
-        here, following = _key_text(steps[: i + 1]), steps[i + 1]
-        child = node[step] if isinstance(step, int) else node.get(step)
-        if child is None:  # absent (or an empty `section:`): a section to fill in, or the default list to edit
-            child = copy.deepcopy(_default_at(steps[: i + 1])) if isinstance(following, int) else {}
-            if child is _MISSING:
-                raise ConfigError(f"{origin}: {here} is not a list (no {here}[{following}] to set)")
-            node[step] = child
-        if isinstance(following, int):
-            if not isinstance(child, list):
-                raise ConfigError(f"{origin}: {here} is not a list (no {here}[{following}] to set)")
-            if following >= len(child):
-                raise ConfigError(f"{origin}: {here}[{following}]: index out of range ({here} has {len(child)} "
-                                  f"item{'s' if len(child) != 1 else ''}; to add one, set the whole list: "
-                                  f"--set '{here}=[...]')")
-        elif isinstance(child, list):
-            raise ConfigError(f"{origin}: {here} is a list: address an item as {here}[N], e.g. {here}[0].{following}")
-        elif not isinstance(child, dict):
-            raise ConfigError(f"{origin}: {here} is not a section (it is {child!r})")
-        node = child
-    node[steps[-1]] = value
-    return _key_text(steps)
-
-
-def _mentions(message: str, key: str) -> bool:
-    """Whether `message` names dotted key `key` itself or something inside it (`key.sub`, `key[0]`)."""
-    return re.search(rf"(?<![\w.\]]){re.escape(key)}(?!\w)", message) is not None
-
-
-def _blame(message: str, applied: Sequence[tuple[str, str]]) -> str | None:
-    """Which override (origin) an error message is about: the last one whose key (or something inside it) the message
-    names; else one whose section the message names together with the key's next name (a section-level check that
-    quotes the offending item, e.g. `env.tasks[0].params: bad params ['colour']`). None: the file's doing."""
-    for key, origin in reversed(applied):
-        if _mentions(message, key):
-            return origin
-    for key, origin in reversed(applied):
-        steps = _parse_key(key)
-        for n in range(len(steps) - 1, 1, -1):
-            following = steps[n]
-            if (isinstance(following, str) and _mentions(message, _key_text(steps[:n]))
-                    and re.search(rf"\b{re.escape(following)}\b", message)):
-                return origin
-    return None
+def check_task_params(env: EnvConfig) -> None:
+    """Each task's params against its kind's typed dataclass, so a typo fails at load and not when the run starts.
+    Not in EnvConfig's own check: it imports the kind's module (reasoning-gym), and a task made in Python is checked
+    when its environment is made (make_environment), naming its bad params."""
+    for i, task in enumerate(env.tasks):
+        task_params(task, env, f"env.tasks[{i}]")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | None = None,
@@ -414,33 +344,15 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | None 
     origins += [None] * (len(overrides) - len(origins))
     applied = []
     for assignment, origin in zip(overrides, origins):
-        origin = origin or _override_origin(assignment)
-        applied.append((_apply_override(data, assignment, origin), origin))
+        origin = origin or override_origin(assignment)
+        applied.append((apply_override(data, assignment, origin, lambda: to_dict(RunConfig())), origin))
     try:
         return config_from_dict(data)
     except ConfigError as exc:
-        blamed = _blame(str(exc), applied)
+        blamed = blame(str(exc), applied)
         if blamed is not None:
             raise ConfigError(f"{blamed}: {exc}") from None
         raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
-
-
-def validate(cfg: RunConfig) -> None:
-    """Cross-field checks that types and one field's range (`_f` metadata, checked in `check_fields`) cannot
-    express."""
-    if cfg.train.save_total_limit == 1:
-        raise ConfigError(f"train.save_total_limit: expected 0 (keep all) or >= 2, got {cfg.train.save_total_limit}: "
-                          "the Trainer deletes older checkpoints before pmd marks the newest complete, so a kill "
-                          "then would leave none to resume from")
-    _check_compare(cfg.compare)
-    if cfg.memory.consolidation.mode == "model" and cfg.memory.reflector == "feedback-stats":
-        raise ConfigError("memory.consolidation.mode: 'model' needs a model to write patterns: set memory.reflector "
-                          "to 'policy' or a model's HF id / path (feedback-stats generates no text)")
-    check_lora_form(cfg.train.lora_target_modules)
-    check_batch_options(cfg.train.prompts_per_step, cfg.train.num_generations, cfg.train.per_device_batch_size,
-                        cfg.train.gradient_accumulation_steps)
-    check_report_to(cfg.train.report_to)
-    check_trl_overrides(cfg.train.algo, cfg.train.trl)  # imports TRL only when train.trl is non-empty
 
 
 def _check_compare(c: CompareConfig) -> None:

@@ -1,13 +1,17 @@
 """Declared config fields: `_f` (a default, its one-line help and its allowed values), the one place those values
-are checked (`check_fields`), and how plain data (as YAML holds it) becomes a typed dataclass (`build_dataclass`).
+are checked (`check_fields`), a section's own check on construction (`check_section`), and how plain data (as YAML
+holds it) becomes a typed dataclass (`build_dataclass`).
 
 Split from config.py, which holds the run's sections and how a file and `--set` become them: this module is the
-machinery every section uses (environment parameter classes too), and it knows no section.
+machinery every section uses (environment parameter classes and the env section in pmd.envs too), and it knows no
+section. It imports nothing of pmd's beyond errors and text/number helpers, so pmd.envs can use it without importing
+pmd.config (which imports pmd.envs: tests/test_import_graph.py holds the package to no import cycle).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import types
@@ -114,6 +118,28 @@ def check_fields(obj: Any) -> None:
                 raise ConfigError(f"{name}: expected {expect}, got {v!r}")
 
 
+def check_section(obj: Any, path: str) -> None:
+    """What a config section's `__post_init__` runs first, so a section built in Python is checked like one read
+    from YAML: each field's type (as the YAML builder coerces it: an int where a float belongs becomes a float, a
+    mapping where a section belongs is built) and its `_f` range (`check_fields`). Errors name `path.field` (`path`
+    is where the section sits in the run config; "" for the top level), with the words YAML loading gives."""
+    where = f"{path}." if path else ""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        coerced = _coerce(value, _hints(type(obj))[f.name], f"{where}{f.name}")
+        if coerced is not value:
+            object.__setattr__(obj, f.name, coerced)  # also for frozen sections
+    try:
+        check_fields(obj)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _yaml_spelling(key: Any) -> str:
     return "null" if key is None else str(key).lower() if isinstance(key, bool) else repr(key)
 
@@ -143,11 +169,14 @@ def check_text(value: Any, path: str) -> None:
                           "it): remove it or write the character itself")
 
 
-# Keys that moved into a sub-section: an old config gets a one-line pointer instead of "unknown key".
+# Keys that moved (into a sub-section, or merged into the key that said the same): an old config gets a one-line
+# pointer instead of "unknown key".
 MOVED_KEYS = {
     "memory.token_budget": "memory.retrieval.token_budget",
     "memory.min_problems_for_pattern": "memory.consolidation.min_problems",
     "memory.pattern_stale_after_steps": "memory.consolidation.stale_after_steps",
+    "memory.teacher": "train.teacher_model_kind (memory.teacher: frozen is train.teacher_model_kind: base)",
+    "compare.eval_every": "eval.every_steps (pmd compare reads it too)",
 }
 
 
@@ -221,7 +250,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     check_keys(data, path)
     unknown = sorted(set(data) - names)
@@ -240,6 +269,8 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
         msg = str(exc)
         if re.sub(r"(\[\d+\])+$", "", msg.split(":", 1)[0]) in names:  # "field[i]: ..." -> "section.field[i]: ..."
             raise ConfigError(f"{where}{msg}") from None
+        if path and msg.startswith((f"{path}.", f"{path}[", f"{path}:")):  # a section naming itself (check_section)
+            raise ConfigError(msg) from None
         raise ConfigError(f"{path}: {msg}" if path else msg) from None
 
 

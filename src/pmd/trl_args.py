@@ -167,8 +167,8 @@ PMD_DECIDES = {
     "num_iterations": f"the memory schedule, metrics and resume assume {_ONE_ROUND}; num_iterations > 1 would reuse "
                       "a round for several steps",
     "resume_from_checkpoint": "resume with `pmd train --resume`, which also restores memory and the EMA teacher",
-    "eval_strategy": "evaluation is pmd's own and memory-free (eval.every_steps, pmd eval, compare.eval_every); "
-                     "TRL gets no eval dataset",
+    "eval_strategy": "evaluation is pmd's own and memory-free (eval.every_steps, for pmd train and pmd compare; "
+                     "pmd eval); TRL gets no eval dataset",
 }
 
 # Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
@@ -435,7 +435,7 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
             distillation_add_tail=t.distillation_add_tail if topk else False,
             distillation_alpha=1.0 if t.distillation_mode == "sampled_token" else 0.5,
             distillation_weight=t.distillation_weight,
-            teacher_model_kind="base" if (t.algo == "pmd" and cfg.memory.teacher == "frozen") else t.teacher_model_kind,
+            teacher_model_kind=t.teacher_model_kind,
             max_reprompt_len=t.max_reprompt_len,
             include_environment_feedback=t.include_environment_feedback,
             remove_thinking_from_demonstration=t.remove_thinking_from_demonstration,

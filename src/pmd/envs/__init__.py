@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..config import EnvConfig, TaskConfig, build_dataclass
+from ..config_fields import build_dataclass
 from ..errors import ConfigError
 from .base import Environment, Problem, Verdict
+from .env_config import EnvConfig, TaskConfig
 
 if TYPE_CHECKING:
     from .code import CodeParams
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from .reasoning_gym import ReasoningGymParams
     from .sciknoweval import SciKnowEvalParams
 
-__all__ = ["Environment", "EnvironmentSuite", "Problem", "Verdict", "make_environment", "task_params"]
+__all__ = ["EnvConfig", "Environment", "EnvironmentSuite", "Problem", "TaskConfig", "Verdict", "make_environment",
+           "task_params"]
 
 
 def task_params(task: TaskConfig, env_cfg: EnvConfig,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
-from ..config import _f, build_dataclass
+from ..config_fields import _f, build_dataclass
 from ..errors import ConfigError, DatasetError
 
 SPLITS = ("train", "eval")

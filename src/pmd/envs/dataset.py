@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..config import _f
+from ..config_fields import _f
 from ..errors import ConfigError, DatasetError
 from ..prompts import ANSWER_INSTRUCTION
 from . import reward_functions

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import _f, build_dataclass
+from ..config_fields import _f, build_dataclass
 from ..errors import ConfigError
 from .answer import answer_verdict, extract_answer
 from .base import Problem, Verdict

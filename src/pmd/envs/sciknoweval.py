@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import _f
+from ..config_fields import _f
 from ..errors import ConfigError, DatasetError
 from ..prompts import mcq_question
 from .answer import answer_failure_kind, extract_answer

@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
-from ..config import _f, build_dataclass
+from ..config_fields import _f, build_dataclass
 from ..errors import ConfigError
 from .answer import WRONG_ANSWER, answer_verdict, extract_answer, normalise_answer, truncate
 from .numbers import numbers_close, numeric_score, parse_number  # noqa: F401 (part of this module's surface)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import _f
+from ...config_fields import _f
 from ...errors import DatasetError
 from ...prompts import humaneval_question, livecodebench_question
 from .sandbox import SandboxError, SandboxLimits
