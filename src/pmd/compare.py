@@ -23,12 +23,12 @@ import statistics
 import time
 from pathlib import Path
 
-from .checkpoint import RunDirLock, atomic_write_text
 from .compare_tables import RECORDS_FORMAT, TEACHER_KEYS, render_table, runs_by_variant
 from .config import VARIANTS, RunConfig, config_changes, save_config
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
+from .rundir import RunDirLock, atomic_write_text
 from .stats import DEFAULT_SAMPLES, DEFAULT_SEED
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 The run directory is the run's whole state: resolved config, metrics.jsonl, memory.sqlite, checkpoints/,
 final/ weights, eval_*.json, summary.json and report.md. Everything that can be checked (model, datasets, memory
 seed, whether the directory already holds a run) is checked before any of it is written, so a bad input leaves
-the disk as it was. `resume=True` continues from the last complete checkpoint (see checkpoint.py).
+the disk as it was. `resume=True` continues from the last complete checkpoint (see rundir.py).
 
 Under torchrun / accelerate launch every rank runs these jobs: every rank checks the inputs (read-only), the main
 process alone decides about and writes the run directory, and evaluation is sharded over the ranks and gathered.
@@ -11,26 +11,22 @@ process alone decides about and writes the run directory, and evaluation is shar
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .checkpoint import (LOCK_FILE, RunDirLock, atomic_write_text, check_run_dir, checkpoint_step,
-                         last_complete_checkpoint, read_manifest)
-from .config import RunConfig, check_training_set, config_changes, to_dict
+from .checkpoint import last_complete_checkpoint
+from .config import RunConfig, check_training_set
 from .dist import Ranks
 from .envs import EnvironmentSuite
-from .errors import CheckpointError, ConfigError, DatasetError, PMDError
+from .errors import DatasetError, PMDError
 from .models import (MODEL_REFLECTORS_NOT, check_models, check_prompt_renders, load_model_and_tokenizer,
                      resolve_model)
 from .precision import autocast, run_precision
 from .prompts import student_messages
+from .rundir import RunDirLock, atomic_write_text, check_run_dir, prepare_start
 
 logger = logging.getLogger(__name__)
 
@@ -120,100 +116,6 @@ def check_prompts_render(cfg: RunConfig, model_path: str, suite: EnvironmentSuit
         check_prompt_renders(resolve_model(cfg.memory.reflector), messages, "memory.reflector")
 
 
-# What a run writes into its directory; a fresh run refuses a directory that holds any of it.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "memory.sqlite", "checkpoints", "final", "eval_base.json",
-             "eval_trained.json", "summary.json")
-
-
-# The one setting `--resume` may change: a run can be extended (or shortened, not below its checkpoint).
-EXTENDABLE = ("train.steps",)
-
-
-def _start_point(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[str | None, dict[str, int] | None]:
-    """The checkpoint to resume from (None: from the beginning) and, when `train.steps` changed, the extension
-    ({"from_steps", "to_steps", "at_step"}); or a CheckpointError / ConfigError if starting would overwrite someone's
-    run or silently change what it trains."""
-    if not resume:
-        existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-        if existing:
-            raise CheckpointError(f"{run_dir}: already holds a run ({', '.join(existing)}); pass --resume to "
-                                  "continue it, or choose another run_dir")
-        return None, None
-    ckpt = last_complete_checkpoint(run_dir)
-    if ckpt is None and (run_dir / "summary.json").is_file():
-        raise CheckpointError(f"{run_dir}: the run finished and kept no checkpoint to resume from "
-                              "(set train.save_steps to keep checkpoints)")
-    changed = [k for k in config_changes(run_dir / "config.yaml", cfg) if k != "run_dir"]
-    refused = [k for k in changed if k not in EXTENDABLE]
-    if refused:
-        raise ConfigError(f"--resume: {', '.join(refused)} differ from the run's config.yaml; a resumed run trains "
-                          f"what it started with (only {', '.join(EXTENDABLE)} may change, to extend it)")
-    if ckpt is None:
-        logger.warning("--resume: no complete checkpoint in %s; starting from the beginning", run_dir / "checkpoints")
-        return None, None
-    manifest = read_manifest(ckpt)
-    if manifest is not None and not manifest.resumable:
-        raise CheckpointError(f"{ckpt}: holds weights only (train.save_optimizer: false), so training cannot "
-                              f"continue from it; evaluate it with pmd eval --model {ckpt}")
-    extension = None
-    if "train.steps" in changed:
-        at = checkpoint_step(ckpt) or 0
-        if cfg.train.steps <= at:
-            raise ConfigError(f"--resume: train.steps {cfg.train.steps} is not beyond the checkpoint's step {at}")
-        old = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["train"]["steps"]
-        extension = {"from_steps": old, "to_steps": cfg.train.steps, "at_step": at}
-        logger.warning("--resume: train.steps %d -> %d from step %d; the learning-rate schedule is recomputed for %d "
-                       "steps (summary.json records the extension; config.yaml keeps the original)", old,
-                       cfg.train.steps, at, cfg.train.steps)
-    logger.info("--resume: continuing from %s", ckpt)
-    return str(ckpt), extension
-
-
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, evaluate_models: bool,
-                     lock: RunDirLock) -> tuple[str | None, dict[str, int] | None, bool]:
-    """Main process: take the run directory's lock (one writer per run), then decide where training starts, the
-    extension if any, and whether the base model still needs evaluating. Writes the resolved config when training
-    starts from step 0; a resumed run's config.yaml (the one it started with) is never overwritten. When it fails,
-    it leaves the disk as it was: a directory it created is removed again."""
-    created = _missing_dirs(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock.acquire()  # before any decision about the directory's content: a second writer stops here
-        resume_from, extension = _start_point(cfg, run_dir, resume)
-        lock.mark()
-        if resume_from is None:
-            atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    except BaseException as exc:
-        _undo_start(lock, created)
-        if isinstance(exc, OSError):  # disk full, read-only: one line, nothing left behind
-            raise CheckpointError(f"{exc.filename or run_dir}: cannot write the run directory "
-                                  f"({exc.strerror or exc})") from None
-        raise
-    return resume_from, extension, evaluate_models and not (run_dir / "eval_base.json").is_file()
-
-
-def _missing_dirs(path: Path) -> list[Path]:
-    """`path` and those of its ancestors that do not exist yet, deepest first."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def _undo_start(lock: RunDirLock, created: list[Path]) -> None:
-    """Undo a failed start: release the lock and remove the directories this start created (deepest first), when
-    they hold nothing but the lock file it made. A lock file is only removed by the process that held it, never
-    from under another writer."""
-    held = lock.held
-    lock.release()
-    for d in created:
-        with contextlib.suppress(OSError):
-            if held and d == created[0]:
-                (d / LOCK_FILE).unlink(missing_ok=True)
-            d.rmdir()
-
-
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
     """Every rank calls this; the main process's summary carries the report path, the others' do not. The main
     process holds the run directory's lock from before its first write until the run ends (or fails)."""
@@ -228,8 +130,8 @@ def _run_training(cfg: RunConfig, evaluate_models: bool, resume: bool, lock: Run
     ranks = Ranks.for_run(cfg.train.trl)
     run_dir = Path(cfg.run_dir)
     model_path, suite = preflight(cfg, ranks.world)  # fail fast before any work or write (every rank, read-only)
-    resume_from, extension, need_base = ranks.on_main(
-        lambda: _prepare_run_dir(cfg, run_dir, resume, evaluate_models, lock))
+    start = ranks.on_main(lambda: prepare_start(cfg, run_dir, "yes" if resume else "no", evaluate_models, lock))
+    resume_from, extension, need_base = start.resume_from, start.extension, start.evaluate_base
     from .report import write_report
     from .trainer import train
 
