@@ -940,7 +940,7 @@ ACCEPTED_CASES = [
 @pytest.mark.parametrize("case", ACCEPTED_CASES, ids=case_id)
 def test_inputs_at_the_edges_are_rightly_accepted(case, tmp_path, tiny_model_path, monkeypatch):
     from pmd.config import load_config
-    from pmd.pipeline import preflight
+    from pmd.preflight import preflight
 
     monkeypatch.chdir(tmp_path)
     cfg = base_config(tiny_model_path, tmp_path / "run")

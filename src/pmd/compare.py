@@ -53,11 +53,11 @@ def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
 
 def evaluate_base(cfg: RunConfig) -> dict:
     """Memory-free held-out evaluation of the base model (one process; `pmd compare` runs no distributed jobs)."""
+    from .eval_model import evaluate_model
     from .models import resolve_model
-    from .pipeline import _evaluate_model
 
     resolve_model(cfg.model.name_or_path)
-    return _evaluate_model(cfg, EnvironmentSuite.from_config(cfg.env), cfg.model.name_or_path, show_progress=False)
+    return evaluate_model(cfg, EnvironmentSuite.from_config(cfg.env), cfg.model.name_or_path, show_progress=False)
 
 
 def _cpu_seconds() -> float:
@@ -70,8 +70,9 @@ def _cpu_seconds() -> float:
 def run_one(cfg: RunConfig, base_eval: dict) -> dict:
     """Train one variant/seed with periodic evaluation, resuming if interrupted. Reached only through
     `run_isolated`, which has already skipped finished runs and checked the folder's config."""
-    from .pipeline import _last_checkpoint, preflight
     from .evaluate import append_eval
+    from .pipeline import _last_checkpoint
+    from .preflight import preflight
     from .trainer import train
 
     run_dir = Path(cfg.run_dir)
@@ -115,7 +116,7 @@ def run_compare(base: RunConfig) -> Path:
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ConfigError("pmd compare runs each (variant, seed) as its own single-process job; launch it without "
                           "torchrun / accelerate (scale out single runs with pmd train)")
-    from .pipeline import preflight
+    from .preflight import preflight
 
     for v in base.compare.variants:
         for seed in base.compare.seeds:

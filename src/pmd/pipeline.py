@@ -18,102 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import last_complete_checkpoint
-from .config import RunConfig, check_training_set
+from .config import RunConfig
 from .dist import Ranks
 from .envs import EnvironmentSuite
-from .errors import DatasetError, PMDError
-from .models import (MODEL_REFLECTORS_NOT, check_models, check_prompt_renders, load_model_and_tokenizer,
-                     resolve_model)
-from .precision import autocast, run_precision
-from .prompts import student_messages
-from .rundir import RunDirLock, atomic_write_text, check_run_dir, prepare_start
+from .eval_model import evaluate_model
+from .preflight import preflight
+from .rundir import RunDirLock, atomic_write_text, prepare_start
 
 logger = logging.getLogger(__name__)
 
 
-def _evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, memory_db: str | None = None,
-                    ranks: Ranks | None = None, show_progress: bool = True) -> dict:
-    """Load `model_name` on this rank's device and evaluate its share of the held-out problems (every rank calls
-    this; every rank gets the whole result)."""
-    import gc
-
-    import torch
-    from accelerate import PartialState
-
-    from .evaluate import evaluate
-
-    ranks = ranks or Ranks()
-    device = str(PartialState().device) if ranks.distributed else None
-    precision = run_precision(cfg)  # as the trained policy is evaluated: storage dtype, the run's autocast
-    model, tokenizer = load_model_and_tokenizer(model_name, precision.storage, device=device)
-    memory_for = None
-    store = None
-    if cfg.eval.memory_at_inference:
-        memory_for, store = _memory_prompt(cfg, suite, memory_db, tokenizer)
-    try:
-        with autocast(precision, next(model.parameters()).device):
-            return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                            memory_for=memory_for, seed=cfg.train.seed, show_progress=show_progress, ranks=ranks)
-    finally:
-        if store is not None:
-            store.close()
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the trainer loads its own copy next
-
-
-def _memory_prompt(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str | None, tokenizer):
-    from .memory.retrieve import retrieve
-    from .memory.store import MemoryStore
-
-    if not memory_db:
-        raise PMDError("eval.memory_at_inference needs --memory PATH (a run's memory.sqlite)")
-    store = MemoryStore.open_existing(memory_db, read_only=True)  # evaluation reads memory, never writes it
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    return (lambda p: retrieve(store, p, count, cfg.memory.retrieval, prompt=suite.format_prompt(p)).text), store
-
-
 def run_evaluation(cfg: RunConfig, memory_db: str | None = None) -> dict:
     suite = EnvironmentSuite.from_config(cfg.env)
-    return _evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db, ranks=Ranks.for_run(cfg.train.trl))
-
-
-def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuite]:
-    """Check the model, the environments' data, the memory seed, the integrations' packages and TRL's own checks of
-    its arguments (the batch split over `world_size` ranks included) before anything is written; returns the
-    resolved model path and the environment suite."""
-    from .trl_args import check_integrations, trl_config
-
-    check_run_dir(cfg.run_dir)  # "" (the current directory), /proc/..., a file or a read-only place: refused
-    run_dir = Path(cfg.run_dir)
-    check_integrations(cfg)
-    trl_config(cfg, str(run_dir / "checkpoints"), world_size=world_size)  # builds TRL's args; writes nothing
-    model_path = check_models(cfg)  # the policy (its lengths fitted) and a model reflector
-    suite = EnvironmentSuite.from_config(cfg.env)
-    if not suite.problems("train"):
-        raise DatasetError("env.tasks: no training problems (check the tasks' datasets and env.train_size)")
-    check_training_set(cfg.train, len(suite.problems("train")))
-    check_prompts_render(cfg, model_path, suite)
-    if cfg.memory.load_from:
-        from .memory.store import MemoryStore
-
-        MemoryStore.check(cfg.memory.load_from)
-    return model_path, suite
-
-
-def check_prompts_render(cfg: RunConfig, model_path: str, suite: EnvironmentSuite) -> None:
-    """The first training problem's prompt, as the student sees it, through the policy's chat template, and through
-    a model reflector's (which writes its reflections from prompts with the same turns): a template that cannot
-    render fails here, before the run directory exists, and not at the first generation."""
-    first = suite.problems("train")[0]
-    messages = student_messages(suite.system_prompt(first, cfg.env.system_prompt), suite.format_prompt(first))
-    check_prompt_renders(model_path, messages)
-    if cfg.train.algo == "pmd" and cfg.memory.reflector not in MODEL_REFLECTORS_NOT:
-        check_prompt_renders(resolve_model(cfg.memory.reflector), messages, "memory.reflector")
+    return evaluate_model(cfg, suite, cfg.model.name_or_path, memory_db, ranks=Ranks.for_run(cfg.train.trl))
 
 
 def run_training(cfg: RunConfig, evaluate_models: bool = True, resume: bool = False) -> dict[str, Any]:
@@ -141,7 +58,7 @@ def _run_training(cfg: RunConfig, evaluate_models: bool, resume: bool, lock: Run
     eval_seconds = 0.0
     if need_base:
         t0 = time.time()
-        base = _evaluate_model(cfg, suite, cfg.model.name_or_path, ranks=ranks)
+        base = evaluate_model(cfg, suite, cfg.model.name_or_path, ranks=ranks)
         eval_seconds += time.time() - t0
         if ranks.is_main:
             atomic_write_text(run_dir / "eval_base.json", json.dumps(base, indent=2))
