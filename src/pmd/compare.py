@@ -5,10 +5,11 @@ Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT
 problems every `compare.eval_every` steps (rows with `eval/...` keys in its metrics.jsonl). A finished run
 (summary.json present) is skipped, an unfinished one resumes from its last checkpoint, so the command can be re-run
 after an interruption. Each runs in its own spawned process (`run_isolated`): that isolation is a sweep's concern
-(one run's crash or memory must not touch the next), not a single run's, so it stays here. The output is records.json (`collect`: setup, the base model's and every run's
-per-problem outcomes, collapse diagnostics), table.md rendered from it alone (compare_tables.render_table: final
-held-out accuracy, mean ± std over seeds, and paired-bootstrap intervals against the base model and SDPO), and a
-learning-curve PNG.
+(one run's crash or memory must not touch the next), not a single run's, so it stays here.
+
+The output is records.json (`collect`: setup, the base model's and every run's per-problem outcomes, collapse
+diagnostics), table.md rendered from it alone (compare_tables.render_table: final held-out accuracy, mean ± std over
+seeds, and paired-bootstrap intervals against the base model and SDPO), and a learning-curve PNG.
 """
 
 from __future__ import annotations
