@@ -9,7 +9,7 @@ Runs, in-process and each in a fresh temporary directory, every bad-input case t
 
 A bad input is clean when the command returns exit code 2, prints exactly one line `pmd: error: ...` naming what
 the case expects (the field, file or row), raises nothing, and no file under the directory is created, changed or
-removed. An accepted input is right when `load_config` and `pipeline.preflight` pass and write nothing. Cases the
+removed. An accepted input is right when `load_config` and `preflight.preflight` pass and write nothing. Cases the
 test suite marks xfail run too and count as they come out: the figure is what a user gets today.
 
 Other suites add their figures: a module under tests/ with a function `reliability_figures()` that returns one
@@ -142,7 +142,7 @@ def path_cases() -> list[tuple[str, Callable]]:
 def accepted_cases(model: Path) -> list[tuple[str, Callable[[Path], None]]]:
     import test_bad_input as t
     from pmd.config import load_config
-    from pmd.pipeline import preflight
+    from pmd.preflight import preflight
 
     def prepare(case):
         def run(tmp: Path) -> None:

@@ -349,7 +349,7 @@ STRICT_CONFIG_CASES = [
     distillation_topk_beyond_vocabulary, completion_beyond_context, prompts_per_step_beyond_training_set,
     model_random_bytes_as_weights, model_truncated_weights, model_weights_of_another_shape, hf_id_while_offline,
     missing_reflector,
-    run_dir_in_proc,  # checkpoint.check_run_dir, called by preflight
+    run_dir_in_proc,  # rundir.check_run_dir, called by preflight
 ]
 
 
@@ -805,7 +805,7 @@ _HELD: list = []  # run-dir locks held for the length of the process, as a live 
 
 
 def held_run(tmp: Path) -> Path:
-    from pmd.checkpoint import RunDirLock
+    from pmd.rundir import RunDirLock
 
     run = small_run(tmp)
     _HELD.append(RunDirLock(run).acquire())
@@ -940,7 +940,7 @@ ACCEPTED_CASES = [
 @pytest.mark.parametrize("case", ACCEPTED_CASES, ids=case_id)
 def test_inputs_at_the_edges_are_rightly_accepted(case, tmp_path, tiny_model_path, monkeypatch):
     from pmd.config import load_config
-    from pmd.pipeline import preflight
+    from pmd.preflight import preflight
 
     monkeypatch.chdir(tmp_path)
     cfg = base_config(tiny_model_path, tmp_path / "run")

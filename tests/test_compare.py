@@ -1,6 +1,7 @@
 """`pmd compare` wiring on the tiny model: variants differ only in their switches; finished runs are skipped."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,54 @@ def test_table_mean_and_std():
                        {"final": {"greedy_accuracy": 0.3}, "cpu_minutes": 3.0, "teacher_active": 0.5}]}
     table = comparison_table(records)
     assert "| pmd | 2 | 0.400 ± 0.141 | 0.750 ± 0.354 | 2.000 ± 1.414 |" in table
+
+
+def _failing_replace(monkeypatch, name: str) -> None:
+    """os.replace fails (full disk) for any file called `name`: the moment an atomic write would land."""
+    import pmd.rundir
+
+    real = pmd.rundir.os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == name:
+            raise OSError(28, "No space left on device", str(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(pmd.rundir.os, "replace", replace)
+
+
+def test_compare_writes_are_atomic(tmp_path, tiny_model_path, monkeypatch):
+    """Was: compare's config.yaml and each run's summary.json written in place, so a kill or a full disk mid-write
+    left half a file (and a half summary.json made a run look finished)."""
+    from pmd.compare import run_compare, run_one
+
+    base = base_cfg(tmp_path, tiny_model_path, "compare.variants=[sdpo]", "compare.seeds=[0]")
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "config.yaml").write_text("the earlier comparison's config\n")
+    with monkeypatch.context() as m:
+        _failing_replace(m, "config.yaml")
+        with pytest.raises(OSError, match="No space left"):
+            run_compare(base)
+    assert (out / "config.yaml").read_text() == "the earlier comparison's config\n"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"], "no temporary left behind"
+
+    cfg = variant_config(base, "sdpo", 0)
+    run_dir = Path(cfg.run_dir)
+    base_eval = {"overall": {"greedy_accuracy": 0.5}, "families": {}}
+    with monkeypatch.context() as m:
+        _failing_replace(m, "summary.json")
+        with pytest.raises(OSError, match="No space left"):
+            run_one(cfg, base_eval)
+    assert (run_dir / "final").is_dir() and not (run_dir / "summary.json").exists(), "not taken as finished"
+    assert not list(run_dir.glob(".summary.json*")), "no temporary left behind"
+    summary = run_one(cfg, base_eval)  # re-run: from the start (no checkpoints kept), then recorded whole
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert summary["final_eval"]["greedy_accuracy"] == read_last_eval(run_dir) and summary["cpu_minutes"] > 0
+
+
+def read_last_eval(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/greedy_accuracy" in r]
+    assert evals[0]["step"] == 0 and evals[0]["eval/greedy_accuracy"] == 0.5  # the given base evaluation
+    return evals[-1]["eval/greedy_accuracy"]

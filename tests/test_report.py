@@ -226,7 +226,7 @@ def test_resume_without_eval_does_not_call_the_old_model_trained(runs, tmp_path,
     assert json.loads((run_dir / "eval_trained.json").read_text()) == stale
     text = (run_dir / "report.md").read_text()
     assert "- algorithm: **pmd**, steps: 3," in text
-    # pipeline.py records the evaluated step in eval_trained.json once it writes `step`; until then it is unknown
+    # run.py records the evaluated step in eval_trained.json once it writes `step`; until then it is unknown
     label = ("trained (step 2; training continued to step 3 without evaluation)" if "step" in stale
              else "trained (step unknown; training continued to step 3 without evaluation)")
     assert f"| {label} | (all) |" in text

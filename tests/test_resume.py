@@ -17,8 +17,8 @@ import pytest
 import yaml
 from transformers import TrainerCallback
 
-from pmd.checkpoint import (MANIFEST_FILE, TEACHER_FILE, last_complete_checkpoint, read_manifest,
-                            restore_run_state, truncate_metrics)
+from pmd.checkpoint import MANIFEST_FILE, TEACHER_FILE, last_complete_checkpoint, read_manifest
+from pmd.rundir import restore_run_state, truncate_metrics
 from pmd.config import config_from_dict
 from pmd.envs import EnvironmentSuite
 from pmd.errors import CheckpointError

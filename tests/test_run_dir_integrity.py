@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from conftest import snapshot
 import pmd.report
 import pmd.trainer
-from pmd.checkpoint import LOCK_FILE, RunDirLock, check_run_dir
+from pmd.rundir import LOCK_FILE, RunDirLock, check_run_dir
 from pmd.cli import disk_error, export_refusal, main
 from pmd.config import config_from_dict
 from pmd.errors import CheckpointError, ConfigError
@@ -268,7 +268,7 @@ def test_a_second_train_and_a_concurrent_resume_stop_while_the_first_trains(tiny
 
 
 def test_the_kernel_releases_the_lock_of_a_killed_holder(tmp_path):
-    code = (f"from pmd.checkpoint import RunDirLock\nRunDirLock({str(tmp_path)!r}).acquire().mark()\n"
+    code = (f"from pmd.rundir import RunDirLock\nRunDirLock({str(tmp_path)!r}).acquire().mark()\n"
             "print('held', flush=True)\nimport time\ntime.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -614,7 +614,7 @@ def test_disk_error_finds_the_disk_in_an_exception_chain():
 
 
 def test_a_full_disk_while_writing_the_config_leaves_nothing(tiny_model_path, tmp_path, capsys, monkeypatch):
-    import pmd.checkpoint
+    import pmd.rundir
 
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(run_config(tiny_model_path, tmp_path / "runs" / "a")))
@@ -625,7 +625,7 @@ def test_a_full_disk_while_writing_the_config_leaves_nothing(tiny_model_path, tm
             raise OSError(28, "No space left on device", str(src))
         return real(src, dst)
 
-    monkeypatch.setattr(pmd.checkpoint.os, "replace", full)
+    monkeypatch.setattr(pmd.rundir.os, "replace", full)
     line = one_line_error(capsys, main(["train", str(config), "--no-eval"]))
     assert "No space left on device" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"], "the run dir it created is gone"

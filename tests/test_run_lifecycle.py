@@ -100,3 +100,36 @@ def test_resume_refuses_any_other_changed_setting_and_writes_nothing(tiny_model_
         run_training(config_from_dict(data(tiny_model_path, run, save_steps=1, learning_rate=0.02,
                                            temperature=0.7)), evaluate_models=False, resume=True)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
+
+
+STAGES = ["preflight", "prepare", "evaluate_base", "train", "evaluate_trained", "write_summary", "report"]
+
+
+def test_pmd_train_and_a_compare_sub_run_go_through_the_same_run(tiny_model_path, tmp_path, monkeypatch):
+    """Was: compare.run_one, a second orchestrator with its own lock, config and summary writes. Both now execute
+    `run.Run`'s stages, in the same order; only their options differ."""
+    from pmd.compare import run_one, variant_config
+    from pmd.run import Run
+
+    seen: list[tuple[str, str]] = []
+    for name in STAGES:
+        real = getattr(Run, name)
+        monkeypatch.setattr(Run, name, lambda self, _real=real, _name=name: (
+            seen.append((self.cfg.run_dir, _name)), _real(self))[1])
+    cfg = config_from_dict(data(tiny_model_path, tmp_path / "train"))
+    summary = run_training(cfg, evaluate_models=False)
+    assert [name for _, name in seen] == STAGES and Path(summary["report"]).is_file()
+    assert "final_eval" not in summary and "cpu_minutes" not in summary  # pmd train's summary keys, unchanged
+
+    seen.clear()
+    base = config_from_dict({**data(tiny_model_path, tmp_path / "unused"),
+                             "compare": {"out_dir": str(tmp_path / "cmp"), "variants": ["sdpo"], "seeds": [0],
+                                         "eval_every": 1}})
+    sub = variant_config(base, "sdpo", 0)
+    recorded = run_one(sub, {"overall": {"greedy_accuracy": 0.25}, "families": {}})
+    assert seen == [(sub.run_dir, name) for name in STAGES]
+    assert "report" not in recorded and not (Path(sub.run_dir) / "report.md").exists()  # a comparison's option
+    evals = [(r["step"], r["eval/greedy_accuracy"]) for r in read_metrics(Path(sub.run_dir))
+             if "eval/greedy_accuracy" in r]
+    assert [step for step, _ in evals] == [0, 1, 2] and evals[0][1] == 0.25  # the given base evaluation is step 0
+    assert recorded["final_eval"]["greedy_accuracy"] == evals[-1][1] and recorded["cpu_minutes"] > 0

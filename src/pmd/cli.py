@@ -221,7 +221,7 @@ def cmd_report(args) -> int:
         raise PMDError(f"{run}: no such run directory")
     if not run.is_dir() or not any((run / name).is_file() for name in RUN_MARKERS):
         raise PMDError(f"{run}: not a PMD run directory (expected {', '.join(RUN_MARKERS[:-1])} or {RUN_MARKERS[-1]})")
-    from .checkpoint import RunDirLock
+    from .rundir import RunDirLock
 
     # the report's files are the run's: a live `pmd train` (which writes its own report when it ends) holds the run
     # directory's lock, and `pmd report` takes it too, so neither rewrites them under the other

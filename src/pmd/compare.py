@@ -1,12 +1,15 @@
 """`pmd compare`: GRPO, SDPO, PMD and PMD's two ablations on the same tasks, seeds and rollout budget.
 
-Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT/seed-S`, evaluated memory-free on
-the held-out problems every `eval.every_steps` steps (rows with `eval/...` keys in its metrics.jsonl). A finished
-run (summary.json present) is skipped, an unfinished one resumes from its last checkpoint, so the command can be
-re-run after an interruption. The output is records.json (`collect`: setup, the base model's and every run's
-per-problem outcomes, collapse diagnostics), table.md rendered from it alone (compare_tables.render_table: final
-held-out accuracy, mean ± std over seeds, and paired-bootstrap intervals against the base model and SDPO), and a
-learning-curve PNG.
+Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT/seed-S`, trained by the same
+`run.Run` as `pmd train` (its lock, checks, start rules and atomic writes), evaluated memory-free on the held-out
+problems every `eval.every_steps` steps (rows with `eval/...` keys in its metrics.jsonl). A finished run
+(summary.json present) is skipped, an unfinished one resumes from its last checkpoint, so the command can be re-run
+after an interruption. Each runs in its own spawned process (`run_isolated`): that isolation is a sweep's concern
+(one run's crash or memory must not touch the next), not a single run's, so it stays here.
+
+The output is records.json (`collect`: setup, the base model's and every run's per-problem outcomes, collapse
+diagnostics), table.md rendered from it alone (compare_tables.render_table: final held-out accuracy, mean ± std over
+seeds, and paired-bootstrap intervals against the base model and SDPO), and a learning-curve PNG.
 """
 
 from __future__ import annotations
@@ -18,17 +21,15 @@ import math
 import multiprocessing
 import os
 import re
-import resource
 import statistics
-import time
 from pathlib import Path
 
-from .checkpoint import RunDirLock, atomic_write_text
 from .compare_tables import RECORDS_FORMAT, TEACHER_KEYS, render_table, runs_by_variant
-from .config import VARIANTS, RunConfig, compare_eval_every, config_changes, save_config
+from .config import VARIANTS, RunConfig, compare_eval_every, config_changes
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
+from .rundir import RunDirLock, atomic_write_text, write_config
 from .stats import DEFAULT_SAMPLES, DEFAULT_SEED
 
 logger = logging.getLogger(__name__)
@@ -53,45 +54,22 @@ def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
 
 def evaluate_base(cfg: RunConfig) -> dict:
     """Memory-free held-out evaluation of the base model (one process; `pmd compare` runs no distributed jobs)."""
+    from .eval_model import evaluate_model
     from .models import resolve_model
-    from .pipeline import _evaluate_model
 
     resolve_model(cfg.model.name_or_path)
-    return _evaluate_model(cfg, EnvironmentSuite.from_config(cfg.env), cfg.model.name_or_path, show_progress=False)
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (sandboxes, tokenizer workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return evaluate_model(cfg, EnvironmentSuite.from_config(cfg.env), cfg.model.name_or_path, show_progress=False)
 
 
 def run_one(cfg: RunConfig, base_eval: dict) -> dict:
-    """Train one variant/seed with periodic evaluation, resuming if interrupted. Reached only through
-    `run_isolated`, which has already skipped finished runs and checked the folder's config."""
-    from .pipeline import _last_checkpoint, preflight
-    from .evaluate import append_eval
-    from .trainer import train
+    """Train one variant/seed: the same `run.Run` as `pmd train`, evaluated every `eval.every_steps` steps from the
+    base model's evaluation (step 0) on, resumed from its last checkpoint if interrupted, without a report; its
+    summary.json also holds the cost and final evaluation the records read. Reached only through `run_isolated`,
+    which has already skipped finished runs and checked the folder's config (hence resume "auto")."""
+    from .run import Run, RunOptions
 
-    run_dir = Path(cfg.run_dir)
-    model_path, suite = preflight(cfg)  # the same checks as `pmd train`, before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    RunDirLock(run_dir).acquire().mark()  # held until this spawned process ends: one writer per run directory
-    save_config(cfg, run_dir / "config.yaml")
-    metrics = run_dir / "metrics.jsonl"
-    resume_from = _last_checkpoint(run_dir)
-    if resume_from is None:
-        metrics.unlink(missing_ok=True)
-        append_eval(metrics, 0, base_eval)
-    cpu0, wall0 = _cpu_seconds(), time.time()
-    summary = train(cfg, run_dir, model_path, suite, resume_from=resume_from, eval_every=cfg.eval.every_steps)
-    summary["cpu_minutes"] = (_cpu_seconds() - cpu0) / 60
-    summary["wall_minutes"] = (time.time() - wall0) / 60
-    final = [r for r in read_metrics(run_dir) if "eval/greedy_accuracy" in r][-1]
-    summary["final_eval"] = {k[5:]: v for k, v in final.items() if k.startswith("eval/")}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return summary
+    return Run(cfg, RunOptions(evaluate_models=False, resume="auto", eval_every=cfg.eval.every_steps,
+                               base_eval=base_eval, compare_record=True, report=False))()
 
 
 # Keys that name where or alongside what a run was made, not what was run.
@@ -115,7 +93,7 @@ def run_compare(base: RunConfig) -> Path:
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ConfigError("pmd compare runs each (variant, seed) as its own single-process job; launch it without "
                           "torchrun / accelerate (scale out single runs with pmd train)")
-    from .pipeline import preflight
+    from .preflight import preflight
 
     for v in base.compare.variants:
         for seed in base.compare.seeds:
@@ -123,10 +101,10 @@ def run_compare(base: RunConfig) -> Path:
         preflight(variant_config(base, v, base.compare.seeds[0]))  # what each run checks, before anything is written
     out = Path(base.compare.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(base, out / "config.yaml")
+    write_config(out / "config.yaml", base)
     base_path = out / "eval_base.json"
     if not base_path.is_file():
-        base_path.write_text(json.dumps(evaluate_base(base), indent=2), encoding="utf-8")
+        atomic_write_text(base_path, json.dumps(evaluate_base(base), indent=2))
     base_eval = json.loads(base_path.read_text())
     for seed in base.compare.seeds:
         for variant in base.compare.variants:

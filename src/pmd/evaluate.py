@@ -233,7 +233,7 @@ def eval_metrics(result: dict) -> dict[str, float]:
 
 def write_eval(path: Path, result: dict) -> None:
     """One whole evaluation (per-problem rows included) as JSON, replaced atomically."""
-    from .checkpoint import atomic_write_text
+    from .rundir import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=1))

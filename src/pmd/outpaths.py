@@ -4,7 +4,7 @@ One rule for both, because a mistyped `--out` must never cost the user a file: a
 the same command wrote before (an earlier export, an earlier evaluation), an empty file, or nothing; never a
 SQLite file (a memory store), the config the command was given, the store being exported or its -wal/-shm, nor
 any other existing file. Nor may it land in a run directory that a live `pmd train` holds (its lock, see
-`checkpoint.RunDirLock`): that directory has one writer. The decisions (`export_refusal`, `eval_refusal`) are pure
+`rundir.RunDirLock`): that directory has one writer. The decisions (`export_refusal`, `eval_refusal`) are pure
 reads, made before the command's work (minutes, for an evaluation) and again just before it writes. The write
 itself goes through a temporary file renamed over the target (`write_output`), so a full disk or a kill leaves the
 old file whole and no half of a new one; a device or FIFO (`/dev/stdout`) is written in place.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
-from .checkpoint import atomic_write, held_by_another
+from .rundir import atomic_write, held_by_another
 from .errors import PMDError
 
 _T = TypeVar("_T")
