@@ -6,7 +6,7 @@ wrapping the TRL / pmd method that does it (nothing is added to the library):
 
   generation          SDPOTrainer._generate (sampling the rollouts)
   rewards             SDPOTrainer._calculate_rewards (the environments verify each rollout)
-  teacher prompts     teacher_context_builder.build, less retrieval and memory writes (plan, render, tokenize)
+  teacher prompts     teacher_context_builder.build, less retrieval (plan, render, tokenize)
   retrieval           MemoryLoop.retrieve (PMD)
   memory writes       MemoryLoop.record (PMD: the step's rollouts and the teachers' retrieval log)
   student forward     SDPOTrainer._forward_logits (pmd: _forward_logits_at) with gradients
@@ -29,7 +29,7 @@ roles every step. Both give the same loss (the table shows both values), so the 
 trains. A variant's step time is the step's time less the other variant's loss (forward, backward) time.
 
 A step runs from the `on_step_begin` callback to the end of `_maybe_log_save_evaluate`; the checkpoint saved in it
-(`Trainer._save_checkpoint` + pmd's CheckpointCallback: weights, optimizer, EMA teacher, memory; `train.save_steps`
+(`Trainer._save_checkpoint` + pmd's step `save`: weights, optimizer, EMA teacher, memory; `train.save_steps`
 set to the last step) is reported apart, as is one greedy held-out evaluation (`evaluate.evaluate_policy`, the
 config's eval problems), for comparison with a step. The first `--warmup` steps are left out of the means, and so is
 a step that either variant took over twice its median time (the machine stalled; `stalled`), for both variants.
@@ -119,7 +119,7 @@ def flat(step: dict[str, float]) -> dict[str, float]:
     """Exclusive seconds per reported phase: nested timings (retrieval inside the teacher-prompt builder) are taken
     out of their parent, and `other` is what no wrapped method accounts for."""
     out = {p: step.get(p, 0.0) for p in PHASES if p not in ("teacher prompts", "other")}
-    out["teacher prompts"] = step.get("builder", 0.0) - step.get("retrieval", 0.0) - step.get("memory writes", 0.0)
+    out["teacher prompts"] = step.get("builder", 0.0) - step.get("retrieval", 0.0)
     out["other"] = step["step"] - sum(out.values())
     return {p: out[p] for p in PHASES}
 
@@ -128,7 +128,7 @@ def instrument(trainer, loop, prof: Profiler) -> None:
     import torch
     from transformers import TrainerCallback
 
-    from pmd.trainer import CheckpointCallback
+    from pmd.trainer import StepEvents
 
     class Clock(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -193,7 +193,7 @@ def instrument(trainer, loop, prof: Profiler) -> None:
     for cb in trainer.callback_handler.callbacks:
         if type(cb).__name__ in ("SyncTeacherModelCallback", "PEFTAdapterEMACallback"):
             prof.wrap(cb, "on_step_end", "EMA teacher update")
-        if isinstance(cb, CheckpointCallback):
+        if isinstance(cb, StepEvents):
             prof.wrap(cb, "on_save", "checkpoint")
     if loop is not None:
         prof.wrap(loop, "retrieve", "retrieval")

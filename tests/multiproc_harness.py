@@ -61,7 +61,7 @@ def main() -> int:
         emit(kind="report")
         return write_report(*args, **kwargs)
 
-    on_save = pmd.trainer.CheckpointCallback.on_save
+    on_save = pmd.trainer.StepEvents.on_save
 
     def probed_on_save(self, args, state_, control, **kwargs):
         on_save(self, args, state_, control, **kwargs)
@@ -75,23 +75,25 @@ def main() -> int:
     if out_of_step is not None and rank == int(out_of_step):
         import pmd.sdpo_loss
 
-        build = pmd.teacher.MemoryTeacherContextBuilder._build
+        import pmd.step
+
+        build = pmd.step.PMDStep.teacher_context
 
         def inactive_build(self, *args, **kwargs):
-            out = build(self, *args, **kwargs)
+            out, metrics = build(self, *args, **kwargs)
             out["self_distillation_mask"] = out["self_distillation_mask"] * 0
-            return out
+            return out, metrics
 
         def ungathered_zero(self, model, logits):  # TRL's early return: no gather
             return logits.student_logits.sum() * 0.0
 
-        pmd.teacher.MemoryTeacherContextBuilder._build = inactive_build
+        pmd.step.PMDStep.teacher_context = inactive_build
         pmd.sdpo_loss.SDPOTrainer._no_active_token_loss = ungathered_zero
 
     MemoryLoop.retrieve = probed_retrieve
     pmd.teacher.teacher_text = probed_teacher_text
     pmd.report.write_report = probed_write_report
-    pmd.trainer.CheckpointCallback.on_save = probed_on_save
+    pmd.trainer.StepEvents.on_save = probed_on_save
 
     from pmd.cli import main as pmd_main
 

@@ -218,7 +218,9 @@ def test_incremental_index_matches_a_fresh_build(store: MemoryStore) -> None:
         assert got.tolist() == pytest.approx(want.tolist())
 
 
-def test_memory_loop_reports_level_fractions(store: MemoryStore) -> None:
+def test_memory_loop_retrieval_carries_its_levels_and_writes_nothing(store: MemoryStore) -> None:
+    """Retrieval returns what the step's record needs for its level fractions, and leaves the loop and the store as
+    they were (recording is its own phase: step.PMDStep.after_update)."""
     from pmd.config import MemoryConfig
     from pmd.memory.loop import MemoryLoop
 
@@ -226,13 +228,14 @@ def test_memory_loop_reports_level_fractions(store: MemoryStore) -> None:
     store.upsert_insight("a", "arith", "lesson", "Lesson of a.", "policy", [], 0)
 
     loop = MemoryLoop(store, MemoryConfig(), Suite(), words, reflector=None)  # type: ignore[arg-type]
-    assert not any(k.startswith("pmd/memory_level_frac") for k in loop.metrics())
-    loop.retrieve(["a", "a", "b", "c"], step=1)
-    m = loop.metrics()
-    assert m["pmd/memory_level_frac/experience"] == 0.75  # a, a (its pass), b (its failure); c has nothing
-    assert m["pmd/memory_level_frac/insight"] == 0.5  # a's own lesson
-    assert m["pmd/memory_level_frac/similar"] == 0.5  # b and c see a's lesson
-    assert m["pmd/memory_level_frac/pattern"] == 0.0
+    before, counts = loop.metrics(), store.counts()
+    got = loop.retrieve(["a", "a", "b", "c"], step=1)
+    assert loop.metrics() == before and store.counts() == counts and store.retrievals() == []
+    m = level_fractions([r.item_refs for r in got])
+    assert m["experience"] == 0.75  # a, a (its pass), b (its failure); c has nothing
+    assert m["insight"] == 0.5  # a's own lesson
+    assert m["similar"] == 0.5  # b and c see a's lesson
+    assert m["pattern"] == 0.0
 
 
 class Suite:

@@ -185,13 +185,14 @@ class FakeMemory:
         pass
 
 
-class FakeVerdicts:
-    def __init__(self, judged):
-        self.judged = judged
+def pmd_builder(trainer, memory, judged):
+    """TRL's seam as PMD fills it: the step's teacher_context phase, on a step whose `score` gave `judged`."""
+    from pmd.step import Phases, PMDStep, StepRecord
+    from pmd.teacher import StepTeacherContext
 
-    def take_verdicts(self, n):
-        assert n == len(self.judged)
-        return self.judged
+    step = PMDStep(suite=None, phases=Phases.for_algo("pmd")).attach(trainer, memory)
+    step.record = StepRecord(step=0, judged=judged)
+    return StepTeacherContext(trainer, step)
 
 
 def batch(tok):
@@ -229,7 +230,6 @@ def test_pmd_teacher_prompts_are_trls_when_memory_is_empty(overrides):
 
     from pmd.prompts import REPROMPT_TEMPLATE
     from pmd.rewards import failure_feedback
-    from pmd.teacher import MemoryTeacherContextBuilder
 
     tok = word_tokenizer()
     output, prompts, rewards, judged = batch(tok)
@@ -239,7 +239,7 @@ def test_pmd_teacher_prompts_are_trls_when_memory_is_empty(overrides):
     pmd_trainer = fake_trainer(tok, **{**overrides, "reprompt_template": pmd_template})
     theirs = SuccessfulRolloutTeacherContextBuilder(trl_trainer).build(output, prompts, rewards,
                                                                         feedbacks=failure_feedback(judged))
-    builder = MemoryTeacherContextBuilder(pmd_trainer, memory=FakeMemory([""] * 4), verdicts=FakeVerdicts(judged))
+    builder = pmd_builder(pmd_trainer, FakeMemory([""] * 4), judged)
     ours = builder.build(output, prompts, rewards)
     for key in ("teacher_input_ids", "teacher_attention_mask", "self_distillation_mask"):
         assert torch.equal(ours[key], theirs[key]), key
@@ -248,17 +248,17 @@ def test_pmd_teacher_prompts_are_trls_when_memory_is_empty(overrides):
 
 def test_memory_lands_in_its_field_and_thinking_is_removed():
     from pmd.prompts import memory_block
-    from pmd.teacher import MemoryTeacherContextBuilder
 
     tok = word_tokenizer()
     output, prompts, rewards, judged = batch(tok)
     trainer = fake_trainer(tok, reprompt_template="{memory}|{prompt}|{solution}|{feedback}",
                            remove_thinking_from_demonstration=True, include_environment_feedback=True,
                            environment_feedback_only_without_solution=True)
-    builder = MemoryTeacherContextBuilder(trainer, memory=FakeMemory(["Lesson: add"] * 4), verdicts=FakeVerdicts(judged))
+    builder = pmd_builder(trainer, FakeMemory(["Lesson: add"] * 4), judged)
     plans = plan_teachers(rewards.tolist(), ["Wrong."] * 4, ["Lesson: add"] * 4,
                           PlanSettings.from_args(trainer.args, 2))
-    text = builder._render(prompts[1], builder._parts(plans[1], output["completion_ids"]))[-1]["content"]
+    render = builder.step.renderer
+    text = render.prompt(prompts[1], render.parts(plans[1], output["completion_ids"]))[-1]["content"]
     solution = trainer.args.solution_template.format(successful_previous_attempt="Answer: 4")
     assert text == f"{memory_block('Lesson: add')}|Q1|{solution}|"  # no thinking; no feedback beside a solution
     result = builder.build(output, prompts, rewards)
@@ -267,7 +267,6 @@ def test_memory_lands_in_its_field_and_thinking_is_removed():
 
 
 def test_an_over_long_teacher_prompt_loses_memory_not_the_problem():
-    from pmd.teacher import MemoryTeacherContextBuilder
 
     tok = word_tokenizer()
     output, prompts, rewards, judged = batch(tok)
@@ -275,7 +274,7 @@ def test_an_over_long_teacher_prompt_loses_memory_not_the_problem():
     from pmd.prompts import REPROMPT_TEMPLATE
 
     trainer = fake_trainer(tok, max_reprompt_len=30, reprompt_template=REPROMPT_TEMPLATE)
-    builder = MemoryTeacherContextBuilder(trainer, memory=FakeMemory([memory] * 4), verdicts=FakeVerdicts(judged))
+    builder = pmd_builder(trainer, FakeMemory([memory] * 4), judged)
     result = builder.build(output, prompts, rewards)
     m = builder.last_metrics
     assert m["pmd/teacher_memory_cut_fraction"] == 1.0 and m["pmd/teacher_problem_cut_fraction"] == 0.0

@@ -43,7 +43,7 @@ def test_each_algorithm_trains_and_logs(tmp_path, tiny_model_path, algo):
     # every step's row times its phases (exclusive seconds, as verl's timing_s/*); the memory's only for PMD
     phases = {"generate", "reward", "prepare_batch", "loss_forward", "backward", "optimizer"}
     phases |= {"teacher_context", "ema_sync"} if algo != "grpo" else set()
-    phases |= {"retrieve", "record", "reflect", "consolidate"} if algo == "pmd" else set()
+    phases |= {"retrieve", "plan", "render", "record", "reflect", "consolidate"} if algo == "pmd" else set()
     for r in (r for r in rows if "loss" in r):
         assert {k[len("time/"):] for k in r if k.startswith("time/")} == phases, r
         assert all(r[f"time/{p}"] >= 0 for p in phases) and r["time/generate"] > 0
@@ -165,23 +165,50 @@ def test_model_reflection_runs_inside_training(tmp_path, tiny_model_path, reflec
     assert summary["memory"]["insights"] == 0
 
 
-def test_verdicts_are_handed_over_once_and_must_match_the_batch():
-    """The reward keeps the verdicts of the batch it scored for exactly one `take_verdicts` of the same size."""
+def test_verdicts_travel_on_the_step_record_from_score_to_after_update():
+    """`score` opens the step's record with this rank's verdicts; `teacher_context` reads it only for the same batch
+    (a mismatch fails loudly rather than pairing rollouts with the wrong verdicts); `after_update` closes it."""
+    from types import SimpleNamespace
+
     from pmd.config import EnvConfig, TaskConfig
-    from pmd.rewards import EnvironmentReward
+    from pmd.step import Phases, PMDStep
 
     suite = EnvironmentSuite.from_config(EnvConfig(tasks=[TaskConfig(name="basic_arithmetic")], train_size=2, eval_size=1))
     uids = [p.uid for p in suite.problems("train")]
-    reward = EnvironmentReward(suite)
-    scores = reward(prompts=[None, None], completions=["Answer: 1", "no answer"], problem_uid=uids)
-    assert len(scores) == 2
-    judged = reward.take_verdicts(2)
-    assert [j.problem.uid for j in judged] == uids and [j.verdict.reward for j in judged] == scores
-    with pytest.raises(RuntimeError, match="found none"):
-        reward.take_verdicts(2)  # handed over once: a second reader would pair old verdicts with new rollouts
-    reward(prompts=[None, None], completions=["a", "b"], problem_uid=uids)
+    step = PMDStep(suite, Phases.for_algo("sdpo"))
+    reward = step.reward_function()
+    assert reward.__name__ == "env_reward"  # TRL's rewards/env_reward metrics keep their name
+    scores = reward(prompts=[None, None], completions=["Answer: 1", "no answer"], problem_uid=uids,
+                    trainer_state=SimpleNamespace(global_step=5))
+    rec = step.record
+    assert rec.step == 5 and [j.problem.uid for j in rec.judged] == uids
+    assert [j.verdict.reward for j in rec.judged] == scores
     with pytest.raises(RuntimeError, match="of 3 rollouts just scored, found 2"):
-        reward.take_verdicts(3)
+        step.teacher_context({}, [None] * 3, None, trl_rule=None)
+    step.after_update(SimpleNamespace(global_step=6, max_steps=8), SimpleNamespace())
+    assert step.record is None
+    with pytest.raises(RuntimeError, match="found none"):  # the next step's teacher never reads this step's verdicts
+        step.teacher_context({}, [None] * 2, None, trl_rule=None)
+
+
+@pytest.mark.parametrize("algo, teacher, memory", [("grpo", False, False), ("sdpo", True, False), ("pmd", True, True)])
+def test_every_algorithm_runs_the_same_step_with_phases_off(tmp_path, tiny_model_path, algo, teacher, memory):
+    from pathlib import Path
+
+    from pmd.step import PMDStep
+    from pmd.teacher import StepTeacherContext
+    from pmd.trainer import build_trainer
+
+    cfg = make_cfg(tmp_path, f"train.algo={algo}")
+    trainer, loop = build_trainer(cfg, str(tiny_model_path), EnvironmentSuite.from_config(cfg.env), Path(cfg.run_dir))
+    step = trainer.pmd_step
+    assert isinstance(step, PMDStep) and (step.phases.teacher, step.phases.memory) == (teacher, memory)
+    assert (step.memory is loop) and ((loop is not None) == memory)
+    assert trainer.reward_funcs[0].__name__ == "env_reward"
+    assert isinstance(getattr(trainer, "teacher_context_builder", None), StepTeacherContext) == teacher
+    assert trainer.distillation_normalization == cfg.train.distillation_normalization if teacher else True
+    if loop is not None and loop.store is not None:
+        loop.store.close()
 
 
 def test_distillation_normalization_on_a_tiny_model(tmp_path, tiny_model_path):

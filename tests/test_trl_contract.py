@@ -25,6 +25,13 @@ def test_teacher_context_builder_seam():
     assert list(sig.parameters) == ["self", "output", "prompts", "rewards", "feedbacks"]
 
 
+@pytest.mark.parametrize("trainer", [SDPOTrainer, trl.GRPOTrainer])
+def test_reward_functions_get_the_trainer_state(trainer):
+    """The step's `score` opens the record of the step TRL's `trainer_state` names (step.PMDStep.reward_function)."""
+    src = inspect.getsource(trainer._calculate_rewards)
+    assert 'reward_kwargs["trainer_state"] = self.state' in src
+
+
 def test_builder_helpers_we_reuse():
     builder = sdpo_trainer.SuccessfulRolloutTeacherContextBuilder
     assert hasattr(builder, "_tokenize_teacher_messages")
@@ -48,7 +55,7 @@ def test_our_teacher_tokenisation_matches_trls(tiny_model_path):
     import torch
     from transformers import AutoTokenizer
 
-    from pmd.teacher import MemoryTeacherContextBuilder
+    from pmd.teacher import TeacherRenderer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
     fake = SimpleNamespace(
@@ -56,10 +63,9 @@ def test_our_teacher_tokenisation_matches_trls(tiny_model_path):
         _tokenizer=tok, processing_class=tok, chat_template_kwargs={},
     )
     fake._tokenize_prompts_untruncated = lambda msgs: SDPOTrainer._tokenize_prompts_untruncated(fake, msgs)
-    builder = MemoryTeacherContextBuilder(fake, memory=None, verdicts=None)
     msgs = [[{"role": "user", "content": "Calculate 2 + 3 ."}], [{"role": "user", "content": "2"}]]
-    ours, cuts = builder._tokenize_fitting(msgs, [None, None])  # prompts with nothing to cut but the problem
-    theirs = builder._tokenize_teacher_messages(msgs)
+    ours, cuts = TeacherRenderer(fake).render(msgs, [None, None])  # prompts with nothing to cut but the problem
+    theirs = sdpo_trainer.SuccessfulRolloutTeacherContextBuilder(fake)._tokenize_teacher_messages(msgs)
     assert torch.equal(ours["prompt_ids"], theirs["prompt_ids"]) and torch.equal(ours["prompt_mask"], theirs["prompt_mask"])
     assert cuts == [{"problem"}, set()]
 

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
-from .rundir import CHECKPOINTS_DIR, atomic_write_text, fsync_path
-from .rundir import MEMORY_FILE, restore_run_state  # noqa: F401 (trainer.py imports them from here)
+from .atomic import atomic_write_text, fsync_path
 
 logger = logging.getLogger(__name__)
 
 TEACHER_FILE = "teacher_model.safetensors"
+MEMORY_FILE = "memory.sqlite"
+CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FILE = "pmd_checkpoint.json"
 MANIFEST_FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d+)$")

@@ -29,7 +29,8 @@ from .config import VARIANTS, RunConfig, compare_eval_every, config_changes
 from .envs import EnvironmentSuite
 from .errors import ConfigError, PMDError
 from .report import read_metrics
-from .rundir import RunDirLock, atomic_write_text, write_config
+from .atomic import atomic_write_text
+from .rundir import RunDirLock, write_config
 from .stats import DEFAULT_SAMPLES, DEFAULT_SEED
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ On several processes the problems are sharded over ranks (each rank generates an
 copy or view of the model) and the samples are gathered, so every rank returns the same result. Every rank runs
 the same number of generate calls, which sharded parameters (ZeRO-3, FSDP) need.
 
-During training (`PeriodicEval`, and the final evaluation of `pmd train`) the policy is evaluated in place, entered
+During training (step.py's periodic evaluation, and the final evaluation of `pmd train`) the policy is evaluated in place, entered
 for generation the way TRL enters it (`dist.policy_for_generation`).
 """
 
@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 
 from .config import EvalConfig, RunConfig
 from .dist import Ranks
 from .sharded import policy_for_generation
 from .envs import EnvironmentSuite, Problem
-from .phases import phase
 from .prompts import student_messages, student_text_with_memory
 
 
@@ -181,41 +179,6 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 # ------------------------------------------------------------------------------------------- during training
 
 
-class PeriodicEval(TrainerCallback):
-    """Memory-free held-out evaluation of the live policy every `every` steps (and at the last), with every rank
-    taking its share. The result joins that step's log through the Trainer (`eval/...` keys), so metrics.jsonl and
-    every `report_to` tracker get it; `attach` routes it there."""
-
-    def __init__(self, trainer, cfg: RunConfig, suite: EnvironmentSuite, every: int, ranks: Ranks,
-                 out_dir: Path | None = None):
-        self.trainer, self.cfg, self.suite, self.every, self.ranks = trainer, cfg, suite, every, ranks
-        self.out_dir = out_dir  # the main rank writes each whole result there (eval-step-N.json), per problem
-        self.pending: dict[str, float] = {}
-
-    def attach(self) -> PeriodicEval:
-        """Merge pending results into the Trainer's next `log` call. TRL's `log` flushes its own buffered step
-        metrics, so logging separately from a callback would take them away from the step's row."""
-        log = self.trainer.log
-
-        def log_with_eval(logs, *args, **kwargs):
-            pending, self.pending = self.pending, {}
-            return log({**logs, **pending}, *args, **kwargs)
-
-        self.trainer.log = log_with_eval
-        return self
-
-    def on_step_end(self, args, state, control, **kwargs):
-        step = state.global_step
-        if step % self.every and step != state.max_steps:
-            return
-        with phase("eval"):
-            result = evaluate_policy(self.trainer, self.cfg, self.suite, self.ranks)
-        if self.out_dir is not None and self.ranks.is_main:
-            write_eval(self.out_dir / f"eval-step-{step}.json", result)
-        self.pending = eval_metrics(result)
-        control.should_log = True  # this step's row carries the result, whatever logging_steps says
-
-
 def evaluate_policy(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> dict:
     """Memory-free held-out evaluation of the policy in the trainer, sharded over ranks (every rank calls this)."""
     with policy_for_generation(trainer) as model, trainer.accelerator.autocast():  # the run's autocast, if any
@@ -233,7 +196,7 @@ def eval_metrics(result: dict) -> dict[str, float]:
 
 def write_eval(path: Path, result: dict) -> None:
     """One whole evaluation (per-problem rows included) as JSON, replaced atomically."""
-    from .rundir import atomic_write_text
+    from .atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=1))

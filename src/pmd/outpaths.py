@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
-from .rundir import atomic_write, held_by_another
+from .atomic import atomic_write
+from .rundir import held_by_another
 from .errors import PMDError
 
 _T = TypeVar("_T")

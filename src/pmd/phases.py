@@ -100,9 +100,10 @@ class PhasedTrainer:
     `generate` (rollouts), `reward` (the reward functions), `teacher_context` (SDPO/PMD's teacher prompts: gather,
     retrieve, plan, render), `prepare_batch` (the rest of TRL's batch: padding, the rollouts' log-probabilities,
     advantages, metrics), `loss_forward` (student and teacher forwards and the loss) and `backward` (what is left
-    of the training step: the backward pass), then `optimizer` (`OptimizerPhase`). The memory's phases
-    (`retrieve`, `record`, `reflect`, `consolidate`), `ema_sync`, `save` and `eval` are marked where they run. A
-    checkpoint is saved after its step is logged, so its `time/save` is in the next step's row."""
+    of the training step: the backward pass), then `optimizer` (`OptimizerPhase`). The step's own phases are
+    marked where step.py runs them (`retrieve`, `plan`, `render` inside `teacher_context`; `record`, `reflect`,
+    `consolidate`, `eval` in `after_update`; `save`), and `ema_sync` by the EMA teacher. A checkpoint is saved after
+    its step is logged, so its `time/save` is in the next step's row."""
 
     def train(self, *args, **kwargs):
         CLOCK.reset()

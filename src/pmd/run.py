@@ -27,7 +27,8 @@ from .dist import Ranks
 from .envs import EnvironmentSuite
 from .eval_model import evaluate_model
 from .preflight import preflight
-from .rundir import METRICS_FILE, Resume, RunDirLock, Start, atomic_write_text, prepare_start
+from .atomic import atomic_write_text
+from .rundir import METRICS_FILE, Resume, RunDirLock, Start, prepare_start
 
 logger = logging.getLogger(__name__)
 

@@ -29,26 +29,24 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 
+from .atomic import atomic_write, atomic_write_text
+from .checkpoint import (CHECKPOINTS_DIR, MANIFEST_FILE, MEMORY_FILE, Manifest, checkpoint_step, list_checkpoints,
+                         last_complete_checkpoint, read_manifest)
 from .errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
-    from .checkpoint import Manifest
     from .config import RunConfig
 
-_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
-MEMORY_FILE = "memory.sqlite"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
 LOCK_FILE = ".pmd.lock"
 # Kernel pseudo-filesystems: a directory there cannot hold a run (mkdir fails or writes go nowhere). /dev/shm, a
 # plain tmpfs, is allowed.
@@ -58,45 +56,6 @@ _END_OF_TRAINING_KEYS = ("train_runtime",)
 
 
 # ------------------------------------------------------------------------------------------------ crash-safe files
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file (or directory entry list) to disk; directories that cannot be fsynced are skipped."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if path.is_dir():
-            return
-        raise
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[IO[str]], _T]) -> _T:
-    """Call `write` on a temporary text file beside `path`, then rename it over `path`: a reader (or a process
-    killed mid-write, or a full disk) sees the old file or the new one, never half of one, and no temporary is left.
-    Returns what `write` returned."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            result = write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_path(path.parent)
-    return result
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write` of a whole text."""
-    atomic_write(path, lambda fh: fh.write(text))
 
 
 def write_config(path: Path, cfg: RunConfig) -> None:
@@ -264,7 +223,6 @@ def start_point(cfg: RunConfig, run_dir: Path, resume: Resume) -> tuple[str | No
     """The checkpoint to resume from (None: from the beginning) and, when `train.steps` changed, the extension
     ({"from_steps", "to_steps", "at_step"}); or a CheckpointError / ConfigError if starting would overwrite someone's
     run or silently change what it trains. Reads only."""
-    from .checkpoint import checkpoint_step, last_complete_checkpoint, read_manifest
     from .config import config_changes
 
     if resume == "auto":
@@ -407,7 +365,6 @@ def restore_run_state(run_dir: Path, ckpt: Path | None) -> Manifest | None:
     re-seeded from `memory.load_from` or starts empty). Metrics: rows after the step go. Checkpoints: incomplete
     ones and any newer than `ckpt` go, so the run has a single history. Each action is atomic and the whole is
     idempotent, so a kill during a resume is fixed by resuming again. Returns the checkpoint's manifest."""
-    from .checkpoint import MANIFEST_FILE, checkpoint_step, list_checkpoints, read_manifest
 
     manifest = None
     step = 0

@@ -149,11 +149,17 @@ class SDPOTrainer(PhasedTrainer, TRLSDPOTrainer):
     docstring says why this leaves the loss as it was); the same collectives whether or not a token is active;
     fp32 logits into every loss; an EMA teacher kept in fp32 (ema.py)."""
 
-    distillation_normalization = "all_samples"  # TRL's own behaviour unless build_trainer says otherwise
-    distil_active_rows_only = True  # False: TRL's forward over every row (benchmarks/profile_step.py compares both)
-    length_groups = 4  # most forwards per micro-batch on one process (1: TRL's single padded forward)
-
     ema: EMATeacher | None = None  # the fp32 EMA of a separate teacher (teacher_model_kind "ema", no PEFT)
+
+    def __init__(self, *args, distillation_normalization: str = "all_samples", distil_active_rows_only: bool = True,
+                 length_groups: int = 4, **kwargs):
+        """The three loss options are train.distillation_normalization (TRL's all_samples unless set),
+        train.distil_active_rows_only (False: TRL's forward over every row) and train.length_groups (most forwards
+        per micro-batch on one process; 1: TRL's single padded forward)."""
+        self.distillation_normalization = distillation_normalization
+        self.distil_active_rows_only = distil_active_rows_only
+        self.length_groups = length_groups
+        super().__init__(*args, **kwargs)
 
     def _setup_teacher_model(self) -> None:
         """TRL's teacher, with a separate EMA teacher built in fp32 and updated by pmd's fp32 EMA (ema.py) instead

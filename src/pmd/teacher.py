@@ -2,11 +2,12 @@
 
 TRL's SDPOTrainer calls `trainer.teacher_context_builder.build(output, prompts, rewards, feedbacks)` right after the
 rewards; the teacher input is `[teacher prompt, left-padded] + completion_ids` and both passes keep the last
-`logits_to_keep` positions, so any teacher prompt works without remapping. We provide two builders:
+`logits_to_keep` positions, so any teacher prompt works without remapping. `StepTeacherContext` is that seam, a
+thin adapter to the step's `teacher_context` phase (step.py), which uses this module's parts:
 
-- `FeedbackSDPOContextBuilder`: TRL's own SDPO builder, fed with per-rollout verifier feedback. The SDPO baseline.
-- `MemoryTeacherContextBuilder` (PMD): gather the global batch -> retrieve memory -> `plan_teachers` (pure) ->
-  render (prompts.teacher_text) -> tokenize -> record the step's rollouts in memory.
+- `plan_teachers` (pure): per sample, active or not, with which demonstration, feedback and memory;
+- `TeacherRenderer`: the teacher prompt (prompts.teacher_text) tokenized within `max_reprompt_len`;
+- `teacher_metrics`: what the step logs about them. SDPO's teacher is TRL's own builder, given each rollout's feedback.
 
 PMD's rule differs from SDPO's in one place: a sample's teacher is also active when memory holds something for
 its problem or family, not only when a sibling succeeded or feedback exists. That is the cross-episode signal.
@@ -14,7 +15,7 @@ Everything else follows TRL's SDPO builder and the SDPO reference (lasgroup/SDPO
 `dont_reprompt_on_self_success`, `include_environment_feedback`, `environment_feedback_only_without_solution`,
 `remove_thinking_from_demonstration` and `reprompt_template` (whose {memory} field holds the memory block) mean
 the same here; with every memory empty PMD's teacher prompts are TRL's, token for token
-(tests/test_teacher_prompt.py runs both builders on one batch).
+(tests/test_teacher_prompt.py runs both on one batch).
 
 One deliberate difference: a teacher prompt over `max_reprompt_len` is not simply cut from the left (TRL), which
 drops the problem statement first; `fit_teacher_prompt` cuts memory first, then the demonstration, then the
@@ -30,17 +31,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
-from accelerate.utils import gather_object
 from transformers.utils import logging
 from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder, _extract_last_user_text
 from trl.trainer.utils import pad
 
 from .phases import phase
 from .prompts import teacher_text
-from .rewards import EnvironmentReward, failure_feedback
 
 if TYPE_CHECKING:
-    from .memory.loop import MemoryLoop
     from .memory.retrieve import RetrievedMemory
 
 logger = logging.get_logger(__name__)
@@ -208,88 +206,32 @@ def fit_teacher_prompt(parts: TeacherParts, limit: int, tokens_of: Callable[[Tea
     return ids, cut
 
 
-# ------------------------------------------------------------------------------------------- TRL glue
+# ------------------------------------------------------------------------------------------- rendering
 
 
-class FeedbackSDPOContextBuilder(SuccessfulRolloutTeacherContextBuilder):
-    """TRL's SDPO builder, given each rollout's feedback (TRL's `privileged_context` is per dataset row)."""
+def teacher_metrics(plans: Sequence[TeacherPlan], rewards: Sequence[float], settings: PlanSettings,
+                    retrieved: Sequence[RetrievedMemory], cuts: Sequence[set[str]]) -> dict[str, float]:
+    """The step's teacher metrics: `plan_metrics` over the global batch, the memory's size and budget cuts, and
+    how often this rank's teacher prompts were cut to fit `max_reprompt_len` (by part)."""
+    n = max(1, len(plans))
+    n_local = max(1, len(cuts))
+    return {
+        **plan_metrics(plans, rewards, settings),
+        "pmd/memory_tokens_mean": sum(m.n_tokens for m in retrieved) / n,
+        "pmd/memory_budget_cut_fraction": sum(m.truncated for m in retrieved) / n,
+        "pmd/teacher_prompt_truncated_fraction": sum(bool(c) for c in cuts) / n_local,
+        **{f"pmd/teacher_{name}_cut_fraction": sum(name in c for c in cuts) / n_local
+           for name in (*CUT_ORDER, "problem")},
+    }
 
-    def __init__(self, trainer, verdicts: EnvironmentReward):
-        super().__init__(trainer)
-        self.verdicts = verdicts
 
-    def build(self, output, prompts, rewards, feedbacks=None):
-        with phase("teacher_context"):
-            feedback = failure_feedback(self.verdicts.take_verdicts(len(prompts)))
-            result = super().build(output, prompts, rewards, feedbacks=feedback)
-        self.last_metrics["self_distillation/teacher_active_fraction"] = self.last_metrics[
-            "self_distillation/reprompt_sample_fraction"
-        ]
-        return result
+class TeacherRenderer:
+    """Renders and tokenizes PMD's teacher prompts with the trainer's tokenizer and SDPO templates."""
 
+    def __init__(self, trainer):
+        self.trainer = trainer
 
-class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
-    """PMD's builder: the memory-conditioned self-teacher plugged into TRL's SDPO seam (steps 3-6 of trainer.py).
-
-    `memory` retrieves (as it was before this step) and records; `verdicts` hands over the rollouts' verdicts.
-    Every rank runs `build` on the gathered global batch, so groups that span ranks are planned whole.
-    """
-
-    def __init__(self, trainer, memory: MemoryLoop, verdicts: EnvironmentReward):
-        super().__init__(trainer)
-        self.memory = memory
-        self.verdicts = verdicts
-
-    def build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor, feedbacks=None):
-        with phase("teacher_context"):
-            return self._build(output, prompts, rewards)
-
-    def _build(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor):
-        tr = self.trainer
-        step = tr.state.global_step
-        n_local = len(prompts)
-        start = tr.accelerator.process_index * n_local
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
-
-        # gather: the global batch, so every group is planned whole on every rank
-        all_rewards = tr.accelerator.gather(rewards).tolist()
-        padded = tr.accelerator.pad_across_processes(completion_ids, dim=1, pad_index=tr._tokenizer.pad_token_id)
-        all_completion_ids = tr.accelerator.gather(padded)
-        all_prompts = gather_object(prompts)
-        judged = gather_object(self.verdicts.take_verdicts(n_local))
-
-        # retrieve (memory before this step) -> plan (pure) -> render and tokenize this rank's samples
-        with phase("retrieve"):
-            retrieved = self.memory.retrieve([j.problem.uid for j in judged], step)
-        settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training else tr.num_generations_eval)
-        plans = plan_teachers(all_rewards, failure_feedback(judged), [m.text for m in retrieved], settings)
-        parts = [self._parts(plans[i], all_completion_ids) for i in range(start, start + n_local)]
-        teacher, cuts = self._tokenize_fitting(all_prompts[start : start + n_local], parts)
-
-        # record: this step's rollouts become experience (after retrieval: the teacher never sees its own step)
-        with phase("record"):
-            self.memory.record(step, judged, retrieved)
-
-        n = max(1, len(plans))
-        self.last_metrics = {
-            **plan_metrics(plans, all_rewards, settings),
-            "pmd/memory_tokens_mean": sum(m.n_tokens for m in retrieved) / n,
-            "pmd/memory_budget_cut_fraction": sum(m.truncated for m in retrieved) / n,
-            "pmd/teacher_prompt_truncated_fraction": sum(bool(c) for c in cuts) / max(1, n_local),
-            **{f"pmd/teacher_{name}_cut_fraction": sum(name in c for c in cuts) / max(1, n_local)
-               for name in (*CUT_ORDER, "problem")},
-        }
-        if any(cuts):
-            logger.warning_once("PMD: teacher prompts exceeded max_reprompt_len and were cut (memory first, the "
-                                "problem last; pmd/teacher_*_cut_fraction count them each step)")
-        mask = torch.tensor([float(p.active) for p in plans[start : start + n_local]], device=tr.accelerator.device)
-        return {
-            "teacher_input_ids": torch.cat([teacher["prompt_ids"], completion_ids], dim=1),
-            "teacher_attention_mask": torch.cat([teacher["prompt_mask"], completion_mask], dim=1),
-            "self_distillation_mask": mask,
-        }
-
-    def _parts(self, plan: TeacherPlan, all_completion_ids: torch.Tensor) -> TeacherParts | None:
+    def parts(self, plan: TeacherPlan, all_completion_ids: torch.Tensor) -> TeacherParts | None:
         """What an active sample's teacher is shown besides the problem (None: inactive, the student's prompt).
         The demonstration is decoded and stripped of thinking as TRL's builder does."""
         if not plan.active:
@@ -303,7 +245,7 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
                 demo_text = remove_thinking(demo_text)
         return TeacherParts(plan.memory, demo_text, plan.feedback)
 
-    def _render(self, original: Any, parts: TeacherParts | None) -> Any:
+    def prompt(self, original: Any, parts: TeacherParts | None) -> Any:
         """The teacher prompt for one sample: the student's prompt when inactive, else the reprompt as SDPO builds
         it (the last user turn rewritten by `reprompt_template`, system turns kept), memory in its {memory} field."""
         if parts is None:
@@ -318,8 +260,8 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
             return original[:-1] + [{"role": "user", "content": text}]
         return teacher_text(original, parts.memory, solution, feedback, args.reprompt_template)
 
-    def _tokenize_fitting(self, originals: list, parts: list[TeacherParts | None]
-                          ) -> tuple[dict[str, torch.Tensor], list[set[str]]]:
+    def render(self, originals: list, parts: list[TeacherParts | None]
+               ) -> tuple[dict[str, torch.Tensor], list[set[str]]]:
         """TRL's `_tokenize_teacher_messages` (tokenize, fit max_reprompt_len, left-pad), except that an active
         prompt over the limit is fitted by `fit_teacher_prompt` (memory cut first, the problem last) instead of cut
         from the left. Returns the tensors and, per sample, the parts that were cut."""
@@ -327,7 +269,7 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
         device = tr.accelerator.device
         limit = tr.args.max_reprompt_len
         tok = tr._tokenizer
-        ids_list = tr._tokenize_prompts_untruncated([self._render(o, p) for o, p in zip(originals, parts)])
+        ids_list = tr._tokenize_prompts_untruncated([self.prompt(o, p) for o, p in zip(originals, parts)])
         cuts: list[set[str]] = [set() for _ in ids_list]
         for i, ids in enumerate(ids_list):
             if len(ids) <= limit:
@@ -337,13 +279,37 @@ class MemoryTeacherContextBuilder(SuccessfulRolloutTeacherContextBuilder):
                 continue
             ids_list[i], cuts[i] = fit_teacher_prompt(
                 parts[i], limit,
-                tokens_of=lambda p, o=originals[i]: tr._tokenize_prompts_untruncated([self._render(o, p)])[0],
+                tokens_of=lambda p, o=originals[i]: tr._tokenize_prompts_untruncated([self.prompt(o, p)])[0],
                 encode=lambda text: tok(text, add_special_tokens=False)["input_ids"],
                 decode=lambda ids: tok.decode(ids),
             )
+        if any(cuts):
+            logger.warning_once("PMD: teacher prompts exceeded max_reprompt_len and were cut (memory first, the "
+                                "problem last; pmd/teacher_*_cut_fraction count them each step)")
         ids = [torch.as_tensor(x, device=device) for x in ids_list]
         masks = [torch.ones(len(x), dtype=torch.long, device=device) for x in ids]
         return {
             "prompt_ids": pad(ids, padding_value=tok.pad_token_id, padding_side="left"),
             "prompt_mask": pad(masks, padding_value=0, padding_side="left"),
         }, cuts
+
+
+# ------------------------------------------------------------------------------------------- TRL's seam
+
+
+class StepTeacherContext(SuccessfulRolloutTeacherContextBuilder):
+    """TRL's `teacher_context_builder` seam, a thin adapter: `build` is the step's `teacher_context` phase. SDPO's
+    rule is TRL's own builder (`super().build`), handed to the step with each rollout's feedback."""
+
+    def __init__(self, trainer, step):
+        super().__init__(trainer)
+        self.step = step
+
+    def build(self, output, prompts, rewards, feedbacks=None):
+        def trl_rule(feedback):
+            batch = SuccessfulRolloutTeacherContextBuilder.build(self, output, prompts, rewards, feedbacks=feedback)
+            return batch, dict(self.last_metrics)
+
+        with phase("teacher_context"):
+            batch, self.last_metrics = self.step.teacher_context(output, prompts, rewards, trl_rule)
+        return batch

@@ -1,28 +1,14 @@
 """Training: GRPO and SDPO exactly as TRL implements them, and PMD = SDPO + a memory-conditioned teacher.
 
-One PMD step, in order (TRL's `SDPOTrainer` drives it; each phase names the function that does it):
-
-  1. generate   TRL `sample_rollouts`: `prompts_per_step` problems x `num_generations` rollouts.
-  2. reward     `rewards.EnvironmentReward.__call__`: the environment verifies each rollout; the reward goes to TRL,
-                the verdict (feedback, passed) is kept for `take_verdicts`.
-  3. retrieve   `teacher.MemoryTeacherContextBuilder.build` (TRL's `teacher_context_builder` seam) gathers the
-                global batch and calls `memory.loop.MemoryLoop.retrieve`: memory as it was before this step.
-  4. plan       `teacher.plan_teachers` (pure): per sample, active or not, with which sibling demonstration,
-                feedback and memory. Memory alone can activate the teacher; that is PMD's difference from SDPO.
-  5. render     `prompts.teacher_text` fills the run's `reprompt_template` ({memory} beside SDPO's fields);
-                `teacher.fit_teacher_prompt` fits max_reprompt_len by cutting memory first, the problem last.
-  6. record     `MemoryLoop.record`: the step's rollouts become experience; each teacher's retrieval is logged.
-  7. loss       TRL's SDPO loss distils the teacher (EMA policy on the teacher prompt) into the student, which
-                never sees memory, averaged as `train.distillation_normalization` says (`sdpo_loss.SDPOTrainer`:
-                over active tokens as the SDPO reference, or TRL's all-sample mean), computed on the rollouts
-                with an active teacher only (the others add exactly 0); the optimizer steps.
-  8. reflect    `MemoryCallback.on_step_end` -> `MemoryLoop.end_step`: insights, then patterns, on their schedules.
-  9. log, save  `MetricsJSONL.on_log` (TRL's logs + memory counts); `CheckpointCallback.on_save` (memory store, EMA
-                teacher and loop counters beside TRL's checkpoint, at the same step).
+The order of one step is step.py's `PMDStep`, in code. This module wires it to TRL's trainers: the step's `score` is
+the reward function TRL calls, its `teacher_context` sits behind TRL's `teacher_context_builder` seam
+(teacher.StepTeacherContext), one callback (`StepEvents`) hands TRL's step-end and save events to `after_update`
+and `save`, and the trainer's `log` lets the step add its row. GRPO and SDPO build the same step with phases off.
 
 Everything TRL already does (generation, losses, accelerate/DeepSpeed/FSDP, PEFT, vLLM, checkpoints, logging) stays
-TRL's. SDPO runs the same order without memory: TRL's own builder, given per-rollout feedback, plans and renders
-(4-5) by SDPO's rule, and there is nothing to retrieve, record or reflect (3, 6, 8). GRPO is 1, 2, 7 and 9.
+TRL's. What stays here besides the wiring: building the trainer for `train.algo`, the reflector's generator, the
+memory store's opening, resume fixes for transformers/TRL (`SamplerReplayCallback`, `ScheduleOnResume`,
+`StopAtTheEnd`) and the final model's save.
 """
 
 from __future__ import annotations
@@ -35,7 +21,6 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +29,47 @@ import trl
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from .checkpoint import MEMORY_FILE, TEACHER_FILE, Manifest, restore_run_state, write_manifest
+from .checkpoint import MEMORY_FILE, Manifest
+from .rundir import restore_run_state
 from .config import RunConfig
 from .dist import Ranks, SharedGeneration
 from .envs import EnvironmentSuite
-from .errors import CheckpointError, RewardFunctionError
-from .evaluate import PeriodicEval, evaluate_policy
-from .memory.loop import LAST_REFLECTED, LoopStats, MemoryLoop
+from .errors import RewardFunctionError
+from .evaluate import evaluate_policy
+from .memory.loop import LAST_REFLECTED, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
+from .memory.retrieve import token_counter
 from .memory.store import MemoryStore
 from .phases import PhasedTrainer, optimizer_phase_callback, phase
 from .precision import precision_used, run_cpu_bf16_hint, run_precision
 from .prompts import student_messages
-from .rewards import EnvironmentReward
 from .sdpo_loss import SDPOTrainer
-from .sharded import ema_teacher, load_teacher_weights, policy_for_generation, save_teacher_weights
-from .teacher import FeedbackSDPOContextBuilder, MemoryTeacherContextBuilder
+from .sharded import policy_for_generation
+from .step import PeriodicEval, Phases, PMDStep
+from .teacher import StepTeacherContext
 from .trl_args import lora_config, trl_config
 
 logger = logging.getLogger(__name__)
 
 
-class GRPOTrainer(PhasedTrainer, trl.GRPOTrainer):
+class StepSeams:
+    """The trainer's side of the step: `log` lets the step add its part of each row (before TRL merges its own
+    metrics), so it reaches metrics.jsonl and every tracker. The other seams are wired in `build_trainer`."""
+
+    pmd_step: PMDStep | None = None
+
+    def log(self, logs, start_time=None):
+        if self.pmd_step is not None:
+            logs = self.pmd_step.log(logs)
+        return super().log(logs, start_time)
+
+
+class GRPOTrainer(StepSeams, PhasedTrainer, trl.GRPOTrainer):
     """TRL's GRPOTrainer, its phases named and timed (phases.PhasedTrainer); the algorithm is TRL's."""
+
+
+class DistillationTrainer(StepSeams, SDPOTrainer):
+    """SDPO and PMD: TRL's SDPOTrainer with pmd's loss changes (sdpo_loss.SDPOTrainer)."""
 
 
 def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str) -> Dataset:
@@ -79,25 +82,16 @@ def build_dataset(suite: EnvironmentSuite, split: str, system_prompt: str) -> Da
 
 
 class MetricsJSONL(TrainerCallback):
-    """One JSON object per logged step (TRL's logs + memory counts) for report.py; append-only, flushed per line."""
+    """One JSON object per logged row (TRL's logs + what the step added) for report.py; append-only, flushed per
+    line. A logging integration like `report_to`'s, on the main process."""
 
-    def __init__(self, path: Path, memory: MemoryLoop | None = None, suite: EnvironmentSuite | None = None):
+    def __init__(self, path: Path):
         self.path = path
-        self.memory = memory
-        self.suite = suite
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, **{k: v for k, v in logs.items() if _jsonable(v)}}
-        if self.memory is not None:
-            row.update(self.memory.metrics())
-        failures = self.suite.reward_failures() if self.suite is not None else {}
-        if failures:  # your reward functions' failures so far (this process's batches), scored 0
-            row["env/reward_function_errors_total"] = float(sum(failures.values()))
-        judged = self.suite.judge_errors() if self.suite is not None else {}
-        if judged:  # the judge met an exception on the policy's output so far (this process's batches), scored 0
-            row["env/judge_errors_total"] = float(sum(judged.values()))
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -106,47 +100,19 @@ def _jsonable(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) and not (isinstance(v, float) and math.isnan(v))
 
 
-class MemoryCallback(TrainerCallback):
-    """Step 8: the memory schedule after each optimizer step (before the Trainer logs and saves that step)."""
+class StepEvents(TrainerCallback):
+    """TRL's events to the step: after each optimizer step `after_update`, at each checkpoint `save`. Added last, so
+    a checkpoint is completed after the Trainer's own save and every other callback's."""
 
-    def __init__(self, loop: MemoryLoop):
-        self.loop = loop
+    def __init__(self, step: PMDStep):
+        self.step = step
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.loop.end_step(state.global_step - 1)  # the step whose rollouts were just recorded
-
-
-class CheckpointCallback(TrainerCallback):
-    """Completes each Trainer checkpoint with what TRL does not save (memory store, EMA teacher, memory-loop
-    counters), then writes its manifest, which marks it complete. Added last, so it runs after the Trainer's save."""
-
-    def __init__(self, trainer, loop: MemoryLoop | None, ranks: Ranks):
-        self.trainer = trainer
-        self.loop = loop
-        self.ranks = ranks
+        self.step.after_update(state, control)
 
     def on_save(self, args, state, control, **kwargs):
         with phase("save"):
-            self._complete(args, state)
-
-    def _complete(self, args, state) -> None:
-        # Every rank writes its own files into the checkpoint (rng_state_R.pth); the manifest, which declares the
-        # checkpoint complete and lists its files, comes after all of them.
-        self.ranks.barrier()
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        teacher = ema_teacher(self.trainer)
-        if teacher is not None:
-            if state.is_world_process_zero:
-                ckpt.mkdir(parents=True, exist_ok=True)
-            save_teacher_weights(self.trainer, ckpt / TEACHER_FILE, state.is_world_process_zero)  # gathers
-        if not state.is_world_process_zero:
-            return
-        ckpt.mkdir(parents=True, exist_ok=True)
-        if self.loop is not None:
-            self.loop.store.backup_to(ckpt / MEMORY_FILE)
-        write_manifest(ckpt, state.global_step, has_memory=self.loop is not None, has_teacher=teacher is not None,
-                       loop_stats=asdict(self.loop.stats) if self.loop is not None else None,
-                       resumable=not args.save_only_model)
+            self.step.save(args, state)
 
 
 class LogPrecision(TrainerCallback):
@@ -165,23 +131,6 @@ class LogPrecision(TrainerCallback):
                                                       {**used, "autocast": used["autocast"] or "off"}.items()))
             if self.hint:
                 logger.warning("precision: %s", self.hint)
-
-
-class StopOnRewardError(TrainerCallback):
-    """`strict: true` on a dataset task: a reward function that raised stops training after this step, with a
-    checkpoint, on every rank together (any rank's failure counts)."""
-
-    def __init__(self, suite: EnvironmentSuite, ranks: Ranks):
-        self.suite = suite
-        self.ranks = ranks
-        self.reason: str | None = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        reasons = [r for r in self.ranks.gather(self.suite.stop_reason()) if r]
-        if reasons and self.reason is None:
-            self.reason = f"{reasons[0]}; stopped after step {state.global_step}"
-            control.should_save = True
-            control.should_training_stop = True
 
 
 class ScheduleOnResume(TrainerCallback):
@@ -254,28 +203,12 @@ def _find_repeat_sampler(loader):
     return None
 
 
-def resume_trainer_state(trainer, loop: MemoryLoop | None, ckpt: Path, manifest: Manifest) -> None:
-    """What `Trainer.train(resume_from_checkpoint=...)` does not restore: the EMA teacher, the memory loop's
-    cumulative counters, and TRL's micro-step counter (which decides when rollouts are regenerated)."""
-    teacher = ema_teacher(trainer)
-    if teacher is not None:
-        if not manifest.has_teacher:
-            raise CheckpointError(f"{ckpt}: no EMA teacher weights in this checkpoint, but train.teacher_model_kind "
-                                  "is 'ema'; resume with the config the run was started with")
-        load_teacher_weights(trainer, ckpt / TEACHER_FILE, trainer.args.should_save)
-        if getattr(trainer, "ema", None) is not None:
-            trainer.ema.shadow.clear()  # an fp32 shadow (bf16 teacher storage) restarts from the saved weights
-    if loop is not None and manifest.loop_stats is not None:
-        loop.stats = LoopStats(**manifest.loop_stats)
-    if hasattr(trainer, "_step"):
-        trainer._step = manifest.step * trainer.args.gradient_accumulation_steps
+class GreedyChat:
+    """Greedy chat generation for model-written reflection, with a model that `open_model()` lends for each call:
+    the policy as it is now (this rank's share; sharded parameters gathered) or a separate reflector model."""
 
-
-class PolicyGenerator:
-    """Greedy chat generation with the policy as it is now, for policy-written reflection (this rank's share)."""
-
-    def __init__(self, trainer, tokenizer, max_new_tokens: int, batch_size: int):
-        self.trainer = trainer
+    def __init__(self, open_model, tokenizer, max_new_tokens: int, batch_size: int):
+        self.open_model = open_model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
@@ -283,24 +216,14 @@ class PolicyGenerator:
     def __call__(self, prompts: list[list[dict]]) -> list[str]:
         from .evaluate import generate
 
-        with policy_for_generation(self.trainer) as model, self.trainer.accelerator.autocast():
+        with self.open_model() as model:
             return generate(model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
 
 
-class ModelGenerator:
-    """Greedy chat generation with a separate reflector model (loaded once per rank on its device, never trained)."""
-
-    def __init__(self, name_or_path: str, dtype: str, max_new_tokens: int, batch_size: int, device: str | None = None):
-        from .models import load_model_and_tokenizer
-
-        self.model, self.tokenizer = load_model_and_tokenizer(name_or_path, dtype, device=device)
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-
-    def __call__(self, prompts: list[list[dict]]) -> list[str]:
-        from .evaluate import generate
-
-        return generate(self.model, self.tokenizer, prompts, self.max_new_tokens, 1.0, True, self.batch_size)
+@contextlib.contextmanager
+def _live_policy(trainer):
+    with policy_for_generation(trainer) as model, trainer.accelerator.autocast():
+        yield model
 
 
 def make_reflector(cfg: RunConfig, trainer, tokenizer, ranks: Ranks) -> tuple[Reflector, SharedGeneration | None]:
@@ -310,10 +233,14 @@ def make_reflector(cfg: RunConfig, trainer, tokenizer, ranks: Ranks) -> tuple[Re
     if m.reflector == "feedback-stats":
         return FeedbackStatsReflector(), None
     if m.reflector == "policy":
-        local = PolicyGenerator(trainer, tokenizer, m.reflection_max_tokens, m.reflection_batch_size)
-    else:
-        local = ModelGenerator(m.reflector, run_precision(cfg).inference, m.reflection_max_tokens,
-                               m.reflection_batch_size, device=str(trainer.accelerator.device))
+        local = GreedyChat(lambda: _live_policy(trainer), tokenizer, m.reflection_max_tokens, m.reflection_batch_size)
+    else:  # loaded once per rank on its device, never trained
+        from .models import load_model_and_tokenizer
+
+        model, own_tokenizer = load_model_and_tokenizer(m.reflector, run_precision(cfg).inference,
+                                                        device=str(trainer.accelerator.device))
+        local = GreedyChat(lambda: contextlib.nullcontext(model), own_tokenizer, m.reflection_max_tokens,
+                           m.reflection_batch_size)
     shared = SharedGeneration(ranks, local)
     return ModelReflector(shared, name=m.reflector), shared
 
@@ -331,52 +258,48 @@ def open_memory(cfg: RunConfig, run_dir: Path) -> MemoryStore:
 
 
 def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_dir: Path,
-                  model=None, tokenizer=None, callbacks: list | None = None, ranks: Ranks | None = None):
-    """Construct the TRL trainer for `cfg.train.algo` (grpo | sdpo | pmd). Returns (trainer, memory_loop | None)."""
+                  model=None, tokenizer=None, callbacks: list | None = None, ranks: Ranks | None = None,
+                  eval_every: int = 0):
+    """The TRL trainer for `cfg.train.algo` (grpo | sdpo | pmd) with its step (`trainer.pmd_step`) wired to TRL's
+    seams, and every callback pmd adds, registered here. `eval_every` > 0 evaluates the live policy during
+    training. Returns (trainer, memory_loop | None)."""
     from transformers import AutoTokenizer
 
     ranks = ranks or Ranks.for_run(cfg.train.trl)
-    algo = cfg.train.algo
+    t = cfg.train
+    phases = Phases.for_algo(t.algo)
     args = trl_config(cfg, str(run_dir / "checkpoints"), world_size=ranks.world)
-    dataset = build_dataset(suite, "train", cfg.env.system_prompt)
-    reward = EnvironmentReward(suite)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = model if model is not None else model_path
-    common = dict(model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
+    step = PMDStep(suite, phases, ranks, PeriodicEval(cfg, eval_every, run_dir / "evals") if eval_every else None)
+    common = dict(model=model if model is not None else model_path, reward_funcs=[step.reward_function()], args=args,
+                  train_dataset=build_dataset(suite, "train", cfg.env.system_prompt), processing_class=tokenizer,
                   callbacks=list(callbacks or []), peft_config=lora_config(cfg))
-    loop = None
-    if algo == "grpo":
-        trainer = GRPOTrainer(**common)
+    if phases.teacher:
+        trainer = DistillationTrainer(**common, distillation_normalization=t.distillation_normalization,
+                                      distil_active_rows_only=t.distil_active_rows_only, length_groups=t.length_groups)
     else:
-        trainer = SDPOTrainer(**common)
-        trainer.distillation_normalization = cfg.train.distillation_normalization
-        if algo == "sdpo":
-            trainer.teacher_context_builder = FeedbackSDPOContextBuilder(trainer, verdicts=reward)
-        else:
-            loop = attach_memory(cfg, trainer, reward, suite, run_dir, tokenizer, ranks)
-    trainer.add_callback(optimizer_phase_callback())
-    trainer.add_callback(LogPrecision(trainer, run_cpu_bf16_hint(cfg)))
-    trainer.add_callback(SamplerReplayCallback())
-    trainer.add_callback(ScheduleOnResume())
-    trainer.add_callback(CheckpointCallback(trainer, loop, ranks))
+        trainer = GRPOTrainer(**common)
+    loop = memory_loop(cfg, trainer, suite, run_dir, tokenizer, ranks) if phases.memory else None
+    trainer.pmd_step = step.attach(trainer, loop)
+    if phases.teacher:
+        trainer.teacher_context_builder = StepTeacherContext(trainer, step)
+    for callback in (optimizer_phase_callback(), LogPrecision(trainer, run_cpu_bf16_hint(cfg)), SamplerReplayCallback(),
+                     ScheduleOnResume(), MetricsJSONL(run_dir / "metrics.jsonl"), StepEvents(step)):
+        trainer.add_callback(callback)
+    # first: a resumed run with no step left leaves train() before any progress bar or tracker run opens
+    trainer.callback_handler.callbacks.insert(0, StopAtTheEnd())
     return trainer, loop
 
 
-def attach_memory(cfg: RunConfig, trainer, reward: EnvironmentReward, suite: EnvironmentSuite, run_dir: Path,
-                  tokenizer, ranks: Ranks) -> MemoryLoop:
-    """PMD: the memory loop joins the trainer at two points, the teacher-context builder (steps 3-6) and the
-    step-end callback (step 8). The store lives on the main process only."""
-    def count_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-
+def memory_loop(cfg: RunConfig, trainer, suite: EnvironmentSuite, run_dir: Path, tokenizer,
+                ranks: Ranks) -> MemoryLoop:
+    """PMD's memory: the store lives on the main process only; a model reflector's generation is shared by every
+    rank."""
     reflector, shared = make_reflector(cfg, trainer, tokenizer, ranks)
     store = open_memory(cfg, run_dir) if ranks.is_main else None
-    loop = MemoryLoop(store, cfg.memory, suite, count_tokens, reflector, ranks=ranks, shared=shared)
-    trainer.teacher_context_builder = MemoryTeacherContextBuilder(trainer, memory=loop, verdicts=reward)
-    trainer.add_callback(MemoryCallback(loop))
-    return loop
+    return MemoryLoop(store, cfg.memory, suite, token_counter(tokenizer), reflector, ranks=ranks, shared=shared)
 
 
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,
@@ -385,26 +308,22 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
     """Run training; saves the final weights to `run_dir/final` and returns a summary.
 
     With `resume_from` (a complete checkpoint dir), run_dir is first put back to that checkpoint's step (memory,
-    metrics; see checkpoint.py) and training continues exactly where it stopped. Without, training starts over:
-    state no checkpoint captured (a memory store, metrics rows, partial checkpoints) is discarded.
+    metrics; see rundir.restore_run_state) and training continues exactly where it stopped. Without, training starts
+    over: state no checkpoint captured (a memory store, metrics rows, partial checkpoints) is discarded.
 
-    Every rank calls this. `eval_every` > 0 evaluates the live policy during training (PeriodicEval);
-    `evaluate_trained` evaluates the trained policy in place, before the trainer is gone (summary key
-    `eval_trained`), so no rank has to read `final/` back from a filesystem it may not share."""
+    Every rank calls this. `eval_every` > 0 evaluates the live policy during training; `evaluate_trained`
+    evaluates the trained policy in place, before the trainer is gone (summary key `eval_trained`), so no rank has
+    to read `final/` back from a filesystem it may not share."""
     ranks = ranks or Ranks.for_run(cfg.train.trl)
     ckpt = Path(resume_from) if resume_from else None
     # one writer for the run directory; the others wait for it, then receive the checkpoint's manifest
     manifest = ranks.on_main(lambda: _restore(run_dir, ckpt))
-    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=callbacks, ranks=ranks)
-    trainer.add_callback(MetricsJSONL(run_dir / "metrics.jsonl", loop, suite))
-    guard = StopOnRewardError(suite, ranks)
-    trainer.add_callback(guard)
-    if eval_every:
-        trainer.add_callback(PeriodicEval(trainer, cfg, suite, eval_every, ranks, out_dir=run_dir / "evals").attach())
+    trainer, loop = build_trainer(cfg, model_path, suite, run_dir, callbacks=callbacks, ranks=ranks,
+                                  eval_every=eval_every)
+    step = trainer.pmd_step
     try:
         if ckpt is not None and manifest is not None:
-            resume_trainer_state(trainer, loop, ckpt, manifest)
-        trainer.callback_handler.callbacks.insert(0, StopAtTheEnd())  # first: no progress bar, no tracker run
+            step.load(ckpt, manifest)
         started = time.time()
         try:
             trainer.train(resume_from_checkpoint=resume_from)
@@ -415,8 +334,8 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
             # only when its loop ends: log this session's (no step trained, so no train_loss)
             trainer.log({"train_runtime": round(time.time() - started, 4), "train_samples_per_second": 0.0,
                          "train_steps_per_second": 0.0, "total_flos": float(trainer.state.total_flos)})
-        if guard.reason is not None:
-            raise RewardFunctionError(f"{guard.reason} (its checkpoint is saved: fix the function, then "
+        if step.stop_reason is not None:
+            raise RewardFunctionError(f"{step.stop_reason} (its checkpoint is saved: fix the function, then "
                                       "pmd train --resume)")
         summary = {"algo": cfg.train.algo, "steps": trainer.state.global_step, "final_model": str(run_dir / "final"),
                    "precision": precision_used(trainer)}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pmd.config import RunConfig
 from pmd.envs import EnvironmentSuite, Problem
 from pmd.errors import PMDError
-from pmd.memory.retrieve import retrieve
+from pmd.memory.retrieve import retrieve, token_counter
 from pmd.memory.store import MemoryStore
 
 
@@ -24,9 +24,7 @@ def memory_for_prompts(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str |
     if not memory_db:
         raise PMDError("eval.memory_at_inference needs --memory PATH (a run's memory.sqlite)")
     store = MemoryStore.open_existing(memory_db, read_only=True)  # evaluation reads memory, never writes it
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    count = token_counter(tokenizer)
 
     try:
         yield lambda p: retrieve(store, p, count, cfg.memory.retrieval, prompt=suite.format_prompt(p)).text

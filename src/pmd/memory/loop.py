@@ -1,11 +1,13 @@
 """Co-evolution: the policy's rollouts grow the memory; the memory shapes the teacher.
 
-`MemoryLoop` is the memory's whole interface to training (trainer.py's steps 3, 6 and 8):
-- `retrieve(problem_uids, step)`: memory for each sample's teacher, as it was *before* this step;
-- `record(step, judged, retrieved)`: every rollout becomes experience (with its structured outcome: the extracted
-  answer and the failure kind), and what each teacher saw is logged;
-- `end_step(step)`: reflection (insights), then on the consolidation schedule ageing (insights that recent attempts
-  contradict retire) and consolidation (patterns).
+`MemoryLoop` is the memory's whole interface to training; the step (step.py) calls it in its phases:
+- `retrieve(problem_uids, step)` (teacher_context): memory for each sample's teacher, as it was *before* this step;
+  it reads, never writes;
+- `record(step, judged, retrieved)` (after_update): every rollout becomes experience (with its structured outcome:
+  the extracted answer and the failure kind), and what each teacher saw is logged;
+- `maybe_reflect(step)`, then `maybe_consolidate(step)` (after_update): reflection (insights), then on the
+  consolidation schedule ageing (insights that recent attempts contradict retire) and consolidation (patterns);
+- `state_dict()` / `load_state_dict()`: its cumulative counters, saved with each checkpoint and restored on resume.
 
 Freezing memory (`memory.mode: frozen`) stops recording, reflection and consolidation after
 `freeze_after_steps`; retrieval continues from the frozen store.
@@ -21,17 +23,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..config import MemoryConfig
 from ..dist import Ranks, SharedGeneration
 from ..envs import EnvironmentSuite, Verdict
-from ..phases import phase
 from ..rewards import Judged
 from .ageing import age
 from .patterns import ModelPatternWriter, consolidate
 from .reflect import ReflectionResult, Reflector
-from .retrieve import LEVELS, RetrievedMemory, level_fractions, retrieve
+from .retrieve import RetrievedMemory, retrieve
 from .store import Experience, MemoryStore
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,13 @@ class MemoryLoop:
         self.count_tokens = count_tokens
         self.reflector = reflector
         self.stats = LoopStats()
-        self.level_frac: dict[str, float] = {}  # the last step's fraction of teacher calls holding each level
 
-    @property
-    def is_writer(self) -> bool:
-        return self.store is not None
+    def state_dict(self) -> dict:
+        """The cumulative counters a checkpoint keeps (its manifest's `loop_stats`)."""
+        return asdict(self.stats)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stats = LoopStats(**state)
 
     def growing(self, step: int) -> bool:
         """Whether memory still learns at `step` (False once a frozen memory has been frozen)."""
@@ -89,9 +92,7 @@ class MemoryLoop:
                     by_uid[uid] = retrieve(self.store, problem, self.count_tokens, self.cfg.retrieval,
                                            exclude_experience_step=step, prompt=self.suite.format_prompt(problem))
         by_uid = self.ranks.broadcast(by_uid)
-        out = [by_uid[uid] for uid in problem_uids]
-        self.level_frac = level_fractions([m.item_refs for m in out])
-        return out
+        return [by_uid[uid] for uid in problem_uids]
 
     def record(self, step: int, judged: list[Judged], retrieved: list[RetrievedMemory]) -> None:
         """Log what each teacher saw and store this step's rollouts as experience (one transaction each)."""
@@ -112,13 +113,6 @@ class MemoryLoop:
         ])
 
     # ------------------------------------------------------------------------------------ schedule
-
-    def end_step(self, step: int) -> None:
-        """After the optimizer step: reflect, then consolidate, each on its schedule."""
-        with phase("reflect"):
-            self.maybe_reflect(step)
-        with phase("consolidate"):
-            self.maybe_consolidate(step)
 
     def maybe_reflect(self, step: int) -> ReflectionResult | None:
         """Reflect on problems with attempts since the last reflection, every `reflect_every` steps. Every rank
@@ -191,8 +185,6 @@ class MemoryLoop:
         out["memory/patterns_retired_total"] = float(s.retired)
         out["memory/insights_retired_total"] = float(s.insights_retired)
         out["memory/pattern_texts_rejected_total"] = float(s.pattern_texts_rejected)
-        if self.level_frac:  # per teacher call of the last step: does its memory hold this level at all?
-            out.update({f"pmd/memory_level_frac/{lvl}": self.level_frac.get(lvl, 0.0) for lvl in LEVELS})
         return out
 
 

@@ -62,6 +62,13 @@ def ref_level(ref: str) -> str:
     return ref.split(":", 1)[0]
 
 
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """Tokens of a text in `tokenizer`'s vocabulary, as the retrieval budget counts them (no special tokens)."""
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+    return count
+
+
 def level_fractions(refs_per_call: Sequence[Sequence[str]]) -> dict[str, float]:
     """For each level, the fraction of teacher calls whose retrieved memory holds at least one item of it."""
     n = len(refs_per_call)
