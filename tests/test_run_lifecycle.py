@@ -122,9 +122,9 @@ def test_pmd_train_and_a_compare_sub_run_go_through_the_same_run(tiny_model_path
     assert "final_eval" not in summary and "cpu_minutes" not in summary  # pmd train's summary keys, unchanged
 
     seen.clear()
-    base = config_from_dict({**data(tiny_model_path, tmp_path / "unused"),
-                             "compare": {"out_dir": str(tmp_path / "cmp"), "variants": ["sdpo"], "seeds": [0],
-                                         "eval_every": 1}})
+    unused = data(tiny_model_path, tmp_path / "unused")
+    base = config_from_dict({**unused, "eval": {**unused.get("eval", {}), "every_steps": 1},
+                             "compare": {"out_dir": str(tmp_path / "cmp"), "variants": ["sdpo"], "seeds": [0]}})
     sub = variant_config(base, "sdpo", 0)
     recorded = run_one(sub, {"overall": {"greedy_accuracy": 0.25}, "families": {}})
     assert seen == [(sub.run_dir, name) for name in STAGES]
