@@ -161,6 +161,26 @@ def test_last_step_table_is_the_last_training_step(runs, algo, tmp_path):
     assert "held-out greedy accuracy (during training) (`eval/greedy_accuracy`)" in text
 
 
+@pytest.mark.parametrize("algo", ["grpo", "sdpo", "pmd"])
+def test_report_shows_where_a_step_s_time_goes(runs, algo):
+    """Every phase the run timed is a row of report.md's phase table, in step order, with its mean seconds."""
+    from pmd.report import phase_table
+
+    steps = training_rows(rows_of(runs[algo]))
+    timed = {k[len("time/"):] for r in steps for k in r if k.startswith("time/")}
+    table = phase_table(rows_of(runs[algo]))
+    assert table[0] == f"| phase (mean over {len(steps)} steps) | seconds per step | share |"
+    shown = [line.split(" | ")[0][2:] for line in table[2:]]
+    assert set(shown) == timed and shown[0] == "generate"
+    assert ("retrieve" in shown) == ("record" in shown) == (algo == "pmd")
+    assert ("teacher_context" in shown) == (algo != "grpo")
+    if algo == "pmd":
+        assert shown.index("retrieve") < shown.index("plan") < shown.index("render") < shown.index("record")
+    mean = sum(r.get("time/generate", 0.0) for r in steps) / len(steps)
+    assert f"| generate | {mean:.3f} |" in "\n".join(table)
+    assert "\n".join(table) in (runs[algo] / "report.md").read_text()
+
+
 def test_distillation_loss_is_shown_once(runs):
     run_dir = runs["sdpo"]
     last = training_rows(rows_of(run_dir))[-1]

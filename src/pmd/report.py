@@ -176,6 +176,25 @@ def last_step_table(rows: list[dict]) -> list[str]:
             + [f"| {k} | {_fmt(last[k])} |" for k in keys])
 
 
+# The step's phases in the order they run (step.py); a phase not listed (a new one) comes last, by name.
+PHASE_ORDER = ("generate", "reward", "teacher_context", "retrieve", "plan", "render", "prepare_batch", "loss_forward",
+               "backward", "optimizer", "ema_sync", "record", "reflect", "consolidate", "eval", "save")
+
+
+def phase_table(rows: list[dict]) -> list[str]:
+    """Markdown table of where a training step's time goes: each phase's mean seconds per step (`time/<phase>`,
+    exclusive of the phases inside it) and its share of their sum, in step order."""
+    steps = training_rows(rows)
+    names = {k[len("time/"):] for r in steps for k in r if k.startswith("time/")}
+    if not names:
+        return []
+    mean = {n: sum(r.get(f"time/{n}", 0.0) for r in steps) / len(steps) for n in names}
+    total = sum(mean.values()) or 1.0
+    order = sorted(names, key=lambda n: (PHASE_ORDER.index(n) if n in PHASE_ORDER else len(PHASE_ORDER), n))
+    return ([f"| phase (mean over {len(steps)} steps) | seconds per step | share |", "|---|---|---|"]
+            + [f"| {n} | {mean[n]:.3f} | {mean[n] / total:.0%} |" for n in order])
+
+
 MEMORY_KEYS = ["memory/experiences", "memory/insights", "memory/patterns_active", "memory/patterns_retired"]
 
 
@@ -409,9 +428,9 @@ def _render(run_dir: Path, staged: dict[str, Path]) -> str:
             parts += ["## Training", "", "![training](training.png)", "",
                       "Panels: " + "; ".join(f"{name} ({', '.join(f'`{k}`' for k in keys)})"
                                              for name, keys in plotted.items()), ""]
-        table = last_step_table(rows)
-        if table:
-            parts += table + [""]
+        for table in (last_step_table(rows), phase_table(rows)):
+            if table:
+                parts += table + [""]
         active = _mean_of(steps, "self_distillation/teacher_active_fraction")
         if active is not None:
             line = f"Mean teacher-active fraction over the run: **{active:.3f}**"
