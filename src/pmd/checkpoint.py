@@ -1,7 +1,7 @@
 """What a pmd checkpoint holds, and how to find the last complete one.
 
 A checkpoint is transformers/TRL's `checkpoints/checkpoint-N/` (weights, optimizer, scheduler, RNG states,
-trainer_state.json) plus what only pmd knows about, written by `CheckpointCallback.on_save` right after the Trainer:
+trainer_state.json) plus what only pmd knows about, written by the step's `save` (step.py, on TRL's `on_save`) right after the Trainer:
 
 - `memory.sqlite`: the memory store as it was after step N (SQLite online backup, atomic);
 - `teacher_model.safetensors`: SDPO's EMA teacher (`teacher_model_kind: ema`). TRL does not save it, and without
