@@ -208,7 +208,7 @@ def instrument(trainer, loop, prof: Profiler) -> None:
             return inner(*args, **kwargs)
         finally:
             metrics = trainer.teacher_context_builder.last_metrics
-            extra["active fraction"] = metrics.get("self_distillation/teacher_active_fraction", float("nan"))
+            extra["active fraction"] = metrics.get("self_distillation/reprompt_sample_fraction", float("nan"))
             prof.end(extra)
 
     trainer._maybe_log_save_evaluate = step_end

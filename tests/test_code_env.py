@@ -523,15 +523,12 @@ os._exit(0)
     assert crashed.reward == 0.0 and crashed.details["status"] == "judge_error" and crashed.failure_kind == "other"
     assert env.judge_errors["RecursionError"] == 1
 
-    # the count reaches the run's metrics.jsonl (and summary), so a crashing judge is visible, not silent zeros
-    from types import SimpleNamespace
-
+    # the count reaches every step's log row (metrics.jsonl and trackers; and the summary), so a crashing judge is
+    # visible, not silent zeros
     from pmd.envs import EnvironmentSuite
-    from pmd.trainer import MetricsJSONL
+    from pmd.step import Phases, PMDStep
 
     suite = EnvironmentSuite([env])
     assert suite.judge_errors() == {"RecursionError": 1}
-    MetricsJSONL(tmp_path / "metrics.jsonl", suite=suite).on_log(
-        None, SimpleNamespace(is_world_process_zero=True, global_step=3), None, logs={"loss": 0.5})
-    row = json.loads((tmp_path / "metrics.jsonl").read_text())
-    assert row["step"] == 3 and row["env/judge_errors_total"] == 1.0
+    row = PMDStep(suite, Phases.for_algo("grpo")).log({"loss": 0.5})
+    assert row["loss"] == 0.5 and row["env/judge_errors_total"] == 1.0

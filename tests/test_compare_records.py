@@ -35,7 +35,7 @@ def eval_result(passed, lenient=None, fmt=None, n_per_family=4):
 
 def train_rows(steps, length=20.0, clipped=0.1, active=1.0):
     return [{"step": s, "completions/mean_length": length, "completions/clipped_ratio": clipped,
-             "self_distillation/teacher_active_fraction": active} for s in range(1, steps + 1)]
+             "self_distillation/reprompt_sample_fraction": active} for s in range(1, steps + 1)]
 
 
 def write_run(run_dir, base, final, steps=4, rows=None, eval_steps=(2, 4), cpu=1.5):
@@ -271,8 +271,8 @@ def test_collapsed_seeds_are_named_in_the_table(tmp_path, out):
 def test_teacher_diagnostics_average_over_steps_and_mark_unlogged_metrics():
     from pmd.compare import teacher_diagnostics
 
-    rows = [{"step": 1, "self_distillation/teacher_active_fraction": 0.5, "pmd/memory_level_frac/pattern": 0.0},
-            {"step": 2, "self_distillation/teacher_active_fraction": 1.0, "pmd/memory_level_frac/pattern": 0.5},
+    rows = [{"step": 1, "self_distillation/reprompt_sample_fraction": 0.5, "pmd/memory_level_frac/pattern": 0.0},
+            {"step": 2, "self_distillation/reprompt_sample_fraction": 1.0, "pmd/memory_level_frac/pattern": 0.5},
             {"step": 2, "eval/greedy_accuracy": 0.3}]
     got = teacher_diagnostics(rows)
     assert got["active"] == 0.75 and got["pattern"] == 0.25

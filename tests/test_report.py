@@ -21,7 +21,7 @@ def test_report_has_accuracies_activity_and_memory(tmp_path):
                                                        "trained_greedy_accuracy": 0.5}))
     (tmp_path / "eval_base.json").write_text(json.dumps(_eval([True, False, False, False])))
     (tmp_path / "eval_trained.json").write_text(json.dumps({**_eval([True, True, False, False]), "step": 2}))
-    rows = [{"step": s, "loss": 0.1, "self_distillation/teacher_active_fraction": a,
+    rows = [{"step": s, "loss": 0.1, "self_distillation/reprompt_sample_fraction": a,
              "pmd/sdpo_teacher_active_fraction": b, "pmd/memory_only_active_fraction": a - b,
              "memory/experiences": 16.0 * s, "memory/insights": 2.0 * s, "memory/patterns_active": 1.0,
              "memory/patterns_retired": 0.0} for s, a, b in [(1, 0.5, 0.25), (2, 1.0, 0.25)]]
@@ -138,7 +138,7 @@ def test_training_plot_has_reward_loss_and_teacher_curves_for_every_algorithm(ru
     assert plotted["reward (mean over rollouts)"] == [reward_key]
     assert plotted["loss"] == ["loss"]
     teacher = plotted.get("teacher-active fraction of rollouts", [])
-    assert ("self_distillation/teacher_active_fraction" in teacher) == (algo != "grpo")
+    assert ("self_distillation/reprompt_sample_fraction" in teacher) == (algo != "grpo")
     text = (run_dir / "report.md").read_text()
     assert "![training](training.png)" in text and (run_dir / "training.png").stat().st_size > 0
     assert f"reward (mean over rollouts) (`{reward_key}`); loss (`loss`)" in text
@@ -273,6 +273,16 @@ def test_every_file_the_report_replaces_is_checked_before_any_is_written(tmp_pat
         (run / name).mkdir()
         with pytest.raises(PMDError, match=f"{name}: is a directory"):
             check_inputs(run)
+
+
+def test_an_older_run_s_teacher_active_fraction_reads_under_trl_s_name(tmp_path):
+    """pmd logged TRL's reprompt fraction a second time as teacher_active_fraction; it logs it once now, and an
+    older run's rows read as a new run's (the report and pmd compare read both through read_metrics)."""
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "self_distillation/teacher_active_fraction": 0.5})
+                                            + "\n" + json.dumps({"step": 2, "self_distillation/reprompt_sample_fraction": 0.25,
+                                                                  "self_distillation/teacher_active_fraction": 0.25}) + "\n")
+    assert [r for r in read_metrics(tmp_path)] == [{"step": 1, "self_distillation/reprompt_sample_fraction": 0.5},
+                                                   {"step": 2, "self_distillation/reprompt_sample_fraction": 0.25}]
 
 
 def test_read_metrics_skips_lines_that_are_not_utf8(tmp_path):

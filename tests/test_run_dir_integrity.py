@@ -79,7 +79,10 @@ def memory_dump(run: Path) -> list[dict]:
 def end_state(run: Path) -> dict:
     """What a finished run leaves, less what only says how long the last session took."""
     summary = json.loads((run / "summary.json").read_text())
-    report = [line for line in (run / "report.md").read_text().splitlines() if "wall time" not in line]
+    from pmd.report import PHASE_ORDER
+
+    report = [line for line in (run / "report.md").read_text().splitlines() if "wall time" not in line
+              and not line.startswith(("| phase ", *(f"| {p} |" for p in PHASE_ORDER)))]  # seconds per phase
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {
         "summary": {k: Path(v).name if k in ("final_model", "report") else v for k, v in summary.items()

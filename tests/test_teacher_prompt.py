@@ -35,7 +35,8 @@ def test_memory_alone_activates_the_teacher():
     assert [p.active for p in plans] == [False, False, True, True]
     assert plans[2] == TeacherPlan(active=True, demo=None, feedback=None, memory="Lesson: a")
     m = plan_metrics(plans, [0.0] * 4, SDPO)
-    assert m["self_distillation/teacher_active_fraction"] == 0.5
+    assert m["self_distillation/reprompt_sample_fraction"] == 0.5
+    assert "self_distillation/teacher_active_fraction" not in m  # one value, one name (TRL's)
     assert m["pmd/sdpo_teacher_active_fraction"] == 0.0
     assert m["pmd/memory_only_active_fraction"] == 0.5
     assert m["pmd/memory_context_fraction"] == 0.5

@@ -36,7 +36,7 @@ def test_each_algorithm_trains_and_logs(tmp_path, tiny_model_path, algo):
     assert [r["step"] for r in rows if "loss" in r] == [1, 2]
     assert (tmp_path / "run" / "final" / "config.json").is_file()
     if algo != "grpo":
-        assert all("self_distillation/teacher_active_fraction" in r for r in rows if "loss" in r)
+        assert all("self_distillation/reprompt_sample_fraction" in r for r in rows if "loss" in r)
     if algo == "pmd":
         assert all("memory/experiences" in r for r in rows)
         assert summary["memory"]["experiences"] == 2 * 2 * 2  # steps x prompts x generations
@@ -69,13 +69,13 @@ def test_memory_alone_activates_the_teacher(tmp_path, tiny_model_path):
     sdpo = make_cfg(tmp_path / "s", "train.algo=sdpo", *common)
     run(sdpo, tiny_model_path)
     s_rows = [json.loads(l) for l in (tmp_path / "s" / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
-    assert all(r["self_distillation/teacher_active_fraction"] == 0.0 for r in s_rows)
+    assert all(r["self_distillation/reprompt_sample_fraction"] == 0.0 for r in s_rows)
 
     pmd = make_cfg(tmp_path / "p", "train.algo=pmd", *common)
     run(pmd, tiny_model_path)
     p_rows = [json.loads(l) for l in (tmp_path / "p" / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
-    assert p_rows[0]["self_distillation/teacher_active_fraction"] == 0.0  # step 1: memory is still empty
-    assert p_rows[-1]["self_distillation/teacher_active_fraction"] > 0.0
+    assert p_rows[0]["self_distillation/reprompt_sample_fraction"] == 0.0  # step 1: memory is still empty
+    assert p_rows[-1]["self_distillation/reprompt_sample_fraction"] > 0.0
     assert p_rows[-1]["pmd/memory_only_active_fraction"] > 0.0
     assert all(r["pmd/sdpo_teacher_active_fraction"] == 0.0 for r in p_rows)  # SDPO's rule: no success, no feedback
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from .stats import DEFAULT_SAMPLES, DEFAULT_SEED, Interval, compare_outcomes
 
 # What the self-teacher saw, averaged over a run's training steps (TRL's and pmd's own step metrics).
-TEACHER_KEYS = {"active": "self_distillation/teacher_active_fraction",
+TEACHER_KEYS = {"active": "self_distillation/reprompt_sample_fraction",
                 "memory_only_active": "pmd/memory_only_active_fraction",
                 "experience": "pmd/memory_level_frac/experience", "insight": "pmd/memory_level_frac/insight",
                 "pattern": "pmd/memory_level_frac/pattern", "similar": "pmd/memory_level_frac/similar"}

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 
+# The fraction of rollouts with an active teacher, under TRL's name (TRL's own inactive-teacher warning reads it).
+TEACHER_ACTIVE = "self_distillation/reprompt_sample_fraction"
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of metrics.jsonl that are steps. A damaged line (cut by a kill mid-write, bytes that are not
     UTF-8) is skipped: the rest of the log is still usable."""
@@ -35,8 +39,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue  # a line cut by a kill mid-write; the rest of the log is still usable
             if isinstance(row, dict) and _is_int(row.get("step", 0)):  # a foreign or damaged row is no step
-                rows.append(row)
+                rows.append(_current_names(row))
     return rows
+
+
+# Metrics a run logged under another name before: an older run's rows read as a new run's.
+RENAMED_METRICS = {"self_distillation/teacher_active_fraction": TEACHER_ACTIVE}  # pmd's copy of TRL's value
+
+
+def _current_names(row: dict[str, Any]) -> dict[str, Any]:
+    for old, new in RENAMED_METRICS.items():
+        if old in row:
+            value = row.pop(old)
+            row.setdefault(new, value)
+    return row
 
 
 def _is_int(v: Any) -> bool:
@@ -103,7 +119,7 @@ def eval_rows(rows: list[dict]) -> list[dict]:
 TRAINING_PANELS = [
     ("reward (mean over rollouts)", ["reward", "self_distillation/reward_mean"]),
     ("loss", ["loss"]),
-    ("teacher-active fraction of rollouts", ["self_distillation/teacher_active_fraction",
+    ("teacher-active fraction of rollouts", ["self_distillation/reprompt_sample_fraction",
                                              "pmd/sdpo_teacher_active_fraction", "pmd/memory_context_fraction"]),
 ]
 # TRL logs the distillation loss twice, under both names, with the same value; the report shows it once.
@@ -431,7 +447,7 @@ def _render(run_dir: Path, staged: dict[str, Path]) -> str:
         for table in (last_step_table(rows), phase_table(rows)):
             if table:
                 parts += table + [""]
-        active = _mean_of(steps, "self_distillation/teacher_active_fraction")
+        active = _mean_of(steps, TEACHER_ACTIVE)
         if active is not None:
             line = f"Mean teacher-active fraction over the run: **{active:.3f}**"
             sdpo = _mean_of(steps, "pmd/sdpo_teacher_active_fraction")

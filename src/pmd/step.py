@@ -140,9 +140,7 @@ class PMDStep:
         groups that span ranks are planned whole. Reads memory, never writes it (recording is after the update)."""
         rec = self._record_of(len(prompts))
         if not self.phases.memory:
-            batch, metrics = trl_rule(failure_feedback(rec.judged))
-            rec.metrics = {**metrics, "self_distillation/teacher_active_fraction":
-                           metrics["self_distillation/reprompt_sample_fraction"]}
+            batch, rec.metrics = trl_rule(failure_feedback(rec.judged))
             return batch, rec.metrics
         tr = self.trainer
         n_local = len(prompts)

@@ -114,7 +114,6 @@ def plan_metrics(plans: Sequence[TeacherPlan], rewards: Sequence[float], setting
     has_demo = [p.demo is not None for p in plans]
     has_feedback = [p.feedback is not None for p in plans]
     return {
-        "self_distillation/teacher_active_fraction": active / n,
         "self_distillation/reprompt_sample_fraction": active / n,
         "self_distillation/success_sample_fraction": sum(has_demo) / n,
         "self_distillation/success_group_fraction": sum(
