@@ -531,8 +531,11 @@ def read_only_system_dirs() -> tuple[bool, str]:
 
 @probe
 def host_proc_of_parent_unreachable() -> tuple[bool, str]:
+    # The host's pids, looked up inside the sandbox's own /proc (its pid namespace). A host parent of pid 1 (pytest
+    # started under nohup, its shell gone) would name the sandbox's own init there, readable and harmless: skipped.
+    parent = f"/proc/{os.getppid()}/cmdline" if os.getppid() != 1 else f"/proc/{os.getpid()}/cmdline"
     result = run(f"""
-        for path in ("/proc/{os.getpid()}/environ", "/proc/{os.getpid()}/mem", "/proc/{os.getppid()}/cmdline",
+        for path in ("/proc/{os.getpid()}/environ", "/proc/{os.getpid()}/mem", "{parent}",
                      "/proc/1/root/../../{PROJECT_FILE}"):
             try:
                 open(path, "rb").read(10)
