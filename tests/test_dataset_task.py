@@ -18,12 +18,15 @@ ROWS = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i), "level": i 
 REWARDS_PY = '''
 calls = []
 
+def _text(c):  # either form TRL passes: a string (text prompts) or one assistant message (chat prompts)
+    return c[0]["content"] if isinstance(c, list) else c
+
 def with_feedback(prompts, completions, completion_ids, answer, level, **kwargs):
     calls.append({"n": len(completions), "level": list(level), "ids": list(completion_ids),
-                  "prompt_roles": [[m["role"] for m in p] for p in prompts], "state": kwargs.get("trainer_state")})
+                  "prompts": list(prompts), "completions": list(completions), "state": kwargs.get("trainer_state")})
     out = []
     for c, a in zip(completions, answer):
-        text = c[0]["content"]
+        text = _text(c)
         out.append((1.0, "Correct.") if text.strip().endswith(str(a)) else (0.0, "Wrong answer: not the sum."))
     return out
 
@@ -31,7 +34,7 @@ def floats_only(prompts, completions, **kwargs):
     return [0.5 for _ in completions]
 
 def raises_later(prompts, completions, **kwargs):
-    if any("boom" in c[0]["content"] for c in completions):
+    if any("boom" in c for c in completions):
         raise RuntimeError("cannot score boom")
     return [1.0 for _ in completions]
 
@@ -138,7 +141,9 @@ def test_a_trl_reward_function_gets_the_batch_columns_ids_and_gives_feedback(tmp
     assert [v.reward for v in verdicts] == [1.0, 0.0, 0.0]
     assert verdicts[1].feedback == "Wrong answer: not the sum." and verdicts[0].passed
     assert module.calls == [{"n": 3, "level": [p.metadata["row"]["level"] for p in problems], "ids": [[1], [2], [3]],
-                             "prompt_roles": [["user"]] * 3, "state": "state"}]  # one call for the batch
+                             "prompts": [p.question for p in problems],  # text prompts: strings, as TRL passes them
+                             "completions": [f"Answer: {problems[0].answer}", "Answer: -1", "nothing"],
+                             "state": "state"}]  # one call for the batch
 
 
 def test_weighted_terms_sum_like_trl_and_failing_feedback_comes_first(tmp_path, rewards_file):
@@ -220,7 +225,7 @@ STEP_REWARDS_PY = '''
 def fails_from_step_one(prompts, completions, completion_ids, trainer_state=None, **kwargs):
     if trainer_state is not None and trainer_state.global_step >= 1:
         raise KeyError("late failure")
-    return [1.0 if c[0]["content"].strip() else 0.0 for c in completions]
+    return [1.0 if c.strip() else 0.0 for c in completions]  # text prompts: completions are strings, as in TRL
 '''
 
 
@@ -301,17 +306,17 @@ EXITING_PY = '''
 import sys
 
 def exits_late(prompts, completions, **kwargs):
-    if any("boom" in c[0]["content"] for c in completions):
+    if any("boom" in c for c in completions):
         sys.exit(0)
     return [1.0 for _ in completions]
 
 def generator_exit_late(prompts, completions, **kwargs):
-    if any("boom" in c[0]["content"] for c in completions):
+    if any("boom" in c for c in completions):
         raise GeneratorExit
     return [1.0 for _ in completions]
 
 def interrupted_late(prompts, completions, **kwargs):
-    if any("boom" in c[0]["content"] for c in completions):
+    if any("boom" in c for c in completions):
         raise KeyboardInterrupt
     return [1.0 for _ in completions]
 
@@ -319,7 +324,8 @@ def edits_its_columns(prompts, completions, tags, **kwargs):
     out = [1.0 if t == ["a", "b"] else 0.0 for t in tags]
     for t in tags:
         t.pop()
-    completions[0][0]["content"] = "changed"
+    completions[0] = "changed"
+    prompts[0] = "changed"
     return out
 '''
 

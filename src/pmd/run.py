@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,9 @@ from .config import RunConfig
 from .dist import Ranks
 from .envs import EnvironmentSuite
 from .eval_model import evaluate_model
-from .preflight import preflight
+from .preflight import first_prompt, preflight
 from .atomic import atomic_write_text
-from .rundir import METRICS_FILE, Resume, RunDirLock, Start, prepare_start
+from .rundir import FIRST_PROMPT_FILE, METRICS_FILE, Resume, RunDirLock, Start, prepare_start
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,16 @@ class Run:
         self.summary = {"algo": self.cfg.train.algo, "model": self.cfg.model.name_or_path}
         if self.start.extension is not None:
             self.summary["extended"] = self.start.extension
+        if self.ranks.is_main:
+            self.show_first_prompt()
+
+    def show_first_prompt(self) -> None:
+        """Main process: print the first training prompt exactly as the student reads it (chat template applied) and
+        keep it in RUN/first_prompt.txt, so what the model is asked is seen, never assumed."""
+        text = first_prompt(self.cfg, self.model_path, self.suite)
+        atomic_write_text(self.run_dir / FIRST_PROMPT_FILE, text)
+        print(f"pmd: the first training prompt, as the student reads it ({self.run_dir / FIRST_PROMPT_FILE}):\n"
+              f"{text}", file=sys.stderr, flush=True)
 
     def evaluate_base(self) -> None:
         """Evaluate the base model (eval_base.json), unless an earlier start did; or, with the evaluation given,

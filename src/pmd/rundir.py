@@ -2,7 +2,7 @@
 putting the directory back to a checkpoint.
 
 A run directory is the run's whole state: config.yaml, metrics.jsonl, memory.sqlite, checkpoints/, final/,
-eval_*.json, summary.json and report.md. Every file pmd writes into it goes through `atomic_write` (temp file,
+eval_*.json, summary.json and report.md (and first_prompt.txt, what the student was asked). Every file pmd writes into it goes through `atomic_write` (temp file,
 fsync, rename), so a kill or a full disk leaves the old file or the new one, never half of one; metrics.jsonl is
 the one append-only log, and a torn last line of it is dropped on resume.
 
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+FIRST_PROMPT_FILE = "first_prompt.txt"  # the first training prompt as the student reads it (run.Run.prepare)
 LOCK_FILE = ".pmd.lock"
 # Kernel pseudo-filesystems: a directory there cannot hold a run (mkdir fails or writes go nowhere). /dev/shm, a
 # plain tmpfs, is allowed.

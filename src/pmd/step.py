@@ -6,7 +6,8 @@ trainer.py wires each seam to one method here. The methods below come in the ord
 
   generate         TRL: `prompts_per_step` problems x `num_generations` rollouts             time/generate
   score            the environment verifies each rollout: rewards to TRL, verdicts onto     time/reward
-                   this step's `StepRecord` (by value; nothing is left on another object)
+                   this step's `StepRecord` (by value; nothing is left on another object);  rewards/<term>/mean,
+                   each reward term of a dataset task logged as TRL logs a reward function  rewards/<term>/std
   teacher_context  gather the global batch -> retrieve -> plan -> render: each rollout's     time/teacher_context,
                    teacher prompt (memory as it was before this step; writes nothing)        retrieve, plan, render
   loss             TRL's SDPO loss distils the teacher (EMA policy on that prompt) into      time/loss_forward,
@@ -101,6 +102,8 @@ class PMDStep:
         self.record: StepRecord | None = None  # the step in flight, from score to after_update
         self.stop_reason: str | None = None  # why training stopped early (a strict reward function raised)
         self._eval_row: dict[str, float] = {}  # this step's evaluation, for its log row
+        # dataset tasks' reward terms (the same on every rank: each rank gathers their scores in `score`, or none does)
+        self._reward_terms = any(getattr(env, "terms", None) for env in suite.environments.values())
 
     def attach(self, trainer, memory: MemoryLoop | None = None) -> PMDStep:
         """Join the trainer, which is built with `reward_function()` and so after this object."""
@@ -128,7 +131,26 @@ class PMDStep:
         verdicts = self.suite.verify_batch(problems, responses, completion_ids, trl_kwargs or {})
         judged = [Judged(p, r, v) for p, r, v in zip(problems, responses, verdicts, strict=True)]
         self.record = StepRecord(step=step, judged=judged)
+        self._log_reward_terms(verdicts)
         return [j.verdict.reward for j in judged]
+
+    def _log_reward_terms(self, verdicts: list) -> None:
+        """Each reward term of a dataset task, over the global batch, as TRL logs each reward function:
+        `rewards/<name>/mean` and `/std` (unweighted; a rollout whose task has no such term does not count, as
+        TRL's NaN). TRL sees one reward function, `env_reward`: GRPO logs rewards/env_reward/* itself; SDPO's TRL
+        trainer logs self_distillation/rewards/env_reward instead, so for SDPO and PMD they are added here, and
+        every algorithm's row holds the whole family. Into TRL's own metrics, averaged over a logging period as
+        TRL's are."""
+        if not self._reward_terms or self.trainer is None:
+            return
+        rows = [{**v.details.get("terms", {}), **({"env_reward": v.reward} if self.phases.teacher else {})}
+                for v in verdicts]
+        rows = gather_object(rows)  # every rank scores its share of the batch; TRL's statistics are global
+        metrics = self.trainer._metrics["train" if self.trainer.model.training else "eval"]
+        for name in sorted({k for row in rows for k in row}):
+            values = torch.tensor([row[name] for row in rows if name in row], dtype=torch.float64)
+            metrics[f"rewards/{name}/mean"].append(values.mean().item())
+            metrics[f"rewards/{name}/std"].append(values.std().item() if len(values) > 1 else float("nan"))
 
     # ------------------------------------------------------------------------------------------ teacher_context
 

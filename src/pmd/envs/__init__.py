@@ -79,8 +79,7 @@ def make_environment(task: TaskConfig, env_cfg: EnvConfig, path: str = "env.task
     if task.kind == "dataset":
         from .dataset import DatasetEnvironment
 
-        return DatasetEnvironment(params, reveal_answer_in_feedback=env_cfg.reveal_answer_in_feedback,
-                                  answer_instruction=env_cfg.answer_instruction, where=path)
+        return DatasetEnvironment(params, reveal_answer_in_feedback=env_cfg.reveal_answer_in_feedback, where=path)
     from .sciknoweval import SciKnowEvalEnvironment
 
     return SciKnowEvalEnvironment(params)

@@ -3,7 +3,11 @@
 `kind: dataset` reads JSONL, JSON, CSV or parquet files (or a folder of them) with `datasets.load_dataset`, or a
 folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk` with `datasets.load_from_disk`. A column holds
 the prompt (plain text, or chat messages with at most one system turn and ending in one user turn), another the
-reference answer; every column of a row is passed on to reward functions, as TRL passes dataset columns.
+reference answer; every column of a row is passed on to reward functions, as TRL passes dataset columns. The
+prompt is used verbatim: the student sees the row's own turns through the chat template (a text prompt as one user
+turn), and nothing is added unless `answer_instruction` says what (reasoning-gym tasks, whose questions do not state
+an answer format, get env.answer_instruction; a row of yours may already state one, in its system turn or its text).
+Reward functions get `prompts` and `completions` in the row's own form, as TRL passes them (reward_functions.py).
 
 The reward is TRL's combination: the weighted sum of `rewards` (built-in verifiers from `verifiers.py`, functions
 from `reward_functions.py`). Feedback starts with the verdict, like the built-in environments', because SDPO's and
@@ -19,10 +23,18 @@ checkpoint instead (`stop_reason`). "Raises" includes `sys.exit()` and `Generato
 KeyboardInterrupt, `reward_functions.user_code`): at the first rows they are one line and exit code 2, in training
 a counted failure, never a quiet exit 0. Weights are > 0, and with verifiers alone `pass_threshold` must lie in
 (0, sum of weights], so that "passed" (what the memory learns from as a success) keeps its meaning.
+
+The first-rows call also measures what is reachable (`Reachable`): each term's highest score on those reference
+replies, weighted and summed. A `pass_threshold` above it (and, in preflight, a `train.success_reward_threshold`
+above it) would leave "passed" or SDPO's successes empty for the whole run, which showed only as an accuracy of 0.
+With verifiers alone the total is the true maximum (a verifier scores at most 1, and the reference gets it), so the
+threshold is refused; with a function it is only what the reference scored (a format or length reward may score a
+real reply higher), so it is a warning naming the numbers and the setting that would fix it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -31,9 +43,8 @@ from typing import Any, Callable, Sequence
 
 from ..config_fields import _f
 from ..errors import ConfigError, DatasetError
-from ..prompts import ANSWER_INSTRUCTION
 from . import reward_functions
-from .reward_functions import describe, error_name
+from .reward_functions import describe, error_name, trl_completion, trl_form
 from .answer import extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, dedupe_and_split
@@ -74,7 +85,8 @@ class DatasetParams(SplitParams):
     prompt: str = _f("question", "Column with the prompt: text, or chat messages ending in the user turn.")
     answer: str = _f("answer", "Column with the reference answer ('' = none: your functions judge alone).")
     rewards: list[RewardSpec] = _f([RewardSpec(verifier="exact")], "Terms of the reward (weighted sum).")
-    answer_instruction: str | None = _f(None, "Appended to each question (null = env.answer_instruction; '' = none).")
+    answer_instruction: str = _f("", "Text added on a new line after each prompt's user turn ('' = the prompt "
+                                     "verbatim; e.g. \"Give the final result on a line 'Answer: <answer>'.\").")
     pass_threshold: float | None = _f(None, "Reward at which a response counts as passed (null = sum of weights).")
     strict: bool = _f(False, "A reward function that raises stops the run at the next checkpoint (else it scores 0).")
 
@@ -114,17 +126,63 @@ def threshold_problem(threshold: float | None, rewards: Sequence[RewardSpec]) ->
 class _Term:
     spec: RewardSpec
     judge: Callable[..., Any]  # a Verifier (response, reference) -> Verdict, or the user's function
+    name: str = ""  # the label, made unique within the task: `rewards/<name>/mean` in the logs, as TRL names them
+
+
+@dataclass(frozen=True)
+class Reachable:
+    """The highest score each term gave the first training rows' reference replies (by term name, unweighted), and
+    whether that is the true maximum (`exact`: every term a built-in verifier, which scores at most 1)."""
+
+    scores: dict[str, float]
+    weights: dict[str, float]
+    exact: bool
+
+    @property
+    def total(self) -> float:
+        return sum(self.weights[k] * v for k, v in self.scores.items())
+
+    def shown(self) -> str:
+        return " + ".join(f"{self.weights[k]:g} x {k} {v:g}" for k, v in self.scores.items())
+
+
+def check_reachable(threshold: float, setting: str, meaning: str, reachable: Reachable, where: str) -> None:
+    """Refuse (ConfigError) or warn when `threshold` is above the reward the first rows' reference replies reach:
+    refuse where every term is a verifier (nothing can score higher), warn where a function takes part (a real reply
+    may score higher than the reference). `setting` is the key to change, `meaning` what the threshold decides."""
+    total = reachable.total
+    if threshold <= total + 1e-9:
+        return
+    text = (f"{setting} {threshold:g} ({meaning}) is above the highest reward that {where}'s reference answers reach "
+            f"on its first rows, {total:g} = {reachable.shown()}")
+    if reachable.exact:
+        raise ConfigError(f"{text}; no reply can reach it: set {setting}: {total:g} (or lower)")
+    logger.warning("%s; unless your function scores real replies higher than the reference answers, no reply will "
+                   "reach it: set %s: %g", text, setting, total)
+
+
+def _unique_names(labels: Sequence[str]) -> list[str]:
+    """Term labels made unique (two `numeric` terms: numeric_1, numeric_2), and never TRL's own `env_reward`."""
+    counts = Counter(labels)
+    seen: Counter[str] = Counter()
+    out = []
+    for label in labels:
+        if counts[label] > 1 or label == "env_reward":
+            seen[label] += 1
+            label = f"{label}_{seen[label]}"
+        out.append(label)
+    return out
 
 
 class DatasetEnvironment:
     """Problems from your dataset, judged by your `rewards` (see the module docstring)."""
 
     def __init__(self, params: DatasetParams | None = None, /, *, reveal_answer_in_feedback: bool = False,
-                 answer_instruction: str = ANSWER_INSTRUCTION, where: str = "dataset", **options: Any) -> None:
+                 where: str = "dataset", **options: Any) -> None:
         self.params = params = build_params(DatasetParams, params, options, where)
         self.where = where
         self.name = params.name or Path(params.path).stem
-        self.instruction = answer_instruction if params.answer_instruction is None else params.answer_instruction
+        self.instruction = params.answer_instruction
         rows = load_rows(Path(params.path), params.split, f"{where}.params.path")
         if params.eval_path or params.eval_split:
             eval_rows = (load_rows(Path(params.eval_path), params.split, f"{where}.params.eval_path")
@@ -141,6 +199,8 @@ class DatasetEnvironment:
         if not self._splits["train"]:
             raise DatasetError(f"{params.path}: no training problems left after the held-out split")
         self.terms = [self._term(spec, i, reveal_answer_in_feedback) for i, spec in enumerate(params.rewards)]
+        for term, name in zip(self.terms, _unique_names([t.spec.label for t in self.terms]), strict=True):
+            term.name = name
         self.threshold = (params.pass_threshold if params.pass_threshold is not None
                           else sum(t.spec.weight for t in self.terms))
         self.failures: Counter[str] = Counter()
@@ -179,15 +239,26 @@ class DatasetEnvironment:
 
     def _check_first_rows(self) -> None:
         """Call every reward once on the first training rows (their reference answers as completions), so a reward
-        that cannot run fails now, in one line, and not hours into training."""
+        that cannot run fails now, in one line, and not hours into training; a function's error says in which form
+        TRL's arguments came (a TypeError on a string or a list is otherwise a puzzle). What the terms score there is
+        the reachable reward, against which `pass_threshold` is checked (module docstring)."""
         problems = self.problems("train")[:2]
         responses = [f"Answer: {p.answer}" if p.answer is not None else "" for p in problems]
+        scores = {}
         for i, term in enumerate(self.terms):
             try:
-                self._score(term, problems, responses, None, None)
+                verdicts = self._score(term, problems, responses, None, None)
             except Exception as exc:  # noqa: BLE001 - the user's code: any failure is a bad input
+                called = (f" (called as TRL calls it: {trl_form(self.params.prompt, _conversational(problems[0]))})"
+                          if term.spec.function else "")
                 raise DatasetError(f"{self.where}.params.rewards[{i}] ({term.spec.label}) failed on the first rows "
-                                   f"of {self.params.path}: {describe(exc)}") from None
+                                   f"of {self.params.path}: {describe(exc)}{called}") from None
+            scores[term.name] = max(v.reward for v in verdicts)
+        self.reachable = Reachable(scores, {t.name: t.spec.weight for t in self.terms},
+                                   exact=not any(t.spec.function for t in self.terms))
+        default = " (the sum of the weights)" if self.params.pass_threshold is None else ""
+        check_reachable(self.threshold, f"{self.where}.params.pass_threshold",
+                        f"the reward at which a reply counts as passed{default}", self.reachable, self.name)
 
     # ------------------------------------------------------------------------------------------ Environment
 
@@ -195,7 +266,8 @@ class DatasetEnvironment:
         check_split(split, self.name)
         return [
             Problem(uid=f"{self.name}/{split}/{self.params.seed}/{i}", family=self.name, question=r["question"],
-                    answer=r["answer"], metadata={"row": r["row"], "system_prompt": r["system"]})
+                    answer=r["answer"], metadata={"row": r["row"], "system_prompt": r["system"],
+                                                  "conversational": r["conversational"]})
             for i, r in enumerate(self._splits[split][: self.params.max_problems])
         ]
 
@@ -223,45 +295,62 @@ class DatasetEnvironment:
                completion_ids: Sequence[Any] | None, trl_kwargs: dict[str, Any] | None) -> list[Verdict]:
         if term.spec.verifier:
             return [term.judge(r, p.answer or "") for p, r in zip(problems, responses, strict=True)]
-        prompts = [self.messages(p) for p in problems]
+        prompts = [self.trl_prompt(p) for p in problems]
         columns = {c: [p.metadata["row"].get(c) for p in problems] for c in problems[0].metadata["row"]}
-        scored = reward_functions.call(term.judge, prompts, list(responses), columns, completion_ids, trl_kwargs)
-        return [_function_verdict(term.spec.label, s, r) for s, r in zip(scored, responses, strict=True)]
+        scored = reward_functions.call(term.judge, prompts, list(responses), columns, completion_ids, trl_kwargs,
+                                       [_conversational(p) for p in problems])
+        return [_function_verdict(term.name, s, r) for s, r in zip(scored, responses, strict=True)]
 
     def messages(self, problem: Problem) -> list[dict[str, str]]:
-        """The student's prompt for this problem, as TRL passes `prompts` to reward functions."""
+        """The student's chat turns for this problem from its row (the row's system turn, the user turn)."""
         from ..prompts import student_messages
 
         return student_messages(problem.metadata.get("system_prompt") or "", self.format_prompt(problem))
 
+    def trl_prompt(self, problem: Problem) -> str | list[dict[str, Any]]:
+        """The prompt as TRL passes `prompts` to reward functions: the row's own form, a string for a text prompt,
+        its chat messages for a conversational one (with `answer_instruction` added where the student sees it)."""
+        if not _conversational(problem):
+            return self.format_prompt(problem)
+        turns = copy.deepcopy(problem.metadata["row"][self.params.prompt])
+        turns[-1]["content"] = self.format_prompt(problem)
+        return turns
+
+    def completion(self, problem: Problem, response: str) -> str | list[dict[str, str]]:
+        """A reply as TRL passes it to reward functions, in the form of the problem's prompt."""
+        return trl_completion(response, _conversational(problem))
+
     def _failed(self, term: _Term, exc: Exception, n: int) -> list[Verdict]:
-        kind = f"{term.spec.label}: {error_name(exc)}"
+        kind = f"{term.name}: {error_name(exc)}"
         if not self.failures[kind]:
             logger.warning("reward function %s raised %s (scored 0; later failures of this kind are counted, not "
-                           "logged)", term.spec.label, describe(exc))
+                           "logged)", term.name, describe(exc))
         self.failures[kind] += 1
         if self.params.strict and self.stop_reason is None:
-            self.stop_reason = (f"{self.where}: reward function {term.spec.label} raised {describe(exc)} "
+            self.stop_reason = (f"{self.where}: reward function {term.name} raised {describe(exc)} "
                                 "(strict: true)")
-        text = f"Not scored: the reward function {term.spec.label} failed on this batch."
+        text = f"Not scored: the reward function {term.name} failed on this batch."
         return [Verdict(reward=0.0, passed=False, feedback=text, failure_kind="other")] * n
 
     def _combine(self, verdicts: list[Verdict], response: str) -> Verdict:
         weights = [t.spec.weight for t in self.terms]
         reward = sum(w * v.reward for w, v in zip(weights, verdicts, strict=True))
         passed = reward >= self.threshold - 1e-9
+        terms = {t.name: v.reward for t, v in zip(self.terms, verdicts)}  # unweighted, as TRL logs rewards/<name>
+        first_verifier = next((v for t, v in zip(self.terms, verdicts) if t.spec.verifier), None)
+        # right answer, format aside: the verifier's own reading; with functions alone, passed (never below it)
+        lenient = first_verifier.details.get("lenient_correct", passed) if first_verifier else passed
         if len(verdicts) == 1:
             return replace(verdicts[0], reward=reward, passed=passed,
-                           failure_kind=combined_failure_kind(passed, verdicts))
+                           failure_kind=combined_failure_kind(passed, verdicts),
+                           details={**verdicts[0].details, "lenient_correct": lenient, "terms": terms})
         # the worst-scoring failing term speaks first, in the feedback and in the failure kind
         ordered = sorted(verdicts, key=lambda v: (v.passed, v.reward))
         feedback = " ".join(v.feedback for v in ordered if v.feedback)
-        first_verifier = next((v for t, v in zip(self.terms, verdicts) if t.spec.verifier), None)
         shown = first_verifier or _function_verdict("", reward_functions.Scored(reward), response)
         return Verdict(reward=reward, passed=passed, feedback=feedback, extracted=shown.extracted,
                        format_ok=shown.format_ok, failure_kind=combined_failure_kind(passed, ordered),
-                       details={"lenient_correct": shown.details.get("lenient_correct", passed),
-                                "terms": {t.spec.label: v.reward for t, v in zip(self.terms, verdicts)}})
+                       details={"lenient_correct": lenient, "terms": terms})
 
 
 def combined_failure_kind(passed: bool, verdicts: Sequence[Verdict]) -> str:
@@ -283,6 +372,11 @@ def _function_verdict(label: str, scored: reward_functions.Scored, response: str
                    failure_kind="" if passed else "other")
 
 
+def _conversational(problem: Problem) -> bool:
+    """Whether the problem's prompt came as chat messages (TRL's conversational format) rather than text."""
+    return bool(problem.metadata.get("conversational"))
+
+
 def _key(record: dict[str, Any]) -> tuple[str, str]:
     return (" ".join(record["question"].split()).lower(), record["system"] or "")
 
@@ -295,7 +389,8 @@ def _record(row: dict[str, Any], prompt_col: str, answer_col: str, where: str) -
         if value is None or (isinstance(value, str) and not value.strip()):
             raise DatasetError(f"{where}: empty {answer_col!r}")
         answer = str(value)
-    return {"question": question, "system": system, "answer": answer, "row": row, "where": where}
+    return {"question": question, "system": system, "answer": answer, "row": row, "where": where,
+            "conversational": not isinstance(row.get(prompt_col), str)}
 
 
 def _prompt(value: Any, where: str, column: str) -> tuple[str, str | None]:

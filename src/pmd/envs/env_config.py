@@ -39,7 +39,8 @@ class EnvConfig:
     system_prompt: str = _f("", "System message the student (and teacher) sees ('' = the model's default).")
     answer_instruction: str = _f(
         ANSWER_INSTRUCTION,
-        "reasoning-gym: appended to each question, the answer format graded strictly (code/sciknoweval have their own).",
+        "reasoning-gym: appended to each question, the answer format graded strictly (code/sciknoweval have their "
+        "own; a dataset task uses its prompts verbatim unless its params.answer_instruction says otherwise).",
     )
 
     def __post_init__(self) -> None:

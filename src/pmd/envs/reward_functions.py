@@ -5,10 +5,14 @@ function takes TRL's reward signature, so an existing TRL reward function works 
 
     def reward(prompts, completions, completion_ids, **kwargs) -> list[float | None]
 
-`prompts` are chat messages, `completions` are `[{"role": "assistant", "content": text}]` (TRL's conversational
-form), `completion_ids` the generated token ids (None outside training, e.g. in evaluation), and `kwargs` hold every
-column of the dataset's rows (one list entry per completion) plus TRL's `trainer_state`, `log_extra` and
-`log_metric`. It returns one float per completion (None: not applicable, scored 0), or `(reward, feedback_text)`
+`prompts` and `completions` come in the form of the row's prompt, as TRL 1.16's GRPOTrainer passes them
+(`_generate_and_score_completions`, `_calculate_rewards`): a text prompt (TRL's standard format) gives the prompt
+string and each completion as a plain string; a prompt of chat messages (conversational format) gives those messages
+and each completion as `[{"role": "assistant", "content": text}]`. pmd renders every prompt through the chat
+template, a text one as one user turn, but a reward function sees the form the user wrote (`trl_form`), so TRL's
+documented examples (`len(completion)`, `completion[0]["content"]`) run unchanged. `completion_ids` are the
+generated token ids (None outside training, e.g. in evaluation), and `kwargs` hold every column of the dataset's
+rows (one list entry per completion) plus TRL's `trainer_state`, `log_extra` and `log_metric`. It returns one float per completion (None: not applicable, scored 0), or `(reward, feedback_text)`
 pairs: the text reaches SDPO's and PMD's teacher and the memory like a built-in verifier's feedback.
 
 This is the user's own code, not model-written code: it runs in the training process, like TRL's. Whatever it
@@ -146,15 +150,34 @@ def check_signature(fn: Callable[..., Any], where: str, columns: Sequence[str] =
                           f"log_extra, log_metric as keywords; add **kwargs): {exc}") from None
 
 
+def trl_completion(response: str, conversational: bool) -> str | list[dict[str, str]]:
+    """One completion as TRL passes it: the text itself for a text prompt, one assistant message for chat messages
+    (TRL decodes it into `[{"role": "assistant", "content": text}]` when the prompt is conversational)."""
+    return [{"role": "assistant", "content": response}] if conversational else response
+
+
+def trl_form(column: str, conversational: bool) -> str:
+    """What a reward function was given, for an error message about it (a TypeError reads as the function's fault
+    unless it says that `completions` were strings, or messages, and why)."""
+    if conversational:
+        return (f"completions are chat messages [{{'role': 'assistant', 'content': ...}}] and prompts chat messages, "
+                f"because the prompt column {column!r} holds chat messages (TRL's conversational format)")
+    return (f"completions are plain strings and prompts strings, because the prompt column {column!r} is text "
+            "(TRL's standard format)")
+
+
 def call(fn: Callable[..., Any], prompts: list[Any], responses: list[str], columns: dict[str, list[Any]],
-         completion_ids: Sequence[Any] | None = None, trl_kwargs: dict[str, Any] | None = None) -> list[Scored]:
+         completion_ids: Sequence[Any] | None = None, trl_kwargs: dict[str, Any] | None = None,
+         conversational: Sequence[bool] | None = None) -> list[Scored]:
     """Call `fn` on a batch the way TRL does (an `async def` one too) and normalise what it returns. Raises what `fn`
     raises (a BaseException as UserCodeError), and ValueError if its output has the wrong length or type.
 
-    `fn` gets its own copy of the columns: TRL builds a batch's columns afresh from the dataset, while here they are
-    the problems' own rows, so a function that edited one (`kwargs["tests"][0].pop()`) would change that problem for
-    every later call. (`prompts` and `completions` are built afresh for each call already.)"""
-    completions = [[{"role": "assistant", "content": r}] for r in responses]
+    `prompts` are already in their row's form; `conversational[k]` says which form completion k takes (all chat
+    messages when not given). `fn` gets its own copy of the columns: TRL builds a batch's columns afresh from the
+    dataset, while here they are the problems' own rows, so a function that edited one (`kwargs["tests"][0].pop()`)
+    would change that problem for every later call. (`prompts` and `completions` are built afresh for each call.)"""
+    forms = list(conversational) if conversational is not None else [True] * len(responses)
+    completions = [trl_completion(r, c) for r, c in zip(responses, forms, strict=True)]
     ids = list(completion_ids) if completion_ids is not None else [None] * len(responses)
     extra = {"trainer_state": None, "log_extra": _ignore, "log_metric": _ignore, **(trl_kwargs or {})}
     with user_code():
