@@ -184,8 +184,8 @@ def test_the_reachable_reward_is_what_the_reference_answers_score(tmp_path, doc_
     assert e.reachable.total == 1.25
     # the case: a format reward peaking at 0.5 with weight 0.5 left "passed" (sum of weights, 1.5) empty
     (line,) = [r.getMessage() for r in caplog.records if "pass_threshold" in r.getMessage()]
-    assert "dataset.params.pass_threshold 1.5 (the reward at which a reply counts as passed (the sum of the " \
-           "weights)) is above the highest reward that d's reference answers reach on its first rows, 1.25 = " \
+    assert "dataset.params.pass_threshold 1.5 (the reward at which a reply passes; unset, so the sum of the " \
+           "weights) is above the highest reward that d's reference answers reach on its first rows, 1.25 = " \
            "1 x numeric 1 + 0.5 x records_prompts 0.5" in line
     assert line.endswith("set dataset.params.pass_threshold: 1.25")
     caplog.clear()
@@ -194,6 +194,17 @@ def test_the_reachable_reward_is_what_the_reference_answers_score(tmp_path, doc_
                                         {"function": f"{doc_rewards}:records_prompts", "weight": 0.5}],
                 pass_threshold=1.25)
     assert not [r for r in caplog.records if "pass_threshold" in r.getMessage()]
+
+
+def test_no_threshold_is_suggested_from_a_negative_or_unknown_reach(tmp_path, doc_rewards, caplog):
+    with caplog.at_level(logging.WARNING):  # reward_len peaks at 0 (a 20-character reply), never at 1
+        e = dataset(tmp_path, text_rows(), [{"function": f"{doc_rewards}:reward_len"}])
+    assert e.reachable.total < 0
+    assert caplog.text.rstrip().endswith("set dataset.params.pass_threshold to what your functions give a good reply")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # no reference answers: the empty reply shows nothing
+        e = dataset(tmp_path, text_rows(), [{"function": f"{doc_rewards}:reward_len"}], answer="")
+    assert e.reachable is None and "pass_threshold" not in caplog.text
 
 
 def test_a_threshold_verifiers_cannot_reach_is_refused(caplog):

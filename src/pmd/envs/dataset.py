@@ -14,6 +14,8 @@ from `reward_functions.py`). Feedback starts with the verdict, like the built-in
 PMD's teacher read it: a verifier's own feedback, a function's `(reward, feedback)` text, or a sentence saying which
 check failed. The memory reads the structured outcome instead (`Verdict.extracted`, `Verdict.failure_kind`): a
 verifier's own failure kind, "other" for a function's failed check (a function says no more than its score).
+Each verdict keeps every term's unweighted score by the term's name (its function's or verifier's, made unique;
+`details["terms"]`), which the step logs as TRL logs a reward function: `rewards/<name>/mean` and `/std`.
 
 Bad input fails before anything is written: a missing file or column, a function that cannot be imported or does
 not take TRL's arguments, and any reward that raises on the first rows (each reward is called once, on the first
@@ -29,7 +31,8 @@ replies, weighted and summed. A `pass_threshold` above it (and, in preflight, a 
 above it) would leave "passed" or SDPO's successes empty for the whole run, which showed only as an accuracy of 0.
 With verifiers alone the total is the true maximum (a verifier scores at most 1, and the reference gets it), so the
 threshold is refused; with a function it is only what the reference scored (a format or length reward may score a
-real reply higher), so it is a warning naming the numbers and the setting that would fix it.
+real reply higher), so it is a warning naming the numbers and the setting that would fix it. A task without
+reference answers measures nothing (an empty reply tells nothing of what a reply can reach).
 """
 
 from __future__ import annotations
@@ -157,8 +160,9 @@ def check_reachable(threshold: float, setting: str, meaning: str, reachable: Rea
             f"on its first rows, {total:g} = {reachable.shown()}")
     if reachable.exact:
         raise ConfigError(f"{text}; no reply can reach it: set {setting}: {total:g} (or lower)")
-    logger.warning("%s; unless your function scores real replies higher than the reference answers, no reply will "
-                   "reach it: set %s: %g", text, setting, total)
+    fix = f"set {setting}: {total:g}" if total > 0 else f"set {setting} to what your functions give a good reply"
+    logger.warning("%s; unless your functions score real replies higher than the reference answers, no reply will "
+                   "reach it: %s", text, fix)
 
 
 def _unique_names(labels: Sequence[str]) -> list[str]:
@@ -205,6 +209,7 @@ class DatasetEnvironment:
                           else sum(t.spec.weight for t in self.terms))
         self.failures: Counter[str] = Counter()
         self.stop_reason: str | None = None
+        self.reachable: Reachable | None = None  # _check_first_rows: the reward the reference answers reach
         self._check_first_rows()
 
     # ------------------------------------------------------------------------------------------ loading
@@ -254,11 +259,14 @@ class DatasetEnvironment:
                 raise DatasetError(f"{self.where}.params.rewards[{i}] ({term.spec.label}) failed on the first rows "
                                    f"of {self.params.path}: {describe(exc)}{called}") from None
             scores[term.name] = max(v.reward for v in verdicts)
+        if not self.params.answer:  # no reference answer: an empty reply says nothing of what can be reached
+            self.reachable = None
+            return
         self.reachable = Reachable(scores, {t.name: t.spec.weight for t in self.terms},
                                    exact=not any(t.spec.function for t in self.terms))
-        default = " (the sum of the weights)" if self.params.pass_threshold is None else ""
+        unset = "; unset, so the sum of the weights" if self.params.pass_threshold is None else ""
         check_reachable(self.threshold, f"{self.where}.params.pass_threshold",
-                        f"the reward at which a reply counts as passed{default}", self.reachable, self.name)
+                        f"the reward at which a reply passes{unset}", self.reachable, self.name)
 
     # ------------------------------------------------------------------------------------------ Environment
 

@@ -9,10 +9,11 @@ function takes TRL's reward signature, so an existing TRL reward function works 
 (`_generate_and_score_completions`, `_calculate_rewards`): a text prompt (TRL's standard format) gives the prompt
 string and each completion as a plain string; a prompt of chat messages (conversational format) gives those messages
 and each completion as `[{"role": "assistant", "content": text}]`. pmd renders every prompt through the chat
-template, a text one as one user turn, but a reward function sees the form the user wrote (`trl_form`), so TRL's
-documented examples (`len(completion)`, `completion[0]["content"]`) run unchanged. `completion_ids` are the
-generated token ids (None outside training, e.g. in evaluation), and `kwargs` hold every column of the dataset's
-rows (one list entry per completion) plus TRL's `trainer_state`, `log_extra` and `log_metric`. It returns one float per completion (None: not applicable, scored 0), or `(reward, feedback_text)`
+template, a text one as one user turn, but a reward function sees the form the user wrote (`trl_completion`;
+`trl_form` says which in an error), so TRL's documented examples (`len(completion)`, `completion[0]["content"]`) run
+unchanged. `completion_ids` are the generated token ids (None outside training, e.g. in evaluation), and `kwargs`
+hold every column of the dataset's rows (one list entry per completion) plus TRL's `trainer_state`, `log_extra` and
+`log_metric`. It returns one float per completion (None: not applicable, scored 0), or `(reward, feedback_text)`
 pairs: the text reaches SDPO's and PMD's teacher and the memory like a built-in verifier's feedback.
 
 This is the user's own code, not model-written code: it runs in the training process, like TRL's. Whatever it
