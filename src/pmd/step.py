@@ -103,7 +103,8 @@ class PMDStep:
         self.stop_reason: str | None = None  # why training stopped early (a strict reward function raised)
         self._eval_row: dict[str, float] = {}  # this step's evaluation, for its log row
         # dataset tasks' reward terms (the same on every rank: each rank gathers their scores in `score`, or none does)
-        self._reward_terms = any(getattr(env, "terms", None) for env in suite.environments.values())
+        self._reward_terms = suite is not None and any(getattr(env, "terms", None)
+                                                       for env in suite.environments.values())
 
     def attach(self, trainer, memory: MemoryLoop | None = None) -> PMDStep:
         """Join the trainer, which is built with `reward_function()` and so after this object."""
