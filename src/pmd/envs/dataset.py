@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 from ..config_fields import _f
 from ..errors import ConfigError, DatasetError
 from . import reward_functions
-from .reward_functions import describe, error_name, trl_completion, trl_form
+from .reward_functions import describe, error_name, trl_form
 from .answer import extract_answer
 from .base import Problem, Verdict
 from .data import SplitParams, build_params, check_split, dedupe_and_split
@@ -323,10 +323,6 @@ class DatasetEnvironment:
         turns = copy.deepcopy(problem.metadata["row"][self.params.prompt])
         turns[-1]["content"] = self.format_prompt(problem)
         return turns
-
-    def completion(self, problem: Problem, response: str) -> str | list[dict[str, str]]:
-        """A reply as TRL passes it to reward functions, in the form of the problem's prompt."""
-        return trl_completion(response, _conversational(problem))
 
     def _failed(self, term: _Term, exc: Exception, n: int) -> list[Verdict]:
         kind = f"{term.name}: {error_name(exc)}"
