@@ -2,9 +2,10 @@
 putting the directory back to a checkpoint.
 
 A run directory is the run's whole state: config.yaml, metrics.jsonl, memory.sqlite, checkpoints/, final/,
-eval_*.json, summary.json and report.md (and first_prompt.txt, what the student was asked). Every file pmd writes into it goes through `atomic_write` (temp file,
-fsync, rename), so a kill or a full disk leaves the old file or the new one, never half of one; metrics.jsonl is
-the one append-only log, and a torn last line of it is dropped on resume.
+eval_*.json, summary.json and report.md (and first_prompt.txt, what the student was asked). Every file pmd writes
+into it goes through `atomic_write` (temp file, fsync, rename), so a kill or a full disk leaves the old file or the
+new one, never half of one; metrics.jsonl is the one append-only log, and a torn last line of it is dropped on
+resume.
 
 One writer per run directory: `RunDirLock` holds an exclusive `flock` on the run directory while a process trains
 into it, so a second `pmd train` (or a `--resume` while the first still runs, or a `pmd compare` sub-run) stops with

@@ -6,8 +6,8 @@ trainer.py wires each seam to one method here. The methods below come in the ord
 
   generate         TRL: `prompts_per_step` problems x `num_generations` rollouts             time/generate
   score            the environment verifies each rollout: rewards to TRL, verdicts onto     time/reward
-                   this step's `StepRecord` (by value; nothing is left on another object);  rewards/<term>/mean,
-                   each reward term of a dataset task logged as TRL logs a reward function  rewards/<term>/std
+                   this step's `StepRecord` (by value; nothing is left on another object);   rewards/<term>/mean,
+                   each reward term of a dataset task logged as TRL logs a reward function   rewards/<term>/std
   teacher_context  gather the global batch -> retrieve -> plan -> render: each rollout's     time/teacher_context,
                    teacher prompt (memory as it was before this step; writes nothing)        retrieve, plan, render
   loss             TRL's SDPO loss distils the teacher (EMA policy on that prompt) into      time/loss_forward,
