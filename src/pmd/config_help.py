@@ -70,7 +70,7 @@ def describe(name: str | None = None) -> list[str]:
         out: list[str] = []
         for section in ALL:
             out += _section_lines(section) + [""]
-        return out + [f"Task params by kind: pmd config {' | '.join(s for s in SECTIONS if s not in ALL)}"]
+        return out + [f"# task params by kind: pmd config {' | '.join(s for s in SECTIONS if s not in ALL)}"]
     name = name.strip()
     if name in SECTIONS:
         return _section_lines(name)
