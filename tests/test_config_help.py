@@ -136,6 +136,12 @@ def test_unknown_keys_name_the_closest_one(override, suggestion):
     assert "\n" not in message
 
 
+def test_an_unknown_section_in_a_set_names_the_set():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["train.steps=3", "memroy.reflect_every=2"])
+    assert str(exc.value) == ("--set memroy.reflect_every=2: unknown config key memroy (did you mean memory?)")
+
+
 def test_a_key_with_nothing_close_lists_the_known_ones():
     with pytest.raises(ConfigError) as exc:
         load_config(None, ["train.zzzzzz=1"])
@@ -188,7 +194,8 @@ def test_train_without_a_yaml_file_gets_through_preflight(tmp_path, tiny_model_p
     (["train", "--num_generations", "8"], "train.num_generations", "8"),
     (["train", "--output_dir", "runs/x"], "run_dir", "runs/x"),
     (["train", "--per_device_train_batch_size", "4"], "train.per_device_batch_size", "4"),
-    (["eval", "--temperature", "0.5"], "train.temperature", "0.5"),
+    (["eval", "--temperature", "0.5"], "eval.temperature", "0.5"),  # the command's own section first
+    (["train", "--temperature", "0.5"], "train.temperature", "0.5"),
     (["train", "--beta", "0.1"], "train.trl.beta", "0.1"),  # TRL's own field: the passthrough
 ])
 def test_trl_style_flags_are_answered_with_the_set_they_mean(capsys, argv, key, value):

@@ -26,12 +26,14 @@ RENAMED = {
     "lora_target_modules": "train.lora_target_modules",
     "num_train_epochs": "train.steps (pmd counts optimizer steps, not epochs)",
 }
-# Sections searched, in order, for a field of the flag's name (train first: `--seed` is train.seed).
-_SECTIONS = ("train", "model", "eval", "memory", "env")
+# Sections searched, in order, for a field of the flag's name: the command's own first (`pmd train --seed` is
+# train.seed, `pmd eval --temperature` is eval.temperature).
+_SECTIONS = {"eval": ("eval", "model", "train", "memory", "env")}
+_DEFAULT_ORDER = ("train", "model", "eval", "memory", "env")
 
 
-def pmd_key(name: str) -> str | None:
-    """The pmd config key a TRL-style option name means, or None."""
+def pmd_key(name: str, command: str = "train") -> str | None:
+    """The pmd config key a TRL-style option name means for `command`, or None."""
     from .config import RunConfig
 
     name = name.replace("-", "_")
@@ -40,7 +42,7 @@ def pmd_key(name: str) -> str | None:
     defaults = RunConfig()
     if name == "run_dir":
         return "run_dir"
-    for section in _SECTIONS:
+    for section in _SECTIONS.get(command, _DEFAULT_ORDER):
         if name in {f.name for f in dataclasses.fields(getattr(defaults, section))}:
             return f"{section}.{name}"
     return None
@@ -57,7 +59,7 @@ def foreign_flag_hint(extra: Sequence[str], argv: Sequence[str], command: str) -
         at = list(argv).index(flag) if flag in argv else -1
         following = argv[at + 1] if 0 <= at < len(argv) - 1 else ""
         value = following if following and not following.startswith("-") else "VALUE"
-    key = pmd_key(name)
+    key = pmd_key(name, command)
     if key is None:
         return (f"--{name}: not a pmd option; pmd's options are config keys (pmd config lists them): a TRL "
                 f"GRPOConfig/SDPOConfig field passes through as --set train.trl.{name}={value}")
