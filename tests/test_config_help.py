@@ -26,7 +26,8 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.mark.parametrize("section, cls, prefix", [
     ("train", TrainConfig, "train."), ("memory", MemoryConfig, "memory."),
     ("memory.consolidation", ConsolidationConfig, "memory.consolidation."),
-    ("memory.retrieval", RetrievalConfig, "memory.retrieval."), ("eval", EvalConfig, "eval."), ("env", EnvConfig, "env."),
+    ("memory.retrieval", RetrievalConfig, "memory.retrieval."), ("eval", EvalConfig, "eval."),
+    ("env", EnvConfig, "env."),
 ])
 def test_a_section_lists_every_field_with_default_and_help(capsys, section, cls, prefix):
     code, out, err = _run(capsys, "config", section)
@@ -106,7 +107,8 @@ def test_dump_shows_overrides_and_defaults(tmp_path, capsys):
     code, out, err = _run(capsys, "config", "--dump", str(cfg), "--set", "train.learning_rate=3e-6")
     assert code == 0 and err == ""
     dumped = yaml.safe_load(out)
-    assert dumped["train"]["learning_rate"] == 3e-6 and dumped["train"]["steps"] == 5 and dumped["train"]["algo"] == "pmd"
+    assert dumped["train"]["learning_rate"] == 3e-6
+    assert dumped["train"]["steps"] == 5 and dumped["train"]["algo"] == "pmd"
     assert dumped["memory"]["consolidation"]["min_problems"] == 2  # a default, filled in
     resolved = load_config(cfg, ["train.learning_rate=3e-6"])
     assert dumped == to_dict(resolved)  # what the run would use, and write to RUN/config.yaml
