@@ -295,7 +295,7 @@ def test_unknown_verifier_names_the_nearest(name, hint):
 
 
 @pytest.mark.parametrize("name, params, message", [
-    ("numeric", {"reltol": 1e-3}, f"unknown config key {PATH}.reltol (known: abs_tol,"),
+    ("numeric", {"reltol": 1e-3}, f"unknown config key {PATH}.reltol (did you mean {PATH}.rel_tol?)"),
     ("numeric", {"rel_tol": -1}, f"{PATH}.rel_tol: expected a number >= 0"),
     ("numeric", {"abs_tol": "tiny"}, f"{PATH}.abs_tol: expected a number"),
     ("exact", {"case_sensitive": "yes"}, f"{PATH}.case_sensitive: expected true/false"),

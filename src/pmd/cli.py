@@ -1,4 +1,5 @@
-"""`pmd train | eval | memory | compare | explain | report`: thin wrappers: parse, load config, call the library.
+"""`pmd train | eval | memory | compare | explain | report | config`: thin wrappers: parse, load config, call the
+library.
 
 Expected problems (bad config, unknown model, malformed data, foreign memory DB, a missing run directory or file,
 a bad command line) are printed as one line `pmd: error: ...` with exit code 2, never a traceback; paths are checked
@@ -186,6 +187,20 @@ def cmd_memory(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from .config_help import describe, dump
+
+    if args.dump is None:
+        if args.overrides:
+            raise PMDError("--set applies to `pmd config --dump [CONFIG]` (the resolved config), not to the listing")
+        text = "\n".join(describe(args.section))
+    else:
+        text = dump(args.dump or None, args.overrides, args.section).rstrip("\n")
+    with _stdout():
+        print(text, flush=True)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .compare import run_compare, write_comparison
 
@@ -247,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train (grpo | sdpo | pmd), then evaluate base and trained models memory-free")
-    _add_config_args(p)
+    _add_config_args(p, required=False)  # with no file: the defaults (`pmd config --dump` shows them), --set applies
     p.add_argument("--algo", choices=["grpo", "sdpo", "pmd"], help="overrides train.algo")
     p.add_argument("--run-dir", help="overrides run_dir")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after evaluation")
@@ -283,6 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, default=3, help="teacher calls (distinct problems) to show")
     p.add_argument("--top", type=_positive_int, default=8, help="largest token shifts per call")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("config", help="list config fields (default, allowed values, help), or --dump a resolved "
+                                      "config")
+    p.add_argument("section", nargs="?", help="train, memory, memory.consolidation, eval, env, dataset, ... or one "
+                                              "field (train.learning_rate); default: every section")
+    p.add_argument("--dump", nargs="?", const="", metavar="CONFIG",
+                   help="print the resolved config as a run would use it (defaults < CONFIG < --set), as YAML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="with --dump: override a config value (repeatable)")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("report", help="(re)write RUN_DIR/report.md")
     p.add_argument("run", help="a run directory")
@@ -334,7 +359,14 @@ def disk_error(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # a TRL-style flag (`--learning_rate 1e-6`) gets the --set it means; anything else, argparse's line
+            from .cli_flags import foreign_flag_hint
+
+            hint = foreign_flag_hint(extra, sys.argv[1:] if argv is None else argv, args.command)
+            if hint is None:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parser.exit(2, f"pmd: error: {hint}\n")
     except SystemExit as exc:  # --help (0) or a bad command line (2, one line already printed)
         return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     start = time.time()

@@ -11,6 +11,7 @@ pmd.config (which imports pmd.envs: tests/test_import_graph.py holds the package
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import math
 import re
@@ -184,6 +185,15 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def known_hint(key: Any, names: Any, where: str = "") -> str:
+    """What an "unknown key" message adds: the closest known name (difflib), or, with none close, every known name.
+    One suggestion rather than a list of 34 keys, as `train.trl.*` and the verifier names already did."""
+    near = difflib.get_close_matches(str(key), sorted(names), n=1) if isinstance(key, str) else []
+    if near:
+        return f"did you mean {where}{near[0]}?"
+    return f"known: {', '.join(sorted(names))}"
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check `value` against annotation `tp` (after `from __future__` evaluation); build nested dataclasses."""
     origin = typing.get_origin(tp)
@@ -259,7 +269,7 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
         moved = MOVED_KEYS.get(f"{where}{unknown[0]}")
         if moved:
             raise ConfigError(f"config key {where}{unknown[0]} moved to {moved}")
-        raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown config key {where}{unknown[0]} ({known_hint(unknown[0], names, where)})")
     kwargs = {k: _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
     try:
         obj = cls(**kwargs)

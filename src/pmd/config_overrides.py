@@ -118,6 +118,11 @@ def blame(message: str, applied: Sequence[tuple[str, str]]) -> str | None:
     for key, origin in reversed(applied):
         if _mentions(message, key):
             return origin
+    for key, origin in reversed(applied):  # an unknown section on the way to the key (`--set trian.steps=2`)
+        steps = parse_key(key)
+        if any(re.search(rf"unknown config key {re.escape(key_text(steps[:n]))}(?![\w.\[])", message)
+               for n in range(1, len(steps))):
+            return origin
     for key, origin in reversed(applied):
         steps = parse_key(key)
         for n in range(len(steps) - 1, 1, -1):

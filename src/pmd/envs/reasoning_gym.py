@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..config_fields import _f, build_dataclass
+from ..config_fields import _f, build_dataclass, known_hint
 from ..errors import ConfigError
 from .answer import answer_verdict, extract_answer
 from .base import Problem, Verdict
@@ -65,7 +65,7 @@ def _check_generator(config_cls: type, generator: dict[str, Any], path: str, own
     known = {f.name for f in dataclasses.fields(config_cls)} - set(_SET_BY_PMD)
     unknown = sorted(set(generator) - known)
     if unknown:
-        raise ConfigError(f"unknown config key {path}.{unknown[0]} (known: {', '.join(sorted(known | own))})")
+        raise ConfigError(f"unknown config key {path}.{unknown[0]} ({known_hint(unknown[0], known | own, f'{path}.')})")
     try:
         config = config_cls(**generator)
         if hasattr(config, "validate"):
