@@ -130,3 +130,43 @@ def test_a_run_without_evaluation_says_so_in_its_card(tiny_model_path, tmp_path)
     assert front_matter(text)["tags"] == ["pmd", "trl", "sdpo"]
     assert "Not evaluated: the run was trained with `pmd train --no-eval`" in text
     assert "SDPO (self-distillation policy optimisation" in text
+
+
+# ------------------------------------------------------------------------------------ the Hub: refused at load
+
+
+@pytest.mark.parametrize("algo", ["grpo", "pmd"])
+@pytest.mark.parametrize("trl", ["{push_to_hub: true}", "{hub_model_id: me/my-model}", "{hub_strategy: end}"])
+def test_pushing_to_the_hub_is_refused_at_load_in_one_line_naming_the_upload(tmp_path, algo, trl):
+    from pmd.config import load_config
+    from pmd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"train.algo={algo}", f"train.trl={trl}", f"run_dir={tmp_path / 'run'}"])
+    message = str(info.value)
+    key = trl.strip("{}").split(":")[0]
+    assert f"train.trl.{key}: pmd does not upload to the Hugging Face Hub" in message
+    assert "hf upload USER/NAME RUN/final" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_push_to_hub_false_does_nothing_and_is_accepted(tmp_path):
+    from pmd.config import load_config
+    from pmd.trl_args import PMD_REFUSES, trl_config, trl_fields
+
+    assert set(PMD_REFUSES) <= trl_fields("grpo") | trl_fields("sdpo")  # real TRL fields, or the table is stale
+    cfg = load_config(None, ["train.trl={push_to_hub: false}", f"run_dir={tmp_path / 'run'}"])
+    assert trl_config(cfg, str(tmp_path / "out")).push_to_hub is False
+
+
+def test_pmd_train_with_push_to_hub_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    from pmd.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"train": {"trl": {"push_to_hub": True}}, "run_dir": str(tmp_path / "run")}))
+    code = main(["train", str(config)])
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "train.trl.push_to_hub: pmd does not upload to the Hugging Face Hub" in lines[0] and "hf upload" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
