@@ -121,6 +121,9 @@ def test_a_finished_run_hands_off_a_carded_model_with_the_kv_cache_on(tiny_model
     assert f"| trained (step 2) | {trained['n_problems']} | {trained['greedy_accuracy']:.3f} |" in text
     assert f"the local model `{tiny_model_path}`" in text and "2 optimizer steps" in text
     assert "Not evaluated" not in text
+    # the card's own transformers snippet runs on this folder (and uses the KV cache it turned back on)
+    snippet = text.split("```python\n")[1].split("```")[0].replace("THIS_FOLDER", str(final))
+    exec(compile(snippet, "card", "exec"), {})
 
 
 def test_a_run_without_evaluation_says_so_in_its_card(tiny_model_path, tmp_path):
