@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Collection, Mapping
 
+from .distribution import install_extra
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -309,11 +310,11 @@ INTEGRATIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "mlflow": (("mlflow",), "pip install mlflow"),
     "neptune": (("neptune",), "pip install neptune"),
     "swanlab": (("swanlab",), "pip install swanlab"),
-    "tensorboard": (("tensorboard|tensorboardX",), "pip install 'pmd[tensorboard]'"),
-    "trackio": (("trackio",), "pip install 'pmd[trackio]'"),
-    "wandb": (("wandb",), "pip install 'pmd[wandb]'"),
+    "tensorboard": (("tensorboard|tensorboardX",), install_extra("tensorboard")),
+    "trackio": (("trackio",), install_extra("trackio")),
+    "wandb": (("wandb",), install_extra("wandb")),
 }
-VLLM_INSTALL = "pip install 'pmd[vllm]'"
+VLLM_INSTALL = install_extra("vllm")
 
 
 def check_report_to(value: str | list[str]) -> list[str]:
