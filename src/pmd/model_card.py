@@ -47,7 +47,7 @@ TAGS = {"pmd": ["pmd", "trl", "sdpo"], "sdpo": ["pmd", "trl", "sdpo"], "grpo": [
 # Why a card has no results; `run.Run` and trainer.py pass one of these.
 NOT_EVALUATED_SAVED = "these weights were saved by training (`pmd.trainer.train`), before any held-out evaluation"
 NOT_EVALUATED_NO_EVAL = "the run was trained with `pmd train --no-eval`, which skips the held-out evaluation"
-EVALUATE_HINT = "Evaluate them with `pmd eval CONFIG --model THIS_FOLDER`."
+EVALUATE_HINT = "Evaluate these weights with `pmd eval CONFIG --model THIS_FOLDER`."
 
 MEMORY_FREE = ("Inference is memory-free: the model answers from the prompt alone. The memory that shaped the "
                "teacher during training is neither needed nor shipped with these weights.")
