@@ -81,6 +81,7 @@ def test_a_card_without_evaluation_says_why(tmp_path):
     cfg = config_from_dict(data("gpt2", tmp_path / "run"))
     text = card_text(cfg, {"algo": "pmd", "steps": 2}, None, None, NOT_EVALUATED_NO_EVAL)
     assert "Not evaluated: the run was trained with `pmd train --no-eval`" in text
+    assert f"`pmd eval {tmp_path / 'run' / 'config.yaml'} --model {tmp_path / 'run' / 'final'}`" in text
     assert "| trained" not in text
 
 
@@ -89,7 +90,10 @@ def test_the_adapter_card_is_for_peft_on_the_hub_id(tmp_path):
     text = card_text(cfg, {"algo": "pmd", "steps": 2}, adapter=True)
     meta = front_matter(text)
     assert (meta["base_model"], meta["library_name"]) == (BUILTIN_HUB_ID, "peft") and "lora" in meta["tags"]
-    assert f"AutoModelForCausalLM.from_pretrained({BUILTIN_HUB_ID!r})" in text and "PeftModel" in text
+    # the adapter was trained on the de-quantized GGUF: its snippet loads that base, not the Hub's weights
+    assert "from_pretrained(resolve_model('smollm2-135m-instruct'))" in text and "PeftModel" in text
+    hub = card_text(config_from_dict(data("gpt2", tmp_path / "run", lora_r=4)), {"algo": "pmd"}, adapter=True)
+    assert "base = AutoModelForCausalLM.from_pretrained('gpt2')" in hub
     assert "LoRA r=4, alpha=8" in text
 
 

@@ -47,7 +47,7 @@ TAGS = {"pmd": ["pmd", "trl", "sdpo"], "sdpo": ["pmd", "trl", "sdpo"], "grpo": [
 # Why a card has no results; `run.Run` and trainer.py pass one of these.
 NOT_EVALUATED_SAVED = "these weights were saved by training (`pmd.trainer.train`), before any held-out evaluation"
 NOT_EVALUATED_NO_EVAL = "the run was trained with `pmd train --no-eval`, which skips the held-out evaluation"
-EVALUATE_HINT = "Evaluate these weights with `pmd eval CONFIG --model THIS_FOLDER`."
+EVALUATE_HINT = "Evaluate these weights on the run's held-out problems with `pmd eval {config} --model {final}`."
 
 MEMORY_FREE = ("Inference is memory-free: the model answers from the prompt alone. The memory that shaped the "
                "teacher during training is neither needed nor shipped with these weights.")
@@ -153,7 +153,9 @@ def _data(cfg: RunConfig) -> list[str]:
 def _results(cfg: RunConfig, summary: dict[str, Any], base_eval: dict | None, trained_eval: dict | None,
              not_evaluated: str) -> list[str]:
     if trained_eval is None:
-        out = [f"Not evaluated: {not_evaluated}. {EVALUATE_HINT}"]
+        run = Path(cfg.run_dir)
+        out = [f"Not evaluated: {not_evaluated}. "
+               + EVALUATE_HINT.format(config=run / "config.yaml", final=run / "final")]
         if base_eval is not None:
             out += ["", "The base model, before training:", ""] + _table([("base", base_eval)])
         return out
@@ -196,9 +198,11 @@ def _num(value: Any) -> str:
 def _usage(cfg: RunConfig, hub_id: str | None, adapter: bool) -> list[str]:
     tokens = cfg.eval.max_new_tokens
     if adapter:
-        base = hub_id or cfg.model.name_or_path
-        return ["```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM",
-                "", f"base = AutoModelForCausalLM.from_pretrained({base!r})",
+        load = [f"base = AutoModelForCausalLM.from_pretrained({(hub_id or cfg.model.name_or_path)!r})"]
+        if cfg.model.name_or_path == BUILTIN_SMOLLM2:  # trained on the de-quantized GGUF, not the Hub's weights
+            load = ["from pmd.models import resolve_model  # the base it was trained on (the Hub's weights differ "
+                    "slightly)", "", f"base = AutoModelForCausalLM.from_pretrained(resolve_model({BUILTIN_SMOLLM2!r}))"]
+        return ["```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM", *load,
                 'model = PeftModel.from_pretrained(base, "THIS_FOLDER")', "```"]
     return ["```python", "from transformers import pipeline", "",
             'chat = pipeline("text-generation", model="THIS_FOLDER")',
