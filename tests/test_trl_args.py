@@ -368,10 +368,13 @@ def set_importable(monkeypatch, **modules: bool) -> None:
 
 
 @pytest.mark.parametrize("report_to, modules, message", [
-    ("wandb", {"wandb": False}, "train.report_to: 'wandb' needs the wandb package: pip install 'pmd[wandb]'"),
-    ("trackio", {"trackio": False}, "train.report_to: 'trackio' needs the trackio package: pip install 'pmd[trackio]'"),
+    ("wandb", {"wandb": False}, "train.report_to: 'wandb' needs the wandb package: "
+                                "pip install 'procedural-memory-distillation[wandb]'"),
+    ("trackio", {"trackio": False}, "train.report_to: 'trackio' needs the trackio package: "
+                                    "pip install 'procedural-memory-distillation[trackio]'"),
     (["wandb", "tensorboard"], {"wandb": True, "tensorboard": False, "tensorboardX": False},
-     "train.report_to: 'tensorboard' needs the tensorboard or tensorboardX package: pip install 'pmd[tensorboard]'"),
+     "train.report_to: 'tensorboard' needs the tensorboard or tensorboardX package: "
+     "pip install 'procedural-memory-distillation[tensorboard]'"),
     ("mlflow", {"mlflow": False}, "train.report_to: 'mlflow' needs the mlflow package: pip install mlflow"),
     ("dagshub", {"dagshub": True, "mlflow": False}, "'dagshub' needs the mlflow package"),
     ("flyte", {"flytekit": True, "flytekitplugins": False}, "'flyte' needs the flytekitplugins.deck package"),
@@ -424,7 +427,7 @@ def test_kubeflow_needs_its_environment_variable(tmp_path, monkeypatch):
 @pytest.mark.parametrize("cuda, vllm, message", [
     (False, True, "train.use_vllm: true needs a CUDA GPU and none is visible; set train.use_vllm=false"),
     (False, False, "train.use_vllm: true needs a CUDA GPU"),
-    (True, False, "train.use_vllm: true needs the vllm package: pip install 'pmd[vllm]'"),
+    (True, False, "train.use_vllm: true needs the vllm package: pip install 'procedural-memory-distillation[vllm]'"),
     (True, True, None),
 ])
 def test_use_vllm_needs_cuda_and_vllm(tmp_path, monkeypatch, cuda, vllm, message):
@@ -444,7 +447,8 @@ def test_use_vllm_needs_cuda_and_vllm(tmp_path, monkeypatch, cuda, vllm, message
 
 
 def test_every_install_hint_names_a_pinned_extra():
-    """`pip install 'pmd[x]'` in a message must name an extra pyproject.toml defines, with exact pins."""
+    """`pip install 'procedural-memory-distillation[x]'` in a message must name an extra pyproject.toml defines, with
+    exact pins."""
     import re
     import tomllib
     from pathlib import Path
@@ -453,8 +457,8 @@ def test_every_install_hint_names_a_pinned_extra():
 
     extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    hinted = {m for _, hint in INTEGRATIONS.values() for m in re.findall(r"pmd\[(\w+)\]", hint)}
-    hinted |= set(re.findall(r"pmd\[(\w+)\]", VLLM_INSTALL))
+    hinted = {m for _, hint in INTEGRATIONS.values() for m in re.findall(r"distillation\[(\w+)\]", hint)}
+    hinted |= set(re.findall(r"distillation\[(\w+)\]", VLLM_INSTALL))
     assert hinted == {"wandb", "tensorboard", "trackio", "vllm"}
     for name in hinted | {"deepspeed"}:
         assert extras[name] and all("==" in req for req in extras[name]), (name, extras[name])

@@ -324,7 +324,8 @@ def test_math_without_the_package_is_a_one_line_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "math_verify", None)  # makes `import math_verify` raise ImportError
     with pytest.raises(ConfigError) as exc:
         make_verifier("math", {}, PATH)
-    assert str(exc.value) == (f"{PATH}: the math verifier needs the math-verify package: pip install 'pmd[math]'")
+    assert str(exc.value) == (f"{PATH}: the math verifier needs the math-verify package: "
+                              "pip install 'procedural-memory-distillation[math]'")
 
 
 def test_math_install_hint_names_the_pinned_extra():
@@ -337,7 +338,7 @@ def test_math_install_hint_names_the_pinned_extra():
 
     extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    (extra,) = re.findall(r"pmd\[(\w+)\]", MATH_INSTALL)
+    (extra,) = re.findall(r"distillation\[(\w+)\]", MATH_INSTALL)
     assert extras[extra] == ["math-verify[antlr4_13_2]==0.9.0"]
 
 

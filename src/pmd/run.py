@@ -74,6 +74,7 @@ class Run:
             if self.ranks.is_main:
                 self.evaluate_trained()
                 self.write_summary()
+                self.write_model_card()
                 self.report()
             return self.summary
         finally:
@@ -159,6 +160,19 @@ class Run:
         """Main process: summary.json, last of the run's data (a comparison takes a run that has one as finished)."""
         self.summary["eval_seconds"] = self.eval_seconds
         atomic_write_text(self.run_dir / "summary.json", json.dumps(self.summary, indent=2))
+
+    def write_model_card(self) -> None:
+        """Main process: `final/README.md` (model_card.py) rewritten with this session's evaluation, or with why
+        there is none (--no-eval). A comparison's run has its last periodic evaluation (at the last step)."""
+        from .model_card import NOT_EVALUATED_NO_EVAL, write_model_cards
+
+        base_file = self.run_dir / "eval_base.json"
+        base = json.loads(base_file.read_text()) if base_file.is_file() else None
+        trained = self.trained_eval
+        if trained is None and "final_eval" in self.summary:
+            base = base or self.options.base_eval
+            trained = {"overall": self.summary["final_eval"]}
+        write_model_cards(self.run_dir / "final", self.cfg, self.summary, base, trained, NOT_EVALUATED_NO_EVAL)
 
     def report(self) -> None:
         """Main process: report.md from the run directory alone (report.py); the summary names it."""

@@ -29,6 +29,7 @@ import trl
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from .atomic import atomic_write_text
 from .checkpoint import MEMORY_FILE, Manifest
 from .rundir import restore_run_state
 from .config import RunConfig
@@ -40,6 +41,7 @@ from .memory.loop import LAST_REFLECTED, MemoryLoop
 from .memory.reflect import FeedbackStatsReflector, ModelReflector, Reflector
 from .memory.retrieve import token_counter
 from .memory.store import MemoryStore
+from .model_card import write_model_cards
 from .phases import PhasedTrainer, optimizer_phase_callback, phase
 from .precision import precision_used, run_cpu_bf16_hint, run_precision
 from .prompts import student_messages
@@ -347,7 +349,7 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
             t0 = time.time()
             summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)
             summary["eval_trained_seconds"] = time.time() - t0
-        _save_final(trainer, run_dir / "final", model_path)
+        _save_final(trainer, run_dir / "final", model_path, cfg)
         ranks.barrier()  # `final/` is whole before any rank goes on
         if loop is not None and loop.store is not None:
             summary["memory"] = loop.store.counts()
@@ -363,8 +365,10 @@ def _restore(run_dir: Path, ckpt: Path | None) -> Manifest | None:
     return restore_run_state(run_dir, ckpt)
 
 
-def _save_final(trainer, final: Path, base_model: str) -> None:
-    """Weights + tokenizer into a temp dir, then swapped in: `final/` is either the old or the new model, whole.
+def _save_final(trainer, final: Path, base_model: str, cfg: RunConfig) -> None:
+    """Weights + tokenizer + model card into a temp dir, then swapped in: `final/` is either the old or the new
+    model, whole. `config.json` says `use_cache: true` (training turns the KV cache off; serving wants it on). The
+    card (model_card.py) has no results yet: `run.Run` rewrites it once the run's evaluation is recorded.
 
     With LoRA, `final/` holds the merged full weights, so it loads like any model (evaluation, serving) without
     peft, and `final/adapter/` the trained adapter alone, for PEFT users (`PeftModel.from_pretrained(base, ...)`,
@@ -383,11 +387,24 @@ def _save_final(trainer, final: Path, base_model: str) -> None:
             shutil.rmtree(tmp / "adapter" / other, ignore_errors=True)
         merge_adapter(base_model, tmp / "adapter", tmp, model.dtype)
     trainer.processing_class.save_pretrained(str(tmp))
+    enable_kv_cache(tmp)
+    write_model_cards(tmp, cfg, {"algo": cfg.train.algo, "steps": trainer.state.global_step,
+                                 "precision": precision_used(trainer)})
     if final.exists():
         trash = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}.trash")
         os.replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
     os.replace(tmp, final)
+
+
+def enable_kv_cache(folder: Path) -> None:
+    """`use_cache: true` in the saved config.json: TRL and gradient checkpointing turn the KV cache off on the model
+    they train, and `save_pretrained` records that, so generation from `final/` would recompute every past token."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("use_cache") is not True:
+        config["use_cache"] = True
+        atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def merge_adapter(base_model: str, adapter: Path, out: Path, dtype: torch.dtype) -> None:

@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Collection, Mapping
 
+from .distribution import install_extra
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -171,6 +172,13 @@ PMD_DECIDES = {
                      "pmd eval); TRL gets no eval dataset",
 }
 
+# TRL fields pmd refuses (unless false or null, which do nothing): the Hub upload is untested, as pmd's machines
+# cannot reach the Hub, and it would fail or hang at the end of a finished training. `final/` holds its model card.
+_NO_HUB = ("pmd does not upload to the Hugging Face Hub (untested: its test machines cannot reach it); upload after "
+           "the run instead, e.g. the model: `hf upload USER/NAME RUN/final`")
+PMD_REFUSES = {key: _NO_HUB for key in ("push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
+                                        "hub_always_push", "hub_revision", "log_completions_hub_repo")}
+
 # Fields pmd gives a default that `train.trl` may override: beta 0.0 (no reference model), loss_type "dapo" (GRPO),
 # ddp_timeout (dist.DEFAULT_COLLECTIVE_TIMEOUT_S, 600 s, not 1800: a mismatch fails in minutes),
 # distillation_alpha (1.0 for sampled_token, else 0.5), disable_tqdm False, model_init_kwargs, which is merged
@@ -224,6 +232,8 @@ def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[s
         _check_finite(value, where)
         if key in PMD_DECIDES:
             raise ConfigError(f"{where}: pmd sets this itself: {PMD_DECIDES[key]}")
+        if key in PMD_REFUSES and value not in (False, None):
+            raise ConfigError(f"{where}: {PMD_REFUSES[key]}")
         if key == "model_init_kwargs":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a mapping of from_pretrained arguments, got {value!r}")
@@ -300,11 +310,11 @@ INTEGRATIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "mlflow": (("mlflow",), "pip install mlflow"),
     "neptune": (("neptune",), "pip install neptune"),
     "swanlab": (("swanlab",), "pip install swanlab"),
-    "tensorboard": (("tensorboard|tensorboardX",), "pip install 'pmd[tensorboard]'"),
-    "trackio": (("trackio",), "pip install 'pmd[trackio]'"),
-    "wandb": (("wandb",), "pip install 'pmd[wandb]'"),
+    "tensorboard": (("tensorboard|tensorboardX",), install_extra("tensorboard")),
+    "trackio": (("trackio",), install_extra("trackio")),
+    "wandb": (("wandb",), install_extra("wandb")),
 }
-VLLM_INSTALL = "pip install 'pmd[vllm]'"
+VLLM_INSTALL = install_extra("vllm")
 
 
 def check_report_to(value: str | list[str]) -> list[str]:

@@ -11,7 +11,7 @@ task kind alike.
 - `numeric`: numbers equal within a tolerance ("1,234", "3/4", "2.5e-3", "50%"); text that is not a number scores 0.
 - `mcq`: one option letter ("B", "(b)", "Option B", "B. Paris"); naming two different letters scores 0.
 - `regex`: the answer must fullmatch a pattern (a param, or each row's reference answer).
-- `math`: mathematical equivalence by the math-verify package (`pip install 'pmd[math]'`), not a parser of ours.
+- `math`: mathematical equivalence by the math-verify package (the `math` extra: MATH_INSTALL), not a parser of ours.
 
 A row whose reference cannot be graded (empty, not a number, not a choice, an invalid per-row pattern) scores 0
 for every reply with a "Not graded: ..." headline instead of raising: one bad row must not stop a training run, and
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from ..config_fields import _f, build_dataclass
+from ..distribution import install_extra
 from ..errors import ConfigError
 from .answer import WRONG_ANSWER, answer_verdict, extract_answer, normalise_answer, truncate
 from .numbers import numbers_close, numeric_score, parse_number  # noqa: F401 (part of this module's surface)
@@ -45,7 +46,7 @@ __all__ = [
     "parse_number", "read_choice", "regex_score",
 ]
 
-MATH_INSTALL = "pip install 'pmd[math]'"
+MATH_INSTALL = install_extra("math")
 
 
 # ---------------------------------------------------------------------------------------------------- params
