@@ -47,7 +47,7 @@ from .sdpo_loss import SDPOTrainer
 from .sharded import policy_for_generation
 from .step import PeriodicEval, Phases, PMDStep
 from .teacher import StepTeacherContext
-from .trl_args import lora_config, trl_config
+from .trl_args import lora_config, trl_config, trl_rejected
 
 logger = logging.getLogger(__name__)
 
@@ -276,11 +276,17 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     common = dict(model=model if model is not None else model_path, reward_funcs=[step.reward_function()], args=args,
                   train_dataset=build_dataset(suite, "train", cfg.env.system_prompt), processing_class=tokenizer,
                   callbacks=list(callbacks or []), peft_config=lora_config(cfg))
-    if phases.teacher:
-        trainer = DistillationTrainer(**common, distillation_normalization=t.distillation_normalization,
-                                      distil_active_rows_only=t.distil_active_rows_only, length_groups=t.length_groups)
-    else:
-        trainer = GRPOTrainer(**common)
+    try:
+        if phases.teacher:
+            trainer = DistillationTrainer(**common, distillation_normalization=t.distillation_normalization,
+                                          distil_active_rows_only=t.distil_active_rows_only,
+                                          length_groups=t.length_groups)
+        else:
+            trainer = GRPOTrainer(**common)
+    except ValueError as exc:  # TRL checks some train.trl options only here (against each other, the model, PEFT)
+        if not t.trl:
+            raise
+        raise trl_rejected("SDPOTrainer" if phases.teacher else "GRPOTrainer", t.trl, exc) from None
     loop = memory_loop(cfg, trainer, suite, run_dir, tokenizer, ranks) if phases.memory else None
     trainer.pmd_step = step.attach(trainer, loop)
     if phases.teacher:
