@@ -29,6 +29,7 @@ import trl
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from . import quiet
 from .checkpoint import MEMORY_FILE, Manifest
 from .rundir import restore_run_state
 from .config import RunConfig
@@ -266,6 +267,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     from transformers import AutoTokenizer
 
     ranks = ranks or Ranks.for_run(cfg.train.trl)
+    quiet.install()  # known-harmless library warnings off, TRL's per-step SDPO diagnostics thinned (quiet.py)
     t = cfg.train
     phases = Phases.for_algo(t.algo)
     args = trl_config(cfg, str(run_dir / "checkpoints"), world_size=ranks.world)
