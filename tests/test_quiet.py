@@ -13,13 +13,21 @@ def test_the_gradient_checkpointing_future_warning_is_dropped_and_no_other(tiny_
     from pmd import quiet
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+
+    def as_trl_calls_them():  # trl.models.utils, each time it unwraps the model for generation
+        assert model.is_gradient_checkpointing is False
+        model.gradient_checkpointing_enable()
+        assert model.is_activation_checkpointing is True
+        model.gradient_checkpointing_disable()
+
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        assert model.is_gradient_checkpointing is False  # without the filter: the FutureWarning
-        assert [str(w.message) for w in seen if "is_gradient_checkpointing" in str(w.message)]
+        as_trl_calls_them()  # without the filter: three FutureWarnings
+        assert sorted(str(w.message).split("`")[1] for w in seen if w.category is FutureWarning) == [
+            "gradient_checkpointing_disable", "gradient_checkpointing_enable", "is_gradient_checkpointing"]
         seen.clear()
         quiet.install()
-        assert model.is_gradient_checkpointing is False  # transformers' own warning, from its own module: dropped
+        as_trl_calls_them()  # transformers' own warnings, from its own module: dropped
         text = "`is_gradient_checkpointing` is deprecated and will be removed in v6."
         warnings.warn_explicit(text, FutureWarning, "elsewhere.py", 1, module="elsewhere")  # other module
         warnings.warn_explicit(text, DeprecationWarning, "m.py", 1, module="transformers.modeling_utils")  # category

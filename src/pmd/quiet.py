@@ -12,14 +12,15 @@ import re
 import warnings
 
 # (message regex, category, module regex): Python warnings dropped, each for the reason beside it.
-HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
-    # transformers 5.24 renamed `PreTrainedModel.is_gradient_checkpointing` to `is_activation_checkpointing` and
-    # kept the old name as an alias that warns; TRL 1.16 still reads the old name each time it unwraps the model
-    # for generation (trl.models.utils), so every run printed it. Harmless: the alias returns the new property's
-    # value, and it is TRL's code, not a setting a user could change (pmd passes the new name to TrainingArguments:
-    # trl_args.checkpointing_field).
-    (re.escape("`is_gradient_checkpointing` is deprecated and will be removed in v6."), FutureWarning,
-     r"transformers\.modeling_utils\Z"),
+_V6_ALIAS = "`{}` is deprecated and will be removed in v6."
+HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = tuple(
+    # transformers 5.24 renamed gradient checkpointing to activation checkpointing and kept the old names as
+    # aliases that warn; TRL 1.16 still calls the old names each time it unwraps the model for generation
+    # (trl.models.utils: is_gradient_checkpointing, then gradient_checkpointing_disable / _enable when it is on), so
+    # every run printed them. Harmless: each alias forwards to its new name, and it is TRL's code, not a setting a
+    # user could change (pmd passes the new name to TrainingArguments: trl_args.checkpointing_field).
+    (re.escape(_V6_ALIAS.format(name)), FutureWarning, r"transformers\.modeling_utils\Z")
+    for name in ("is_gradient_checkpointing", "gradient_checkpointing_disable", "gradient_checkpointing_enable")
 )
 
 # TRL 1.16's SDPOTrainer logs its degenerate-step diagnostics ("Observed flat SDPO rewards across all sampled
