@@ -3,6 +3,8 @@ line with exit code 2 (issue 26, item 2). Tiny random model, CPU."""
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,22 @@ def test_a_resumed_run_that_fails_before_its_first_step_keeps_its_contents(tmp_p
         run_training(config_from_dict(data(tiny_model_path, run, save_steps=1, steps=3)), evaluate_models=False,
                      resume=True)
     assert kept <= set(snapshot(run))
+
+
+@pytest.mark.slow  # a torchrun launch of two ranks, ~10 s
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is not installed beside this Python")
+def test_two_ranks_refused_by_trls_trainer_say_it_once_and_leave_no_run_dir(tiny_model_path, tmp_path):
+    """Every rank builds the same trainer, so every rank stops at TRL's refusal: rank 0 says it once, takes back
+    the directory, and the ranks leave together (a rank leaving alone could let the launcher kill rank 0 first)."""
+    from test_multiprocess import torchrun, write_config
+
+    cfg = write_config(tmp_path, tiny_model_path, algo="sdpo")
+    proc = torchrun(tmp_path / "log", "train", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-eval",
+                    "--set", "train.distillation_normalization=all_samples",
+                    "--set", "train.trl={use_teacher_server: true}")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("pmd: error:")]
+    assert proc.returncode != 0 and "exitcode  : 2" in proc.stderr, proc.stderr[-3000:]
+    assert len(errors) == 1 and "TRL's SDPOTrainer rejected ['use_teacher_server']" in errors[0]
+    assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr  # torchrun's own stays
+    assert not (tmp_path / "run").exists()

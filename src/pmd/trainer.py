@@ -288,7 +288,9 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     except ValueError as exc:  # TRL checks some train.trl options only here (against each other, the model, PEFT)
         if not t.trl:
             raise
-        raise trl_rejected("SDPOTrainer" if phases.teacher else "GRPOTrainer", t.trl, exc) from None
+        error = trl_rejected("SDPOTrainer" if phases.teacher else "GRPOTrainer", t.trl, exc)
+        error.every_rank = ranks.distributed  # every rank builds the same trainer: said once, and left together
+        raise error from None
     loop = memory_loop(cfg, trainer, suite, run_dir, tokenizer, ranks) if phases.memory else None
     trainer.pmd_step = step.attach(trainer, loop)
     if phases.teacher:
