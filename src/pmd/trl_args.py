@@ -169,8 +169,7 @@ PMD_DECIDES = {
     "resume_from_checkpoint": "resume with `pmd train --resume`, which also restores memory and the EMA teacher",
     "eval_strategy": "evaluation is pmd's own and memory-free (eval.every_steps, for pmd train and pmd compare; "
                      "pmd eval); TRL gets no eval dataset",
-    # TRL would fail at trainer construction (one weight per reward function, and pmd gives it one), after the run
-    # directory exists; a single weight would only rescale the reward under pmd's pass thresholds.
+    # TRL wants one weight per reward function (pmd gives it one); a single weight would only rescale the reward
     "reward_weights": "TRL gets one reward function, the weighted sum of the task's reward terms; set each term's "
                       "`weight:` under env.tasks[].params.rewards (README \"Your own task\")",
 }
@@ -470,9 +469,8 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
 
 
 def trl_rejected(what: str, overrides: Mapping[Any, Any], exc: Exception) -> ConfigError:
-    """The one-line ConfigError for a `train.trl` value that TRL refused (`what`: its config class in `trl_config`,
-    its trainer class at construction, where TRL checks options against each other and against the model). Only
-    called when `train.trl` is non-empty: with pmd's own values alone, a ValueError is pmd's bug and stays one."""
+    """One line for a `train.trl` value TRL refused, in its config class or its trainer's constructor (`what`);
+    only with `train.trl` non-empty: with pmd's own values alone, a ValueError is pmd's bug and stays one."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     return ConfigError(f"train.trl: TRL's {what} rejected {sorted(overrides)}: {first}")
