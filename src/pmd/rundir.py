@@ -239,8 +239,12 @@ class StartUndo:
         other ranks write nothing into the run directory before the first step; a rank that fails alone leaves the
         main process waiting at a collective until the launcher kills it, and then nothing is taken back (remove
         the directory, or choose another run_dir)."""
-        if lock.held:
-            for name in sorted(set(os.listdir(self.run_dir)) - self.existing - {LOCK_FILE}):
+        try:
+            names = set(os.listdir(self.run_dir)) if lock.held else set()
+        except OSError:  # gone or unreadable: nothing to take back, and the run's own error is the one to report
+            names = set()
+        if names:
+            for name in sorted(names - self.existing - {LOCK_FILE}):
                 path = self.run_dir / name
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
