@@ -9,7 +9,7 @@ run-directory rules are rundir.py's, the checks preflight.py's, training trainer
 Under torchrun / accelerate launch every rank runs every stage: every rank checks the inputs (read-only), the main
 process alone decides about and writes the run directory (`Ranks.on_main`), and evaluation is sharded over the
 ranks and gathered. The main process holds the run directory's lock from its first write until the run ends or
-fails, and a start that fails leaves the disk as it was.
+fails, and a start that fails before its first optimizer step leaves the disk as it was (`Run.take_back`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Run:
         self.summary: dict[str, Any] = {}  # what summary.json holds (the main process's also names the report)
         self.trained_eval: dict | None = None  # train: the trained policy's evaluation, when asked for
         self.eval_seconds = 0.0  # base and trained evaluations (periodic ones are part of training's time)
+        self.stepped = False  # train: an optimizer step has completed (from then on a failure keeps the directory)
 
     def __call__(self) -> dict[str, Any]:
         """The lifecycle. The lock is taken in `prepare` (the directory may not exist before) and released here,
@@ -69,8 +70,12 @@ class Run:
         try:
             self.preflight()
             self.prepare()
-            self.evaluate_base()
-            self.train()
+            try:
+                self.evaluate_base()
+                self.train()
+            except BaseException:
+                self.take_back()
+                raise
             if self.ranks.is_main:
                 self.evaluate_trained()
                 self.write_summary()
@@ -104,6 +109,12 @@ class Run:
         print(f"pmd: the first training prompt, as the student reads it ({self.run_dir / FIRST_PROMPT_FILE}):\n"
               f"{text}", file=sys.stderr, flush=True)
 
+    def take_back(self) -> None:
+        """Main process, when the run fails before its first optimizer step: a start from step 0 leaves the disk as it
+        was (rundir.StartUndo), so the same command can simply be run again; a resumed run's directory is kept."""
+        if self.ranks.is_main and not self.stepped and self.start is not None and self.start.undo is not None:
+            self.start.undo.take_back(self.lock)
+
     def evaluate_base(self) -> None:
         """Evaluate the base model (eval_base.json), unless an earlier start did; or, with the evaluation given,
         make it step 0 of a run that starts from step 0 (metrics.jsonl holds that row and nothing older)."""
@@ -130,7 +141,7 @@ class Run:
         t0, cpu0 = time.time(), _cpu_seconds()
         result = train(self.cfg, self.run_dir, self.model_path, self.suite, resume_from=self.start.resume_from,
                        ranks=self.ranks, eval_every=self.options.eval_every,
-                       evaluate_trained=self.options.evaluate_models)
+                       evaluate_trained=self.options.evaluate_models, callbacks=[_first_step(self)])
         wall, cpu = time.time() - t0, _cpu_seconds() - cpu0
         self.trained_eval = result.pop("eval_trained", None)
         trained_seconds = result.pop("eval_trained_seconds", 0.0)
@@ -180,6 +191,17 @@ class Run:
             from .report import write_report
 
             self.summary["report"] = str(write_report(self.run_dir))
+
+
+def _first_step(run: Run):
+    """A callback that marks `run.stepped` when the first optimizer step ends (transformers imported only here)."""
+    from transformers import TrainerCallback
+
+    class FirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            run.stepped = True
+
+    return FirstStep()
 
 
 def _cpu_seconds() -> float:

@@ -16,7 +16,8 @@ report when it ends), and `pmd eval --out` / `pmd memory export --out` refuse a 
 
 Starting a run (`prepare_start`): take the lock, decide where training starts (`start_point`: a new run refuses a
 directory that holds one; `--resume` continues from the last complete checkpoint and refuses a changed config,
-`train.steps` aside), then write the resolved config. A start that fails leaves the disk as it was (`undo_start`).
+`train.steps` aside), then write the resolved config. A start that fails leaves the disk as it was (`undo_start`), and
+so does a start from step 0 that fails later but before its first training step (`StartUndo`, called by run.py).
 Resuming puts the directory back to the checkpoint's step (`restore_run_state`, called by the trainer): memory,
 metrics and later checkpoints (what a checkpoint holds is checkpoint.py's).
 """
@@ -219,6 +220,44 @@ class Start:
     resume_from: str | None  # the checkpoint to continue from; None: step 0
     extension: dict[str, int] | None  # train.steps changed by --resume: {"from_steps", "to_steps", "at_step"}
     evaluate_base: bool  # the base model still needs evaluating (no eval_base.json yet)
+    undo: StartUndo | None = None  # a start from step 0: what to take back if it fails before its first step
+
+
+@dataclass(frozen=True)
+class StartUndo:
+    """What a start from step 0 added to the disk, so that a start failing before its first training step (a trainer
+    TRL refuses to build, a crash in the base evaluation, Ctrl-C while the model loads) leaves the disk as it was:
+    otherwise its config.yaml and checkpoints/ make the retry "already hold a run" and --resume has nothing to
+    resume. Only what this start added goes: entries the directory held before it (a resumed run's files, a user's
+    own) and directories that existed stay."""
+
+    run_dir: Path
+    created: tuple[Path, ...]  # run_dir and those of its ancestors this start created, deepest first
+    existing: frozenset[str]  # the names run_dir held when this start took its lock: never removed
+
+    def take_back(self, lock: RunDirLock) -> None:
+        """Main process, while it holds the lock (so no other pmd process writes here): remove every entry added
+        since the start, then release the lock and remove the directories the start created. Under a launcher the
+        other ranks write nothing into the run directory before the first step; a rank that fails alone leaves the
+        main process waiting at a collective until the launcher kills it, and then nothing is taken back (remove
+        the directory, or choose another run_dir)."""
+        try:
+            names = set(os.listdir(self.run_dir)) if lock.held else set()
+        except OSError:  # gone or unreadable: nothing to take back, and the run's own error is the one to report
+            names = set()
+        if names:
+            for name in sorted(names - self.existing - {LOCK_FILE}):
+                path = self.run_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            if LOCK_FILE not in self.existing:
+                (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
+            logger.info("%s: the run failed before its first training step; removed what this start wrote",
+                        self.run_dir)
+        undo_start(lock, list(self.created))
 
 
 def start_point(cfg: RunConfig, run_dir: Path, resume: Resume) -> tuple[str | None, dict[str, int] | None]:
@@ -275,6 +314,7 @@ def prepare_start(cfg: RunConfig, run_dir: Path, resume: Resume, evaluate_models
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()  # before any decision about the directory's content: a second writer stops here
+        existing = frozenset(os.listdir(run_dir))
         resume_from, extension = start_point(cfg, run_dir, resume)
         lock.mark()
         if resume_from is None:
@@ -285,7 +325,8 @@ def prepare_start(cfg: RunConfig, run_dir: Path, resume: Resume, evaluate_models
             raise CheckpointError(f"{exc.filename or run_dir}: cannot write the run directory "
                                   f"({exc.strerror or exc})") from None
         raise
-    return Start(resume_from, extension, evaluate_models and not (run_dir / "eval_base.json").is_file())
+    undo = StartUndo(run_dir, tuple(created), existing) if resume_from is None else None
+    return Start(resume_from, extension, evaluate_models and not (run_dir / "eval_base.json").is_file(), undo)
 
 
 def missing_dirs(path: Path) -> list[Path]:

@@ -29,6 +29,7 @@ import trl
 from datasets import Dataset
 from transformers import TrainerCallback
 
+from . import quiet
 from .atomic import atomic_write_text
 from .checkpoint import MEMORY_FILE, Manifest
 from .rundir import restore_run_state
@@ -49,7 +50,7 @@ from .sdpo_loss import SDPOTrainer
 from .sharded import policy_for_generation
 from .step import PeriodicEval, Phases, PMDStep
 from .teacher import StepTeacherContext
-from .trl_args import lora_config, trl_config
+from .trl_args import lora_config, trl_config, trl_rejected
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +269,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     from transformers import AutoTokenizer
 
     ranks = ranks or Ranks.for_run(cfg.train.trl)
+    quiet.install()  # known-harmless library warnings off, TRL's per-step SDPO diagnostics thinned (quiet.py)
     t = cfg.train
     phases = Phases.for_algo(t.algo)
     args = trl_config(cfg, str(run_dir / "checkpoints"), world_size=ranks.world)
@@ -278,11 +280,19 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     common = dict(model=model if model is not None else model_path, reward_funcs=[step.reward_function()], args=args,
                   train_dataset=build_dataset(suite, "train", cfg.env.system_prompt), processing_class=tokenizer,
                   callbacks=list(callbacks or []), peft_config=lora_config(cfg))
-    if phases.teacher:
-        trainer = DistillationTrainer(**common, distillation_normalization=t.distillation_normalization,
-                                      distil_active_rows_only=t.distil_active_rows_only, length_groups=t.length_groups)
-    else:
-        trainer = GRPOTrainer(**common)
+    try:
+        if phases.teacher:
+            trainer = DistillationTrainer(**common, distillation_normalization=t.distillation_normalization,
+                                          distil_active_rows_only=t.distil_active_rows_only,
+                                          length_groups=t.length_groups)
+        else:
+            trainer = GRPOTrainer(**common)
+    except ValueError as exc:  # TRL checks some train.trl options only here (against each other, the model, PEFT)
+        if not t.trl:
+            raise
+        error = trl_rejected("SDPOTrainer" if phases.teacher else "GRPOTrainer", t.trl, exc)
+        error.every_rank = ranks.distributed  # every rank builds the same trainer: said once, and left together
+        raise error from None
     loop = memory_loop(cfg, trainer, suite, run_dir, tokenizer, ranks) if phases.memory else None
     trainer.pmd_step = step.attach(trainer, loop)
     if phases.teacher:

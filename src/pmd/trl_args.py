@@ -170,6 +170,9 @@ PMD_DECIDES = {
     "resume_from_checkpoint": "resume with `pmd train --resume`, which also restores memory and the EMA teacher",
     "eval_strategy": "evaluation is pmd's own and memory-free (eval.every_steps, for pmd train and pmd compare; "
                      "pmd eval); TRL gets no eval dataset",
+    # TRL wants one weight per reward function (pmd gives it one); a single weight would only rescale the reward
+    "reward_weights": "TRL gets one reward function, the weighted sum of the task's reward terms; set each term's "
+                      "`weight:` under env.tasks[].params.rewards (README \"Your own task\")",
 }
 
 # TRL fields pmd refuses (unless false or null, which do nothing): the Hub upload is untested, as pmd's machines
@@ -462,8 +465,7 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
     except (ValueError, TypeError) as exc:
         if not t.trl:
             raise  # pmd's own values: a bug here, not bad input
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"train.trl: TRL's {cls.__name__} rejected {sorted(t.trl)}: {text}") from None
+        raise trl_rejected(cls.__name__, t.trl, exc) from None
     if getattr(args, "use_teacher_server", False) and t.distillation_normalization == "active_tokens":
         raise ConfigError("train.distillation_normalization: active_tokens is not implemented for "
                           "train.trl.use_teacher_server; set it to all_samples")
@@ -474,6 +476,14 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
         raise RuntimeError(f"TRL's generation batch is {args.generation_batch_size} sequences, expected "
                            f"{layout.sequences_per_step} ({_ONE_ROUND})")
     return args
+
+
+def trl_rejected(what: str, overrides: Mapping[Any, Any], exc: Exception) -> ConfigError:
+    """One line for a `train.trl` value TRL refused, in its config class or its trainer's constructor (`what`);
+    only with `train.trl` non-empty: with pmd's own values alone, a ValueError is pmd's bug and stays one."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return ConfigError(f"train.trl: TRL's {what} rejected {sorted(overrides)}: {first}")
 
 
 def lora_config(cfg: RunConfig):
