@@ -3,6 +3,7 @@ line with exit code 2 (issue 26, item 2). Tiny random model, CPU."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pmd.cli import main
 from pmd.config import config_from_dict, load_config
 from pmd.errors import ConfigError
 from pmd.pipeline import run_training
+from pmd.rundir import FIRST_PROMPT_END
 
 PARAMS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 
@@ -35,6 +37,8 @@ def cli_one_line(capsys, code: int, progress: bool = False) -> str:
     bar, but nothing else (no traceback, no warning)."""
     err = capsys.readouterr().err
     assert code == 2, err
+    if progress:  # the run printed its first prompt (run.Run.show_first_prompt) before the trainer was built
+        err = re.sub(r"pmd: the first training prompt.*?" + re.escape(FIRST_PROMPT_END) + r"\n", "", err, flags=re.S)
     lines = [line for line in err.strip().splitlines() if not (progress and line.startswith("Loading weights:"))]
     assert len(lines) == 1 and lines[0].startswith("pmd: error: ") and "Traceback" not in err, err
     return lines[0]

@@ -29,7 +29,7 @@ from .envs import EnvironmentSuite
 from .eval_model import evaluate_model
 from .preflight import first_prompt, preflight
 from .atomic import atomic_write_text
-from .rundir import FIRST_PROMPT_FILE, METRICS_FILE, Resume, RunDirLock, Start, prepare_start
+from .rundir import FIRST_PROMPT_END, FIRST_PROMPT_FILE, METRICS_FILE, Resume, RunDirLock, Start, prepare_start
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Run:
         text = first_prompt(self.cfg, self.model_path, self.suite)
         atomic_write_text(self.run_dir / FIRST_PROMPT_FILE, text)
         print(f"pmd: the first training prompt, as the student reads it ({self.run_dir / FIRST_PROMPT_FILE}):\n"
-              f"{text}", file=sys.stderr, flush=True)
+              f"{text}\n{FIRST_PROMPT_END}", file=sys.stderr, flush=True)
 
     def take_back(self) -> None:
         """Main process, when the run fails before its first optimizer step: a start from step 0 leaves the disk as it

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 FIRST_PROMPT_FILE = "first_prompt.txt"  # the first training prompt as the student reads it (run.Run.prepare)
+FIRST_PROMPT_END = "pmd: (end of the first training prompt)"  # printed after it: a prompt's own last lines stay visible
 LOCK_FILE = ".pmd.lock"
 # Kernel pseudo-filesystems: a directory there cannot hold a run (mkdir fails or writes go nowhere). /dev/shm, a
 # plain tmpfs, is allowed.
