@@ -131,10 +131,16 @@ def cmd_eval(args) -> int:
     result = run_evaluation(cfg, memory_db=memory_db)
     if not _is_main_process():
         return 0
+    from .evaluate import samples_path, split_samples, write_sample_rows
+    from .outpaths import writes_samples_beside
+
+    result, rows = split_samples(result)  # the per-sample rows go beside --out (OUT.samples.jsonl), not to stdout
     text = json.dumps(result, indent=2)
     if args.out:
         _check_eval_out(args, memory_db)  # again: the evaluation took minutes, and the path may have changed
         try:
+            if rows is not None and writes_samples_beside(Path(args.out)):
+                write_output(samples_path(Path(args.out)), lambda fh: write_sample_rows(fh, rows))
             write_output(Path(args.out), lambda fh: fh.write(text + "\n"))
         except OSError as exc:
             raise PMDError(f"--out {args.out}: cannot write ({exc.strerror or exc}); nothing written") from None

@@ -105,7 +105,9 @@ def run_compare(base: RunConfig) -> Path:
     write_config(out / "config.yaml", base)
     base_path = out / "eval_base.json"
     if not base_path.is_file():
-        atomic_write_text(base_path, json.dumps(evaluate_base(base), indent=2))
+        from .evaluate import write_eval
+
+        write_eval(base_path, evaluate_base(base))  # and its per-sample rows, eval_base.samples.jsonl
     base_eval = json.loads(base_path.read_text())
     for seed in base.compare.seeds:
         for variant in base.compare.variants:

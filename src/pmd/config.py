@@ -254,7 +254,8 @@ class MemoryConfig:
 
 @dataclass
 class EvalConfig:
-    num_samples: int = _f(4, "Samples per problem for avg@k / pass@k (in addition to one greedy pass).", ge=0)
+    num_samples: int = _f(0, "Sampled answers per problem for avg@k / pass@k, on top of the one greedy answer (each "
+                             "evaluation costs problems x (1 + num_samples) generations); 0 = greedy only.", ge=0)
     temperature: float = _f(1.0, "Sampling temperature for avg@k (> 0).", gt=0)
     top_p: float = _f(1.0, "Nucleus sampling for avg@k, in (0, 1] (1.0 = off).", gt=0, le=1)
     max_new_tokens: int = _f(48, "Generated tokens per answer.", gt=0)

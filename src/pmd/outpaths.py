@@ -87,8 +87,29 @@ def eval_refusal(out: Path, config: Path | None, memory: Path | None) -> str | N
         return "is the config file of this evaluation; writing the result there would destroy it (choose a .json path)"
     if memory is not None and any(_same_file(out, own) for own in (memory, *sidecars(memory))):
         return "is the memory store this evaluation reads (choose a .json path)"
-    return _existing_file_refusal(out, _is_evaluation, "an earlier pmd evaluation",
-                                  "writing the result there would destroy it", "a .json")
+    refusal = _existing_file_refusal(out, _is_evaluation, "an earlier pmd evaluation",
+                                     "writing the result there would destroy it", "a .json")
+    if refusal is None and writes_samples_beside(out):
+        samples = out.with_name(f"{out.stem}.samples.jsonl")  # evaluate.samples_path
+        if (why := _existing_file_refusal(samples, _is_samples, "earlier per-sample rows",
+                                          "writing the samples there would destroy it", "another")) is not None:
+            return f"{samples.name} beside it {why}"
+    return refusal
+
+
+def writes_samples_beside(out: Path) -> bool:
+    """Whether `pmd eval --out OUT` also writes OUT's per-sample rows beside it: for a file, not a device such as
+    /dev/stdout."""
+    return not (out.exists() and not out.is_file())
+
+
+def _is_samples(out: Path, head: bytes) -> bool:
+    """Whether `out` starts with a per-sample evaluation row (evaluate.sample_rows)."""
+    try:
+        first = json.loads(head)
+    except ValueError:
+        return False
+    return isinstance(first, dict) and {"problem_id", "response"} <= first.keys()
 
 
 def _is_evaluation(out: Path, head: bytes) -> bool:

@@ -131,7 +131,9 @@ class Run:
         base = evaluate_model(self.cfg, self.suite, self.cfg.model.name_or_path, ranks=self.ranks)
         self.eval_seconds += time.time() - t0
         if self.ranks.is_main:
-            atomic_write_text(self.run_dir / "eval_base.json", json.dumps(base, indent=2))
+            from .evaluate import write_eval
+
+            write_eval(self.run_dir / "eval_base.json", base)  # and eval_base.samples.jsonl
 
     def train(self) -> None:
         """Every rank: train (trainer.py), evaluating the live policy every `eval_every` steps and, with
@@ -156,8 +158,10 @@ class Run:
         """Main process: record the trained policy's evaluation (eval_trained.json, named by its step, beside the
         base model's); a comparison's run records its last periodic evaluation (at the last step) instead."""
         if self.trained_eval is not None:
+            from .evaluate import write_eval
+
             self.trained_eval["step"] = self.summary["steps"]  # the weights evaluated: the report names them by step
-            atomic_write_text(self.run_dir / "eval_trained.json", json.dumps(self.trained_eval, indent=2))
+            write_eval(self.run_dir / "eval_trained.json", self.trained_eval)  # and eval_trained.samples.jsonl
             base = json.loads((self.run_dir / "eval_base.json").read_text())
             self.summary["base_greedy_accuracy"] = base["overall"]["greedy_accuracy"]
             self.summary["trained_greedy_accuracy"] = self.trained_eval["overall"]["greedy_accuracy"]

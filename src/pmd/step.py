@@ -105,6 +105,7 @@ class PMDStep:
         # dataset tasks' reward terms (the same on every rank: each rank gathers their scores in `score`, or none does)
         self._reward_terms = suite is not None and any(getattr(env, "terms", None)
                                                        for env in suite.environments.values())
+        self.last_eval: tuple[int, dict] | None = None  # (global step, result) of the latest periodic evaluation
 
     def attach(self, trainer, memory: MemoryLoop | None = None) -> PMDStep:
         """Join the trainer, which is built with `reward_function()` and so after this object."""
@@ -235,11 +236,14 @@ class PMDStep:
             control.should_training_stop = True
 
     def _evaluate(self, step: int, control) -> None:
-        """Every rank takes its share; the result joins this step's log row (`eval/...`)."""
+        """Every rank takes its share; the result joins this step's log row (`eval/...`) and is kept as
+        `last_eval`, so a final evaluation of the same weights (the last step) reuses it instead of redoing it."""
         with phase("eval"):
-            result = evaluate_policy(self.trainer, self.periodic_eval.cfg, self.suite, self.ranks)
+            result = evaluate_policy(self.trainer, self.periodic_eval.cfg, self.suite, self.ranks,
+                                     desc=f"eval step {step}", leave=False)
         if self.periodic_eval.out_dir is not None and self.ranks.is_main:
             write_eval(self.periodic_eval.out_dir / f"eval-step-{step}.json", result)
+        self.last_eval = (step, result)
         self._eval_row = eval_metrics(result)
         control.should_log = True  # this step's row carries the result, whatever logging_steps says
 

@@ -356,9 +356,7 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
         if judged := suite.judge_errors():
             summary["judge_errors"] = judged
         if evaluate_trained:
-            t0 = time.time()
-            summary["eval_trained"] = evaluate_policy(trainer, cfg, suite, ranks)
-            summary["eval_trained_seconds"] = time.time() - t0
+            summary["eval_trained"], summary["eval_trained_seconds"] = _final_evaluation(trainer, cfg, suite, ranks)
         _save_final(trainer, run_dir / "final", model_path, cfg)
         ranks.barrier()  # `final/` is whole before any rank goes on
         if loop is not None and loop.store is not None:
@@ -368,6 +366,18 @@ def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuit
         if loop is not None and loop.store is not None:
             loop.store.close()
     return summary
+
+
+def _final_evaluation(trainer, cfg: RunConfig, suite: EnvironmentSuite, ranks: Ranks) -> tuple[dict, float]:
+    """The trained policy's evaluation and its seconds. With `eval.every_steps`, the periodic evaluation at the last
+    step has already evaluated these very weights (same problems, seed and policy): it is reused, not redone, so the
+    last step is evaluated once. That evaluation owns metrics.jsonl's `eval/...` row and evals/eval-step-N.json;
+    the run writes the same result as eval_trained.json. A resumed run with no step left evaluates here."""
+    last = trainer.pmd_step.last_eval
+    if last is not None and last[0] == trainer.state.global_step:
+        return last[1], 0.0  # its time was counted in training's (time/eval)
+    t0 = time.time()
+    return evaluate_policy(trainer, cfg, suite, ranks, desc="eval trained"), time.time() - t0
 
 
 def _restore(run_dir: Path, ckpt: Path | None) -> Manifest | None:
