@@ -294,6 +294,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
         error.every_rank = ranks.distributed  # every rank builds the same trainer: said once, and left together
         raise error from None
     loop = memory_loop(cfg, trainer, suite, run_dir, tokenizer, ranks) if phases.memory else None
+    tensorboard_into(trainer, run_dir / TENSORBOARD_DIR)
     trainer.pmd_step = step.attach(trainer, loop)
     if phases.teacher:
         trainer.teacher_context_builder = StepTeacherContext(trainer, step)
@@ -303,6 +304,21 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     # first: a resumed run with no step left leaves train() before any progress bar or tracker run opens
     trainer.callback_handler.callbacks.insert(0, StopAtTheEnd())
     return trainer, loop
+
+
+# Where `report_to: tensorboard` writes its event files, inside the run directory (`tensorboard --logdir RUN/tb`).
+TENSORBOARD_DIR = "tb"
+
+
+def tensorboard_into(trainer, logdir: Path) -> None:
+    """Point transformers' TensorBoardCallback at `logdir` instead of its default, `<output_dir>/runs/<date>_<host>`
+    (RUN/checkpoints/runs/...), unless TENSORBOARD_LOGGING_DIR says otherwise: transformers 5 has no
+    `logging_dir` argument; the callback reads that variable when the Trainer is built, and its directory later."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(logdir)
 
 
 def memory_loop(cfg: RunConfig, trainer, suite: EnvironmentSuite, run_dir: Path, tokenizer,
