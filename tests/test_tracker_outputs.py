@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
+
+import pytest
 
 from transformers.integrations import TensorBoardCallback
 
@@ -22,3 +25,61 @@ def test_tensorboard_events_go_to_the_run_directory_unless_the_user_chose(tmp_pa
     tensorboard_into(trainer, tmp_path / TENSORBOARD_DIR)
     assert ours.logging_dir == str(tmp_path / "tb")
     assert theirs.logging_dir == "/elsewhere"  # TENSORBOARD_LOGGING_DIR, transformers' own switch, still wins
+
+
+# --- the completions table for SDPO and PMD ------------------------------------------------------------------------
+
+ARITH = "{min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 1}"
+
+
+def _cfg(model, run_dir, algo, *extra):
+    from pmd.config import load_config
+
+    return load_config(None, [f"env.tasks=[{{name: basic_arithmetic, params: {ARITH}}}]", "env.train_size=2",
+                              "env.eval_size=2", "train.steps=2", "train.save_steps=0", "train.prompts_per_step=2",
+                              "train.num_generations=2", "train.max_completion_length=4", f"train.algo={algo}",
+                              f"model.name_or_path={model}", f"run_dir={run_dir}", *extra])
+
+
+@pytest.mark.parametrize("algo", ["sdpo", "pmd"])
+def test_log_completions_writes_each_steps_rollouts_with_the_teachers_context(tiny_model_path, tmp_path, algo,
+                                                                                capsys):
+    from pmd.envs import EnvironmentSuite
+    from pmd.report import read_metrics
+    from pmd.trainer import train
+
+    run = tmp_path / "run"
+    cfg = _cfg(tiny_model_path, run, algo, "train.trl.log_completions=true", "train.trl.num_completions_to_print=1",
+               # a teacher on every rollout: the feedback of a failed one, TRL's rule (SDPO) or pmd's (PMD)
+               "train.include_environment_feedback=true")
+    train(cfg, run, str(tiny_model_path), EnvironmentSuite.from_config(cfg.env))
+    metrics = {r["step"]: r for r in read_metrics(run) if "loss" in r}
+    for step in (1, 2):
+        rows = [json.loads(line) for line in (run / "completions" / f"step-{step:05d}.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 * 2 and {r["step"] for r in rows} == {step}
+        assert {r["problem_id"] for r in rows} <= {p.uid for p in EnvironmentSuite.from_config(cfg.env).problems("train")}
+        active = [r["teacher_active"] for r in rows]
+        assert sum(active) / len(rows) == pytest.approx(metrics[step]["self_distillation/reprompt_sample_fraction"])
+        for r in rows:
+            assert isinstance(r["completion"], str) and isinstance(r["reward"], float) and r["feedback"]
+            assert (r["teacher_context"] is not None) == r["teacher_active"]
+            if r["teacher_active"]:  # the teacher read the reprompt (the tiny tokenizer decodes word by word)
+                assert "Correctly solve the original question" in r["teacher_context"]
+                assert r["teacher_context"].startswith("<|im_start|>")
+            assert ("memory" in r) == (algo == "pmd")
+    assert any(r["teacher_active"] for r in rows)
+    assert "Step 2" in capsys.readouterr().out  # TRL's console table
+
+
+def test_log_completions_is_checked_and_left_to_trl_for_grpo(tmp_path):
+    from pmd.errors import ConfigError
+    from pmd.trl_args import trl_config
+
+    with pytest.raises(ConfigError, match="train.trl.log_completions: expected true or false"):
+        _cfg("m", tmp_path, "sdpo", "train.trl.log_completions=1")
+    with pytest.raises(ConfigError, match="num_completions_to_print: expected a whole number"):
+        _cfg("m", tmp_path, "pmd", "train.trl.num_completions_to_print=0")
+    assert not hasattr(trl_config(_cfg("m", tmp_path, "sdpo", "train.trl.log_completions=true"), str(tmp_path)),
+                       "log_completions")  # kept from TRL's SDPOConfig, which has no such field
+    grpo = trl_config(_cfg("m", tmp_path, "grpo", "train.trl.log_completions=true"), str(tmp_path))
+    assert grpo.log_completions is True  # GRPO: TRL's own table

@@ -12,8 +12,8 @@ trainer.py wires each seam to one method here. The methods below come in the ord
                    teacher prompt (memory as it was before this step; writes nothing)        retrieve, plan, render
   loss             TRL's SDPO loss distils the teacher (EMA policy on that prompt) into      time/loss_forward,
                    the student, who never sees memory (sdpo_loss.SDPOTrainer); optimizer     backward, optimizer
-  after_update     record -> reflect -> consolidate -> stop check -> periodic evaluation    time/record, reflect,
-                                                                                             consolidate, eval
+  after_update     record -> reflect -> consolidate -> completions table -> stop check ->    time/record, reflect,
+                   periodic evaluation                                                       consolidate, eval
   log              the step's metrics, memory counts and phase times join TRL's log row
   save             memory, EMA teacher and a manifest beside TRL's checkpoint, same step    time/save
 
@@ -34,6 +34,7 @@ import torch
 from accelerate.utils import gather_object
 
 from .checkpoint import MEMORY_FILE, TEACHER_FILE, Manifest, write_manifest
+from .completions import CompletionsLog, completion_rows, teacher_prompts
 from .dist import Ranks
 from .envs import EnvironmentSuite
 from .errors import CheckpointError
@@ -73,6 +74,7 @@ class StepRecord:
     batch: list[Judged] = field(default_factory=list)  # teacher_context: the global batch, gathered (PMD)
     retrieved: list[RetrievedMemory] = field(default_factory=list)  # retrieve: each global rollout's memory (PMD)
     metrics: dict[str, float] = field(default_factory=dict)  # teacher_context: activation, memory and cut fractions
+    completions: list[dict] = field(default_factory=list)  # teacher_context: this rank's completions-table rows
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,9 @@ class PMDStep:
     """The step's phases as methods, in order, for one trainer. `memory` is the MemoryLoop (PMD only)."""
 
     def __init__(self, suite: EnvironmentSuite, phases: Phases, ranks: Ranks | None = None,
-                 periodic_eval: PeriodicEval | None = None):
+                 periodic_eval: PeriodicEval | None = None, completions: CompletionsLog | None = None):
         self.suite = suite
+        self.completions = completions  # train.trl.log_completions for SDPO/PMD (GRPO: TRL's own table)
         self.phases = phases
         self.ranks = ranks or Ranks()
         self.periodic_eval = periodic_eval
@@ -165,6 +168,7 @@ class PMDStep:
         rec = self._record_of(len(prompts))
         if not self.phases.memory:
             batch, rec.metrics = trl_rule(failure_feedback(rec.judged))
+            self._note_completions(rec, prompts, batch, output)
             return batch, rec.metrics
         tr = self.trainer
         n_local = len(prompts)
@@ -185,11 +189,22 @@ class PMDStep:
                        **{f"pmd/memory_level_frac/{lvl}": f for lvl, f in
                           level_fractions([m.item_refs for m in rec.retrieved]).items() if lvl in LEVELS}}
         active = torch.tensor([float(plans[i].active) for i in mine], device=tr.accelerator.device)
-        return {
+        batch = {
             "teacher_input_ids": torch.cat([teacher["prompt_ids"], output["completion_ids"]], dim=1),
             "teacher_attention_mask": torch.cat([teacher["prompt_mask"], output["completion_mask"]], dim=1),
             "self_distillation_mask": active,
-        }, rec.metrics
+        }
+        self._note_completions(rec, prompts, batch, output, [rec.retrieved[i].text for i in mine])
+        return batch, rec.metrics
+
+    def _note_completions(self, rec: StepRecord, prompts: list[Any], batch: dict[str, Any], output: dict[str, Any],
+                          memory: list[str] | None = None) -> None:
+        """This rank's completions-table rows (`train.trl.log_completions`), written after the update."""
+        if self.completions is None:
+            return
+        teacher = teacher_prompts(batch, output["completion_ids"].shape[1], self.trainer.processing_class)
+        rec.completions = completion_rows(rec.step + 1, prompts, rec.judged,
+                                          [bool(a) for a in batch["self_distillation_mask"].tolist()], teacher, memory)
 
     def _record_of(self, n: int) -> StepRecord:
         """This step's record, which `score` opened for the same `n` rollouts (TRL scores, then builds the teacher's
@@ -222,6 +237,10 @@ class PMDStep:
                 self.memory.maybe_reflect(step)
             with phase("consolidate"):
                 self.memory.maybe_consolidate(step)
+        if self.completions is not None:  # every rank: the table holds the global batch
+            rows = [r for part in self.ranks.gather(rec.completions if rec is not None else []) for r in part]
+            if self.ranks.is_main and rows:
+                self.completions.write(state.global_step, rows)
         self._stop_check(state, control)
         if self.periodic_eval is not None and self.periodic_eval.due(state.global_step, state.max_steps):
             self._evaluate(state.global_step, control)

@@ -33,6 +33,7 @@ from . import quiet
 from .atomic import atomic_write_text
 from .checkpoint import MEMORY_FILE, Manifest
 from .rundir import restore_run_state
+from .completions import CompletionsLog
 from .config import RunConfig
 from .dist import Ranks, SharedGeneration
 from .envs import EnvironmentSuite
@@ -276,7 +277,10 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    step = PMDStep(suite, phases, ranks, PeriodicEval(cfg, eval_every, run_dir / "evals") if eval_every else None)
+    completions = (CompletionsLog(run_dir, t.trl.get("num_completions_to_print"), t.report_to)
+                   if phases.teacher and t.trl.get("log_completions") else None)  # GRPO: TRL's own table
+    step = PMDStep(suite, phases, ranks, PeriodicEval(cfg, eval_every, run_dir / "evals") if eval_every else None,
+                   completions)
     common = dict(model=model if model is not None else model_path, reward_funcs=[step.reward_function()], args=args,
                   train_dataset=build_dataset(suite, "train", cfg.env.system_prompt), processing_class=tokenizer,
                   callbacks=list(callbacks or []), peft_config=lora_config(cfg))

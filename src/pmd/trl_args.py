@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Collection, Mapping
 
+from .completions import COMPLETIONS_KEYS, check_completions_keys
 from .distribution import install_extra
 from .errors import ConfigError
 
@@ -263,7 +264,10 @@ def check_trl_overrides(algo: str, overrides: Mapping[Any, Any]) -> None:
     if not overrides:
         return
     others = trl_fields("sdpo" if algo == "grpo" else "grpo")
-    check_trl_keys(algo, overrides, trl_fields(algo), others)
+    own = set(COMPLETIONS_KEYS) if algo != "grpo" else set()  # sdpo/pmd: pmd's completions table (completions.py)
+    check_trl_keys(algo, overrides, trl_fields(algo) | own, others)
+    if own:
+        check_completions_keys(overrides)
     if "reprompt_template" in overrides and algo != "grpo":
         check_reprompt_template(algo, overrides["reprompt_template"])
 
@@ -458,6 +462,8 @@ def trl_config(cfg: RunConfig, output_dir: str, world_size: int = 1):
             from .prompts import REPROMPT_TEMPLATE
 
             kwargs["reprompt_template"] = REPROMPT_TEMPLATE
+    if t.algo != "grpo":
+        passthrough = {k: v for k, v in passthrough.items() if k not in COMPLETIONS_KEYS}  # pmd's own (step.py)
     kwargs.update(passthrough)
     cls = trl_config_class(t.algo)
     try:
