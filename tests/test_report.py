@@ -141,7 +141,7 @@ def test_training_plot_has_reward_loss_and_teacher_curves_for_every_algorithm(ru
     assert ("self_distillation/reprompt_sample_fraction" in teacher) == (algo != "grpo")
     text = (run_dir / "report.md").read_text()
     assert "![training](training.png)" in text and (run_dir / "training.png").stat().st_size > 0
-    assert f"reward (mean over rollouts) (`{reward_key}`); loss (`loss`)" in text
+    assert f"reward (mean over rollouts) (`{reward_key}`); " in text and "; loss (`loss`); " in text
 
 
 @pytest.mark.parametrize("algo", ["grpo", "sdpo", "pmd"])
@@ -158,7 +158,8 @@ def test_last_step_table_is_the_last_training_step(runs, algo, tmp_path):
     assert "| metric (last training step: 2) | value |" in text
     assert f"| loss | {last['loss']:.3g} |" in text or f"| loss | {last['loss']:.3f} |" in text
     assert "train_runtime" not in text and "train_loss" not in text and "| eval/" not in text
-    assert "held-out greedy accuracy (during training) (`eval/greedy_accuracy`)" in text
+    assert ("held-out accuracy (memory-free; step 0 = base model) (`eval/greedy_accuracy`, `eval/greedy_format_rate`, "
+            "`eval/greedy_lenient_accuracy`)") in text
 
 
 @pytest.mark.parametrize("algo", ["grpo", "sdpo", "pmd"])

@@ -16,6 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import plots
+from .plots import plot_curves
+
 
 # The fraction of rollouts with an active teacher, under TRL's name (TRL's own inactive-teacher warning reads it).
 TEACHER_ACTIVE = "self_distillation/reprompt_sample_fraction"
@@ -79,16 +82,15 @@ def _fmt(v: Any) -> str:
 
 def eval_table(results: dict[str, dict]) -> str:
     """Markdown table: one row per (model, family), greedy accuracy, avg@k, pass@k, format rate."""
-    keys = None
-    lines = []
+    # every metric any evaluation has (a base model evaluated with eval.num_samples > 0 and a trained one
+    # without: avg@k / pass@k show as n/a where missing)
+    keys = list(dict.fromkeys(k for res in results.values() for m in [res["overall"], *res["families"].values()]
+                              for k in m if k != "n_problems"))
+    lines = ["| model | family | n | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
     for label, res in results.items():
         fams = dict(res["families"])
         fams["(all)"] = res["overall"]
         for fam, m in fams.items():
-            if keys is None:
-                keys = [k for k in m if k != "n_problems"]
-                lines.append("| model | family | n | " + " | ".join(keys) + " |")
-                lines.append("|---" * (3 + len(keys)) + "|")
             lines.append(f"| {label} | {fam} | {m['n_problems']} | " + " | ".join(_fmt(m.get(k, math.nan)) for k in keys) + " |")
     return "\n".join(lines)
 
@@ -114,14 +116,6 @@ def eval_rows(rows: list[dict]) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-# Each algorithm logs its reward under its own name: GRPO's trainer as `reward`, the self-distillation trainer
-# (SDPO, and PMD on top of it) as `self_distillation/reward_mean`. A panel plots whichever a run has.
-TRAINING_PANELS = [
-    ("reward (mean over rollouts)", ["reward", "self_distillation/reward_mean"]),
-    ("loss", ["loss"]),
-    ("teacher-active fraction of rollouts", ["self_distillation/reprompt_sample_fraction",
-                                             "pmd/sdpo_teacher_active_fraction", "pmd/memory_context_fraction"]),
-]
 # TRL logs the distillation loss twice, under both names, with the same value; the report shows it once.
 DUPLICATE_KEYS = {"sdpo/distillation_loss": "self_distillation/distillation_loss"}
 LAST_STEP_PREFIXES = ("loss", "grad_norm", "reward", "rewards/", "frac_reward_zero_std", "entropy",
@@ -129,53 +123,12 @@ LAST_STEP_PREFIXES = ("loss", "grad_norm", "reward", "rewards/", "frac_reward_ze
                       "env/")
 
 
-def plot_panels(panels: list[tuple[str, dict[str, list[tuple[int, float]]]]], out: Path, title: str) -> list[str]:
-    """One PNG, one panel per (name, {metric: [(step, value)]}) that has points, under `title` (none when
-    empty); returns the panels drawn. Separate panels, because a loss near 1e-6 and a fraction near 1 share no
-    useful y axis."""
-    panels = [(name, {k: pts for k, pts in series.items() if pts}) for name, series in panels]
-    panels = [(name, series) for name, series in panels if series]
-    if not panels:
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(len(panels), 1, figsize=(6, 2.4 * len(panels) + 0.6), sharex=True, squeeze=False)
-    for ax, (name, series) in zip(axes[:, 0], panels):
-        for k, pts in series.items():
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
-        ax.set_title(name, fontsize=9)
-        ax.legend(fontsize=7)
-    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-    axes[-1, 0].set_xlabel("step")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100, format="png")  # `out` may be a temporary name
-    plt.close(fig)
-    return [name for name, _ in panels]
-
-
-def _series(rows: list[dict], keys: list[str]) -> dict[str, list[tuple[int, float]]]:
-    return {k: [(r["step"], r[k]) for r in rows if _is_number(r.get(k))] for k in keys}
-
-
-def plot_curves(rows: list[dict], out: Path, keys: list[str], title: str) -> bool:
-    """PNG of the given metrics over steps, one panel; returns False when nothing to plot."""
-    return bool(plot_panels([(title, _series(rows, keys))], out, ""))
-
-
-def plot_training(rows: list[dict], out: Path) -> dict[str, list[str]]:
-    """training.png: reward, loss and teacher-active panels (plus held-out accuracy when the run evaluated during
-    training). Returns {panel: metric keys plotted} so the report can say what the figure shows."""
-    steps = training_rows(rows)
-    panels = [(name, _series(steps, keys)) for name, keys in TRAINING_PANELS]
-    panels.append(("held-out greedy accuracy (during training)", _series(eval_rows(rows), ["eval/greedy_accuracy"])))
-    drawn = plot_panels(panels, out, "training")
-    return {name: [k for k, pts in series.items() if pts] for name, series in panels if name in drawn}
+def plot_training(rows: list[dict], out: Path, base: dict | None = None,
+                  trained: dict | None = None) -> dict[str, list[str]]:
+    """training.png from metrics.jsonl's rows (plots.plot_training), the base model's evaluation (`base`,
+    eval_base.json) at step 0 and the trained model's (`trained`, eval_trained.json) at its step. Returns {panel:
+    metric keys plotted}."""
+    return plots.plot_training(training_rows(rows), eval_rows(rows), out, base, trained)
 
 
 def last_step_table(rows: list[dict]) -> list[str]:
@@ -433,11 +386,14 @@ def _render(run_dir: Path, staged: dict[str, Path]) -> str:
             b, t = base["overall"], trained["overall"]
             parts += [f"**Greedy accuracy: base {_fmt(b['greedy_accuracy'])} -> {label} "
                       f"{_fmt(t['greedy_accuracy'])}** (format rate {_fmt(b['greedy_format_rate'])} -> "
-                      f"{_fmt(t['greedy_format_rate'])}).", ""]
+                      f"{_fmt(t['greedy_format_rate'])}"
+                      + (f"; content (lenient) accuracy {_fmt(b['greedy_lenient_accuracy'])} -> "
+                         f"{_fmt(t['greedy_lenient_accuracy'])}" if "greedy_lenient_accuracy" in b
+                         and "greedy_lenient_accuracy" in t else "") + ").", ""]
         parts += [eval_table(evals), ""]
     steps = training_rows(rows)
     if steps:
-        plotted = plot_training(rows, _staging(run_dir, "training.png", staged))
+        plotted = plot_training(rows, _staging(run_dir, "training.png", staged), base or None, trained or None)
         if not plotted:
             staged.pop("training.png")
         if plotted:
