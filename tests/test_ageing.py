@@ -129,8 +129,9 @@ def test_memory_show_lists_retired_insights_and_patterns(store: MemoryStore, cap
     store.add_pattern("lesson", "An old behaviour.", [a], 2, 3, status="retired")
     assert main(["memory", "show", str(store.path)]) == 0
     out = capsys.readouterr().out
-    assert "# retired insights\n[lesson x1, retired at step 7] p1: Recheck the sum." in out
-    assert "# retired patterns\n[lesson, 2 problems, retired, last changed at step 3] An old behaviour." in out
+    # stored steps 7 and 3 are metrics.jsonl's steps 8 and 4
+    assert "# retired insights\n[lesson x1, retired at step 8] p1: Recheck the sum." in out
+    assert "# retired patterns\n[lesson, 2 problems, retired, last changed at step 4] An old behaviour." in out
     assert "# insights\n[strategy x1] p2: Answer line.\n" in out
     assert main(["memory", "show", str(store.path), "--problem", "p1"]) == 0
-    assert "[lesson x1, step 0, retired at step 7] Recheck the sum." in capsys.readouterr().out
+    assert "[lesson x1, step 1, retired at step 8] Recheck the sum." in capsys.readouterr().out

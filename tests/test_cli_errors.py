@@ -211,11 +211,11 @@ def test_limit_holds_for_every_listing_of_memory_show(run_dir, capsys):
     assert [h.split(" (")[0] for h in every] == ["insights", "patterns", "experiences"]
     assert all(len(lines) == 2 for lines in every.values()), every
     latest = every[f"experiences (latest 2 of {N_EXPERIENCES}; --limit N for more)"]
-    assert latest[-1].startswith(f"[step {(N_EXPERIENCES - 1) // 7}]")
+    assert latest[-1].startswith(f"[step {(N_EXPERIENCES - 1) // 7 + 1}]")  # shown as metrics.jsonl numbers it
     retrievals = _show(run_dir, capsys, "--level", "retrievals", "--limit", "3")
     assert list(retrievals) == ["retrievals (latest 3 of 9; --limit N for more)"]
     assert [line.split("]")[0] for line in retrievals["retrievals (latest 3 of 9; --limit N for more)"]] == \
-        ["[step 6", "[step 7", "[step 8"]
+        ["[step 7", "[step 8", "[step 9"]
     one = _show(run_dir, capsys, "--problem", "p1", "--limit", "2")  # one problem's history: every part limited
     assert [h.split(" (")[0] for h in one] == ["problem p1", "attempts", "insights", "what its teacher saw"]
     assert [len(v) for k, v in one.items() if k != "problem p1"] == [2, 2, 2]

@@ -55,3 +55,30 @@ def test_check_run_needs_config_memory_and_final_weights_unless_a_model_is_given
     assert check_run(run, "some/checkpoint") is None  # --model names other weights: final is not needed
     (run / "final").mkdir()
     assert check_run(run) is None
+
+
+def test_explain_says_so_when_memory_never_fired(tmp_path, tiny_model_path, capsys):
+    """One step: every teacher call was made on an empty store, so there is nothing to explain, and it says why."""
+    from pmd.explain import why_nothing
+
+    cfg = make_cfg(tmp_path, "train.algo=pmd", "train.steps=1")
+    train(cfg, Path(cfg.run_dir), str(tiny_model_path), EnvironmentSuite.from_config(cfg.env))
+    save_config(cfg, Path(cfg.run_dir) / "config.yaml")
+    assert explain(Path(cfg.run_dir)) == []
+    assert main(["explain", cfg.run_dir]) == 0
+    out = capsys.readouterr().out
+    assert "memory never fired: all" in out and "logged teacher calls were shown no memory" in out
+    # a store with no teacher call at all (e.g. a run that never trained a step) says that instead
+    from pmd.memory.store import MemoryStore
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    MemoryStore(empty / "memory.sqlite").close()
+    assert "no teacher call was logged" in why_nothing(empty)
+
+
+def test_explain_numbers_steps_as_metrics_do(tmp_path):
+    from pmd.explain import Explanation, format_explanations
+
+    text = format_explanations([Explanation("p1", 0, "m", "r", 1.0, 0.5, [])])
+    assert text.startswith("## p1 (step 1, reward 1.00)")  # memory's step 0 is metrics.jsonl's step 1

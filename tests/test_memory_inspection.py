@@ -38,33 +38,52 @@ def test_show_lists_every_level_with_retired_insights_apart(store: MemoryStore) 
         "# insights\n"
         "[strategy x2] p1: Carry the one.\n"
         "# retired insights\n"
-        "[lesson x1, retired at step 3] p2: Check the sign.\n"
+        "[lesson x1, retired at step 4] p2: Check the sign.\n"
         "# patterns\n"  # no retired pattern: no listing for them
         "# experiences\n"
-        "[step 0] p1 reward=0.00: 'answer p1 at 0'\n"
-        "[step 1] p1 reward=1.00: 'answer p1 at 1'\n"
-        "[step 1] p2 reward=0.00: 'answer p2 at 1'\n"
+        "[step 1] p1 reward=0.00: 'answer p1 at 0'\n"  # steps as metrics.jsonl numbers them: stored + 1
+        "[step 2] p1 reward=1.00: 'answer p1 at 1'\n"
+        "[step 2] p2 reward=0.00: 'answer p2 at 1'\n"
     )
 
 
 def test_show_keeps_the_latest_attempts_and_says_how_many_were_left_out(store: MemoryStore) -> None:
     assert _text(inspection.show(store, level="experiences", limit=1)) == (
-        "# experiences (latest 1 of 3; --limit N for more)\n[step 1] p2 reward=0.00: 'answer p2 at 1'\n")
+        "# experiences (latest 1 of 3; --limit N for more)\n[step 2] p2 reward=0.00: 'answer p2 at 1'\n")
     assert _text(inspection.show(store, level="retrievals")) == (
-        "# retrievals\n[step 1] p1 (7 tokens): 'Strategy: carry the one.'\n[step 1] p2 (0 tokens): ''\n")
+        "# retrievals\n[step 2] p1 (7 tokens): 'Strategy: carry the one.'\n[step 2] p2 (0 tokens): ''\n")
 
 
 def test_show_one_problem_gives_its_attempts_insights_and_what_its_teacher_saw(store: MemoryStore) -> None:
-    text = _text(inspection.show(store, problem="p1", limit=1))
+    facts = inspection.ProblemFacts("What is 1 + 1?\nAnswer on the last line.", "2")
+    text = _text(inspection.show(store, problem="p1", limit=1, facts=facts))
     assert text == (
         "# problem p1\n"
+        "question: What is 1 + 1?\n  Answer on the last line.\n"
+        "reference: 2\n"
         "# attempts (latest 1 of 2; --limit N for more)\n"
-        "[step 1 #0] reward=1.00 passed=True: 'answer p1 at 1'\n    feedback: fb\n"
+        "[step 2 #0] reward=1.00 passed=True answer=None: 'answer p1 at 1'\n    feedback: fb\n"
         "# insights\n"
-        "[strategy x2, step 2] Carry the one.\n"
+        "[strategy x2, step 3] Carry the one.\n"
         "# what its teacher saw\n"
-        "[teacher saw at step 1, 7 tokens, ['insight:1', 'experience:2']]\nStrategy: carry the one.\n"
+        "[teacher saw at step 2, 7 tokens, ['insight:1', 'experience:2']]\nStrategy: carry the one.\n"
     )
+    # without the run's config, the question is the one memory kept, and the reference says why it is missing
+    lines = inspection.show(store, problem="p1", facts=inspection.ProblemFacts(unknown="no config.yaml beside it"))
+    assert lines[1:3] == ["question: prompt p1", "reference: unknown (no config.yaml beside it)"]
+
+
+def test_problem_facts_reads_the_runs_environments(tmp_path: Path) -> None:
+    from pmd.config import load_config, save_config
+    from pmd.envs import EnvironmentSuite
+
+    cfg = load_config(None, ["env.tasks=[{name: basic_arithmetic}]", "env.train_size=2", "env.eval_size=2"])
+    save_config(cfg, tmp_path / "config.yaml")
+    problem = EnvironmentSuite.from_config(cfg.env).problems("train")[0]
+    facts = inspection.problem_facts(tmp_path / "config.yaml", problem.uid)
+    assert facts.reference == problem.answer and problem.question in facts.question and not facts.unknown
+    assert "no problem 'nope'" in inspection.problem_facts(tmp_path / "config.yaml", "nope").unknown
+    assert inspection.problem_facts(tmp_path / "missing.yaml", "x").unknown == "no missing.yaml beside the store"
 
 
 def test_show_of_an_unknown_problem_names_the_store(store: MemoryStore) -> None:

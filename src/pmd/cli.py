@@ -187,7 +187,8 @@ def cmd_memory(args) -> int:
                     raise PMDError(f"--out {out}: cannot write ({exc.strerror or exc}); nothing written") from None
                 print(f"wrote {n} rows to {out}")
         else:
-            for line in inspection.show(store, args.problem, args.level or "all", args.limit or 20):
+            facts = inspection.problem_facts(db.parent / "config.yaml", args.problem) if args.problem else None
+            for line in inspection.show(store, args.problem, args.level or "all", args.limit or 20, facts):
                 print(line)
         sys.stdout.flush()  # inside the guard: a reader that left after the last line is still a closed stdout
     return 0
@@ -221,11 +222,12 @@ def cmd_compare(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import check_run, explain, format_explanations
+    from .explain import check_run, explain, format_explanations, why_nothing
 
     run = Path(args.run)
     check_run(run, args.model)
-    text = format_explanations(explain(run, args.model, args.limit, args.top))
+    items = explain(run, args.model, args.limit, args.top)
+    text = format_explanations(items) if items else why_nothing(run)
     with _stdout():
         print(text, flush=True)
     return 0

@@ -16,6 +16,7 @@ import torch
 from .config import load_config
 from .envs import EnvironmentSuite
 from .errors import PMDError
+from .memory.inspection import shown_step
 from .memory.store import MemoryStore
 from .models import load_model_and_tokenizer
 from .precision import run_precision
@@ -60,7 +61,28 @@ def check_run(run_dir: Path, model_name: str | None = None) -> None:
                        f"checkpoint under {run_dir / 'checkpoints'}")
 
 
+def why_nothing(run_dir: Path) -> str:
+    """Why `explain` found no teacher call to explain, in one line: memory never reached a teacher (none logged,
+    or every logged call was shown no memory), or the attempts those calls distilled were not kept. Reads only."""
+    with MemoryStore.open_existing(run_dir / "memory.sqlite", read_only=True) as store:
+        calls = store.retrievals()
+        shown = [r for r in calls if r.text]
+        experiences = store.counts().get("experiences", 0)
+    if not calls:
+        return (f"{run_dir}: memory never fired: no teacher call was logged in this run (a PMD run logs one per "
+                "rollout; was it trained with train.algo pmd?), so there is nothing to explain")
+    if not shown:
+        return (f"{run_dir}: memory never fired: all {len(calls)} logged teacher calls were shown no memory "
+                f"(the store holds {experiences} experiences; nothing had been retrieved yet), so there is nothing "
+                "to explain")
+    return (f"{run_dir}: {len(shown)} teacher calls were shown memory, but the attempts they distilled are not in "
+            "the store (with memory.mode: frozen, attempts after the freeze are not recorded; empty ones are "
+            "skipped), so there is nothing to re-score")
+
+
 def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: int = 8) -> list[Explanation]:
+    """Up to `limit` of the latest teacher calls that were shown memory (one per problem), each with the `top`
+    tokens memory moved most. Empty when memory never fired (`why_nothing` says why)."""
     cfg = load_config(run_dir / "config.yaml")
     suite = EnvironmentSuite.from_config(cfg.env)
     out: list[Explanation] = []
@@ -96,7 +118,8 @@ def explain(run_dir: Path, model_name: str | None = None, limit: int = 3, top: i
 def format_explanations(items: list[Explanation]) -> str:
     lines = []
     for e in items:
-        lines += [f"## {e.problem_uid} (step {e.step}, reward {e.reward:.2f})", "", "Memory the teacher saw:", "",
+        # the step as metrics.jsonl numbers it (memory stores it 0-based: memory.inspection.shown_step)
+        lines += [f"## {e.problem_uid} (step {shown_step(e.step)}, reward {e.reward:.2f})", "", "Memory the teacher saw:", "",
                   *[f"> {ln}" for ln in e.memory.splitlines()], "", f"Rollout: `{' '.join(e.response.split())[:200]}`",
                   "", f"Sum of per-token log-prob change from memory: {e.total_delta:+.2f} nats. Largest shifts:", "",
                   "| token | Δ log p (nats) |", "|---|---|",
