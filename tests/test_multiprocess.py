@@ -166,6 +166,10 @@ def test_policy_reflection_and_uneven_evaluation_take_every_rank(tiny_model_path
     trained = json.loads((run / "eval_trained.json").read_text())
     assert trained["overall"]["n_problems"] == 3
     assert trained["num_samples"] == 2
+    # the per-sample rows, gathered from both ranks: each problem once greedy and twice sampled, no padding
+    rows = [json.loads(line) for line in (run / "eval_trained.samples.jsonl").read_text().splitlines()]
+    assert sorted((r["problem_id"], r["sample"]) for r in rows) == sorted(
+        (p["uid"], i) for p in trained["per_problem"] for i in range(3))
 
 
 def test_a_refused_run_dir_stops_every_rank_with_one_line(uninterrupted):

@@ -188,7 +188,7 @@ def summarise(samples: list[Sample], k: int, memory_at_inference: bool = False) 
         "num_samples": k,
         "overall": _metrics(samples, k),
         "families": families,
-        "examples": [{k: getattr(s, k) for k in _EXAMPLE_KEYS} for s in samples if s.greedy][:8],
+        "examples": [{key: getattr(s, key) for key in _EXAMPLE_KEYS} for s in samples if s.greedy][:8],
         # one row per problem (greedy pass): what paired comparisons (`pmd compare`'s bootstrap) resample
         "per_problem": [{"uid": s.problem_uid, "family": s.family, "passed": s.passed, "format_ok": s.format_ok,
                          "lenient_correct": s.lenient_correct, "chars": len(s.response)}
@@ -256,13 +256,14 @@ def _mean(values) -> float:
 
 
 def _progress_bar(total: int, desc: str, show: bool | None, is_main: bool, leave: bool = True):
-    """A tqdm bar over the answers, on the main process only. `show` False: none (`--disable_tqdm`, as for
-    TRL's own bars); None: only on a terminal (tqdm's own rule), so log files get no carriage-return noise."""
+    """A tqdm bar over the answers, on the main process only. `show` False: none (`disable_tqdm`, as for the
+    Trainer's own bar); None: only on a terminal (tqdm's own rule), so log files get no carriage-return noise.
+    `disable` is passed only then, so tqdm's environment switch (TQDM_DISABLE=1) still turns every bar off."""
     if show is False or not is_main:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="answer", leave=leave, disable=None if show is None else False)
+    return tqdm(total=total, desc=desc, unit="answer", leave=leave, **({"disable": None} if show is None else {}))
 
 
 # ------------------------------------------------------------------------------------------- during training
