@@ -39,7 +39,8 @@ def test_training_figure_has_term_rewards_length_clipping_and_the_base_point(tmp
     assert plotted["clipped fraction of completions (hit max_completion_length)"] == ["completions/clipped_ratio"]
     assert len(plotted[HELD_OUT_PANEL]) == 3 and (tmp_path / "t.png").stat().st_size > 0
     # SDPO/PMD log their per-term means under self_distillation/rewards/<name>
-    sdpo = plot_training([{"step": 1, "self_distillation/rewards/env_reward": 0.0, "loss": 1.0}], [], tmp_path / "s.png")
+    sdpo = plot_training([{"step": 1, "self_distillation/rewards/env_reward": 0.0, "loss": 1.0}], [],
+                         tmp_path / "s.png")
     assert sdpo[REWARD_TERMS_PANEL] == ["self_distillation/rewards/env_reward"]
 
 

@@ -57,7 +57,8 @@ def test_log_completions_writes_each_steps_rollouts_with_the_teachers_context(ti
     for step in (1, 2):
         rows = [json.loads(line) for line in (run / "completions" / f"step-{step:05d}.jsonl").read_text().splitlines()]
         assert len(rows) == 2 * 2 and {r["step"] for r in rows} == {step}
-        assert {r["problem_id"] for r in rows} <= {p.uid for p in EnvironmentSuite.from_config(cfg.env).problems("train")}
+        train_uids = {p.uid for p in EnvironmentSuite.from_config(cfg.env).problems("train")}
+        assert {r["problem_id"] for r in rows} <= train_uids
         active = [r["teacher_active"] for r in rows]
         assert sum(active) / len(rows) == pytest.approx(metrics[step]["self_distillation/reprompt_sample_fraction"])
         for r in rows:

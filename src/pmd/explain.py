@@ -119,7 +119,8 @@ def format_explanations(items: list[Explanation]) -> str:
     lines = []
     for e in items:
         # the step as metrics.jsonl numbers it (memory stores it 0-based: memory.inspection.shown_step)
-        lines += [f"## {e.problem_uid} (step {shown_step(e.step)}, reward {e.reward:.2f})", "", "Memory the teacher saw:", "",
+        lines += [f"## {e.problem_uid} (step {shown_step(e.step)}, reward {e.reward:.2f})", "",
+                  "Memory the teacher saw:", "",
                   *[f"> {ln}" for ln in e.memory.splitlines()], "", f"Rollout: `{' '.join(e.response.split())[:200]}`",
                   "", f"Sum of per-token log-prob change from memory: {e.total_delta:+.2f} nats. Largest shifts:", "",
                   "| token | Δ log p (nats) |", "|---|---|",

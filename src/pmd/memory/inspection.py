@@ -112,7 +112,8 @@ def _problem(store: MemoryStore, problem: str, limit: int, facts: ProblemFacts |
                  else f"unknown ({facts.unknown})" if facts.unknown else "none (the task has no reference answer)")
     return [
         f"# problem {problem}",
-        *(f"question: {line}" if i == 0 else f"  {line}" for i, line in enumerate((question or "unknown").splitlines())),
+        *(f"question: {line}" if i == 0 else f"  {line}"
+          for i, line in enumerate((question or "unknown").splitlines())),
         f"reference: {reference}",
         *_section("attempts", experiences, limit, latest=True,
                   entry=lambda e: f"[step {shown_step(e.step)} #{e.sample_index}] reward={e.reward:.2f} "
@@ -137,8 +138,8 @@ def _levels(store: MemoryStore, level: str, limit: int) -> list[str]:
                                         f"{i.problem_uid}: {i.text}")
     if level in ("patterns", "all"):
         lines += _section("patterns", store.patterns(), limit,
-                          lambda p: f"[{p.kind}, {p.support_problems} problems, since step {shown_step(p.created_step)}] "
-                                    f"{p.text}")
+                          lambda p: f"[{p.kind}, {p.support_problems} problems, since step "
+                                    f"{shown_step(p.created_step)}] {p.text}")
         retired = store.patterns(status="retired")
         if retired:
             lines += _section("retired patterns", retired, limit,
