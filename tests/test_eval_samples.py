@@ -103,16 +103,19 @@ def test_eval_default_is_greedy_only():
     assert EvalConfig().num_samples == 0
 
 
+def _overrides(model, run_dir) -> list[str]:
+    return [f"env.tasks=[{{name: basic_arithmetic, params: {ARITH}}}]", "env.train_size=2", "env.eval_size=2",
+            "train.steps=2", "train.save_steps=2", "train.prompts_per_step=2", "train.num_generations=2",
+            "train.max_completion_length=4", "eval.max_new_tokens=4", "train.algo=grpo",
+            f"model.name_or_path={model}", f"run_dir={run_dir}"]
+
+
 def _cfg(model, run_dir, **eval_):
-    return load_config(None, [f"env.tasks=[{{name: basic_arithmetic, params: {ARITH}}}]", "env.train_size=2",
-                              "env.eval_size=2", "train.steps=2", "train.save_steps=2", "train.prompts_per_step=2",
-                              "train.num_generations=2", "train.max_completion_length=4", "eval.max_new_tokens=4",
-                              "train.algo=grpo", f"model.name_or_path={model}", f"run_dir={run_dir}",
-                              *(f"eval.{k}={v}" for k, v in eval_.items())])
+    return load_config(None, [*_overrides(model, run_dir), *(f"eval.{k}={v}" for k, v in eval_.items())])
 
 
 def test_a_run_writes_samples_for_every_evaluation_and_evaluates_the_last_step_once(tiny_model_path, tmp_path,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, capfd):
     from pmd.pipeline import run_training
 
     calls = []
@@ -126,6 +129,10 @@ def test_a_run_writes_samples_for_every_evaluation_and_evaluates_the_last_step_o
     run = tmp_path / "run"
     run_training(_cfg(tiny_model_path, run, num_samples=1, every_steps=1))
     assert calls == [1, 2]  # steps 1 and 2 by the periodic evaluation; the final one reuses step 2's
+    err = capfd.readouterr().err  # a progress bar for every evaluation, naming its cost
+    for desc in ("eval", "eval step 1", "eval step 2"):
+        assert f"{desc} (2 problems x (1 greedy + 1 sampled)): 100%" in err, desc
+    assert "eval trained" not in err
     for name in ("eval_base", "evals/eval-step-1", "evals/eval-step-2", "eval_trained"):
         rows = [json.loads(line) for line in (run / f"{name}.samples.jsonl").read_text().splitlines()]
         assert len(rows) == 2 * (1 + 1), name
@@ -154,3 +161,12 @@ def test_pmd_eval_out_writes_samples_beside_and_keeps_them_off_stdout(tiny_model
     assert main(["eval", "--model", str(tiny_model_path), "--set", "env.eval_size=2", "--out", str(out)]) == 2
     assert "e.samples.jsonl beside it exists" in capsys.readouterr().err
     assert (tmp_path / "e.samples.jsonl").read_text() == "my notes\n"
+
+
+def test_disable_tqdm_turns_every_evaluation_bar_off(tiny_model_path, tmp_path, capfd):
+    from pmd.pipeline import run_training
+
+    run_training(load_config(None, [*_overrides(tiny_model_path, tmp_path / "run"), "eval.every_steps=1",
+                                    "train.trl.disable_tqdm=true"]))
+    err = capfd.readouterr().err
+    assert "problems x (1 greedy" not in err and (tmp_path / "run" / "eval_trained.samples.jsonl").is_file()

@@ -22,7 +22,8 @@ def evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, mem
                    ranks: Ranks | None = None, show_progress: bool = True) -> dict:
     """Load `model_name` on this rank's device and evaluate its share of the held-out problems (every rank calls
     this; every rank gets the whole result). With `eval.memory_at_inference`, `memory_db`'s memory goes into each
-    prompt (memory/inference.py)."""
+    prompt (memory/inference.py). Its progress bar (main process) is off with `train.trl.disable_tqdm: true`, as
+    the trained policy's and the Trainer's own are."""
     import torch
     from accelerate import PartialState
 
@@ -41,7 +42,8 @@ def evaluate_model(cfg: RunConfig, suite: EnvironmentSuite, model_name: str, mem
                 memory_for = stack.enter_context(memory_for_prompts(cfg, suite, memory_db, tokenizer))
             stack.enter_context(autocast(precision, next(model.parameters()).device))
             return evaluate(model, tokenizer, suite, suite.problems("eval"), cfg.eval, cfg.env.system_prompt,
-                            memory_for=memory_for, seed=cfg.train.seed, show_progress=show_progress, ranks=ranks)
+                            memory_for=memory_for, seed=cfg.train.seed, ranks=ranks,
+                            show_progress=show_progress and not cfg.train.trl.get("disable_tqdm", False))
     finally:
         del model
         gc.collect()
