@@ -84,3 +84,31 @@ def test_log_completions_is_checked_and_left_to_trl_for_grpo(tmp_path):
                        "log_completions")  # kept from TRL's SDPOConfig, which has no such field
     grpo = trl_config(_cfg("m", tmp_path, "grpo", "train.trl.log_completions=true"), str(tmp_path))
     assert grpo.log_completions is True  # GRPO: TRL's own table
+
+
+def test_completions_table_reaches_trackio_and_wandb_as_a_table(tmp_path, monkeypatch):
+    """As TRL logs GRPO's: {"completions": backend.Table(dataframe=...)}; lists and dicts as JSON text cells."""
+    import sys
+    import types
+
+    from pmd.completions import CompletionsLog
+
+    logged = {}
+
+    def fake(name, run=True):
+        mod = types.ModuleType(name)
+        mod.Table = lambda dataframe: ("table", dataframe)
+        mod.log = lambda data: logged.setdefault(name, data)
+        mod.run = object() if run else None
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    fake("trackio")
+    fake("wandb", run=False)  # no wandb run open: nothing logged there, as TRL
+    rows = [{"step": 3, "problem_id": "p", "prompt": [{"role": "user", "content": "q"}], "completion": "c",
+             "reward": 1.0, "reward_terms": {"exact": 1.0}, "passed": True, "feedback": "ok", "teacher_active": True,
+             "teacher_context": "t"}]
+    path = CompletionsLog(tmp_path, None, ["wandb", "trackio"]).write(3, rows)
+    assert path == tmp_path / "completions" / "step-00003.jsonl" and json.loads(path.read_text()) == rows[0]
+    kind, df = logged["trackio"]["completions"]
+    assert kind == "table" and list(df["teacher_active"]) == [True] and json.loads(df["prompt"][0])[0]["content"] == "q"
+    assert "wandb" not in logged
