@@ -130,8 +130,9 @@ def test_a_run_writes_samples_for_every_evaluation_and_evaluates_the_last_step_o
     run_training(_cfg(tiny_model_path, run, num_samples=1, every_steps=1))
     assert calls == [1, 2]  # steps 1 and 2 by the periodic evaluation; the final one reuses step 2's
     err = capfd.readouterr().err  # a progress bar for every evaluation, naming its cost
-    for desc in ("eval", "eval step 1", "eval step 2"):
-        assert f"{desc} (2 problems x (1 greedy + 1 sampled)): 100%" in err, desc
+    assert "eval (2 problems x (1 greedy + 1 sampled)): 100%" in err  # the base model's, left on screen
+    for desc in ("eval step 1", "eval step 2"):  # periodic ones clear themselves when done (leave=False)
+        assert f"{desc} (2 problems x (1 greedy + 1 sampled)):" in err, desc
     assert "eval trained" not in err
     for name in ("eval_base", "evals/eval-step-1", "evals/eval-step-2", "eval_trained"):
         rows = [json.loads(line) for line in (run / f"{name}.samples.jsonl").read_text().splitlines()]
