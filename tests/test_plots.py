@@ -42,6 +42,9 @@ def test_training_figure_has_term_rewards_length_clipping_and_the_base_point(tmp
     sdpo = plot_training([{"step": 1, "self_distillation/rewards/env_reward": 0.0, "loss": 1.0}], [],
                          tmp_path / "s.png")
     assert sdpo[REWARD_TERMS_PANEL] == ["self_distillation/rewards/env_reward"]
+    both = plot_training([{"step": 1, "self_distillation/rewards/env_reward": 0.5, "rewards/env_reward/mean": 0.5,
+                           "rewards/exact/mean": 1.0}], [], tmp_path / "b.png")
+    assert both[REWARD_TERMS_PANEL] == ["rewards/env_reward/mean", "rewards/exact/mean"]  # each term drawn once
 
 
 def test_a_flat_zero_is_not_drawn_as_noise():

@@ -81,7 +81,8 @@ def evaluate_model(model_or_run_dir: str | Path,
                    reward_weights: Sequence[float] | None = None, prompt_column: str = "prompt",
                    answer_column: str | None = None) -> dict[str, Any]:
     """Memory-free held-out evaluation, as `pmd eval`; returns its JSON as a dict (`["overall"]["greedy_accuracy"]`,
-    per family under `["families"]`).
+    per family under `["families"]`), with one row per generated answer under `["samples"]` (what `pmd eval --out`
+    writes to OUT.samples.jsonl).
 
     model_or_run_dir: a model (name, HF id or folder) or a run directory (its `final/` model and, with no config,
     its config.yaml). The data arguments are train()'s: give the same ones to evaluate on the problems that run held

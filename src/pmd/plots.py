@@ -52,8 +52,12 @@ def series(rows: list[dict], keys: list[str]) -> Series:
 
 
 def reward_term_keys(rows: list[dict]) -> list[str]:
-    """The per-term reward metrics the rows hold, in a stable order."""
-    return sorted({k for r in rows for k in r if _TERM_KEY.match(k)})
+    """The per-term reward metrics the rows hold, in a stable order: `rewards/<name>/mean` (pmd logs it for every
+    algorithm), and SDPO's own `self_distillation/rewards/<name>` only for a term that has no such mean (the same
+    value under a second name would draw one curve twice)."""
+    keys = {k for r in rows for k in r if _TERM_KEY.match(k)}
+    means = {k.split("/")[1] for k in keys if k.startswith("rewards/")}
+    return sorted(k for k in keys if k.startswith("rewards/") or k.rsplit("/", 1)[1] not in means)
 
 
 def held_out_series(eval_rows: list[dict], base: dict | None, trained: dict | None) -> Series:
