@@ -63,7 +63,7 @@ def test_no_metadata_lookup_uses_the_old_name():
 
 def test_every_hint_pmd_prints_installs_a_defined_extra_of_this_distribution():
     from pmd.envs.verifiers import MATH_INSTALL
-    from pmd.trl_args import INTEGRATIONS, VLLM_INSTALL
+    from pmd.integrations import INTEGRATIONS, VLLM_INSTALL
 
     hints = [MATH_INSTALL, VLLM_INSTALL] + [hint for _, hint in INTEGRATIONS.values() if "[" in hint]
     assert len(hints) == 5

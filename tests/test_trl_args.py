@@ -314,7 +314,7 @@ def test_integration_table_matches_transformers():
     """Every name transformers accepts in report_to, and only those (a transformers bump that adds one fails here)."""
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-    from pmd.trl_args import INTEGRATIONS
+    from pmd.integrations import INTEGRATIONS
 
     assert set(INTEGRATIONS) == set(INTEGRATION_TO_CALLBACK)
 
@@ -322,7 +322,7 @@ def test_integration_table_matches_transformers():
 @pytest.mark.parametrize("value, names", [("none", []), ("all", []), ([], []), ("wandb", ["wandb"]),
                                           (["wandb", "tensorboard"], ["wandb", "tensorboard"])])
 def test_report_to_accepts_none_one_or_a_list(value, names):
-    from pmd.trl_args import check_report_to
+    from pmd.integrations import check_report_to
 
     assert check_report_to(value) == names
 
@@ -335,7 +335,7 @@ def test_report_to_accepts_none_one_or_a_list(value, names):
     (["wandb", "wandb"], "names an integration twice"),
 ])
 def test_report_to_typos_name_the_nearest_integration(value, needle):
-    from pmd.trl_args import check_report_to
+    from pmd.integrations import check_report_to
 
     with pytest.raises(ConfigError) as info:
         check_report_to(value)
@@ -381,7 +381,7 @@ def set_importable(monkeypatch, **modules: bool) -> None:
 ])
 def test_check_integrations_names_the_missing_package_and_its_install(tmp_path, monkeypatch, report_to, modules,
                                                                       message):
-    from pmd.trl_args import check_integrations
+    from pmd.integrations import check_integrations
 
     set_importable(monkeypatch, **modules)
     cfg = make_cfg(tmp_path)
@@ -401,7 +401,7 @@ def test_check_integrations_names_the_missing_package_and_its_install(tmp_path, 
 ])
 def test_check_integrations_passes_when_the_packages_import(tmp_path, monkeypatch, report_to, modules, looked_up):
     """Passes having looked up each package its integrations need, and found it."""
-    import pmd.trl_args as ta
+    import pmd.integrations as ta
 
     set_importable(monkeypatch, **modules)
     asked: list[tuple[str, bool]] = []
@@ -414,7 +414,7 @@ def test_check_integrations_passes_when_the_packages_import(tmp_path, monkeypatc
 
 
 def test_kubeflow_needs_its_environment_variable(tmp_path, monkeypatch):
-    from pmd.trl_args import check_integrations
+    from pmd.integrations import check_integrations
 
     cfg = make_cfg(tmp_path, "train.report_to=kubeflow")
     monkeypatch.delenv("KUBEFLOW_TRAINER_SERVER_URL", raising=False)
@@ -431,7 +431,7 @@ def test_kubeflow_needs_its_environment_variable(tmp_path, monkeypatch):
     (True, True, None),
 ])
 def test_use_vllm_needs_cuda_and_vllm(tmp_path, monkeypatch, cuda, vllm, message):
-    import pmd.trl_args as ta
+    import pmd.integrations as ta
 
     monkeypatch.setattr(ta, "_cuda_available", lambda: cuda)
     set_importable(monkeypatch, vllm=vllm)
@@ -453,7 +453,7 @@ def test_every_install_hint_names_a_pinned_extra():
     import tomllib
     from pathlib import Path
 
-    from pmd.trl_args import INTEGRATIONS, VLLM_INSTALL
+    from pmd.integrations import INTEGRATIONS, VLLM_INSTALL
 
     extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]

@@ -37,7 +37,8 @@ from .config_overrides import apply_override, blame, override_origin
 from .envs import EnvConfig, TaskConfig, task_params  # noqa: F401  (the env section lives with the environments)
 from .errors import ConfigError
 from .lora_targets import check_lora_form
-from .trl_args import check_batch_options, check_report_to, check_trl_overrides
+from .integrations import check_report_to
+from .trl_args import check_batch_options, check_trl_overrides
 from .yaml_input import read_config_file
 
 

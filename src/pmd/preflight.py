@@ -21,7 +21,8 @@ def preflight(cfg: RunConfig, world_size: int = 1) -> tuple[str, EnvironmentSuit
     """Check the model, the environments' data, the memory seed, the integrations' packages and TRL's own checks of
     its arguments (the batch split over `world_size` ranks included) before anything is written; returns the
     resolved model path and the environment suite."""
-    from .trl_args import check_integrations, trl_config
+    from .integrations import check_integrations
+    from .trl_args import trl_config
 
     check_run_dir(cfg.run_dir)  # "" (the current directory), /proc/..., a file or a read-only place: refused
     run_dir = Path(cfg.run_dir)
