@@ -103,7 +103,7 @@ def test_a_dataset_task_names_its_files(tmp_path):
     rows.write_text("".join(json.dumps({"question": f"q{i}", "answer": str(i)}) + "\n" for i in range(8)))
     d["env"]["tasks"] = [{"kind": "dataset", "name": "mine", "params": {"path": str(rows)}}]
     text = card_text(config_from_dict(d), {"algo": "pmd", "steps": 2})
-    assert f"`mine`, dataset data from `{rows}`" in text
+    assert f"`mine`: the rows of `{rows}` (kind: dataset)" in text
 
 
 # ------------------------------------------------------------------------------- written by a run (tiny model)

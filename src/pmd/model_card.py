@@ -142,11 +142,12 @@ def _data(cfg: RunConfig) -> list[str]:
             what = f"`{task.name}` (reasoning-gym, generated with seed {env.seed})"
         else:
             path = params.get("path") or "?"
-            label = f"`{task.name}`, " if task.name else ""
-            what = f"{label}{task.kind} data from `{path}`"
+            label = f"`{task.name}`: " if task.name else ""
+            what = f"{label}the rows of `{path}` (kind: {task.kind})"
             if params.get("eval_path"):
                 what += f" (held out: `{params['eval_path']}`)"
-        out.append(f"{what}: {env.train_size} training and {env.eval_size} held-out problems at most")
+        out.append(f"{what}; at most {env.train_size} training and {env.eval_size} held-out problems (env.train_size, "
+                   "env.eval_size)")
     return out or ["the default task (reasoning-gym `basic_arithmetic`)"]
 
 
