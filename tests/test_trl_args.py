@@ -189,6 +189,8 @@ FAKE_FIELDS = {"warmup_steps", "weight_decay", "learning_rate", "output_dir", "m
 @pytest.mark.parametrize("overrides, message", [
     ({"warmup_stpes": 3}, "train.trl.warmup_stpes: not a field of TRL's SDPOConfig (did you mean warmup_steps?)"),
     ({"zzz": 1}, "train.trl.zzz: not a field of TRL's SDPOConfig"),
+    ({"lerning_rate": 0.1}, "train.trl.lerning_rate: not a field of TRL's SDPOConfig (did you mean "
+                            "train.learning_rate?)"),  # the near field is pmd's own option: suggest that
     ({"learning_rate": 0.1}, "train.trl.learning_rate: set train.learning_rate instead"),
     ({"output_dir": "x"}, "train.trl.output_dir: pmd sets this itself: checkpoints go to <run_dir>/checkpoints"),
     ({"use_cpu": True}, "train.trl.use_cpu: pmd sets this itself"),

@@ -225,7 +225,8 @@ def check_trl_keys(algo: str, overrides: Mapping[Any, Any], fields: Collection[s
                 other = "SDPOConfig (train.algo sdpo or pmd)" if algo == "grpo" else "GRPOConfig (train.algo grpo)"
                 raise ConfigError(f"{where}: not a field of TRL's {cls} (train.algo {algo}); it belongs to {other}")
             near = difflib.get_close_matches(key, sorted(fields), n=1)
-            hint = f" (did you mean {near[0]}?)" if near else ""
+            # a near TRL field that pmd sets from its own option: suggest that option, which is what will work
+            hint = f" (did you mean {PMD_OPTION_FOR.get(near[0], near[0])}?)" if near else ""
             raise ConfigError(f"{where}: not a field of TRL's {cls}{hint}")
         if key in PMD_OPTION_FOR:
             raise ConfigError(f"{where}: set {PMD_OPTION_FOR[key]} instead")
