@@ -417,11 +417,20 @@ def test_every_ranged_field_refuses_values_outside_its_range_by_name(key, f, kin
     ("compare.seeds=[1, 2, 1]", "compare.seeds: names 1 twice (compare.seeds[0] and [2])"),
     ("compare.variants=[pmd, ppo]", "compare.variants[1]: unknown variant 'ppo'"),
     ("compare.variants=[pmd, pmd]", "compare.variants: names pmd twice (compare.variants[0] and [1])"),
+    ("memory.content=nothing", "memory.content: expected one of 'retrieved', 'placebo', got 'nothing'"),
+    ("memory.retrieval.scope=family", "memory.retrieval.scope: expected one of 'all', 'same_problem', got 'family'"),
 ])
 def test_the_issue_cases_are_one_error_naming_the_field(override, needle):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert needle in str(info.value)
+
+
+def test_the_memory_controls_load_as_switches():
+    cfg = load_config(None, ["memory.content=placebo", "memory.retrieval.scope=same_problem"])
+    assert (cfg.memory.content, cfg.memory.retrieval.scope) == ("placebo", "same_problem")
+    default = load_config(None, [])
+    assert (default.memory.content, default.memory.retrieval.scope) == ("retrieved", "all")
 
 
 def test_prompts_per_step_beyond_the_training_set_is_refused():

@@ -251,3 +251,44 @@ def test_memory_never_advises_another_answer_form_than_the_prompt(store: MemoryS
     asked_sentence = retrieve(store, PROBLEM, words, BIG, prompt="What is 17 + 25? End with 'The answer is N'.")
     assert asked_sentence.item_refs == [f"pattern:{sentence}", f"similar:{mine}"]  # one copy of the same strategy
     assert retrieve(store, PROBLEM, words, BIG).item_refs == asked_line.item_refs  # none asked: the first form wins
+
+
+# ------------------------------------------------------------------------------------------- issue 25's controls
+
+
+def test_same_problem_scope_retrieves_nothing_from_other_problems(store: MemoryStore, filled: dict[str, int]) -> None:
+    """pmd-same-problem: this problem's attempts and insights only; the full scope, on the same store, does reach
+    other problems (a pattern, a similar problem's strategy), so the restriction is what removes them."""
+    full = retrieve(store, PROBLEM, words, BIG)
+    assert {r.split(":")[0] for r in full.item_refs} == {"experience", "insight", "pattern", "similar"}
+    own = retrieve(store, PROBLEM, words, RetrievalConfig(token_budget=10_000, scope="same_problem"))
+    assert own.item_refs == [r for r in full.item_refs if r.split(":")[0] in ("experience", "insight")]
+    own_insights = {i.id for i in store.active_insights_of(["arith-1"])["arith-1"]}
+    for ref in own.item_refs:
+        level, ident = ref.split(":")
+        if level == "experience":
+            assert store.experience(int(ident)).problem_uid == "arith-1"
+        else:
+            assert int(ident) in own_insights
+    for other in ("Line up digits by place value.", "Re-check carries", "Count knights"):  # other problems' texts
+        assert other in full.text and other not in own.text
+    # another problem of the same family gets only its own memory: none of arith-1's attempts or insights
+    arith2 = Problem(uid="arith-2", family="arith", question="What is 38 + 47? Add the two numbers.")
+    theirs = retrieve(store, arith2, words, RetrievalConfig(token_budget=10_000, scope="same_problem"))
+    assert "Add the ones column" not in theirs.text and "Forgot to carry" not in theirs.text
+    assert theirs.item_refs == [f"insight:{filled['sim_arith']}"]
+
+
+def test_placebo_memory_replaces_what_was_found_and_keeps_what_was_not() -> None:
+    from pmd.memory.retrieve import placebo_memory
+    from pmd.prompts import PLACEBO_MEMORY
+
+    empty = RetrievedMemory(text="", item_refs=[], n_tokens=0, truncated=False)
+    assert placebo_memory(empty, words, 192) == empty  # nothing found: the teacher stays as PMD's would be
+    found = RetrievedMemory(text="Lesson: carry the one.", item_refs=["insight:3"], n_tokens=4, truncated=True)
+    got = placebo_memory(found, words, 192)
+    assert got == RetrievedMemory(text=PLACEBO_MEMORY, item_refs=[], n_tokens=words(PLACEBO_MEMORY), truncated=False)
+    lines = PLACEBO_MEMORY.split("\n")
+    short = placebo_memory(found, words, words("\n".join(lines[:2])))  # the budget holds its first two lines
+    assert short.text == "\n".join(lines[:2]) and short.truncated and short.n_tokens <= words(short.text)
+    assert placebo_memory(found, words, 1).text == lines[0]  # never empty: that would change the activation

@@ -298,3 +298,66 @@ def test_reprompt_template_is_checked_when_the_config_loads(algo, template, need
     with pytest.raises(ConfigError) as info:
         load_config(None, [f"train.algo={algo}", f"train.trl={{reprompt_template: '{template}'}}"])
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+
+# ------------------------------------------------------------------------------------------- the placebo control
+
+
+def memory_loop(store, **memory):
+    """A real MemoryLoop over `store` on the `batch` problems (Q1, Q2), counting words as tokens."""
+    from types import SimpleNamespace
+
+    from pmd.config import MemoryConfig
+    from pmd.envs.base import Problem
+    from pmd.memory.loop import MemoryLoop
+
+    suite = SimpleNamespace(problem=lambda uid: Problem(uid=uid, family=uid, question=uid),  # two unrelated families
+                            format_prompt=lambda p: p.question)
+    return MemoryLoop(store, MemoryConfig(**memory), suite, lambda text: len(words(text)), reflector=None)
+
+
+def recording(prompt, texts: list):
+    """`TeacherRenderer.prompt` that also keeps each teacher's user text, as rendered for tokenizing."""
+    def wrapped(original, parts):
+        out = prompt(original, parts)
+        texts.append(out[-1]["content"])
+        return out
+    return wrapped
+
+
+def test_placebo_teacher_is_active_on_pmds_rows_and_reads_none_of_the_retrieved_text(tmp_path):
+    """pmd-placebo on the same batch and memory as pmd: the same self_distillation_mask (memory alone activates Q2's
+    teacher in both), and every teacher prompt holds PLACEBO_MEMORY where pmd's holds the retrieved lines."""
+    from pmd.memory.store import Experience, MemoryStore
+    from pmd.prompts import PLACEBO_MEMORY
+
+    tok = word_tokenizer()
+    output, prompts, rewards, judged = batch(tok)
+    with MemoryStore(tmp_path / "memory.db") as store:  # memory for Q2 only (a step after the one being trained)
+        [fail] = store.add_experiences([Experience("Q2", "Q2", "Q2", "The sum is nine", 0.0, False,
+                                                   "Wrong answer: nine.", 1, 0)])
+        store.upsert_insight("Q2", "Q2", "lesson", "Carry the tens digit before adding.", "policy", [fail], 1)
+        seen: dict[str, list] = {}
+        results, metrics, retrieved = {}, {}, {}
+        for content in ("retrieved", "placebo"):
+            trainer = fake_trainer(tok, reprompt_template="{memory}|{prompt}|{solution}|{feedback}")
+            builder = pmd_builder(trainer, memory_loop(store, content=content), judged)
+            builder.step.renderer.prompt = recording(builder.step.renderer.prompt, seen.setdefault(content, []))
+            results[content] = builder.build(output, prompts, rewards)
+            metrics[content], retrieved[content] = builder.last_metrics, builder.step.record.retrieved
+    real_lines = retrieved["retrieved"][2].text.split("\n")
+    assert any("Carry the tens digit" in line for line in real_lines) and any("nine" in line for line in real_lines)
+    mask = results["retrieved"]["self_distillation_mask"].tolist()
+    assert mask == [0.0, 1.0, 1.0, 1.0]  # Q1: the failure has a demonstration; Q2: memory alone; row 0: nothing
+    assert results["placebo"]["self_distillation_mask"].tolist() == mask
+    for key in ("self_distillation/reprompt_sample_fraction", "pmd/memory_only_active_fraction",
+                "pmd/memory_context_fraction"):
+        assert metrics["placebo"][key] == metrics["retrieved"][key]
+    assert metrics["placebo"]["pmd/memory_only_active_fraction"] == 0.5
+    assert [m.text for m in retrieved["placebo"]] == ["", "", PLACEBO_MEMORY, PLACEBO_MEMORY]
+    assert all(m.item_refs == [] for m in retrieved["placebo"])  # logged as seen: no stored item reached it
+    for real, placebo in zip(seen["retrieved"], seen["placebo"], strict=True):
+        assert not any(line in placebo for line in real_lines)
+        assert ("|Q2|" in placebo) == (PLACEBO_MEMORY in placebo)  # Q2's teacher reads the note, Q1's nothing
+        assert ("|Q2|" in real) == all(line in real for line in real_lines)

@@ -179,6 +179,9 @@ class RetrievalConfig:
     """What the teacher may see of memory, and how much of it (see memory/retrieve.py for the priority order)."""
 
     token_budget: int = _f(192, "Tokens of retrieved memory in the teacher prompt (hard cap).", ge=0)
+    scope: Literal["all", "same_problem"] = _f(
+        "all", "Where memory may come from: all, or same_problem = this problem's own attempts and insights only, no "
+               "patterns and no other problem (the pmd-same-problem control).")
     max_similar_problems: int = _f(3, "Other problems whose insights may be shown.", ge=0)
     include_experience: bool = _f(True, "Show this problem's past attempts (best pass, most useful failure).")
     include_insights: bool = _f(True, "Show this problem's and similar problems' strategies and lessons.")
@@ -240,6 +243,9 @@ class MemoryConfig:
     reflection_max_tokens: int = _f(64, "Tokens generated per reflection.", gt=0)
     reflection_batch_size: int = _f(16, "Reflection prompts per generate() call (model-written reflection).", gt=0)
     consolidate_every: int = _f(4, "Consolidate patterns every N steps.", gt=0)
+    content: Literal["retrieved", "placebo"] = _f(
+        "retrieved", "What the teacher reads where retrieval found memory: the retrieved lines, or placebo = "
+                     "prompts.PLACEBO_MEMORY, a note with no information (the pmd-placebo control: same activation).")
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig, metadata={"help": "What the teacher sees."})
     consolidation: ConsolidationConfig = field(
         default_factory=ConsolidationConfig, metadata={"help": "How insights become patterns and retire."}

@@ -83,6 +83,10 @@ REPROMPT_FIELDS = ("prompt", "solution", "feedback")  # SDPO's (TRL's and the re
 MEMORY_FIELD = "memory"  # PMD's one more field
 
 
+# a memory block that carries no information (issue 25's placebo control)
+PLACEBO_MEMORY = "Notes from earlier practice:\n- Read the problem carefully.\n- Work through it step by step.\n- Check the reply before giving it."
+
+
 def memory_block(memory: str) -> str:
     """The memory as the teacher reads it ('' when there is none, so no empty heading appears)."""
     return MEMORY_BLOCK.format(memory=memory) if memory else ""

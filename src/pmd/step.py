@@ -174,7 +174,7 @@ class PMDStep:
         n_local = len(prompts)
         start = tr.accelerator.process_index * n_local
         all_rewards, all_completion_ids, all_prompts, rec.batch = self._gather(output, prompts, rewards, rec.judged)
-        with phase("retrieve"):
+        with phase("retrieve"):  # memory.content: placebo swaps what was found for a note, keeping the activation
             rec.retrieved = self.memory.retrieve([j.problem.uid for j in rec.batch], rec.step)
         with phase("plan"):
             settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training

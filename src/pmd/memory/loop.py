@@ -2,7 +2,7 @@
 
 `MemoryLoop` is the memory's whole interface to training; the step (step.py) calls it in its phases:
 - `retrieve(problem_uids, step)` (teacher_context): memory for each sample's teacher, as it was *before* this step;
-  it reads, never writes;
+  it reads, never writes (`memory.content: placebo` puts a note with no information in place of what it found);
 - `record(step, judged, retrieved)` (after_update): every rollout becomes experience (with its structured outcome:
   the extracted answer and the failure kind), and what each teacher saw is logged;
 - `maybe_reflect(step)`, then `maybe_consolidate(step)` (after_update): reflection (insights), then on the
@@ -32,7 +32,7 @@ from ..rewards import Judged
 from .ageing import age
 from .patterns import ModelPatternWriter, consolidate
 from .reflect import ReflectionResult, Reflector
-from .retrieve import RetrievedMemory, retrieve
+from .retrieve import RetrievedMemory, placebo_memory, retrieve
 from .store import Experience, MemoryStore
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class MemoryLoop:
                     problem = self.suite.problem(uid)
                     by_uid[uid] = retrieve(self.store, problem, self.count_tokens, self.cfg.retrieval,
                                            exclude_experience_step=step, prompt=self.suite.format_prompt(problem))
+                    if self.cfg.content == "placebo":  # the pmd-placebo control: same activation, no information
+                        by_uid[uid] = placebo_memory(by_uid[uid], self.count_tokens, self.cfg.retrieval.token_budget)
         by_uid = self.ranks.broadcast(by_uid)
         return [by_uid[uid] for uid in problem_uids]
 

@@ -36,6 +36,11 @@ Item refs name the level and the row: `experience:ID`, `insight:ID`, `pattern:ID
 another problem); `ref_level` reads the level back (per-step `pmd/memory_level_frac/*`, `pmd memory stats`).
 Lexical similarity only: deterministic and independent of the policy's drift. Attempts from
 `exclude_experience_step` are skipped, so the teacher does not see the current step's own rollouts.
+
+Two controls of issue 25 (`pmd compare`'s pmd-same-problem and pmd-placebo arms): `scope: same_problem` keeps levels
+1-2 only (this problem's attempts and insights: no pattern, no other problem), and `placebo_memory` replaces a
+non-empty retrieval by a fixed note with no information (`prompts.PLACEBO_MEMORY`), so the teacher is active on the
+same rows as with the real memory but learns nothing from it.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from pmd.memory.index import problem_index
 from pmd.memory.patterns import problem_specific  # another problem's numbers or quotes never reach this teacher
 from pmd.memory.store import Experience, Insight, MemoryStore, RetrievalRecord
 from pmd.memory.text import normalize_text, tokenize
-from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PASSED_ATTEMPT, insight_line, pattern_line
+from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PASSED_ATTEMPT, PLACEBO_MEMORY, insight_line, pattern_line
 
 LEVELS: tuple[str, ...] = ("experience", "insight", "pattern", "similar")
 _DEDUPE_RANK = {"pattern": 0, "insight": 1, "similar": 2}  # which copy of a repeated text is kept (lowest)
@@ -247,6 +252,8 @@ def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, e
     if config.include_insights:
         own = rank_insights(store.active_insights_of([problem.uid]).get(problem.uid, []), now, half_life)
         items += [_insight_item(i, similar=False) for i in own[: config.max_own_insights]]
+    if config.scope == "same_problem":  # the pmd-same-problem control: no pattern, no other problem's insight
+        return items
     query = tokenize(f"{problem.question} {problem.family}")
     if config.include_patterns and index.patterns:
         scores = index.pattern_bm25.scores(query)
@@ -333,3 +340,21 @@ def retrieve(
     text = "\n".join(line for _, line in chosen)
     return RetrievedMemory(text=text, item_refs=[it.ref for it, _ in chosen],
                            n_tokens=count_tokens(text) if text else 0, truncated=truncated)
+
+
+def placebo_memory(found: RetrievedMemory, count_tokens: Callable[[str], int], budget: int) -> RetrievedMemory:
+    """`memory.content: placebo` (the pmd-placebo control): what the teacher reads instead of `found`. Empty stays
+    empty and anything else becomes `PLACEBO_MEMORY`, so PMD's activation rule (memory present or not) fires on
+    exactly the rows the real memory would: what differs is content, not activation or dilution. Its lines are kept
+    within `budget` as retrieval's are, but never fewer than the first: dropping it would change the activation.
+    No item refs: no stored item reaches the teacher (the per-level fractions are 0, the retrieval log says so)."""
+    if not found.text:
+        return found
+    lines = PLACEBO_MEMORY.split("\n")
+    kept = lines[:1]
+    for line in lines[1:]:
+        if count_tokens("\n".join([*kept, line])) > budget:
+            break
+        kept.append(line)
+    text = "\n".join(kept)
+    return RetrievedMemory(text=text, item_refs=[], n_tokens=count_tokens(text), truncated=len(kept) < len(lines))
