@@ -30,6 +30,16 @@ def test_variant_switches(tmp_path, tiny_model_path):
     assert got["pmd-frozen-memory"].memory.mode == "frozen" and got["pmd-frozen-memory"].memory.freeze_after_steps == 1
     assert got["pmd-frozen-teacher"].train.teacher_model_kind == "base"
     assert {c.train.teacher_model_kind for v, c in got.items() if v != "pmd-frozen-teacher"} == {"ema"}
+    # issue 25's memory controls: one switch each, every other arm reads the retrieved memory at full scope
+    assert got["pmd-placebo"].train.algo == got["pmd-same-problem"].train.algo == "pmd"
+    assert (got["pmd-placebo"].memory.content, got["pmd-placebo"].memory.retrieval.scope) == ("placebo", "all")
+    assert (got["pmd-same-problem"].memory.content, got["pmd-same-problem"].memory.retrieval.scope) == (
+        "retrieved", "same_problem")
+    assert {(c.memory.content, c.memory.retrieval.scope) for v, c in got.items()
+            if v not in ("pmd-placebo", "pmd-same-problem")} == {("retrieved", "all")}
+    controlled = base_cfg(tmp_path, tiny_model_path, "memory.content=placebo", "memory.retrieval.scope=same_problem")
+    real = variant_config(controlled, "pmd", 7).memory  # the pmd arm is PMD whatever the base config says
+    assert (real.content, real.retrieval.scope) == ("retrieved", "all")
     assert {c.eval.every_steps for c in got.values()} == {1}  # every run's curve, at the one period
     assert variant_config(base_cfg(tmp_path, tiny_model_path, "eval.every_steps=0"), "pmd", 0).eval.every_steps == 4
     assert all(c.train.seed == 7 for c in got.values())

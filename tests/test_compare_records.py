@@ -294,3 +294,43 @@ def test_teacher_table_lists_memory_levels_only_for_runs_that_logged_them():
     assert sdpo.split(" | ")[1] == "0.300" and "n/a" in sdpo
     assert "0.700 ± 0.141" in pmd and "0.500 ± 0.354" in pmd
     assert _teacher_table({"sdpo": [{"seed": 0}]}) == []
+
+
+# ------------------------------------------------------------------------------------------- issue 25's controls
+
+
+def test_table_shows_pmd_against_each_control_with_paired_intervals(tmp_path):
+    """PMD solves 1 in 5 more problems than the placebo on both seeds (a win); the same-problem control equals PMD
+    on every problem (exactly 0); the control finished on one seed only is paired on that seed."""
+    n = 120  # per family: 240 held-out problems
+    base_pass = [1 if i % 5 == 0 else 0 for i in range(2 * n)]
+    better = [1 if i % 5 in (0, 1) else 0 for i in range(2 * n)]
+    base, gain = eval_result(base_pass, n_per_family=n), eval_result(better, n_per_family=n)
+    cmp = tmp_path / "cmp"
+    cmp.mkdir()
+    (cmp / "eval_base.json").write_text(json.dumps(base))
+    for seed in (0, 1):
+        write_run(cmp / "sdpo" / f"seed-{seed}", base, base)
+        write_run(cmp / "pmd" / f"seed-{seed}", base, gain)
+        write_run(cmp / "pmd-placebo" / f"seed-{seed}", base, base)
+    write_run(cmp / "pmd-same-problem" / "seed-1", base, gain)
+    cfg = cfg_for(tmp_path, "compare.variants=[sdpo, pmd, pmd-placebo, pmd-same-problem]")
+    table = render_table(collect(cfg))
+    rows = section(table, "PMD against its controls")
+    assert list(rows) == ["pair", "pmd − pmd-placebo", "pmd − pmd-same-problem"]
+    placebo = rows["pmd − pmd-placebo"].split(" | ")
+    assert placebo[1] == "0, 1" and placebo[2].startswith("+0.200 [+0.1") and placebo[2].endswith("] win")
+    assert placebo[3].endswith("] win") and placebo[4] == "+0.000 [+0.000, +0.000] no difference shown |"
+    same = rows["pmd − pmd-same-problem"].split(" | ")
+    assert same[1] == "1" and same[2] == "+0.000 [+0.000, +0.000] no difference shown"
+    # the main table is unchanged by them: each control is a variant row of its own, against the base and SDPO
+    assert "pmd-placebo" in section(table, "Final held-out accuracy")
+    without = render_table(collect(cfg_for(tmp_path, "compare.variants=[sdpo, pmd, pmd-placebo]")))
+    assert list(section(without, "PMD against its controls")) == ["pair", "pmd − pmd-placebo"]
+
+
+def test_no_controls_section_without_pmd_and_a_control(tmp_path, out):
+    assert "PMD against its controls" not in render_table(collect(cfg_for(tmp_path)))
+    write_run(out / "pmd-placebo" / "seed-0", eval_result(BASE), eval_result(BASE))
+    only_control = cfg_for(tmp_path, "compare.variants=[sdpo, pmd-placebo]")
+    assert "PMD against its controls" not in render_table(collect(only_control))

@@ -426,11 +426,14 @@ def test_the_issue_cases_are_one_error_naming_the_field(override, needle):
     assert needle in str(info.value)
 
 
-def test_the_memory_controls_load_as_switches():
-    cfg = load_config(None, ["memory.content=placebo", "memory.retrieval.scope=same_problem"])
+def test_the_memory_controls_load_as_switches_and_as_compare_arms():
+    cfg = load_config(None, ["memory.content=placebo", "memory.retrieval.scope=same_problem",
+                             "compare.variants=[pmd, pmd-placebo, pmd-same-problem]"])
     assert (cfg.memory.content, cfg.memory.retrieval.scope) == ("placebo", "same_problem")
+    assert cfg.compare.variants == ["pmd", "pmd-placebo", "pmd-same-problem"]
     default = load_config(None, [])
     assert (default.memory.content, default.memory.retrieval.scope) == ("retrieved", "all")
+    assert {"pmd-placebo", "pmd-same-problem"} <= set(default.compare.variants)
 
 
 def test_prompts_per_step_beyond_the_training_set_is_refused():

@@ -1,4 +1,5 @@
-"""`pmd compare`: GRPO, SDPO, PMD and PMD's two ablations on the same tasks, seeds and rollout budget.
+"""`pmd compare`: GRPO, SDPO, PMD, PMD's two ablations and its two memory controls on the same tasks, seeds and
+rollout budget.
 
 Each (variant, seed) is an ordinary run directory under `compare.out_dir/VARIANT/seed-S`, trained by the same
 `run.Run` as `pmd train` (its lock, checks, start rules and atomic writes), evaluated memory-free on the held-out
@@ -9,12 +10,14 @@ after an interruption. Each runs in its own spawned process (`run_isolated`): th
 
 The output is records.json (`collect`: setup, the base model's and every run's per-problem outcomes, collapse
 diagnostics), table.md rendered from it alone (compare_tables.render_table: final held-out accuracy, mean ± std over
-seeds, and paired-bootstrap intervals against the base model and SDPO), and a learning-curve PNG.
+seeds, and paired-bootstrap intervals against the base model and SDPO, and PMD against each control run), and a
+learning-curve PNG.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -36,13 +39,17 @@ from .stats import DEFAULT_SAMPLES, DEFAULT_SEED
 logger = logging.getLogger(__name__)
 
 def variant_config(base: RunConfig, variant: str, seed: int) -> RunConfig:
-    """The run config of one (variant, seed): only the algorithm switches differ between variants."""
+    """The run config of one (variant, seed): only the algorithm switches differ between variants. Every variant
+    sets each switch (memory mode, content and scope too), so `pmd` is PMD whatever the base config holds."""
     if variant not in VARIANTS:
         raise ConfigError(f"compare.variants: unknown variant '{variant}' (known: {', '.join(VARIANTS)})")
     cfg = copy.deepcopy(base)
     cfg.train.seed = seed
     cfg.train.algo = "pmd" if variant.startswith("pmd") else variant
     cfg.memory.mode = "evolving"
+    cfg.memory.content = "placebo" if variant == "pmd-placebo" else "retrieved"
+    cfg.memory.retrieval = dataclasses.replace(cfg.memory.retrieval,
+                                               scope="same_problem" if variant == "pmd-same-problem" else "all")
     cfg.eval.every_steps = compare_eval_every(base.eval)
     if variant == "pmd-frozen-memory":
         cfg.memory.mode = "frozen"

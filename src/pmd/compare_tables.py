@@ -4,6 +4,9 @@ Two records formats are read:
 - format 2 (`{"format": 2, "setup", "base", "problems", "variants"}`, written by `compare.collect`): per-seed,
   per-problem outcomes, so every difference gets a paired-bootstrap 95% interval and a verdict (pmd.stats);
 - the old format (`{variant: [per-seed records]}`, before per-problem outcomes were kept): the old columns only.
+
+Format 2 tables each variant against the base model and SDPO, and PMD against each of its memory controls that ran
+(`CONTROL_PAIRS`: pmd-placebo, pmd-same-problem), all with paired intervals.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ TEACHER_KEYS = {"active": "self_distillation/reprompt_sample_fraction",
 RECORDS_FORMAT = 2
 MIN_PROBLEMS = 200  # fewer held-out problems than this cannot resolve differences of a few points (issue 13)
 REFERENCE = "sdpo"  # the baseline PMD must beat; its rows are paired with each variant's by seed
+# (variant, control) pairs tabled as variant − control when both ran: PMD against its memory controls (issue 25)
+CONTROL_PAIRS = (("pmd", "pmd-placebo"), ("pmd", "pmd-same-problem"))
 OUTCOMES = {"strict": 0, "lenient": 1, "format": 2}  # positions in a per-problem row [passed, lenient, format_ok]
 FLAG_NAMES = {"format": "format collapse", "length": "length blow-up", "accuracy": "accuracy collapse"}
 
@@ -135,7 +140,12 @@ class _Deltas:
         return compare_outcomes(outs, outcomes_of(self.base, kind, uids), self.samples, self.seed)
 
     def vs_reference(self, runs: list[dict], kind: str, uids: set[str] | None = None) -> Interval | None:
-        paired = [(r, self.ref[r["seed"]]) for r in runs if r["seed"] in self.ref]
+        return self.between(runs, self.ref, kind, uids)
+
+    def between(self, runs: list[dict], ref: Mapping[int, dict], kind: str,
+                uids: set[str] | None = None) -> Interval | None:
+        """`runs` − `ref` ({seed: record}), paired by seed and problem; None where outcomes are missing."""
+        paired = [(r, ref[r["seed"]]) for r in runs if r["seed"] in ref]
         outs = [(outcomes_of(a.get("per_problem"), kind, uids), outcomes_of(b.get("per_problem"), kind, uids))
                 for a, b in paired]
         if not outs or any(a is None or b is None for a, b in outs):
@@ -209,11 +219,33 @@ def _render_current(records: Mapping) -> str:
                     [_collapsed(runs), mean_std([r["teacher_active"] for r in runs]),
                      mean_std([r["cpu_minutes"] for r in runs])])
     text += ["## Final held-out accuracy", ""] + _table(header, rows) + [""]
+    text += _controls_table(variants, deltas)
     text += _diagnostics(variants) + [""]
     text += _teacher_table(variants)
     if families and base.get("per_problem") is not None:
         text += _family_table(variants, base, problems, families, deltas) + [""]
     return "\n".join(text + ["![learning curves](curves.png)", ""])
+
+
+def _controls_table(variants: Mapping[str, list[dict]], deltas: _Deltas) -> list[str]:
+    """Each of `CONTROL_PAIRS` whose two variants both ran, as variant − control with paired intervals."""
+    pairs = [(a, b) for a, b in CONTROL_PAIRS if a in variants and b in variants]
+    if not pairs:
+        return []
+    rows = []
+    for a, b in pairs:
+        ref = {r["seed"]: r for r in variants[b]}
+        seeds = sorted(r["seed"] for r in variants[a] if r["seed"] in ref)
+        rows.append([f"{a} − {b}", ", ".join(map(str, seeds)) or "none"] +
+                    [_ci(deltas.between(variants[a], ref, kind), True) for kind in OUTCOMES])
+    return ["## PMD against its controls", "",
+            "Each control trains as PMD does and changes only what its memory says. pmd-placebo: wherever PMD's "
+            "memory would show something, the teacher reads a fixed note that carries no information, so its teacher "
+            "is active on the same rows; PMD − placebo is what memory's content adds beyond activating (and "
+            "diluting) the teacher. pmd-same-problem: memory holds only this problem's own past attempts and "
+            "insights; PMD − same-problem is what patterns and other problems' insights add. Δ on the same "
+            "problems, runs of the same seed, with the interval and verdict as above.", ""] + _table(
+        ["pair", "paired seeds", "Δ strict [95% CI]", "Δ lenient [95% CI]", "Δ format [95% CI]"], rows) + [""]
 
 
 def _family_sizes(problems: Mapping[str, str], families: list[str]) -> str:

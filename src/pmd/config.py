@@ -286,13 +286,15 @@ def compare_eval_every(eval_cfg: EvalConfig) -> int:
     return eval_cfg.every_steps or COMPARE_EVAL_EVERY
 
 
-# `pmd compare`'s variants: the three algorithms and PMD's two ablations (compare.variant_config says what each sets).
-VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher")
+# `pmd compare`'s variants: the three algorithms, PMD's two ablations and its two memory controls (placebo: the same
+# activation with no information; same-problem: no other problem's memory). compare.variant_config says what each sets.
+VARIANTS = ("grpo", "sdpo", "pmd", "pmd-frozen-memory", "pmd-frozen-teacher", "pmd-placebo", "pmd-same-problem")
 
 
 @dataclass
 class CompareConfig:
-    variants: list[str] = _f(list(VARIANTS), "Algorithms/ablations to run side by side (each once).", min_len=1)
+    variants: list[str] = _f(list(VARIANTS), "Algorithms, ablations and controls to run side by side (each once).",
+                             min_len=1)
     seeds: list[int] = _f([0, 1, 2], "Training seeds; every variant runs on each (same problems, same budget).", ge=0,
                           min_len=1, max_len=1000, max_len_why="each seed is one training run per variant")
     frozen_memory_steps: int = _f(4, "pmd-frozen-memory: steps of memory growth before the freeze.", ge=0)
