@@ -137,3 +137,39 @@ def read_last_eval(run_dir):
     evals = [r for r in rows if "eval/greedy_accuracy" in r]
     assert evals[0]["step"] == 0 and evals[0]["eval/greedy_accuracy"] == 0.5  # the given base evaluation
     return evals[-1]["eval/greedy_accuracy"]
+
+
+def test_the_memory_control_arms_train_and_log_what_their_teacher_saw(tmp_path, tiny_model_path):
+    """pmd-placebo and pmd-same-problem, trained for 2 steps on the tiny model from a memory that holds other
+    problems' insights and a pattern of the same family (2 training problems: each step draws both). At step 0 the
+    full scope finds that memory, so the placebo teacher reads the note; the same-problem teacher reads nothing. From
+    step 1 on memory holds step 0's attempts: the placebo log still holds only the note, the same-problem log only
+    items of that very problem. The retrieval log is what each teacher read."""
+    from pmd.compare import run_one
+    from pmd.memory.store import MemoryStore
+    from pmd.prompts import PLACEBO_MEMORY
+
+    seed = tmp_path / "seed.sqlite"
+    with MemoryStore(seed) as store:
+        others = [store.upsert_insight(f"basic_arithmetic/train/9/{k}", "basic_arithmetic", "lesson",
+                                       "Write the result alone on the final line.", "policy", [], 0) for k in (0, 1)]
+        store.add_pattern("lesson", "Recompute the result before answering.", others, 2, step=0)
+    base = base_cfg(tmp_path, tiny_model_path, "env.train_size=2", "eval.every_steps=2", "eval.num_samples=0",
+                    f"memory.load_from={seed}")
+    base_eval = {"overall": {"greedy_accuracy": 0.0}, "families": {}}
+    logs, owner = {}, {}  # owner: {ref: its problem} in the same-problem run's store
+    for variant in ("pmd-placebo", "pmd-same-problem"):
+        cfg = variant_config(base, variant, 0)
+        run_one(cfg, base_eval)
+        with MemoryStore(Path(cfg.run_dir) / "memory.sqlite") as store:
+            logs[variant] = store.retrievals()
+            owner = {**{f"experience:{e.id}": e.problem_uid for e in store.experiences()},
+                     **{f"insight:{i.id}": i.problem_uid for i in store.insights(status=None)}}
+        assert {r.step for r in logs[variant]} == {0, 1}
+    placebo = logs["pmd-placebo"]
+    assert {r.text for r in placebo if r.step == 0} == {PLACEBO_MEMORY}  # activated by other problems' memory
+    assert {r.text for r in placebo} == {PLACEBO_MEMORY} and all(r.item_refs == [] for r in placebo)
+    same = logs["pmd-same-problem"]
+    assert {r.text for r in same if r.step == 0} == {""}  # other problems' insights and the pattern never reach it
+    assert [r for r in same if r.text], "its own attempts reached the same-problem teacher"
+    assert all(owner.get(ref) == r.problem_uid for r in same for ref in r.item_refs)
