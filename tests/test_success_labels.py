@@ -16,7 +16,7 @@ from pmd.envs.base import Problem
 from pmd.memory.reflect import LESSON_TEXTS, FeedbackStatsReflector
 from pmd.memory.retrieve import RetrievalConfig, retrieve
 from pmd.memory.store import Experience, MemoryStore
-from pmd.prompts import FAILED_ATTEMPT, PASSED_ATTEMPT, UNFORMATTED_ATTEMPT, format_attempts
+from pmd.prompts import FAILED_ATTEMPT, LESSON_PATTERNS, PASSED_ATTEMPT, UNFORMATTED_ATTEMPT, format_attempts
 from pmd.rewards import Judged, failure_feedback, is_success
 
 PROBLEM = Problem(uid="chain_sum/train/0/2", family="chain_sum", question="5 + 2", answer="7")
@@ -118,6 +118,7 @@ def test_lessons_tell_a_right_value_without_format_from_wrong_values():
     assert set(lessons["format"].experience_ids) == {1, 2} and set(lessons["wrong_value"].experience_ids) == {3, 4}
     assert lessons["format"].text == LESSON_TEXTS["format"]
     assert "value was right" in LESSON_TEXTS["format"] and "fail" not in LESSON_TEXTS["format"]
+    assert "fail" not in LESSON_PATTERNS["format"]  # nor the pattern consolidation writes from such lessons
     assert not any(d.kind == "strategy" for d in result.insights)  # strategies describe strict passes only
     # at threshold 1.0 the same four are four failures (0.5 < 1.0): one lesson, of the commonest kind (a tie, the
     # first met), and the wrong values go without one, as every run went before this fix

@@ -188,8 +188,9 @@ LESSON_PATTERNS = {
     "wrong_value": "In {family} problems, a wrong value is a common failure: recompute the result before answering.",
     "no_answer": "In {family} problems, a missing final answer is a common failure: always end with the answer line "
                  "the problem asks for.",
-    "format": "In {family} problems, a correct value in the wrong format is a common failure: write the answer "
-              "exactly in the requested format.",
+    # not "failure": the value was right, and under lenient credit at the threshold such replies are successes
+    "format": "In {family} problems, the value is often right but not in the requested format: keep the value and "
+              "write the answer exactly in the requested format.",
     "wrong_answer_on_test": "In {family} problems, code that runs but fails a test is a common failure: trace the "
                             "examples and the edge cases through the code before answering.",
     "runtime_error": "In {family} problems, code that raises an error is a common failure: check indices, types and "
