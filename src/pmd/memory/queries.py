@@ -16,7 +16,10 @@ from collections.abc import Iterator, Sequence
 from pmd.memory.records import Experience, Insight, _from_row
 
 # `pmd.rewards.is_success` over the experiences table ({t}: the threshold's parameter): passed, or a reward at or
-# above the run's success threshold. tests/test_success_labels.py checks the two agree.
+# above the run's success threshold. tests/test_success_labels.py checks the two agree. Decided when read, not
+# stored: every row keeps its reward, so no column (and no schema version, which would refuse every existing store
+# and seed) is needed, and a store seeded into a run with another threshold is read by that run's threshold.
+# `passed` stays the verifier's strict bit.
 SUCCESS_SQL = "(passed = 1 OR reward >= {t})"
 
 
