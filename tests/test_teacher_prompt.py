@@ -186,12 +186,12 @@ class FakeMemory:
         pass
 
 
-def pmd_builder(trainer, memory, judged):
+def pmd_builder(trainer, memory, judged, demo_choice="best"):
     """TRL's seam as PMD fills it: the step's teacher_context phase, on a step whose `score` gave `judged`."""
     from pmd.step import Phases, PMDStep, StepRecord
     from pmd.teacher import StepTeacherContext
 
-    step = PMDStep(suite=None, phases=Phases.for_algo("pmd")).attach(trainer, memory)
+    step = PMDStep(suite=None, phases=Phases.for_algo("pmd"), demo_choice=demo_choice).attach(trainer, memory)
     step.record = StepRecord(step=0, judged=judged)
     return StepTeacherContext(trainer, step)
 
@@ -209,7 +209,8 @@ def batch(tok):
     output = {"completion_ids": completion_ids, "completion_mask": (completion_ids != tok.pad_token_id).long()}
     prompts = [[{"role": "user", "content": q}] for q in ("Q1", "Q1", "Q2", "Q2")]
     rewards = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    judged = [SimpleNamespace(problem=SimpleNamespace(uid=q), verdict=SimpleNamespace(passed=r == 1.0, feedback=f))
+    judged = [SimpleNamespace(problem=SimpleNamespace(uid=q), verdict=SimpleNamespace(passed=r == 1.0, reward=r,
+                                                                                    feedback=f))
               for q, r, f in zip(("Q1", "Q1", "Q2", "Q2"), rewards.tolist(), ("ok", "Wrong.", "Wrong.", ""))]
     return output, prompts, rewards, judged
 
@@ -239,7 +240,7 @@ def test_pmd_teacher_prompts_are_trls_when_memory_is_empty(overrides):
     pmd_template = REPROMPT_TEMPLATE if template is None else template.replace("{prompt}", "{prompt}{memory}")
     pmd_trainer = fake_trainer(tok, **{**overrides, "reprompt_template": pmd_template})
     theirs = SuccessfulRolloutTeacherContextBuilder(trl_trainer).build(output, prompts, rewards,
-                                                                        feedbacks=failure_feedback(judged))
+                                                                        feedbacks=failure_feedback(judged, 1.0))
     builder = pmd_builder(pmd_trainer, FakeMemory([""] * 4), judged)
     ours = builder.build(output, prompts, rewards)
     for key in ("teacher_input_ids", "teacher_attention_mask", "self_distillation_mask"):
@@ -361,3 +362,88 @@ def test_placebo_teacher_is_active_on_pmds_rows_and_reads_none_of_the_retrieved_
         assert not any(line in placebo for line in real_lines)
         assert ("|Q2|" in placebo) == (PLACEBO_MEMORY in placebo)  # Q2's teacher reads the note, Q1's nothing
         assert ("|Q2|" in real) == all(line in real for line in real_lines)
+
+# ------------------------------------------------------------------------------------------- which sibling is shown
+# Issue 25, finding 3: TRL shows the first sibling at or above the threshold; with graded rewards (lenient credit) that
+# can be an unformatted right value while a strictly correct sibling exists. PMD shows the best (train.demo_choice).
+
+
+def test_choose_demo_best_takes_the_strict_sibling_first_takes_trls():
+    from pmd.teacher import choose_demo
+
+    graded = [0.0, 0.5, 1.0, 0.5]  # 1: right value, no format (lenient credit); 2: strictly correct
+    assert choose_demo(graded, [1, 2, 3], 0.5, "best") == 2
+    assert choose_demo(graded, [1, 2, 3], 0.5, "first") == 1
+    assert choose_demo(graded, [1, 3], 0.5, "best") == 1  # ties: the first, as TRL
+    assert choose_demo(graded, [0], 0.5, "best") is None and choose_demo(graded, [0], 0.5, "first") is None
+    binary = [0.0, 1.0, 1.0, 0.0]
+    for candidates in ([0, 1, 2, 3], [1, 2], [2, 3], [0, 3]):
+        assert choose_demo(binary, candidates, 1.0, "best") == choose_demo(binary, candidates, 1.0, "first")
+
+
+def test_plan_shows_the_best_sibling_and_first_is_trls():
+    graded = [0.0, 0.5, 1.0, 0.0]
+    best = PlanSettings(group_size=4, success_threshold=0.5)
+    first = PlanSettings(group_size=4, success_threshold=0.5, demo_choice="first")
+    assert [p.demo for p in plan_teachers(graded, [None] * 4, [""] * 4, best)] == [2, 2, 1, 2]
+    assert [p.demo for p in plan_teachers(graded, [None] * 4, [""] * 4, first)] == [1, 2, 1, 1]
+
+
+def group_of_four(tok, rewards):
+    """One group of four rollouts of Q1: nothing, a bare value, a strict answer, a wrong strict answer."""
+    from types import SimpleNamespace
+
+    import torch
+
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    rows = [ids("hmm"), ids("4"), ids("Answer: 4"), ids("Answer: 5")]
+    width = max(map(len, rows))
+    completion_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    output = {"completion_ids": completion_ids, "completion_mask": (completion_ids != tok.pad_token_id).long()}
+    prompts = [[{"role": "user", "content": "Q1"}]] * 4
+    judged = [SimpleNamespace(problem=SimpleNamespace(uid="Q1"), verdict=SimpleNamespace(passed=r == 1.0, reward=r,
+                                                                                        feedback="Wrong."))
+              for r in rewards]
+    return output, prompts, torch.tensor(rewards), judged
+
+
+@pytest.mark.parametrize("rewards, threshold", [([0.0, 1.0, 1.0, 0.0], 1.0), ([1.0, 0.0, 1.0, 1.0], 1.0),
+                                                ([0.0, 0.5, 1.0, 0.0], 0.5)])
+@pytest.mark.parametrize("choice", ["best", "first"])
+def test_demo_choice_against_trls_own_builder(rewards, threshold, choice):
+    """TRL's SuccessfulRolloutTeacherContextBuilder.build, run, against PMD's step (memory empty) on one group of
+    four: with binary rewards both choices give TRL's tensors token for token; with graded rewards "first" does, and
+    "best" differs exactly where TRL shows the unformatted sibling while a strictly correct one exists."""
+    import torch
+    from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder
+
+    tok = word_tokenizer()
+    output, prompts, reward_t, judged = group_of_four(tok, rewards)
+    args = {"success_reward_threshold": threshold, "num_generations": 4}
+    trl_trainer, pmd_trainer = fake_trainer(tok, **args), fake_trainer(tok, **args)
+    for t in (trl_trainer, pmd_trainer):
+        t.num_generations = 4
+    from pmd.rewards import failure_feedback
+
+    theirs = SuccessfulRolloutTeacherContextBuilder(trl_trainer).build(output, prompts, reward_t,
+                                                                        feedbacks=failure_feedback(judged, threshold))
+    ours = pmd_builder(pmd_trainer, FakeMemory([""] * 4), judged, demo_choice=choice).build(output, prompts, reward_t)
+    graded = len({r for r in rewards if r >= threshold}) > 1
+    same = [torch.equal(ours["teacher_input_ids"][i], theirs["teacher_input_ids"][i]) for i in range(4)]
+    assert torch.equal(ours["self_distillation_mask"], theirs["self_distillation_mask"])
+    if choice == "first" or not graded:
+        assert all(same)
+    else:  # samples 0 and 3: TRL shows sibling 1 ("4", lenient), PMD sibling 2 ("Answer: 4")
+        assert same == [False, True, True, False]
+        text = tok.decode(ours["teacher_input_ids"][0], skip_special_tokens=True)
+        assert "Answer: 4" in text
+
+
+def test_demo_choice_is_a_config_option_with_best_by_default():
+    from pmd.config import load_config
+    from pmd.errors import ConfigError
+
+    assert load_config(None).train.demo_choice == "best"
+    assert load_config(None, ["train.demo_choice=first"]).train.demo_choice == "first"
+    with pytest.raises(ConfigError, match="demo_choice"):
+        load_config(None, ["train.demo_choice=worst"])

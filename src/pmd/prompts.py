@@ -110,6 +110,18 @@ def student_text_with_memory(question: str, memory: str) -> str:
 
 PASSED_ATTEMPT = "A past attempt that passed: "
 FAILED_ATTEMPT = "A past attempt that failed (feedback: {feedback}): "
+# A success for the teacher (`pmd.rewards.is_success`: reward at the run's success threshold) that the verifier did
+# not pass: with the right value but not the required format (failure kind "format"), or otherwise short of a pass.
+UNFORMATTED_ATTEMPT = "A past attempt with the right value but not the required answer format: "
+SUCCEEDED_ATTEMPT = "A past attempt that succeeded: "
+
+
+def success_label(passed: bool, failure_kind: str) -> str:
+    """The label of a retrieved attempt that is a success for the teacher: 'passed' only when the verifier passed
+    it, and a right value without the format named as such, never as a failure."""
+    if passed:
+        return PASSED_ATTEMPT
+    return UNFORMATTED_ATTEMPT if failure_kind == "format" else SUCCEEDED_ATTEMPT
 INSIGHT_LINE = "{label}{where}{seen}: {text}"
 PATTERN_LINE = "Pattern across problems ({n} problems): {text}"
 ELLIPSIS = "[...]"  # marks the elided middle of a shortened attempt
@@ -147,13 +159,14 @@ class Attempt(Protocol):
     passed: bool
     response: str
     feedback: str
+    failure_kind: str  # "format": the right value without the required format, shown apart from failures
 
 
 def format_attempts(attempts: Sequence[Attempt], max_chars: int = 300) -> str:
     """Attempts numbered with their verdict and feedback; long responses are clipped to `max_chars`."""
     lines = []
     for i, e in enumerate(attempts, 1):
-        verdict = "PASSED" if e.passed else "FAILED"
+        verdict = "PASSED" if e.passed else ("RIGHT VALUE, FORMAT MISSING" if e.failure_kind == "format" else "FAILED")
         response = e.response.strip().replace("\n", " ")
         if len(response) > max_chars:
             response = response[: max_chars - 3] + "..."
@@ -179,8 +192,9 @@ LESSON_PATTERNS = {
     "wrong_value": "In {family} problems, a wrong value is a common failure: recompute the result before answering.",
     "no_answer": "In {family} problems, a missing final answer is a common failure: always end with the answer line "
                  "the problem asks for.",
-    "format": "In {family} problems, a correct value in the wrong format is a common failure: write the answer "
-              "exactly in the requested format.",
+    # not "failure": the value was right, and under lenient credit at the threshold such replies are successes
+    "format": "In {family} problems, the value is often right but not in the requested format: keep the value and "
+              "write the answer exactly in the requested format.",
     "wrong_answer_on_test": "In {family} problems, code that runs but fails a test is a common failure: trace the "
                             "examples and the edge cases through the code before answering.",
     "runtime_error": "In {family} problems, code that raises an error is a common failure: check indices, types and "

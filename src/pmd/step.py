@@ -93,8 +93,10 @@ class PMDStep:
     """The step's phases as methods, in order, for one trainer. `memory` is the MemoryLoop (PMD only)."""
 
     def __init__(self, suite: EnvironmentSuite, phases: Phases, ranks: Ranks | None = None,
-                 periodic_eval: PeriodicEval | None = None, completions: CompletionsLog | None = None):
+                 periodic_eval: PeriodicEval | None = None, completions: CompletionsLog | None = None,
+                 demo_choice: str = "best"):
         self.suite = suite
+        self.demo_choice = demo_choice  # train.demo_choice: PMD's demonstration, the best sibling or TRL's first
         self.completions = completions  # train.trl.log_completions for SDPO/PMD (GRPO: TRL's own table)
         self.phases = phases
         self.ranks = ranks or Ranks()
@@ -167,7 +169,7 @@ class PMDStep:
         groups that span ranks are planned whole. Reads memory, never writes it (recording is after the update)."""
         rec = self._record_of(len(prompts))
         if not self.phases.memory:
-            batch, rec.metrics = trl_rule(failure_feedback(rec.judged))
+            batch, rec.metrics = trl_rule(failure_feedback(rec.judged, self.trainer.args.success_reward_threshold))
             self._note_completions(rec, prompts, batch, output)
             return batch, rec.metrics
         tr = self.trainer
@@ -178,9 +180,9 @@ class PMDStep:
             rec.retrieved = self.memory.retrieve([j.problem.uid for j in rec.batch], rec.step)
         with phase("plan"):
             settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training
-                                              else tr.num_generations_eval)
-            plans = plan_teachers(all_rewards, failure_feedback(rec.batch), [m.text for m in rec.retrieved],
-                                  settings)
+                                              else tr.num_generations_eval, self.demo_choice)
+            plans = plan_teachers(all_rewards, failure_feedback(rec.batch, settings.success_threshold),
+                                  [m.text for m in rec.retrieved], settings)
         with phase("render"):
             mine = range(start, start + n_local)
             teacher, cuts = self.renderer.render([all_prompts[i] for i in mine],

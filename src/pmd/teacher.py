@@ -15,7 +15,9 @@ Everything else follows TRL's SDPO builder and the SDPO reference (lasgroup/SDPO
 `dont_reprompt_on_self_success`, `include_environment_feedback`, `environment_feedback_only_without_solution`,
 `remove_thinking_from_demonstration` and `reprompt_template` (whose {memory} field holds the memory block) mean
 the same here; with every memory empty PMD's teacher prompts are TRL's, token for token
-(tests/test_teacher_prompt.py runs both on one batch).
+(tests/test_teacher_prompt.py runs both on one batch), as long as both pick the same demonstration: PMD shows the
+best-reward successful sibling (`train.demo_choice: best`, `choose_demo`), TRL the first; they differ only where
+successes score differently (graded rewards, e.g. lenient credit), and `demo_choice: first` is TRL's rule.
 
 One deliberate difference: a teacher prompt over `max_reprompt_len` is not simply cut from the left (TRL), which
 drops the problem statement first; `fit_teacher_prompt` cuts memory first, then the demonstration, then the
@@ -57,12 +59,13 @@ class PlanSettings:
     dont_reprompt_on_self_success: bool = True  # a rollout is never its own demonstration
     include_feedback: bool = True  # show this rollout's verifier feedback
     feedback_only_without_solution: bool = False  # show feedback only where no demonstration is shown
+    demo_choice: str = "best"  # train.demo_choice: the best-reward sibling, or TRL's first above the threshold
 
     @classmethod
-    def from_args(cls, args: Any, group_size: int) -> PlanSettings:
+    def from_args(cls, args: Any, group_size: int, demo_choice: str = "best") -> PlanSettings:
         return cls(group_size, args.success_reward_threshold, args.use_successful_as_teacher,
                    args.dont_reprompt_on_self_success, args.include_environment_feedback,
-                   args.environment_feedback_only_without_solution)
+                   args.environment_feedback_only_without_solution, demo_choice)
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,34 @@ class TeacherPlan:
     memory: str  # retrieved memory to show ('' = none)
 
 
+def choose_demo(rewards: Sequence[float], candidates: Sequence[int], threshold: float, choice: str = "best"
+                ) -> int | None:
+    """The sibling (an index among `candidates`, in group order) whose completion the teacher is shown, or None.
+
+    "first": the first candidate with reward >= `threshold`, TRL's rule (trl/experimental/sdpo/sdpo_trainer.py,
+    `SuccessfulRolloutTeacherContextBuilder.build`: `successful` collects the group's j >= threshold in order, self
+    skipped under dont_reprompt_on_self_success, and the demo is `successful[0]`). "best" (default): the candidate
+    with the highest reward among those >= `threshold`, the first of equals, so with graded rewards a strictly
+    correct sibling (1.0) is shown before one with the right value but no format (lenient credit); with binary
+    rewards every successful sibling ties and "best" is "first", TRL's choice exactly."""
+    above = [j for j in candidates if rewards[j] >= threshold]
+    if not above:
+        return None
+    if choice == "first":
+        return above[0]
+    return max(above, key=lambda j: (rewards[j], -j))
+
+
 def plan_teachers(rewards: Sequence[float], feedback: Sequence[str | None], memory: Sequence[str],
                   settings: PlanSettings) -> list[TeacherPlan]:
     """PMD's activation rule for a global batch laid out group by group (`settings.group_size` rollouts each).
 
-    Per sample: the demonstration is the first sibling with reward >= threshold (itself excluded if so set), as in
-    SDPO; feedback is shown when enabled and non-empty (and, with `feedback_only_without_solution`, only where
-    there is no demonstration); memory is whatever retrieval returned for the problem. Active = any of the three.
-    With every memory empty this is exactly SDPO's rule.
+    Per sample: the demonstration is a sibling with reward >= threshold (itself excluded if so set), as in SDPO, the
+    best-reward one or TRL's first (`choose_demo`, `settings.demo_choice`); feedback is shown when enabled and
+    non-empty (and, with `feedback_only_without_solution`, only where there is no demonstration); memory is whatever
+    retrieval returned for the problem. Active = any of the three.
+    With every memory empty this is exactly SDPO's rule when the demonstrations agree: `demo_choice` "first", or
+    rewards where every success scores the same (binary).
     """
     if not len(rewards) == len(feedback) == len(memory):
         raise ValueError(f"plan_teachers: {len(rewards)} rewards, {len(feedback)} feedbacks, {len(memory)} memories")
@@ -92,9 +115,9 @@ def plan_teachers(rewards: Sequence[float], feedback: Sequence[str | None], memo
         start = (i // n) * n
         demo = None
         if settings.use_successful_as_teacher:
-            demo = next((j for j in range(start, start + n)
-                         if not (settings.dont_reprompt_on_self_success and j == i)
-                         and rewards[j] >= settings.success_threshold), None)
+            demo = choose_demo(rewards, [j for j in range(start, start + n)
+                                         if not (settings.dont_reprompt_on_self_success and j == i)],
+                               settings.success_threshold, settings.demo_choice)
         shown_feedback = fb if settings.include_feedback and isinstance(fb, str) and fb.strip() else None
         if settings.feedback_only_without_solution and demo is not None:
             shown_feedback = None

@@ -235,7 +235,7 @@ def make_reflector(cfg: RunConfig, trainer, tokenizer, ranks: Ranks) -> tuple[Re
     reflector's generation is shared by every rank (the policy may be sharded; a separate model is split by work)."""
     m = cfg.memory
     if m.reflector == "feedback-stats":
-        return FeedbackStatsReflector(), None
+        return FeedbackStatsReflector(cfg.train.success_reward_threshold), None
     if m.reflector == "policy":
         local = GreedyChat(lambda: _live_policy(trainer), tokenizer, m.reflection_max_tokens, m.reflection_batch_size)
     else:  # loaded once per rank on its device, never trained
@@ -280,7 +280,7 @@ def build_trainer(cfg: RunConfig, model_path: str, suite: EnvironmentSuite, run_
     completions = (CompletionsLog(run_dir, t.trl.get("num_completions_to_print"), t.report_to)
                    if phases.teacher and t.trl.get("log_completions") else None)  # GRPO: TRL's own table
     step = PMDStep(suite, phases, ranks, PeriodicEval(cfg, eval_every, run_dir / "evals") if eval_every else None,
-                   completions)
+                   completions, demo_choice=t.demo_choice)
     common = dict(model=model if model is not None else model_path, reward_funcs=[step.reward_function()], args=args,
                   train_dataset=build_dataset(suite, "train", cfg.env.system_prompt), processing_class=tokenizer,
                   callbacks=list(callbacks or []), peft_config=lora_config(cfg))
@@ -331,7 +331,8 @@ def memory_loop(cfg: RunConfig, trainer, suite: EnvironmentSuite, run_dir: Path,
     rank."""
     reflector, shared = make_reflector(cfg, trainer, tokenizer, ranks)
     store = open_memory(cfg, run_dir) if ranks.is_main else None
-    return MemoryLoop(store, cfg.memory, suite, token_counter(tokenizer), reflector, ranks=ranks, shared=shared)
+    return MemoryLoop(store, cfg.memory, suite, token_counter(tokenizer), reflector, ranks=ranks, shared=shared,
+                      success_threshold=cfg.train.success_reward_threshold)
 
 
 def train(cfg: RunConfig, run_dir: Path, model_path: str, suite: EnvironmentSuite,

@@ -27,6 +27,7 @@ def memory_for_prompts(cfg: RunConfig, suite: EnvironmentSuite, memory_db: str |
     count = token_counter(tokenizer)
 
     try:
-        yield lambda p: retrieve(store, p, count, cfg.memory.retrieval, prompt=suite.format_prompt(p)).text
+        yield lambda p: retrieve(store, p, count, cfg.memory.retrieval, prompt=suite.format_prompt(p),
+                                 success_threshold=cfg.train.success_reward_threshold).text
     finally:
         store.close()

@@ -56,7 +56,8 @@ class LoopStats:
 class MemoryLoop:
     def __init__(self, store: MemoryStore | None, cfg: MemoryConfig, suite: EnvironmentSuite,
                  count_tokens: Callable[[str], int], reflector: Reflector, ranks: Ranks | None = None,
-                 shared: SharedGeneration | None = None):
+                 shared: SharedGeneration | None = None, success_threshold: float = 1.0):
+        self.success_threshold = success_threshold  # train.success_reward_threshold: what memory files as a success
         self.ranks = ranks or Ranks()
         self.shared = shared  # the reflector's generation, when every rank must take part in it
         if self.ranks.is_main == (store is None):
@@ -90,7 +91,8 @@ class MemoryLoop:
                 if uid not in by_uid:
                     problem = self.suite.problem(uid)
                     by_uid[uid] = retrieve(self.store, problem, self.count_tokens, self.cfg.retrieval,
-                                           exclude_experience_step=step, prompt=self.suite.format_prompt(problem))
+                                           exclude_experience_step=step, prompt=self.suite.format_prompt(problem),
+                                           success_threshold=self.success_threshold)
                     if self.cfg.content == "placebo":  # the pmd-placebo control: same activation, no information
                         by_uid[uid] = placebo_memory(by_uid[uid], self.count_tokens, self.cfg.retrieval.token_budget)
         by_uid = self.ranks.broadcast(by_uid)

@@ -15,6 +15,13 @@ from collections.abc import Iterator, Sequence
 
 from pmd.memory.records import Experience, Insight, _from_row
 
+# `pmd.rewards.is_success` over the experiences table ({t}: the threshold's parameter): passed, or a reward at or
+# above the run's success threshold. tests/test_success_labels.py checks the two agree. Decided when read, not
+# stored: every row keeps its reward, so no column (and no schema version, which would refuse every existing store
+# and seed) is needed, and a store seeded into a run with another threshold is read by that run's threshold.
+# `passed` stays the verifier's strict bit.
+SUCCESS_SQL = "(passed = 1 OR reward >= {t})"
+
 
 class RetrievalQueries:
     """Mixin: needs `self._db` (an open sqlite3 connection with `sqlite3.Row` rows)."""
@@ -70,12 +77,15 @@ class RetrievalQueries:
             out.update({int(r[0]): r[1] for r in rows})
         return out
 
-    def passing_attempts(self, problem_uid: str, exclude_step: int | None = None) -> list[tuple[int, float, int]]:
-        """(id, reward, step) of this problem's passing rollouts (not from `exclude_step`), over the per-problem index:
-        retrieval weighs reward by age to pick the best one."""
+    def passing_attempts(self, problem_uid: str, exclude_step: int | None = None,
+                         success_threshold: float = 1.0) -> list[tuple[int, float, int]]:
+        """(id, reward, step) of this problem's successful rollouts (not from `exclude_step`), over the per-problem
+        index: retrieval weighs reward by age to pick the best one. Successful as `pmd.rewards.is_success` decides
+        (passed, or reward >= `success_threshold`, the run's train.success_reward_threshold), in SQL: a rollout
+        good enough to be a sibling's demonstration is never filed with the failures."""
         rows = self._db.execute(
-            "SELECT id, reward, step FROM experiences WHERE problem_uid = ?1 AND passed = 1 "
-            "AND (?2 IS NULL OR step != ?2) ORDER BY step, id", (problem_uid, exclude_step))
+            f"SELECT id, reward, step FROM experiences WHERE problem_uid = ?1 AND {SUCCESS_SQL.format(t='?3')} "
+            "AND (?2 IS NULL OR step != ?2) ORDER BY step, id", (problem_uid, exclude_step, float(success_threshold)))
         return [(int(r[0]), float(r[1]), int(r[2])) for r in rows]
 
     def experience(self, experience_id: int) -> Experience | None:

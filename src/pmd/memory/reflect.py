@@ -33,6 +33,7 @@ from statistics import median
 from typing import Protocol
 
 from ..prompts import reflection_messages
+from ..rewards import is_success
 from .store import Experience
 from .text import STOPWORDS, normalize_text, tokenize
 
@@ -81,8 +82,9 @@ LESSON_TEXTS: dict[str, str] = {
                    "before the final line.",
     "no_answer": "Most failed attempts ended without a gradable answer: finish with the result alone on a final line "
                  "'Answer: <answer>'.",
-    "format": "Most failed attempts had the right value but not the required format: state it alone on a final line "
-              "'Answer: <answer>'.",
+    # not "failed": with lenient credit at the success threshold these attempts are successes (pmd.rewards.is_success)
+    "format": "The value was right but the reply had no final line 'Answer: <answer>': keep the value and state it "
+              "alone on such a line.",
     "wrong_answer_on_test": "Most failed programs ran but gave a wrong result on a test: check edge cases and the "
                             "exact output format.",
     "runtime_error": "Most failed programs crashed at run time: check input parsing, indexes and empty inputs.",
@@ -129,10 +131,15 @@ def _quote(answer: str, limit: int = 80) -> str:
 class FeedbackStatsReflector:
     """Lessons and strategies from the attempts' structured outcomes (no generation, deterministic).
 
-    Reads `Experience.passed`, `failure_kind` and `answer` (what the environment judged), never the feedback prose:
+    Reads `Experience.passed`, `reward`, `failure_kind` and `answer` (what the environment judged), never the feedback
+    prose. Failed means not a success (`pmd.rewards.is_success` with `success_threshold`, the run's
+    train.success_reward_threshold): an attempt with the right value but not the format whose lenient credit reached
+    the threshold was a sibling's demonstration, so it is not counted with the wrong values;
     - lesson, tag = the failure kind shared by at least half of the failed attempts (and at least two);
+    - lesson, tag "format": two or more such successes with the right value and no strict format, in their own words
+      ("the value was right but ...", never "failed"), whatever the failures' lesson;
     - lesson, tag "wrong_value": a wrong answer given twice or more, named (problem-specific);
-    - strategy, tag = how the passing attempts gave their result (`answer_form`: "answer_line", "boxed",
+    - strategy, tag = how the (strictly) passing attempts gave their result (`answer_form`: "answer_line", "boxed",
       "final_sentence", "code_block", "worked_out");
     - strategy, tag "short": passing attempts are at most half as long (median words) as the failing ones.
     The texts are `LESSON_TEXTS` / `STRATEGY_TEXTS`, so the same behaviour on different problems yields the same
@@ -140,6 +147,9 @@ class FeedbackStatsReflector:
     """
 
     name = "feedback-stats"
+
+    def __init__(self, success_threshold: float = 1.0):
+        self.success_threshold = success_threshold
 
     def reflect(self, attempts: Mapping[str, list[Experience]],
                 questions: Mapping[str, str] | None = None) -> ReflectionResult:
@@ -155,7 +165,9 @@ class FeedbackStatsReflector:
     def _one(self, exps: list[Experience]) -> list[InsightDraft]:
         drafts: list[InsightDraft] = []
         passed = [e for e in exps if e.passed]
-        failed = [e for e in exps if not e.passed]
+        success = [is_success(e.reward, e.passed, self.success_threshold) for e in exps]
+        failed = [e for e, ok in zip(exps, success) if not ok]
+        right_unformatted = [e for e, ok in zip(exps, success) if ok and not e.passed and e.failure_kind == "format"]
         ids = lambda es: tuple(e.id for e in es if e.id is not None)  # noqa: E731
         kind_of = lambda e: e.failure_kind or "other"  # noqa: E731 - a failure without a kind is still a failure
         for kind, count in Counter(kind_of(e) for e in failed).most_common(1):
@@ -165,6 +177,8 @@ class FeedbackStatsReflector:
                 if kind == "other" and of_kind[-1].feedback.strip():  # no kind to name: quote the verifier's verdict
                     text += " The verifier said: " + _quote(of_kind[-1].feedback.strip().splitlines()[0], 120)
                 drafts.append(InsightDraft("lesson", text, ids(of_kind), tag=kind))
+        if len(right_unformatted) >= 2 and not any(d.tag == "format" for d in drafts):
+            drafts.append(InsightDraft("lesson", LESSON_TEXTS["format"], ids(right_unformatted), tag="format"))
         wrong = Counter(e.answer for e in failed if e.failure_kind == "wrong_value" and e.answer)
         for answer, count in wrong.most_common(1):
             if count >= 2:

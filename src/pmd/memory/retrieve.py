@@ -1,8 +1,9 @@
 """Retrieval for the self-teacher: the most useful memory for one problem, packed under a token budget by level.
 
 Four levels, in priority order (within a level, earlier items win):
-1. experience: this problem's best past attempt that passed (highest age-weighted reward, then most recent), then its
-   most useful failure (most recent failed attempt with non-empty feedback);
+1. experience: this problem's best past attempt that passed (highest age-weighted reward, then most recent; where
+   none passed, the best success, `pmd.rewards.is_success`: e.g. a right value without the format, labelled so),
+   then its most useful failure (most recent attempt with non-empty feedback that is not a success);
 2. insight: its own insights (strategies, then lessons, each by age-weighted support);
 3. pattern: active patterns most similar to the problem (same family first, then BM25 over question + family);
 4. similar: insights of the most similar other problems (same family first, then BM25 over their prompts), except
@@ -45,6 +46,7 @@ same rows as with the real memory but learns nothing from it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +57,7 @@ from pmd.memory.index import problem_index
 from pmd.memory.patterns import problem_specific  # another problem's numbers or quotes never reach this teacher
 from pmd.memory.store import Experience, Insight, MemoryStore, RetrievalRecord
 from pmd.memory.text import normalize_text, tokenize
-from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PASSED_ATTEMPT, PLACEBO_MEMORY, insight_line, pattern_line
+from pmd.prompts import ELLIPSIS, FAILED_ATTEMPT, PLACEBO_MEMORY, insight_line, pattern_line, success_label
 
 LEVELS: tuple[str, ...] = ("experience", "insight", "pattern", "similar")
 _DEDUPE_RANK = {"pattern": 0, "insight": 1, "similar": 2}  # which copy of a repeated text is kept (lowest)
@@ -230,16 +232,20 @@ def _insight_item(ins: Insight, similar: bool) -> Item:
 
 
 def _candidates(store: MemoryStore, problem: Problem, config: RetrievalConfig, exclude_step: int | None,
-                now: int | None) -> list[Item]:
+                now: int | None, success_threshold: float = 1.0) -> list[Item]:
     half_life = config.recency_half_life_steps
     now = now if now is not None else store.newest_step()
     items: list[Item] = []
     if config.include_experience:
-        best_id = best_attempt(store.passing_attempts(problem.uid, exclude_step), now, half_life)
+        # successes (`pmd.rewards.is_success`), a verifier's pass first: a right value without the format is shown
+        # (and labelled so) only where nothing passed, and is never filed with the failures
+        best_id = best_attempt(store.passing_attempts(problem.uid, exclude_step, math.inf)
+                               or store.passing_attempts(problem.uid, exclude_step, success_threshold), now, half_life)
         best = store.experience(best_id) if best_id is not None else None
         if best is not None:
-            items.append(Item("experience", f"experience:{best.id}", PASSED_ATTEMPT, best.response.strip()))
-        fail: Experience | None = store.latest_failure_with_feedback(problem.uid, exclude_step)
+            items.append(Item("experience", f"experience:{best.id}", success_label(best.passed, best.failure_kind),
+                              best.response.strip()))
+        fail: Experience | None = store.latest_failure_with_feedback(problem.uid, exclude_step, success_threshold)
         if fail is not None:
             feedback = " ".join(fail.feedback.split())
             if len(feedback) > config.max_feedback_chars:
@@ -328,13 +334,15 @@ def retrieve(
     exclude_experience_step: int | None = None,
     now: int | None = None,
     prompt: str = "",
+    success_threshold: float = 1.0,
 ) -> RetrievedMemory:
     """Pack the memory most useful to the teacher for `problem` (see the module docstring). Deterministic. `now`:
     the step ages are measured from (default: `exclude_experience_step`, else the newest step in memory). `prompt`:
     the student's prompt for `problem` (question and answer instruction), whose answer form memory must not
-    contradict ("" = the first form memory advises)."""
+    contradict ("" = the first form memory advises). `success_threshold`: the run's train.success_reward_threshold;
+    an attempt at or above it is shown as a success, never as a failure (`pmd.rewards.is_success`)."""
     now = now if now is not None else exclude_experience_step
-    candidates = _candidates(store, problem, config, exclude_experience_step, now)
+    candidates = _candidates(store, problem, config, exclude_experience_step, now, success_threshold)
     items = dedupe(one_answer_form(candidates, advised_answer_form(prompt)))
     chosen, truncated = pack(items, count_tokens, config.token_budget, config.level_shares)
     text = "\n".join(line for _, line in chosen)

@@ -40,7 +40,7 @@ from pmd.memory.records import (  # re-exported: `from pmd.memory.store import E
     RetrievalRecord,
     _from_row,
 )
-from pmd.memory.queries import RetrievalQueries
+from pmd.memory.queries import SUCCESS_SQL, RetrievalQueries
 from pmd.memory.text import normalize_text
 
 
@@ -101,12 +101,15 @@ class MemoryStore(StoreConnection, RetrievalQueries):
         )
         return [r[0] for r in rows]
 
-    def latest_failure_with_feedback(self, problem_uid: str, exclude_step: int | None = None) -> Experience | None:
-        """This problem's most recent failed rollout whose feedback says something (the most useful failure)."""
+    def latest_failure_with_feedback(self, problem_uid: str, exclude_step: int | None = None,
+                                     success_threshold: float = 1.0) -> Experience | None:
+        """This problem's most recent failed rollout whose feedback says something (the most useful failure).
+        Failed: not a success as `pmd.rewards.is_success` decides with `success_threshold` (the run's
+        train.success_reward_threshold), so a right value without the format that earned the threshold is not one."""
         row = self._db.execute(
-            "SELECT * FROM experiences WHERE problem_uid = ?1 AND passed = 0 "
+            f"SELECT * FROM experiences WHERE problem_uid = ?1 AND NOT {SUCCESS_SQL.format(t='?3')} "
             "AND TRIM(feedback) != '' AND (?2 IS NULL OR step != ?2) ORDER BY step DESC, id DESC LIMIT 1",
-            (problem_uid, exclude_step),
+            (problem_uid, exclude_step, float(success_threshold)),
         ).fetchone()
         return _from_row(Experience, row) if row else None
 
