@@ -83,6 +83,10 @@ REPROMPT_FIELDS = ("prompt", "solution", "feedback")  # SDPO's (TRL's and the re
 MEMORY_FIELD = "memory"  # PMD's one more field
 
 
+# a memory block that carries no information (issue 25's placebo control)
+PLACEBO_MEMORY = "Notes from earlier practice:\n- Read the problem carefully.\n- Work through it step by step.\n- Check the reply before giving it."
+
+
 def memory_block(memory: str) -> str:
     """The memory as the teacher reads it ('' when there is none, so no empty heading appears)."""
     return MEMORY_BLOCK.format(memory=memory) if memory else ""
@@ -224,3 +228,13 @@ def consolidation_messages(kind: str, family: str, notes: Sequence[str],
         notes="\n".join(f"- {note}" for note in notes),
     )
     return student_messages(system_prompt, content)
+
+
+# ------------------------------------------------------------------------------------------- teacher-gap probe
+# `pmd probe` (probe.py) shows the teacher the same problem's reference answer as a worked, formatted reply, as
+# SDPO's successful sibling would be: the calculation when the question states one, then the answer in the strict
+# form the student's prompt asks for (the first form when it names none).
+
+WORKED_STEP = "{expression} = {answer}"
+WORKED_ANSWER = {"answer_line": "Answer: {answer}", "boxed": "\\boxed{{{answer}}}",
+                 "final_sentence": "The answer is {answer}."}
