@@ -12,7 +12,8 @@ from pmd.errors import PMDError
 from pmd.memory.store import Experience, MemoryStore
 from pmd.probe import (CONTEXTS, MEMORY_CONTEXTS, Templates, aggregate, answer_margin, build_memory,
                        check_held_out_absent, context_prompts, markdown_table, next_value, pick_problems,
-                       question_expression, retrieve_contexts, run_probe, worked_prefix, worked_reply)
+                       question_expression, reply_logprobs, retrieve_contexts, run_probe, worked_prefix,
+                       worked_reply)
 from pmd.prompts import PLACEBO_MEMORY, memory_block, teacher_text
 from conftest import snapshot
 
@@ -74,6 +75,22 @@ def test_aggregate_gap_is_teacher_minus_student():
     assert t["gap"] == {"strict": 1.0, "content": 0.5, "format": 0.5, "margin": 3.0}
     assert out["same_demo"]["families"]["b"]["gap"]["margin"] is None  # no numeric answer: n/a, not 0
     assert "gap" not in s
+
+
+def test_batched_reply_logprobs_match_explains_one_at_a_time(tiny_model_path):
+    """The margin's scorer: right-padded batches give each reply's log-prob as one unpadded forward does."""
+    from pmd.explain import completion_logprobs
+    from pmd.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(str(tiny_model_path), device="cpu")
+    pairs = [([{"role": "user", "content": "Calculate 2 + 3 ."}], "2 + 3 = 5"),
+             ([{"role": "system", "content": "Solve the problem ."}, {"role": "user", "content": "Calculate 7 - 1 - 2 ."}],
+              "Answer : 4"),
+             ([{"role": "user", "content": "Calculate 2 + 3 ."}], "2 + 3 = 6")]
+    batched = reply_logprobs(model, tok, pairs, batch_size=2)
+    one_by_one = [float(completion_logprobs(model, tok, chat, text)[1].sum()) for chat, text in pairs]
+    assert batched == pytest.approx(one_by_one, abs=1e-4)
+    assert batched[0] != pytest.approx(batched[2], abs=1e-6)  # the value matters
 
 
 # ------------------------------------------------------------------------------------------- rendering

@@ -340,12 +340,43 @@ def memory_store(cfg: RunConfig, suite: EnvironmentSuite, memory_db: Path | None
 # ------------------------------------------------------------------------------------------- scoring
 
 
+def reply_logprobs(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str]],
+                   batch_size: int) -> list[float]:
+    """log p(reply | chat) for each (chat, reply), as `explain.completion_logprobs` sums it (the chat template with
+    the generation prompt, then the reply's own tokens), in right-padded batches (a causal model's positions before
+    the padding are unaffected by it)."""
+    import torch
+
+    device = next(model.parameters()).device
+    rows = []
+    for chat, reply in pairs:
+        prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]
+        rows.append((list(prompt), tokenizer(reply, add_special_tokens=False)["input_ids"]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(p) + len(r) for p, r in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (p, r) in enumerate(chunk):
+            ids[i, :len(p) + len(r)] = torch.tensor(p + r)
+            mask[i, :len(p) + len(r)] = 1
+        with torch.no_grad():
+            logps = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(),
+                                      dim=-1).cpu()
+        for i, (p, r) in enumerate(chunk):
+            positions = torch.arange(len(p) - 1, len(p) + len(r) - 1)
+            out.append(float(logps[i, positions, torch.tensor(r)].sum()) if r else 0.0)
+    return out
+
+
 def score_prompts(model, tokenizer, suite: EnvironmentSuite, cfg: RunConfig, problems: Sequence[Problem],
                   prompts: dict[str, list[tuple[list[dict[str, str]], bool]]]) -> dict[str, list[dict[str, Any]]]:
     """Per context, per problem: greedy reply scored by the verifier, and the answer margin. A chat that several
     contexts share (an empty memory level is the problem alone) is answered and scored once."""
     from .evaluate import generate
-    from .explain import completion_logprobs
 
     unique: dict[str, tuple[list[dict[str, str]], Problem]] = {}
     for chats in prompts.values():
@@ -355,16 +386,20 @@ def score_prompts(model, tokenizer, suite: EnvironmentSuite, cfg: RunConfig, pro
     replies = generate(model, tokenizer, [unique[k][0] for k in keys], cfg.eval.max_new_tokens, cfg.eval.temperature,
                        True, cfg.eval.batch_size)
     verdicts = suite.verify_batch([unique[k][1] for k in keys], replies)
+    # the margin's texts, scored in batches: each chat's canonical prefix + the right value, then + (value + 1)
+    texts: dict[tuple[str, str], float] = {}
+    for k in keys:
+        chat, p = unique[k]
+        answer_margin(lambda text, k=k: texts.setdefault((k, text), 0.0), worked_prefix(p.question), p.answer or "")
+    scores = reply_logprobs(model, tokenizer, [(unique[k][0], text) for k, text in texts], cfg.eval.batch_size)
+    texts = dict(zip(texts, scores))
     scored: dict[str, dict[str, Any]] = {}
     for k, reply, v in zip(keys, replies, verdicts, strict=True):
-        chat, p = unique[k]
-
-        def logprob_of(text: str, chat=chat) -> float:
-            return float(completion_logprobs(model, tokenizer, chat, text)[1].sum())
-
+        p = unique[k][1]
         scored[k] = {"strict": bool(v.passed), "content": bool(v.details.get("lenient_correct", v.passed)),
                      "format": bool(v.format_ok), "reply": reply,
-                     "margin": answer_margin(logprob_of, worked_prefix(p.question), p.answer) if p.answer else None}
+                     "margin": answer_margin(lambda text, k=k: texts[(k, text)], worked_prefix(p.question),
+                                             p.answer or "")}
     return {name: [{"uid": p.uid, "family": p.family, "shown": shown, **scored[json.dumps(chat)]}
                    for (chat, shown), p in zip(chats, problems, strict=True)]
             for name, chats in prompts.items()}
