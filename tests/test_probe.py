@@ -84,7 +84,8 @@ def test_batched_reply_logprobs_match_explains_one_at_a_time(tiny_model_path):
 
     model, tok = load_model_and_tokenizer(str(tiny_model_path), device="cpu")
     pairs = [([{"role": "user", "content": "Calculate 2 + 3 ."}], "2 + 3 = 5"),
-             ([{"role": "system", "content": "Solve the problem ."}, {"role": "user", "content": "Calculate 7 - 1 - 2 ."}],
+             ([{"role": "system", "content": "Solve the problem ."},
+              {"role": "user", "content": "Calculate 7 - 1 - 2 ."}],
               "Answer : 4"),
              ([{"role": "user", "content": "Calculate 2 + 3 ."}], "2 + 3 = 6")]
     batched = reply_logprobs(model, tok, pairs, batch_size=2)
