@@ -166,7 +166,7 @@ def aggregate(per_problem: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The probe as a markdown table: the student, then each teacher context with its gap over the student."""
+    """The probe as markdown: the student, then each teacher context with its gap over the student; then per family."""
     def num(x: float | None, signed: bool = False) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{x:+.3f}" if signed
                                                                                        else f"{x:.3f}")
@@ -181,7 +181,18 @@ def markdown_table(result: dict[str, Any]) -> str:
         label = "student (problem alone, student prompt)" if name == "student" else f"teacher: {name}"
         lines.append(f"| {label} | {num(o['strict'])} | {num(o['content'])} | {num(o['format'])} | "
                      f"{num(o['margin'])} | {num(d['strict'], True)} | {num(d['content'], True)} | "
-                     f"{num(d['format'], True)} | {num(d['margin'], True)} | {num(o['shown'])} |")
+                     f"{num(d['format'], True)} | {num(d['margin'], True)} | "
+                     f"{'n/a' if name == 'student' else num(o['shown'])} |")
+    for family in result["families"]:
+        lines += ["", f"{family}: strict / content / format / margin (Δ content over the student)", "",
+                  "| context | strict | content | format | margin | Δ content |", "|---|---|---|---|---|---|"]
+        for name, entry in result["contexts"].items():
+            f = entry["families"].get(family)
+            if f is None:
+                continue
+            dc = (f.get("gap") or {}).get("content")
+            lines.append(f"| {name} | {num(f['strict'])} | {num(f['content'])} | {num(f['format'])} | "
+                         f"{num(f['margin'])} | {num(dc, True)} |")
     return "\n".join(lines)
 
 
@@ -364,11 +375,10 @@ def reply_logprobs(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]],
             ids[i, :len(p) + len(r)] = torch.tensor(p + r)
             mask[i, :len(p) + len(r)] = 1
         with torch.no_grad():
-            logps = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float(),
-                                      dim=-1).cpu()
-        for i, (p, r) in enumerate(chunk):
-            positions = torch.arange(len(p) - 1, len(p) + len(r) - 1)
-            out.append(float(logps[i, positions, torch.tensor(r)].sum()) if r else 0.0)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            for i, (p, r) in enumerate(chunk):  # log-softmax only where a reply token is predicted
+                at = torch.log_softmax(logits[i, len(p) - 1:len(p) + len(r) - 1].float(), dim=-1)
+                out.append(float(at.gather(1, torch.tensor(r, device=at.device).unsqueeze(1)).sum()) if r else 0.0)
     return out
 
 
