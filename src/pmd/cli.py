@@ -1,5 +1,5 @@
-"""`pmd train | eval | memory | compare | explain | report | config`: thin wrappers: parse, load config, call the
-library.
+"""`pmd train | eval | memory | compare | probe | explain | report | config`: thin wrappers: parse, load config, call
+the library.
 
 Expected problems (bad config, unknown model, malformed data, foreign memory DB, a missing run directory or file,
 a bad command line) are printed as one line `pmd: error: ...` with exit code 2, never a traceback; paths are checked
@@ -221,6 +221,34 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from .probe import markdown_table, out_refusal, run_probe
+
+    cfg = _load(args)
+    if args.memory and args.no_memory:
+        raise PMDError("--memory and --no-memory: give one (a run's store to probe, or no memory contexts)")
+    memory_db = None
+    if args.memory:  # checked before a model loads
+        from .memory.store import MemoryStore
+
+        memory_db = _memory_db(args.memory, "--memory")
+        MemoryStore.check(str(memory_db))
+    if args.out:
+        check_out_path(args.out)
+        if refusal := out_refusal(Path(args.out), Path(args.config), memory_db):
+            raise PMDError(f"--out {args.out}: {refusal}")
+    result = run_probe(cfg, memory_db, args.problems, use_memory=not args.no_memory)
+    if args.out:
+        text = json.dumps(result, indent=1)
+        try:
+            write_output(Path(args.out), lambda fh: fh.write(text + "\n"))
+        except OSError as exc:
+            raise PMDError(f"--out {args.out}: cannot write ({exc.strerror or exc}); nothing written") from None
+    with _stdout():
+        print(markdown_table(result), flush=True)
+    return 0
+
+
 def cmd_explain(args) -> int:
     from .explain import check_run, explain, format_explanations, why_nothing
 
@@ -299,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--table-only", action="store_true", help="only rebuild the table/curves from finished runs")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("probe", help="is there anything to distil? the base model as student and as teacher under "
+                                     "each context (memory levels, placebo, demos), on held-out problems")
+    _add_config_args(p)
+    p.add_argument("--memory", help="a finished run's directory or memory.sqlite to retrieve from (default: build one "
+                                    "from the base model's rollouts on the training split)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory contexts")
+    p.add_argument("--problems", type=_positive_int, help="held-out problems to probe, families in turn (default all)")
+    p.add_argument("--out", help="also write the JSON (per context, per family, per problem) here")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("explain", help="which rollout tokens the retrieved memory moved in the teacher")
     p.add_argument("run", help="a PMD run directory")

@@ -242,3 +242,13 @@ def consolidation_messages(kind: str, family: str, notes: Sequence[str],
         notes="\n".join(f"- {note}" for note in notes),
     )
     return student_messages(system_prompt, content)
+
+
+# ------------------------------------------------------------------------------------------- teacher-gap probe
+# `pmd probe` (probe.py) shows the teacher the same problem's reference answer as a worked, formatted reply, as
+# SDPO's successful sibling would be: the calculation when the question states one, then the answer in the strict
+# form the student's prompt asks for (the first form when it names none).
+
+WORKED_STEP = "{expression} = {answer}"
+WORKED_ANSWER = {"answer_line": "Answer: {answer}", "boxed": "\\boxed{{{answer}}}",
+                 "final_sentence": "The answer is {answer}."}
