@@ -127,7 +127,9 @@ def test_partial_seeds_are_paired_on_the_common_ones(tmp_path, out):
     assert "Only one finished seed for sdpo: its intervals resample problems only" in table
 
 
-def test_a_clear_gain_on_enough_problems_is_a_win(tmp_path):
+def gain_of_one_in_five(tmp_path):
+    """A comparison dir with the base evaluation on 240 held-out problems (120 per family, 1 in 5 passed), and the
+    base and a result that passes 1 in 5 more (2 in 5), for the runs a test writes."""
     n = 120  # per family: 240 held-out problems
     base_pass = [1 if i % 5 == 0 else 0 for i in range(2 * n)]
     better = [1 if i % 5 in (0, 1) else 0 for i in range(2 * n)]
@@ -135,6 +137,11 @@ def test_a_clear_gain_on_enough_problems_is_a_win(tmp_path):
     cmp = tmp_path / "cmp"
     cmp.mkdir()
     (cmp / "eval_base.json").write_text(json.dumps(base))
+    return cmp, base, gain
+
+
+def test_a_clear_gain_on_enough_problems_is_a_win(tmp_path):
+    cmp, base, gain = gain_of_one_in_five(tmp_path)
     for seed in (0, 1):
         write_run(cmp / "sdpo" / f"seed-{seed}", base, base)
         write_run(cmp / "pmd" / f"seed-{seed}", base, gain)
@@ -302,13 +309,7 @@ def test_teacher_table_lists_memory_levels_only_for_runs_that_logged_them():
 def test_table_shows_pmd_against_each_control_with_paired_intervals(tmp_path):
     """PMD solves 1 in 5 more problems than the placebo on both seeds (a win); the same-problem control equals PMD
     on every problem (exactly 0); the control finished on one seed only is paired on that seed."""
-    n = 120  # per family: 240 held-out problems
-    base_pass = [1 if i % 5 == 0 else 0 for i in range(2 * n)]
-    better = [1 if i % 5 in (0, 1) else 0 for i in range(2 * n)]
-    base, gain = eval_result(base_pass, n_per_family=n), eval_result(better, n_per_family=n)
-    cmp = tmp_path / "cmp"
-    cmp.mkdir()
-    (cmp / "eval_base.json").write_text(json.dumps(base))
+    cmp, base, gain = gain_of_one_in_five(tmp_path)
     for seed in (0, 1):
         write_run(cmp / "sdpo" / f"seed-{seed}", base, base)
         write_run(cmp / "pmd" / f"seed-{seed}", base, gain)

@@ -17,35 +17,11 @@ import yaml
 
 from pmd.cli import main
 
-# Verbatim from TRL's GRPOTrainer documentation ("Using a custom reward function": example 2, and the
-# standard-format example with a `ground_truth` column).
-TRL_REWARDS = r'''
-import re
+# TRL's documented reward functions, verbatim (its standard-format `reward_func` with a `ground_truth` column, and
+# the conversational `format_reward_func`), and the system turn they expect
+from test_reward_forms import SYSTEM, TRL_DOC_REWARDS, write
 
-
-def reward_func(completions, ground_truth, **kwargs):
-    # Regular expression to capture content inside \\boxed{}
-    matches = [re.search(r"\\boxed\{(.*?)\}", completion) for completion in completions]
-    contents = [match.group(1) if match else "" for match in matches]
-    # Reward 1 if the content is the same as the ground truth, 0 otherwise
-    return [1.0 if c == gt else 0.0 for c, gt in zip(contents, ground_truth)]
-
-
-def format_reward_func(completions, **kwargs):
-    """Reward function that checks if the completion has a specific format."""
-    pattern = r"^<think>.*?</think><answer>.*?</answer>$"
-    completion_contents = [completion[0]["content"] for completion in completions]
-    matches = [re.match(pattern, content) for content in completion_contents]
-    return [1.0 if match else 0.0 for match in matches]
-'''
-
-SYSTEM = "You reply with <think>...</think><answer>...</answer> and nothing else."
 PMD_INSTRUCTION = "Give the final result on a line"  # what pmd used to append to every row
-
-
-def jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -61,12 +37,12 @@ def test_a_trl_users_first_day(tmp_path, tiny_model_path, capsys, monkeypatch):
     assert "learning_rate" in listing and "num_generations" in listing and "algo" in listing
 
     # 2. Their own data and TRL's own reward functions, from the command line.
-    (tmp_path / "trl_rewards.py").write_text(TRL_REWARDS, encoding="utf-8")
-    text = jsonl(tmp_path / "text.jsonl", [{"question": f"What is {i} plus {i}?", "ground_truth": str(2 * i),
-                                            "answer": str(2 * i)} for i in range(10)])
-    chat = jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "system", "content": SYSTEM},
-                                                         {"role": "user", "content": f"What is {i} + {i}?"}],
-                                            "answer": str(2 * i)} for i in range(10)])
+    (tmp_path / "trl_rewards.py").write_text(TRL_DOC_REWARDS, encoding="utf-8")
+    text = str(write(tmp_path / "text.jsonl", [{"question": f"What is {i} plus {i}?", "ground_truth": str(2 * i),
+                                                "answer": str(2 * i)} for i in range(10)]))
+    chat = str(write(tmp_path / "chat.jsonl", [{"messages": [{"role": "system", "content": SYSTEM},
+                                                             {"role": "user", "content": f"What is {i} + {i}?"}],
+                                                "answer": str(2 * i)} for i in range(10)]))
     config = {
         "model": {"name_or_path": str(tiny_model_path)},
         "env": {"tasks": [
