@@ -138,11 +138,12 @@ def test_resume_under_two_ranks_matches_the_uninterrupted_run(uninterrupted, tmp
     assert [len(probes(tmp_path / "log2", r, "report")) for r in range(RANKS)] == [1, 0]
 
 
-@pytest.mark.parametrize("algo", ["grpo", "sdpo"])
-def test_grpo_and_sdpo_train_on_two_ranks(algo, tiny_model_path, tmp_path):
+@pytest.mark.parametrize("algo, demo_choice", [("grpo", "best"), ("sdpo", "best"), ("sdpo", "first")])
+def test_grpo_and_sdpo_train_on_two_ranks(algo, demo_choice, tiny_model_path, tmp_path):
+    """SDPO's teacher on two ranks both ways: PMD's plan with no memory (best), and TRL's own builder (first)."""
     cfg = write_config(tmp_path, tiny_model_path, algo)
     proc = torchrun(tmp_path / "log", "train", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-eval",
-                    "--set", "train.steps=2", "--set", "train.save_steps=0")
+                    "--set", "train.steps=2", "--set", "train.save_steps=0", "--set", f"train.demo_choice={demo_choice}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
     assert sorted(per_step_metrics(tmp_path / "run")) == [1, 2]

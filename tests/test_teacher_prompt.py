@@ -186,12 +186,13 @@ class FakeMemory:
         pass
 
 
-def pmd_builder(trainer, memory, judged, demo_choice="best"):
-    """TRL's seam as PMD fills it: the step's teacher_context phase, on a step whose `score` gave `judged`."""
+def pmd_builder(trainer, memory, judged, demo_choice="best", algo="pmd"):
+    """TRL's seam as PMD fills it: the step's teacher_context phase, on a step whose `score` gave `judged`
+    (`algo` "sdpo": the same step with no memory phases, and `memory` None)."""
     from pmd.step import Phases, PMDStep, StepRecord
     from pmd.teacher import StepTeacherContext
 
-    step = PMDStep(suite=None, phases=Phases.for_algo("pmd"), demo_choice=demo_choice).attach(trainer, memory)
+    step = PMDStep(suite=None, phases=Phases.for_algo(algo), demo_choice=demo_choice).attach(trainer, memory)
     step.record = StepRecord(step=0, judged=judged)
     return StepTeacherContext(trainer, step)
 
@@ -410,10 +411,12 @@ def group_of_four(tok, rewards):
 @pytest.mark.parametrize("rewards, threshold", [([0.0, 1.0, 1.0, 0.0], 1.0), ([1.0, 0.0, 1.0, 1.0], 1.0),
                                                 ([0.0, 0.5, 1.0, 0.0], 0.5)])
 @pytest.mark.parametrize("choice", ["best", "first"])
-def test_demo_choice_against_trls_own_builder(rewards, threshold, choice):
-    """TRL's SuccessfulRolloutTeacherContextBuilder.build, run, against PMD's step (memory empty) on one group of
-    four: with binary rewards both choices give TRL's tensors token for token; with graded rewards "first" does, and
-    "best" differs exactly where TRL shows the unformatted sibling while a strictly correct one exists."""
+@pytest.mark.parametrize("algo", ["pmd", "sdpo"])
+def test_demo_choice_against_trls_own_builder(rewards, threshold, choice, algo):
+    """TRL's SuccessfulRolloutTeacherContextBuilder.build, run, against the step (PMD with memory empty, or SDPO) on
+    one group of four: with binary rewards both choices give TRL's tensors token for token; with graded rewards
+    "first" does, and "best" differs exactly where TRL shows the unformatted sibling while a strictly correct one
+    exists. SDPO and PMD pick the same sibling, so a comparison's arms differ only in memory."""
     import torch
     from trl.experimental.sdpo.sdpo_trainer import SuccessfulRolloutTeacherContextBuilder
 
@@ -425,9 +428,16 @@ def test_demo_choice_against_trls_own_builder(rewards, threshold, choice):
         t.num_generations = 4
     from pmd.rewards import failure_feedback
 
-    theirs = SuccessfulRolloutTeacherContextBuilder(trl_trainer).build(output, prompts, reward_t,
-                                                                        feedbacks=failure_feedback(judged, threshold))
-    ours = pmd_builder(pmd_trainer, FakeMemory([""] * 4), judged, demo_choice=choice).build(output, prompts, reward_t)
+    trl_builder = SuccessfulRolloutTeacherContextBuilder(trl_trainer)
+    theirs = trl_builder.build(output, prompts, reward_t, feedbacks=failure_feedback(judged, threshold))
+    memory = FakeMemory([""] * 4) if algo == "pmd" else None
+    context = pmd_builder(pmd_trainer, memory, judged, demo_choice=choice, algo=algo)
+    ours = context.build(output, prompts, reward_t)
+    if algo == "sdpo":  # no memory keys; TRL's own names for what TRL's builder also logs
+        assert not any(k.startswith("pmd/memory") for k in context.last_metrics)
+        for key in ("reprompt_sample_fraction", "success_sample_fraction", "success_group_fraction"):
+            key = f"self_distillation/{key}"
+            assert context.last_metrics[key] == pytest.approx(trl_builder.last_metrics[key])
     graded = len({r for r in rewards if r >= threshold}) > 1
     same = [torch.equal(ours["teacher_input_ids"][i], theirs["teacher_input_ids"][i]) for i in range(4)]
     assert torch.equal(ours["self_distillation_mask"], theirs["self_distillation_mask"])

@@ -42,8 +42,8 @@ def test_each_algorithm_trains_and_logs(tmp_path, tiny_model_path, algo):
         assert summary["memory"]["experiences"] == 2 * 2 * 2  # steps x prompts x generations
     # every step's row times its phases (exclusive seconds, as verl's timing_s/*); the memory's only for PMD
     phases = {"generate", "reward", "prepare_batch", "loss_forward", "backward", "optimizer"}
-    phases |= {"teacher_context", "ema_sync"} if algo != "grpo" else set()
-    phases |= {"retrieve", "plan", "render", "record", "reflect", "consolidate"} if algo == "pmd" else set()
+    phases |= {"teacher_context", "plan", "render", "ema_sync"} if algo != "grpo" else set()
+    phases |= {"retrieve", "record", "reflect", "consolidate"} if algo == "pmd" else set()
     for r in (r for r in rows if "loss" in r):
         assert {k[len("time/"):] for k in r if k.startswith("time/")} == phases, r
         assert all(r[f"time/{p}"] >= 0 for p in phases) and r["time/generate"] > 0

@@ -112,8 +112,9 @@ class TrainConfig:
     success_reward_threshold: float = _f(1.0, "Reward at or above which a rollout counts as a success.",
                                          unbounded="rewards are weighted sums of your functions: any scale")
     demo_choice: Literal["best", "first"] = _f(
-        "best", "PMD: the successful sibling shown to the teacher: best = highest reward (first of equals), first = "
-                "TRL's first at or above success_reward_threshold (the same with binary rewards; SDPO is TRL's).")
+        "best", "SDPO/PMD: the successful sibling shown to the teacher: best = highest reward (first of equals), "
+                "first = TRL's first at or above success_reward_threshold (the same with binary rewards; SDPO under "
+                "first is TRL's own builder).")
 
     # --- checkpointing
     save_steps: int = _f(0, "Checkpoint every N steps for --resume (0 = none: a killed run restarts from step 0).",

@@ -18,8 +18,9 @@ trainer.py wires each seam to one method here. The methods below come in the ord
   save             memory, EMA teacher and a manifest beside TRL's checkpoint, same step    time/save
 
 GRPO and SDPO run this same object with phases switched off (`Phases.for_algo`): GRPO has no teacher and no memory
-(score, loss, after_update's checks, log, save); SDPO's teacher follows TRL's own rule given each rollout's verifier
-feedback, and there is no memory to retrieve, record, reflect or save.
+(score, loss, after_update's checks, log, save); SDPO has no memory to retrieve, record, reflect or save, and its
+teacher is planned as PMD's with every memory empty, so that the two pick the same demonstration
+(`train.demo_choice`); under `demo_choice: first` it is TRL's own builder, given each rollout's verifier feedback.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class PMDStep:
         if self.phases.memory != (memory is not None):
             raise ValueError("a step with memory phases needs a MemoryLoop, and only it")
         self.trainer, self.memory = trainer, memory
-        self.renderer = TeacherRenderer(trainer) if self.phases.memory else None
+        self.renderer = TeacherRenderer(trainer) if self.phases.teacher else None
         return self
 
     # ------------------------------------------------------------------------------------------ score
@@ -164,11 +165,13 @@ class PMDStep:
     def teacher_context(self, output: dict[str, Any], prompts: list[Any], rewards: torch.Tensor,
                         trl_rule: Callable[[list[str | None]], tuple[dict, dict[str, float]]]
                         ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Each rollout's teacher input and the step's teacher metrics. SDPO: `trl_rule` (TRL's own builder) given
-        each rollout's feedback. PMD: gather -> retrieve -> plan -> render, every rank on the whole global batch, so
-        groups that span ranks are planned whole. Reads memory, never writes it (recording is after the update)."""
+        """Each rollout's teacher input and the step's teacher metrics: gather -> retrieve -> plan -> render, every
+        rank on the whole global batch, so groups that span ranks are planned whole. Reads memory, never writes it
+        (recording is after the update). SDPO retrieves nothing, so its plan is SDPO's rule with PMD's choice of
+        demonstration (`train.demo_choice`; the arms of a comparison then differ only in memory); under
+        `demo_choice: first` SDPO's teacher is `trl_rule`, TRL's own builder given each rollout's feedback."""
         rec = self._record_of(len(prompts))
-        if not self.phases.memory:
+        if not self.phases.memory and self.demo_choice == "first":
             batch, rec.metrics = trl_rule(failure_feedback(rec.judged, self.trainer.args.success_reward_threshold))
             self._note_completions(rec, prompts, batch, output)
             return batch, rec.metrics
@@ -176,8 +179,11 @@ class PMDStep:
         n_local = len(prompts)
         start = tr.accelerator.process_index * n_local
         all_rewards, all_completion_ids, all_prompts, rec.batch = self._gather(output, prompts, rewards, rec.judged)
-        with phase("retrieve"):  # memory.content: placebo swaps what was found for a note, keeping the activation
-            rec.retrieved = self.memory.retrieve([j.problem.uid for j in rec.batch], rec.step)
+        if self.phases.memory:
+            with phase("retrieve"):  # memory.content: placebo swaps what was found for a note, keeping the activation
+                rec.retrieved = self.memory.retrieve([j.problem.uid for j in rec.batch], rec.step)
+        else:  # SDPO: no memory
+            rec.retrieved = [RetrievedMemory("", [], 0, False)] * len(rec.batch)
         with phase("plan"):
             settings = PlanSettings.from_args(tr.args, tr.num_generations if tr.model.training
                                               else tr.num_generations_eval, self.demo_choice)
@@ -190,13 +196,17 @@ class PMDStep:
         rec.metrics = {**teacher_metrics(plans, all_rewards, settings, rec.retrieved, cuts),
                        **{f"pmd/memory_level_frac/{lvl}": f for lvl, f in
                           level_fractions([m.item_refs for m in rec.retrieved]).items() if lvl in LEVELS}}
+        if not self.phases.memory:  # SDPO: no memory keys, and its own rule's fraction is reprompt_sample_fraction
+            rec.metrics = {k: v for k, v in rec.metrics.items()
+                           if not k.startswith("pmd/memory") and k != "pmd/sdpo_teacher_active_fraction"}
         active = torch.tensor([float(plans[i].active) for i in mine], device=tr.accelerator.device)
         batch = {
             "teacher_input_ids": torch.cat([teacher["prompt_ids"], output["completion_ids"]], dim=1),
             "teacher_attention_mask": torch.cat([teacher["prompt_mask"], output["completion_mask"]], dim=1),
             "self_distillation_mask": active,
         }
-        self._note_completions(rec, prompts, batch, output, [rec.retrieved[i].text for i in mine])
+        self._note_completions(rec, prompts, batch, output,
+                               [rec.retrieved[i].text for i in mine] if self.phases.memory else None)
         return batch, rec.metrics
 
     def _note_completions(self, rec: StepRecord, prompts: list[Any], batch: dict[str, Any], output: dict[str, Any],

@@ -7,7 +7,7 @@ thin adapter to the step's `teacher_context` phase (step.py), which uses this mo
 
 - `plan_teachers` (pure): per sample, active or not, with which demonstration, feedback and memory;
 - `TeacherRenderer`: the teacher prompt (prompts.teacher_text) tokenized within `max_reprompt_len`;
-- `teacher_metrics`: what the step logs about them. SDPO's teacher is TRL's own builder, given each rollout's feedback.
+- `teacher_metrics`: what the step logs about them.
 
 PMD's rule differs from SDPO's in one place: a sample's teacher is also active when memory holds something for
 its problem or family, not only when a sibling succeeded or feedback exists. That is the cross-episode signal.
@@ -17,12 +17,15 @@ Everything else follows TRL's SDPO builder and the SDPO reference (lasgroup/SDPO
 the same here; with every memory empty PMD's teacher prompts are TRL's, token for token
 (tests/test_teacher_prompt.py runs both on one batch), as long as both pick the same demonstration: PMD shows the
 best-reward successful sibling (`train.demo_choice: best`, `choose_demo`), TRL the first; they differ only where
-successes score differently (graded rewards, e.g. lenient credit), and `demo_choice: first` is TRL's rule.
+successes score differently (graded rewards, e.g. lenient credit), and `demo_choice: first` is TRL's rule. SDPO
+runs the same plan with no memory (step.py), so SDPO and PMD show the same sibling; under `demo_choice: first`
+SDPO's teacher is TRL's builder itself.
 
 One deliberate difference: a teacher prompt over `max_reprompt_len` is not simply cut from the left (TRL), which
 drops the problem statement first; `fit_teacher_prompt` cuts memory first, then the demonstration, then the
 feedback, and the problem only as a last resort (each counted per step: pmd/teacher_*_cut_fraction). The SDPO
-baseline keeps TRL's builder and its left cut; where no prompt exceeds the limit, the two agree exactly.
+baseline under `demo_choice: first` keeps TRL's builder and its left cut; where no prompt exceeds the limit, the
+two agree exactly.
 """
 
 from __future__ import annotations
@@ -321,7 +324,8 @@ class TeacherRenderer:
 
 class StepTeacherContext(SuccessfulRolloutTeacherContextBuilder):
     """TRL's `teacher_context_builder` seam, a thin adapter: `build` is the step's `teacher_context` phase. SDPO's
-    rule is TRL's own builder (`super().build`), handed to the step with each rollout's feedback."""
+    TRL's own builder (`super().build`) is handed to the step as `trl_rule`: SDPO's teacher under
+    `train.demo_choice: first`."""
 
     def __init__(self, trainer, step):
         super().__init__(trainer)
