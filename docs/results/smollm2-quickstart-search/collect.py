@@ -7,7 +7,9 @@ records format that `pmd compare` writes (format 2), so the table is rendered by
 `pmd.compare_tables.render_table` and the regeneration test (tests/test_results_tables.py) covers it.
 Run from the repository root:
 
-    python docs/results/smollm2-quickstart-search/collect.py RUNS_DIR
+    python docs/results/smollm2-quickstart-search/collect.py RUNS_DIR [FOLDER]
+
+(FOLDER: only that group, e.g. `runs/qs25 after-label-fix`.)
 
 Differences from a `pmd compare` record, stated in the README beside the table: the curve has two points (the base
 model at step 0, the trained model at the last step: these runs evaluate nowhere in between); the collapse check's
@@ -46,6 +48,8 @@ GROUPS = {
         "pmd distillation_weight=0.5 lenient_credit=0.5": [(0, "pmd-w05-lc05")],
     },
     "completion-96": {"pmd completion=96": [(0, "pmd-len96")]},
+    # issue 25: the quickstart unchanged, re-run at the code after the label fix (runs/qs25/seed-S)
+    "after-label-fix": {"pmd": [(0, "seed-0"), (1, "seed-1"), (2, "seed-2")]},
 }
 def run_record(run: Path, seed: int, base_overall: dict, problems: dict[str, str]) -> dict:
     trained = json.loads((run / "eval_trained.json").read_text())
@@ -96,11 +100,12 @@ def write_group(runs: Path, settings: dict, out: Path) -> None:
     print(f"{out / 'table.md'}: {', '.join(found)}")
 
 
-def main(runs: Path) -> None:
+def main(runs: Path, only: str | None = None) -> None:
     for folder, settings in GROUPS.items():
-        (HERE / folder).mkdir(exist_ok=True)
-        write_group(runs, settings, HERE / folder)
+        if only is None or folder == only:
+            (HERE / folder).mkdir(exist_ok=True)
+            write_group(runs, settings, HERE / folder)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
